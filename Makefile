@@ -1,0 +1,31 @@
+# grokphase: `make demo` runs the main job on built-in defaults, `make test` runs the test suite.
+# Both create .venv if it is missing and install the package (with its test extra) into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.grokphase-installed
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/grokphase theory teacher-student --s2-sweep 0.05:0.35:61 \
+		--plot figures/teacher_student_theory.png --out results/teacher_student_theory.nc
+	$(BIN)/grokphase theory phase-diagram teacher-student --x s2:0.05:0.4:64 --y N:100:3000:64 \
+		--plot figures/phase_diagram_ts.png --out results/phase_diagram_ts.nc
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_theory_ts.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
