@@ -1,0 +1,762 @@
+r"""Teacher-student model: cubic teacher, erf student (paper Sec. 2.1, 3.1, App. A; THEORY.md §3).
+
+Data ``x ~ N(0, I_d)``, teacher ``y = H1(w*·x) + eps H3(w*·x)`` (eq. 1), student
+``f(x) = sum_i a_i erf(w_i·x)`` (eq. 2) with priors ``a_i ~ N(0, sa2/N)``, ``w_i ~ N(0, sw2/d I)``.
+
+In the equivalent-kernel (EK) limit the discrepancy is ``s2 * tbar = b H1 + c H3`` (eq. 12) and every
+hidden neuron is summarised by its overlap ``q = w·w*`` with the single-neuron action (eq. 13)
+
+    S(q) = d [ q^2/(2 sw2) - (2u/pi) (q^2/D) (b - 2 c q^2/D)^2 ],   D = 1 + 2 (sw2 + q^2),
+    u = n^2 sa2 / (s2^2 d N),   r = s2 N / n.
+
+Everything here follows from one concave free energy (THEORY.md §2, written in ``v = [b, sqrt(6) c]``)
+
+    F(v) = v·yhat - |v|^2/2 - r log( z(v) / z(0) ),   yhat = [1, sqrt(6) eps],
+    z(v) = \int dq exp(-S(q; v)),
+
+whose stationarity ``v = (I + (n/s2) Qt)^{-1} yhat`` is the self-consistency of App. A.3 (with the
+factor ``s2/n`` the paper drops) and whose Hessian is negative definite.  ``F/r = G/N`` is the free
+energy per hidden neuron relative to the prior.
+
+Two solvers:
+
+* :func:`solve_finite_d` — maximises F by damped Newton with an exact (closed-form) Hessian, the
+  integrals over q done by a trapezoid rule on a sinh-mapped grid in log space (spectrally
+  accurate for this analytic integrand) with an a-posteriori resolution check; vmappable over every
+  parameter.
+* :func:`solve_limit` — the scaling limit (eq. 11, Table 1; alpha, beta -> infinity at fixed u, r):
+  the GFL branch, the first-order transition where the droplet minima ±q* become degenerate with
+  q = 0 (Claim IV), and the GMFL-I mixed branch with the degeneracy pinned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from grokphase._params import (
+    broadcast_fields,
+    check_finite,
+    check_positive,
+    is_traced,
+    register_params,
+)
+from grokphase.errors import ParameterError, SolverError
+from grokphase.theory.roots import bisect
+
+PARAM_NAMES = ("N", "n", "d", "s2", "sa2", "sw2", "eps")
+DERIVED_AXES = ("u", "r")
+SQRT6 = math.sqrt(6.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------
+
+
+@register_params
+@dataclasses.dataclass(frozen=True)
+class TeacherStudentParams:
+    """Parameters of the teacher-student model (paper's symbols; defaults: App. C at beta = 1).
+
+    Attributes:
+      N: hidden width.
+      n: number of training points.
+      d: input dimension.
+      s2: sigma^2, Langevin temperature = Bayesian observation-noise variance.
+      sa2: sigma_a^2; readout prior a_i ~ N(0, sa2/N).  ``None`` means the paper's 8/N.
+      sw2: sigma_w^2; input prior w_i ~ N(0, sw2/d I).
+      eps: cubic strength of the teacher.
+
+    Every field may be a scalar or an array; arrays broadcast against each other, so one parameter
+    object can describe a whole sweep or grid.  The theory treats N, n, d as real numbers (the
+    Table-1 scaling produces non-integer sizes such as d = 150 sqrt(beta)).
+    """
+
+    N: Any = 700.0
+    n: Any = 3000.0
+    d: Any = 150.0
+    s2: Any = 0.14
+    sa2: Any = None
+    sw2: Any = 0.5
+    eps: Any = -0.3
+
+    def __post_init__(self):
+        if self.sa2 is None:
+            if is_traced(self.N):
+                object.__setattr__(self, "sa2", 8.0 / self.N)
+            else:
+                check_positive("N", self.N)
+                object.__setattr__(self, "sa2", 8.0 / np.asarray(self.N, dtype=np.float64))
+        for k in ("N", "n", "d", "s2", "sa2", "sw2"):
+            check_positive(k, getattr(self, k))
+        check_finite("eps", self.eps)
+        if not any(is_traced(getattr(self, k)) for k in PARAM_NAMES):
+            broadcast_fields(self, PARAM_NAMES)  # raises a clear error if shapes clash
+
+    # -- derived invariants (Table 1) --
+    @property
+    def u(self):
+        """u = n^2 sa2 / (s2^2 d N), invariant under the scaling of eq. 11."""
+        return self.n**2 * self.sa2 / (self.s2**2 * self.d * self.N)
+
+    @property
+    def r(self):
+        """r = s2 N / n, invariant under the scaling of eq. 11."""
+        return self.s2 * self.N / self.n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return broadcast_fields(self, PARAM_NAMES)[0]
+
+    def replace(self, **changes) -> "TeacherStudentParams":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in PARAM_NAMES}
+
+    def broadcast(self) -> "TeacherStudentParams":
+        """All fields as float64 NumPy arrays of the common broadcast shape."""
+        _, arrays = broadcast_fields(self, PARAM_NAMES)
+        return TeacherStudentParams(**{k: np.array(v) for k, v in arrays.items()})
+
+    def scaled(self, alpha=None, beta=1.0) -> "TeacherStudentParams":
+        """Table 1 / eq. 11: N -> beta N, d -> sqrt(beta) d, sa2 -> sa2/sqrt(beta),
+        s2 -> (alpha/beta) s2, n -> alpha n.  ``alpha`` defaults to ``beta``.  u and r are invariant."""
+        alpha = beta if alpha is None else alpha
+        check_positive("beta", beta)
+        check_positive("alpha", alpha)
+        sb = np.sqrt(beta)
+        return TeacherStudentParams(
+            N=self.N * beta, n=self.n * alpha, d=self.d * sb, s2=self.s2 * alpha / beta,
+            sa2=self.sa2 / sb, sw2=self.sw2, eps=self.eps,
+        )
+
+    def with_axis(self, name: str, value) -> "TeacherStudentParams":
+        """Set one parameter, or one invariant: ``u`` (through sa2, keeping r) or ``r`` (through N,
+        with sa2 rescaled to keep u).  Used by sweeps and phase diagrams."""
+        if name in PARAM_NAMES:
+            changes = {name: value}
+            if name == "N" and self.sa2 is None:
+                changes["sa2"] = None
+            return self.replace(**changes)
+        check_positive(name, value)
+        if name == "u":
+            return self.replace(sa2=value * self.s2**2 * self.d * self.N / self.n**2)
+        if name == "r":
+            N_new = value * self.n / self.s2
+            return self.replace(N=N_new, sa2=self.sa2 * N_new / self.N)
+        raise ParameterError(f"unknown teacher-student parameter {name!r}; choose from {PARAM_NAMES + DERIVED_AXES}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Status codes and phases
+# ----------------------------------------------------------------------------------------------
+
+
+class Status(enum.IntEnum):
+    """Solver outcome, returned as an integer array (never raised inside jit)."""
+
+    CONVERGED = 0
+    MAX_ITER = 1        # Newton did not reach the tolerance in maxiter steps
+    LINE_SEARCH = 2     # backtracking could not increase F (and the residual is not small)
+    UNRESOLVED = 3      # the q-grid does not resolve p(q) (half-grid check failed)
+    TRUNCATED = 4       # p(q) has mass beyond the grid's end
+    NONFINITE = 5       # a non-finite number appeared
+    NO_BRANCH = 6       # scaling limit: no GMFL-I solution (e.g. eps >= 0, not covered)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Phase(enum.IntEnum):
+    GFL = 0
+    GMFL_I = 1
+    GMFL_II = 2
+
+    @property
+    def label(self) -> str:
+        return {0: "GFL", 1: "GMFL-I", 2: "GMFL-II"}[int(self)]
+
+
+PHASE_LABELS = {int(p): p.label for p in Phase}
+
+
+# ----------------------------------------------------------------------------------------------
+# Action and overlaps
+# ----------------------------------------------------------------------------------------------
+
+
+def overlaps(q, sw2):
+    """Neuron overlaps with the orthonormal basis (App. A.3-A.4, |w_perp|^2 concentrated at sw2):
+    g1(q) = <Hhat1, erf(w·x)> = 2q/sqrt(pi D), g3(q) = <Hhat3, erf(w·x)> = -4q^3/(sqrt(6 pi) D^{3/2}),
+    D = 1 + 2(sw2 + q^2).  Returns an array of shape ``q.shape + (2,)``."""
+    q = jnp.asarray(q)
+    D = 1.0 + 2.0 * (sw2 + q * q)
+    g1 = 2.0 * q / jnp.sqrt(jnp.pi * D)
+    g3 = -4.0 * q**3 / (jnp.sqrt(6.0 * jnp.pi) * D**1.5)
+    return jnp.stack([g1, g3], axis=-1)
+
+
+def reduced_action(q, b, c, u, sw2):
+    """Shat(q) = S(q)/d = q^2/(2 sw2) - (2u/pi)(q^2/D)(b - 2c q^2/D)^2 (eq. 13, App. A.2)."""
+    q2 = q * q
+    D = 1.0 + 2.0 * (sw2 + q2)
+    x = q2 / D
+    return q2 / (2.0 * sw2) - (2.0 * u / jnp.pi) * x * (b - 2.0 * c * x) ** 2
+
+
+def action(q, b, c, params: TeacherStudentParams):
+    """Single-neuron action S(q; b, c) = d * Shat (eq. 13)."""
+    return params.d * reduced_action(q, b, c, params.u, params.sw2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finite-d solver
+# ----------------------------------------------------------------------------------------------
+
+#: log-density contrast that defines the support of p(q): the grid reaches where S exceeds this
+#: bound for every admissible (b, c); the truncation check requires at least TRUNCATION_CHECK.
+SUPPORT_CONTRAST = 60.0
+TRUNCATION_CHECK = 36.0
+#: half-grid agreement required of log z and Qt.  The trapezoid rule on this analytic, rapidly
+#: decaying integrand converges like exp(-const/h^2): halving h raises the error to the 4th power,
+#: so a 1e-5 half-grid difference means a full-grid error far below float64 rounding.
+RESOLUTION_TOL = 1e-5
+NEWTON_RTOL = 1e-13
+
+
+class FiniteDSolution(NamedTuple):
+    """Result of :func:`solve_finite_d` (every field has the batch shape of the parameters).
+
+    b, c: discrepancy coefficients (eq. 12); linear_learned = 1 - b, cubic_learned = 1 - c/eps.
+    Q: the reduced kernel Qt = sa2 <g g^T> (shape ``(..., 2, 2)``).
+    droplet_fraction: mass of |q| beyond the first free-energy barrier of S(q) (0 if S has no
+      barrier, 1 if q = 0 is not a local minimum).  q_barrier, q_droplet: barrier position and the
+      minimum of S beyond it (both 0 when there is no droplet basin).
+    free_energy: max_v F(v)/r = G/N, the free energy per hidden neuron relative to the prior.
+    log_norm: log of the normaliser of p(q) on the whole line: log p(q) = -S(q) - log_norm.
+    residual: |yhat - (I + (n/s2) Qt) v|, the self-consistency residual (= s2 |grad G|/n).
+    quad_error: half-grid difference of log z and Qt (a posteriori quadrature error bound).
+    iterations, status (:class:`Status`), phase (:class:`Phase`): phase is GMFL-I when the expected
+      number of droplet neurons N * droplet_fraction is at least 1, GMFL-II when fewer than one
+      neuron is expected in the q = 0 basin, GFL otherwise (the finite-d crossover; it tends to the
+      scaling-limit phase as beta grows).
+    q, log_p: the (symmetric) quadrature grid and log p(q) on it, when ``density=True``.
+    """
+
+    b: jax.Array
+    c: jax.Array
+    linear_learned: jax.Array
+    cubic_learned: jax.Array
+    droplet_fraction: jax.Array
+    q_barrier: jax.Array
+    q_droplet: jax.Array
+    free_energy: jax.Array
+    log_norm: jax.Array
+    Q: jax.Array
+    residual: jax.Array
+    quad_error: jax.Array
+    iterations: jax.Array
+    status: jax.Array
+    phase: jax.Array
+    q: jax.Array | None = None
+    log_p: jax.Array | None = None
+
+
+def q_support(params: TeacherStudentParams, contrast: float = SUPPORT_CONTRAST):
+    """A q beyond which p(q) < exp(-contrast) p(0) for *every* admissible discrepancy.
+
+    At any maximiser of F (on any truncated grid), |v| <= |yhat| because (I + (n/s2) Qt)^{-1} is a
+    contraction; with |g(q)|^2 < 7/(3 pi) this gives S(q) >= d [q^2/(2 sw2) - (u/2)(1+6 eps^2) 7/(3 pi)].
+    """
+    bound = 0.5 * params.u * (1.0 + 6.0 * params.eps**2) * 7.0 / (3.0 * jnp.pi)
+    return jnp.sqrt(2.0 * params.sw2 * (contrast / params.d + bound))
+
+
+def _grid_scale(sw2):
+    # the sinh map is linear for q << ell and logarithmic beyond; ell = sqrt(1 + 2 sw2) is where
+    # q^2 ~ D and g(q) saturates, past which S is dominated by the prior's growth.
+    return jnp.sqrt(1.0 + 2.0 * sw2)
+
+
+def default_grid_size(params: TeacherStudentParams) -> int:
+    """Number of nodes (2^m + 1) so that the spacing near q <~ ell is 0.4 prior standard deviations."""
+    p = params.broadcast()
+    ell = np.sqrt(1.0 + 2.0 * p.sw2)
+    x_max = ell * np.arcsinh(np.asarray(q_support(p)) / ell)
+    h = 0.4 * np.sqrt(p.sw2 / p.d)
+    need = float(np.max(x_max / h)) if x_max.size else 128.0
+    m = max(7, int(np.ceil(np.log2(max(need, 2.0)))))
+    return 2**m + 1
+
+
+def _quadrature(params: TeacherStudentParams, K: int):
+    """Half-line grid q_k = ell sinh(x_k/ell), x uniform on [0, x_max]; log trapezoid weights."""
+    ell = _grid_scale(params.sw2)
+    x_max = ell * jnp.arcsinh(q_support(params) / ell)
+    x = jnp.linspace(0.0, 1.0, K) * x_max
+    h = x_max / (K - 1)
+    q = ell * jnp.sinh(x / ell)
+    jac = jnp.cosh(x / ell)
+    ends = jnp.zeros(K).at[0].set(math.log(0.5)).at[-1].set(math.log(0.5))
+    logw = jnp.log(h * jac) + ends
+    return q, logw
+
+
+def _yhat(eps):
+    return jnp.stack([jnp.ones_like(eps), SQRT6 * eps])
+
+
+def _evaluate(v, params, q, g, logw, logz0):
+    """F(v), its gradient, its Hessian, Qt and log(z/z0) from one pass over the grid."""
+    ud = params.u * params.d
+    s = g @ v                                                    # (K,)  v·g(q)
+    E = -params.d * q * q / (2.0 * params.sw2) + 0.5 * ud * s * s  # -S(q; v)
+    lse = logsumexp(E + logw)
+    logz = lse - logz0
+    p = jnp.exp(E + logw - lse)                                  # quadrature probabilities
+    gg = jnp.einsum("k,ki,kj->ij", p, g, g)
+    m1 = jnp.einsum("k,k,ki->i", p, s, g)
+    m2 = jnp.einsum("k,k,ki,kj->ij", p, s * s, g, g)
+    yhat = _yhat(params.eps)
+    r = params.r
+    F = v @ yhat - 0.5 * v @ v - r * logz
+    grad = yhat - v - r * ud * m1
+    hess = -jnp.eye(2) - r * (ud * gg + ud * ud * (m2 - jnp.outer(m1, m1)))
+    Q = params.sa2 * gg
+    return F, grad, hess, Q, logz
+
+
+def free_energy_objective(v, params: TeacherStudentParams, grid_size: int):
+    """F(v) for scalar parameters (for tests and exploration; differentiable with jax.grad)."""
+    q, logw = _quadrature(params, grid_size)
+    logz0 = logsumexp(-params.d * q * q / (2.0 * params.sw2) + logw)
+    return _evaluate(v, params, q, overlaps(q, params.sw2), logw, logz0)[0]
+
+
+class _NewtonState(NamedTuple):
+    v: jax.Array
+    F: jax.Array
+    grad: jax.Array
+    hess: jax.Array
+    it: jax.Array
+    status: jax.Array
+    done: jax.Array
+
+
+def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bool) -> FiniteDSolution:
+    """Finite-d solution for scalar parameters (jit/vmap-compatible; K static)."""
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    q, logw = _quadrature(params, K)
+    g = overlaps(q, params.sw2)
+    prior = -params.d * q * q / (2.0 * params.sw2)
+    logz0 = logsumexp(prior + logw)
+    evaluate = lambda v: _evaluate(v, params, q, g, logw, logz0)  # noqa: E731
+    yhat = _yhat(params.eps)
+
+    def scale(grad, v):
+        return NEWTON_RTOL * (1.0 + jnp.linalg.norm(yhat) + jnp.linalg.norm(v))
+
+    v0 = jnp.zeros(2)
+    F0, g0, H0, _, _ = evaluate(v0)
+    state = _NewtonState(v0, F0, g0, H0, jnp.int32(0), jnp.int32(Status.MAX_ITER), jnp.bool_(False))
+
+    def cond(st):
+        return (~st.done) & (st.it < maxiter)
+
+    def body(st):
+        converged = jnp.linalg.norm(st.grad) <= scale(st.grad, st.v)
+        step = -jnp.linalg.solve(st.hess, st.grad)
+        slope = st.grad @ step  # > 0 for the ascent direction of a concave F
+        slack = 1e-13 * (1.0 + jnp.abs(st.F))
+
+        def ls_cond(carry):
+            t, Fn, *_ , ok = carry
+            return (~ok) & (t > 1e-12)
+
+        def ls_body(carry):
+            t = carry[0] * 0.5
+            vn = st.v + t * step
+            Fn, gn, Hn, _, _ = evaluate(vn)
+            ok = jnp.isfinite(Fn) & (Fn >= st.F + 1e-4 * t * slope - slack)
+            return (t, Fn, gn, Hn, vn, ok)
+
+        vn = st.v + step
+        Fn, gn, Hn, _, _ = evaluate(vn)
+        ok = jnp.isfinite(Fn) & (Fn >= st.F + 1e-4 * slope - slack)
+        t, Fn, gn, Hn, vn, ok = jax.lax.while_loop(ls_cond, ls_body, (jnp.float64(1.0), Fn, gn, Hn, vn, ok))
+        nonfinite = ~(jnp.all(jnp.isfinite(step)) & jnp.isfinite(st.F))
+        status = jnp.where(converged, Status.CONVERGED,
+                           jnp.where(nonfinite, Status.NONFINITE,
+                                     jnp.where(ok, Status.MAX_ITER, Status.LINE_SEARCH)))
+        done = converged | nonfinite | ~ok
+        accept = (~done)
+        return _NewtonState(
+            v=jnp.where(accept, vn, st.v), F=jnp.where(accept, Fn, st.F),
+            grad=jnp.where(accept, gn, st.grad), hess=jnp.where(accept, Hn, st.hess),
+            it=st.it + jnp.where(converged, 0, 1), status=status.astype(jnp.int32), done=done,
+        )
+
+    st = jax.lax.while_loop(cond, body, state)
+    v = st.v
+    F, grad, _, Q, logz = evaluate(v)
+    residual = jnp.linalg.norm(grad)
+    status = st.status
+    # a stalled line search at a point that already satisfies the equations to 1e-10 is converged:
+    status = jnp.where((status == Status.LINE_SEARCH) & (residual < 1e-10), Status.CONVERGED, status)
+
+    # --- a posteriori quadrature checks ---
+    s = g @ v
+    S = -(prior + 0.5 * params.u * params.d * s * s)  # S(q; v) on the grid
+    logw_c = logw[::2] + math.log(2.0)
+    logw_c = logw_c.at[0].add(0.0)  # endpoints keep their half weight
+    qc, gc = q[::2], g[::2]
+    logz0_c = logsumexp(prior[::2] + logw_c)
+    _, _, _, Qc, logzc = _evaluate(v, params, qc, gc, logw_c, logz0_c)
+    qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
+    quad_error = jnp.maximum(jnp.abs(logz - logzc), jnp.max(jnp.abs(Q - Qc)) / qnorm)
+    truncated = (S[-1] - jnp.min(S)) < TRUNCATION_CHECK
+    status = jnp.where(status == Status.CONVERGED,
+                       jnp.where(truncated, Status.TRUNCATED,
+                                 jnp.where(quad_error > RESOLUTION_TOL, Status.UNRESOLVED, status)),
+                       status)
+    finite = jnp.all(jnp.isfinite(v)) & jnp.isfinite(F) & jnp.all(jnp.isfinite(Q))
+    status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
+
+    # --- droplet basin: first local maximum of S(q) on q > 0 ---
+    dS = jnp.diff(S)
+    is_max = jnp.concatenate([jnp.array([dS[0] <= 0.0]), (dS[:-1] > 0.0) & (dS[1:] <= 0.0), jnp.array([False])])
+    has_barrier = jnp.any(is_max)
+    k_bar = jnp.argmax(is_max)
+    idx = jnp.arange(K)
+    beyond = idx >= k_bar
+    logp_half = -S + logw
+    lse_half = logsumexp(logp_half)
+    droplet = jnp.where(has_barrier, jnp.sum(jnp.where(beyond, jnp.exp(logp_half - lse_half), 0.0)), 0.0)
+    q_barrier = jnp.where(has_barrier, q[k_bar], 0.0)
+    k_drop = jnp.argmin(jnp.where(beyond, S, jnp.inf))
+    q_droplet = jnp.where(has_barrier, q[k_drop], 0.0)
+
+    b, c = v[0], v[1] / SQRT6
+    log_norm = lse_half + math.log(2.0)  # normaliser of the symmetric density on the whole line
+    N = params.N
+    phase = jnp.where(N * (1.0 - droplet) < 1.0, Phase.GMFL_II,
+                      jnp.where(N * droplet >= 1.0, Phase.GMFL_I, Phase.GFL)).astype(jnp.int32)
+    if density:
+        q_full = jnp.concatenate([-q[:0:-1], q])
+        logp = -jnp.concatenate([S[:0:-1], S]) - log_norm
+    else:
+        q_full = logp = None
+    return FiniteDSolution(
+        b=b, c=c, linear_learned=1.0 - b, cubic_learned=1.0 - c / params.eps,
+        droplet_fraction=droplet, q_barrier=q_barrier, q_droplet=q_droplet,
+        free_energy=F / params.r, log_norm=log_norm, Q=Q, residual=residual, quad_error=quad_error,
+        iterations=st.it, status=status, phase=phase, q=q_full, log_p=logp,
+    )
+
+
+@jax.jit(static_argnames=("grid_size", "maxiter", "density"))
+def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
+                         density: bool = False) -> FiniteDSolution:
+    """jit(vmap) of the point solver over 1-D parameter arrays (all fields of equal length)."""
+    return jax.vmap(lambda p: _solve_point(p, grid_size, maxiter, density))(params)
+
+
+def _flat_params(params: TeacherStudentParams):
+    shape, arrays = broadcast_fields(params, PARAM_NAMES)
+    flat = TeacherStudentParams(**{k: np.ascontiguousarray(a).reshape(-1) for k, a in arrays.items()})
+    return shape, flat
+
+
+def _take(params: TeacherStudentParams, idx) -> TeacherStudentParams:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], params)
+
+
+MAX_GRID_SIZE = 2**16 + 1
+
+
+def solve_finite_d(params: TeacherStudentParams, *, grid_size: int | None = None, maxiter: int = 100,
+                   density: bool = False, refine: bool = True, check: bool = True) -> FiniteDSolution:
+    """Solve the finite-d theory (THEORY.md §3) at every point of ``params`` (any broadcast shape).
+
+    The whole batch is one compiled ``vmap``; a second call with the same shapes does not recompile.
+    With ``refine`` (default) points whose quadrature check fails are re-solved on grids of twice
+    the size until resolved; with ``check`` (default) a point that still fails raises
+    :class:`SolverError` naming it.  Use :func:`solve_finite_d_batch` directly inside your own
+    jitted code (it returns status codes and never raises).
+    """
+    shape, flat = _flat_params(params)
+    K = grid_size or default_grid_size(flat)
+    while True:
+        sol = FiniteDSolution(*[None if a is None else np.array(a)
+                                for a in jax.device_get(solve_finite_d_batch(flat, K, maxiter, density))])
+        unresolved = np.isin(sol.status, [Status.UNRESOLVED, Status.TRUNCATED])
+        if not (refine and grid_size is None and unresolved.any() and K < MAX_GRID_SIZE):
+            break
+        K = 2 * K - 1  # the whole batch moves to the finer grid, so density grids keep one length
+    if check:
+        _raise_on_failure(sol.status, flat, "finite-d")
+    return FiniteDSolution(*[None if a is None else a.reshape(shape + a.shape[1:]) for a in sol])
+
+
+def _raise_on_failure(status: np.ndarray, flat: TeacherStudentParams, what: str) -> None:
+    bad = np.flatnonzero(status != Status.CONVERGED)
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    point = ", ".join(f"{k}={float(np.asarray(getattr(flat, k))[i]):.6g}" for k in PARAM_NAMES)
+    reason = Status(int(status[i])).label
+    hint = {
+        Status.UNRESOLVED: "the q-grid could not resolve p(q); pass a larger grid_size",
+        Status.TRUNCATED: "p(q) reaches the end of the q-grid",
+        Status.MAX_ITER: "Newton did not converge; raise maxiter",
+        Status.LINE_SEARCH: "the line search stalled",
+        Status.NONFINITE: "a non-finite number appeared (parameters too extreme for float64?)",
+        Status.NO_BRANCH: "no GMFL-I branch: the scaling-limit mixed phase is implemented for eps < 0",
+    }[Status(int(status[i]))]
+    raise SolverError(f"{what} solver failed at {bad.size} of {status.size} points, first at ({point}): "
+                      f"{reason} ({hint})")
+
+
+def log_density(solution: FiniteDSolution, params: TeacherStudentParams, q) -> jax.Array:
+    """log p(q) of a (scalar) finite-d solution at arbitrary overlaps q (exact, not interpolated)."""
+    return -action(jnp.asarray(q), solution.b, solution.c, params) - solution.log_norm
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling limit (eq. 11, Table 1, App. A.1)
+# ----------------------------------------------------------------------------------------------
+
+
+class LimitSolution(NamedTuple):
+    """Scaling-limit (alpha, beta -> infinity at fixed u, r) solution (THEORY.md §3).
+
+    b, c, linear_learned, cubic_learned: as for the finite-d solution.
+    pi1: O(1) droplet weight of GMFL-I (fraction p1 = pi1/d of neurons at ±q*; 0 in GFL).
+    droplet_fraction: pi1/d with the parameters' d (the leading-order finite-d estimate).
+    q_star: location of the droplet minimum of Shat (0 if Shat has none).
+    kappa: curvature of Shat at q = 0 (GFL bulk: p(q) ~ exp(-d kappa q^2)).
+    degeneracy: Lambda = max_{q>0} (1 - Shat(q)/(q^2 kappa0))... precisely (4 u sw2/pi) max_x m(x)
+      evaluated on the GFL branch; the GFL branch is the equilibrium iff Lambda <= 1.
+    free_energy: G/N = (b + 6 eps c - (b^2 + 6 c^2)/2)/r + log(2 sw2 kappa)/2.
+    """
+
+    b: jax.Array
+    c: jax.Array
+    linear_learned: jax.Array
+    cubic_learned: jax.Array
+    pi1: jax.Array
+    droplet_fraction: jax.Array
+    q_star: jax.Array
+    kappa: jax.Array
+    degeneracy: jax.Array
+    free_energy: jax.Array
+    u: jax.Array
+    r: jax.Array
+    status: jax.Array
+    phase: jax.Array
+
+
+def _kappa(b, u, sw2):
+    return 1.0 / (2.0 * sw2) - (2.0 * u / jnp.pi) * b * b / (1.0 + 2.0 * sw2)
+
+
+def gfl_b(u, r, sw2):
+    """GFL branch: b = 1/(1 + u r 2/(pi (1+2 sw2) kappa(b))), solved as the cubic
+    (b - 1) kappa(b) + c0 u r b = 0 on (0, min(1, b_max)) where kappa > 0 (unique root)."""
+    k0 = 1.0 / (2.0 * sw2)
+    k2 = 2.0 * u / (jnp.pi * (1.0 + 2.0 * sw2))
+    c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
+    hi = jnp.minimum(1.0, jnp.sqrt(k0 / k2))
+    f = lambda b: (b - 1.0) * (k0 - k2 * b * b) + c0 * u * r * b  # noqa: E731
+    return bisect(f, jnp.zeros_like(hi), hi)
+
+
+def _m_star(b, c, sw2):
+    """max over x = q^2/D in [0, 1/2) of m(x) = (1-2x)(b - 2cx)^2/(1+2 sw2), and its argmax.
+
+    dm/dx vanishes at x* = (b + 2c)/(6c); m(x*) = 4|b - c|^3/(27 |c| (1 + 2 sw2))."""
+    safe_c = jnp.where(c == 0.0, 1.0, c)
+    xs = (b + 2.0 * c) / (6.0 * safe_c)
+    interior = (c != 0.0) & (xs > 0.0) & (xs < 0.5)
+    m_int = (1.0 - 2.0 * xs) * (b - 2.0 * c * xs) ** 2 / (1.0 + 2.0 * sw2)
+    m0 = b * b / (1.0 + 2.0 * sw2)
+    use = interior & (m_int > m0)
+    return jnp.where(use, m_int, m0), jnp.where(use, xs, 0.0)
+
+
+def degeneracy_ratio(b, c, u, sw2):
+    """Lambda(b, c) = (4 u sw2/pi) max_x m(x): Shat(q) < 0 for some q > 0 iff Lambda > 1."""
+    m, _ = _m_star(b, c, sw2)
+    return 4.0 * u * sw2 / jnp.pi * m
+
+
+def _q_from_x(x, sw2):
+    D = (1.0 + 2.0 * sw2) / (1.0 - 2.0 * x)
+    return jnp.sqrt(x * D), D
+
+
+def _mixed_branch(u, r, sw2, eps):
+    """GMFL-I: unknowns (b, c, pi1, q*) with Shat(q*) = Shat'(q*) = 0 and
+    [b, sqrt6 c] = (I + M)^{-1} [1, sqrt6 eps], M = u r [c0/kappa(b) e1 e1^T + pi1 g(q*) g(q*)^T].
+
+    The degeneracy gives b in closed form from c: |b - c|^3/|c| = K_u = 27 pi (1+2sw2)/(16 u sw2),
+    and x* = q*^2/D = (b + 2c)/(6c); using g3/g1 = -2x*/sqrt6 the second row reduces to the scalar
+    equation R(c) = c - eps - (x*/3)(1 - b(1 + u r c0/kappa(b))) = 0 on c in [eps, -sqrt(K_u/27)),
+    where R(eps) < 0 above the transition and R > 0 as x* -> 0.  Implemented for eps < 0 (the
+    paper's case); returns ok = False otherwise."""
+    c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
+    Ku = 27.0 * jnp.pi * (1.0 + 2.0 * sw2) / (16.0 * u * sw2)
+
+    def parts(c):
+        s = -c
+        b = jnp.cbrt(Ku * s) - s
+        xs = (b + 2.0 * c) / (6.0 * c)
+        kap = _kappa(b, u, sw2)
+        return b, xs, kap
+
+    def R(c):
+        b, xs, kap = parts(c)
+        return c - eps - xs / 3.0 * (1.0 - b * (1.0 + u * r * c0 / kap))
+
+    c_end = -jnp.sqrt(Ku / 27.0) * (1.0 + 1e-12)
+    ok = (eps < 0.0) & (c_end > eps)
+    lo = jnp.where(ok, eps, -1.0)
+    hi = jnp.where(ok, c_end, -0.5)
+    ok = ok & (R(lo) < 0.0) & (R(hi) > 0.0)
+    c = bisect(R, lo, hi)
+    b, xs, kap = parts(c)
+    q_star, D = _q_from_x(xs, sw2)
+    g1sq = 4.0 * q_star**2 / (jnp.pi * D)
+    pi1 = (1.0 - b * (1.0 + u * r * c0 / kap)) / (u * r * g1sq * 2.0 / 3.0 * (b - c))
+    return b, c, pi1, q_star, kap, ok
+
+
+def _limit_point(u, r, sw2, eps, d):
+    b_g = gfl_b(u, r, sw2)
+    lam = degeneracy_ratio(b_g, eps, u, sw2)
+    gfl = lam <= 1.0
+    bm, cm, pi1, qm, kapm, ok = _mixed_branch(u, r, sw2, eps)
+    _, x_g = _m_star(b_g, eps, sw2)
+    q_g, _ = _q_from_x(x_g, sw2)
+    b = jnp.where(gfl, b_g, bm)
+    c = jnp.where(gfl, eps, cm)
+    kap = jnp.where(gfl, _kappa(b_g, u, sw2), kapm)
+    pi1 = jnp.where(gfl, 0.0, pi1)
+    q_star = jnp.where(gfl, jnp.where(x_g > 0.0, q_g, 0.0), qm)
+    F = (b + 6.0 * eps * c - 0.5 * (b * b + 6.0 * c * c)) / r + 0.5 * jnp.log(2.0 * sw2 * kap)
+    status = jnp.where(gfl | ok, Status.CONVERGED, Status.NO_BRANCH).astype(jnp.int32)
+    phase = jnp.where(gfl, Phase.GFL, Phase.GMFL_I).astype(jnp.int32)
+    return LimitSolution(
+        b=b, c=c, linear_learned=1.0 - b, cubic_learned=1.0 - c / eps, pi1=pi1,
+        droplet_fraction=pi1 / d, q_star=q_star, kappa=kap, degeneracy=lam, free_energy=F,
+        u=u, r=r, status=status, phase=phase,
+    )
+
+
+@jax.jit
+def solve_limit_batch(params: TeacherStudentParams) -> LimitSolution:
+    """jit(vmap) of the scaling-limit solver over 1-D parameter arrays (never raises)."""
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    return jax.vmap(_limit_point)(p.u, p.r, p.sw2, p.eps, p.d)
+
+
+def solve_limit(params: TeacherStudentParams, *, check: bool = True) -> LimitSolution:
+    """Scaling-limit solution at every point of ``params`` (any broadcast shape).
+
+    Depends on the parameters only through (u, r, sw2, eps), so it is exactly invariant under the
+    Table-1 scaling; ``droplet_fraction = pi1/d`` uses the given d."""
+    shape, flat = _flat_params(params)
+    sol = LimitSolution(*[np.asarray(a) for a in jax.device_get(solve_limit_batch(flat))])
+    if check:
+        _raise_on_failure(sol.status, flat, "scaling-limit")
+    return LimitSolution(*[a.reshape(shape) for a in sol])
+
+
+# ----------------------------------------------------------------------------------------------
+# Transition (Claim IV)
+# ----------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _degeneracy_excess(params: TeacherStudentParams):
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+
+    def one(u, r, sw2, eps):
+        return degeneracy_ratio(gfl_b(u, r, sw2), eps, u, sw2) - 1.0
+
+    return jax.vmap(one)(p.u, p.r, p.sw2, p.eps)
+
+
+class Transition(NamedTuple):
+    """GFL -> GMFL-I transition of the scaling limit along one parameter.
+
+    value: the parameter's value at the transition (NaN where no crossing lies in [lo, hi]);
+    u, r: the invariants there; b: the GFL discrepancy there; q_star: the droplet overlap.
+    found: boolean mask of points with a crossing."""
+
+    value: np.ndarray
+    u: np.ndarray
+    r: np.ndarray
+    b: np.ndarray
+    q_star: np.ndarray
+    found: np.ndarray
+
+
+def solve_transition(params: TeacherStudentParams, along: str = "s2", lo: float | None = None,
+                     hi: float | None = None, *, num_scan: int = 257, log: bool = True) -> Transition:
+    """Where the droplet minima of Shat become degenerate with q = 0 on the GFL branch (Claim IV),
+    scanning ``along`` (a parameter or ``u``/``r``) over [lo, hi] and bisecting the first crossing.
+
+    Vectorised over the other parameters (any broadcast shape).  Defaults: [value/100, value*100]
+    around the given value, log-spaced scan."""
+    base = params.broadcast()
+    shape = base.shape
+    current = np.asarray(getattr(base, along) if along in PARAM_NAMES else getattr(base, along), dtype=float)
+    lo = np.broadcast_to(np.asarray(current / 100.0 if lo is None else lo, dtype=float), shape)
+    hi = np.broadcast_to(np.asarray(current * 100.0 if hi is None else hi, dtype=float), shape)
+    if np.any(~(hi > lo)) or (log and np.any(lo <= 0)):
+        raise ParameterError(f"transition search range for {along} must satisfy 0 < lo < hi")
+    t = np.linspace(0.0, 1.0, num_scan)
+    if log:
+        grid = np.exp(np.log(lo)[..., None] + (np.log(hi) - np.log(lo))[..., None] * t)
+    else:
+        grid = lo[..., None] + (hi - lo)[..., None] * t
+
+    def excess(values):
+        expanded = jax.tree_util.tree_map(lambda a: np.broadcast_to(np.asarray(a)[..., None], values.shape), base)
+        p = expanded.with_axis(along, values) if along in DERIVED_AXES else expanded.replace(**{along: values})
+        _, flat = _flat_params(p)
+        return np.asarray(_degeneracy_excess(flat)).reshape(values.shape)
+
+    e = excess(grid)
+    sign_change = np.signbit(e[..., :-1]) != np.signbit(e[..., 1:])
+    found = sign_change.any(axis=-1)
+    k = np.argmax(sign_change, axis=-1)
+    a = np.take_along_axis(grid, k[..., None], -1)[..., 0]
+    b = np.take_along_axis(grid, (k + 1)[..., None], -1)[..., 0]
+    ea = np.take_along_axis(e, k[..., None], -1)[..., 0]
+    for _ in range(80):
+        mid = np.sqrt(a * b) if log else 0.5 * (a + b)
+        em = excess(mid[..., None])[..., 0]
+        same = np.signbit(em) == np.signbit(ea)
+        a, ea = np.where(same, mid, a), np.where(same, em, ea)
+        b = np.where(same, b, mid)
+    value = np.where(found, np.sqrt(a * b) if log else 0.5 * (a + b), np.nan)
+    at = base.with_axis(along, np.where(found, value, current)) if along in DERIVED_AXES else \
+        base.replace(**{along: np.where(found, value, current)})
+    u, r = np.asarray(at.u), np.asarray(at.r)
+    bb = np.asarray(jax.jit(jax.vmap(gfl_b))(u.ravel(), r.ravel(), np.broadcast_to(at.sw2, u.shape).ravel())).reshape(u.shape)
+    _, xs = _m_star(bb, np.broadcast_to(at.eps, u.shape), np.broadcast_to(at.sw2, u.shape))
+    qs, _ = _q_from_x(np.asarray(xs), np.broadcast_to(at.sw2, u.shape))
+    nan = lambda x: np.where(found, x, np.nan)  # noqa: E731
+    return Transition(value=value, u=nan(u), r=nan(r), b=nan(bb), q_star=nan(np.asarray(qs)), found=found)
