@@ -139,13 +139,14 @@ class TeacherStudentParams:
             sa2=self.sa2 / sb, sw2=self.sw2, eps=self.eps,
         )
 
-    def with_axis(self, name: str, value) -> "TeacherStudentParams":
+    def with_axis(self, name: str, value, *, sa2_times_N: float | None = None) -> "TeacherStudentParams":
         """Set one parameter, or one invariant: ``u`` (through sa2, keeping r) or ``r`` (through N,
-        with sa2 rescaled to keep u).  Used by sweeps and phase diagrams."""
+        with sa2 rescaled to keep u).  With ``sa2_times_N`` (e.g. 8 for the paper's sa2 = 8/N),
+        setting N also sets sa2 = sa2_times_N / N.  Used by sweeps and phase diagrams."""
         if name in PARAM_NAMES:
             changes = {name: value}
-            if name == "N" and self.sa2 is None:
-                changes["sa2"] = None
+            if name == "N" and sa2_times_N is not None:
+                changes["sa2"] = sa2_times_N / np.asarray(value, dtype=np.float64)
             return self.replace(**changes)
         check_positive(name, value)
         if name == "u":
@@ -232,6 +233,9 @@ TRUNCATION_CHECK = 36.0
 #: so a 1e-5 half-grid difference means a full-grid error far below float64 rounding.
 RESOLUTION_TOL = 1e-5
 NEWTON_RTOL = 1e-13
+#: residual accepted when Newton stalls at the float64 rounding floor (|S| ~ 1e5 at large d
+#: limits the residual to ~1e-12 there)
+RESIDUAL_ACCEPT = 1e-10
 
 
 class FiniteDSolution(NamedTuple):
@@ -374,8 +378,12 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
         return (~st.done) & (st.it < maxiter)
 
     def body(st):
-        converged = jnp.linalg.norm(st.grad) <= scale(st.grad, st.v)
         step = -jnp.linalg.solve(st.hess, st.grad)
+        res = jnp.linalg.norm(st.grad)
+        # converged: at the target tolerance, or at the rounding floor (the Newton step no longer
+        # moves v in float64) with a residual small enough to trust (RESIDUAL_ACCEPT)
+        stalled = jnp.linalg.norm(step) <= 4e-16 * (1.0 + jnp.linalg.norm(st.v))
+        converged = (res <= scale(st.grad, st.v)) | (stalled & (res <= RESIDUAL_ACCEPT))
         slope = st.grad @ step  # > 0 for the ascent direction of a concave F
         slack = 1e-13 * (1.0 + jnp.abs(st.F))
 
@@ -411,8 +419,8 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     F, grad, _, Q, logz = evaluate(v)
     residual = jnp.linalg.norm(grad)
     status = st.status
-    # a stalled line search at a point that already satisfies the equations to 1e-10 is converged:
-    status = jnp.where((status == Status.LINE_SEARCH) & (residual < 1e-10), Status.CONVERGED, status)
+    # a stalled line search at a point that already satisfies the equations is converged:
+    status = jnp.where((status == Status.LINE_SEARCH) & (residual <= RESIDUAL_ACCEPT), Status.CONVERGED, status)
 
     # --- a posteriori quadrature checks ---
     s = g @ v
@@ -605,6 +613,10 @@ def _q_from_x(x, sw2):
     return jnp.sqrt(x * D), D
 
 
+_MIXED_SCAN = 2048
+_MIXED_CANDIDATES = 8
+
+
 def _mixed_branch(u, r, sw2, eps):
     """GMFL-I: unknowns (b, c, pi1, q*) with Shat(q*) = Shat'(q*) = 0 and
     [b, sqrt6 c] = (I + M)^{-1} [1, sqrt6 eps], M = u r [c0/kappa(b) e1 e1^T + pi1 g(q*) g(q*)^T].
@@ -612,8 +624,9 @@ def _mixed_branch(u, r, sw2, eps):
     The degeneracy gives b in closed form from c: |b - c|^3/|c| = K_u = 27 pi (1+2sw2)/(16 u sw2),
     and x* = q*^2/D = (b + 2c)/(6c); using g3/g1 = -2x*/sqrt6 the second row reduces to the scalar
     equation R(c) = c - eps - (x*/3)(1 - b(1 + u r c0/kappa(b))) = 0 on c in [eps, -sqrt(K_u/27)),
-    where R(eps) < 0 above the transition and R > 0 as x* -> 0.  Implemented for eps < 0 (the
-    paper's case); returns ok = False otherwise."""
+    where R(eps) < 0 above the transition and R > 0 as x* -> 0.  b may turn slightly negative at
+    very large u (the droplets' g1 g3 coupling makes the linear part overshoot).  Implemented for
+    eps < 0 (the paper's case); returns ok = False otherwise."""
     c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
     Ku = 27.0 * jnp.pi * (1.0 + 2.0 * sw2) / (16.0 * u * sw2)
 
@@ -624,20 +637,36 @@ def _mixed_branch(u, r, sw2, eps):
         kap = _kappa(b, u, sw2)
         return b, xs, kap
 
-    def R(c):
+    def R_kappa(c):
+        # kappa * R: the same roots where kappa != 0, but no poles where kappa(b) crosses zero
         b, xs, kap = parts(c)
-        return c - eps - xs / 3.0 * (1.0 - b * (1.0 + u * r * c0 / kap))
+        return kap * (c - eps) - xs / 3.0 * (kap - b * (kap + u * r * c0))
 
-    c_end = -jnp.sqrt(Ku / 27.0) * (1.0 + 1e-12)
+    # kappa vanishes quadratically at x* -> 0; stay 1e-5 inside so it is far above rounding.
+    c_end = -jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
     ok = (eps < 0.0) & (c_end > eps)
     lo = jnp.where(ok, eps, -1.0)
     hi = jnp.where(ok, c_end, -0.5)
-    ok = ok & (R(lo) < 0.0) & (R(hi) > 0.0)
-    c = bisect(R, lo, hi)
+    # Only kappa(b) > 0 is physical (then x* is the global maximum of m and the bulk is stable);
+    # at large u, R also vanishes where kappa < 0.  Bisect every sign change of kappa*R on a scan,
+    # keep the roots with kappa > 0 and pi1 >= 0, and take the one nearest c = eps (continuation
+    # from the transition).
+    cs = lo + (hi - lo) * jnp.linspace(0.0, 1.0, _MIXED_SCAN)
+    Rs = R_kappa(cs)
+    change = jnp.signbit(Rs[:-1]) != jnp.signbit(Rs[1:])
+    (idx,) = jnp.nonzero(change, size=_MIXED_CANDIDATES, fill_value=0)
+    roots = jax.vmap(lambda i: bisect(R_kappa, cs[i], cs[i + 1]))(idx)
+    bs, xss, kaps = parts(roots)
+    q_s, D_s = _q_from_x(xss, sw2)
+    pis = (1.0 - bs * (1.0 + u * r * c0 / kaps)) / (u * r * 4.0 * q_s**2 / (jnp.pi * D_s) * 2.0 / 3.0 * (bs - roots))
+    valid = change[idx] & (kaps > 0.0) & (pis >= 0.0) & jnp.isfinite(pis) & (xss > 0.0) & (xss < 0.5)
+    ok = ok & jnp.any(valid)
+    c = roots[jnp.argmax(valid)]
     b, xs, kap = parts(c)
     q_star, D = _q_from_x(xs, sw2)
     g1sq = 4.0 * q_star**2 / (jnp.pi * D)
     pi1 = (1.0 - b * (1.0 + u * r * c0 / kap)) / (u * r * g1sq * 2.0 / 3.0 * (b - c))
+    ok = ok & (pi1 >= 0.0) & (kap > 0.0) & jnp.isfinite(pi1)
     return b, c, pi1, q_star, kap, ok
 
 
@@ -712,16 +741,24 @@ class Transition(NamedTuple):
     found: np.ndarray
 
 
-def solve_transition(params: TeacherStudentParams, along: str = "s2", lo: float | None = None,
-                     hi: float | None = None, *, num_scan: int = 257, log: bool = True) -> Transition:
+def solve_transition(params: TeacherStudentParams, along: str = "s2", lo=None, hi=None, *,
+                     num_scan: int = 257, log: bool = True, make=None) -> Transition:
     """Where the droplet minima of Shat become degenerate with q = 0 on the GFL branch (Claim IV),
     scanning ``along`` (a parameter or ``u``/``r``) over [lo, hi] and bisecting the first crossing.
 
     Vectorised over the other parameters (any broadcast shape).  Defaults: [value/100, value*100]
-    around the given value, log-spaced scan."""
+    around the given value, log-spaced scan.  ``make(values) -> TeacherStudentParams`` may replace
+    the default way of setting the scanned parameter (``values`` has shape ``params.shape + (m,)``),
+    e.g. to keep a rule such as sa2 = 8/N while N is scanned."""
     base = params.broadcast()
     shape = base.shape
-    current = np.asarray(getattr(base, along) if along in PARAM_NAMES else getattr(base, along), dtype=float)
+    if along not in PARAM_NAMES + DERIVED_AXES:
+        raise ParameterError(f"unknown parameter {along!r}; choose from {PARAM_NAMES + DERIVED_AXES}")
+    if make is None:
+        def make(values):
+            expanded = jax.tree_util.tree_map(lambda a: np.asarray(a)[..., None], base)
+            return expanded.with_axis(along, values)
+    current = np.asarray(getattr(base, along), dtype=float)
     lo = np.broadcast_to(np.asarray(current / 100.0 if lo is None else lo, dtype=float), shape)
     hi = np.broadcast_to(np.asarray(current * 100.0 if hi is None else hi, dtype=float), shape)
     if np.any(~(hi > lo)) or (log and np.any(lo <= 0)):
@@ -733,9 +770,7 @@ def solve_transition(params: TeacherStudentParams, along: str = "s2", lo: float 
         grid = lo[..., None] + (hi - lo)[..., None] * t
 
     def excess(values):
-        expanded = jax.tree_util.tree_map(lambda a: np.broadcast_to(np.asarray(a)[..., None], values.shape), base)
-        p = expanded.with_axis(along, values) if along in DERIVED_AXES else expanded.replace(**{along: values})
-        _, flat = _flat_params(p)
+        _, flat = _flat_params(make(values))
         return np.asarray(_degeneracy_excess(flat)).reshape(values.shape)
 
     e = excess(grid)
@@ -745,18 +780,18 @@ def solve_transition(params: TeacherStudentParams, along: str = "s2", lo: float 
     a = np.take_along_axis(grid, k[..., None], -1)[..., 0]
     b = np.take_along_axis(grid, (k + 1)[..., None], -1)[..., 0]
     ea = np.take_along_axis(e, k[..., None], -1)[..., 0]
-    for _ in range(80):
+    for _ in range(64):
         mid = np.sqrt(a * b) if log else 0.5 * (a + b)
         em = excess(mid[..., None])[..., 0]
         same = np.signbit(em) == np.signbit(ea)
         a, ea = np.where(same, mid, a), np.where(same, em, ea)
         b = np.where(same, b, mid)
     value = np.where(found, np.sqrt(a * b) if log else 0.5 * (a + b), np.nan)
-    at = base.with_axis(along, np.where(found, value, current)) if along in DERIVED_AXES else \
-        base.replace(**{along: np.where(found, value, current)})
-    u, r = np.asarray(at.u), np.asarray(at.r)
-    bb = np.asarray(jax.jit(jax.vmap(gfl_b))(u.ravel(), r.ravel(), np.broadcast_to(at.sw2, u.shape).ravel())).reshape(u.shape)
-    _, xs = _m_star(bb, np.broadcast_to(at.eps, u.shape), np.broadcast_to(at.sw2, u.shape))
-    qs, _ = _q_from_x(np.asarray(xs), np.broadcast_to(at.sw2, u.shape))
+    at = make(np.where(found, value, current)[..., None]).broadcast()
+    u, r = np.asarray(at.u)[..., 0], np.asarray(at.r)[..., 0]
+    sw2, eps = np.asarray(at.sw2)[..., 0], np.asarray(at.eps)[..., 0]
+    bb = np.asarray(jax.jit(jax.vmap(gfl_b))(u.ravel(), r.ravel(), sw2.ravel())).reshape(u.shape)
+    _, xs = _m_star(bb, eps, sw2)
+    qs, _ = _q_from_x(np.asarray(xs), sw2)
     nan = lambda x: np.where(found, x, np.nan)  # noqa: E731
     return Transition(value=value, u=nan(u), r=nan(r), b=nan(bb), q_star=nan(np.asarray(qs)), found=found)

@@ -1,0 +1,366 @@
+"""Command-line interface: ``grokphase <group> <command> [options]``.
+
+Every command accepts ``--json`` (one JSON object on stdout, nothing else there) and ``--out FILE.nc``
+(an annotated xarray Dataset).  Bad input exits with status 2 and a one-line message naming the
+problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+DEFAULT_BETAS = (1 / 8, 1 / 2, 1.0, 2.0, 8.0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line: ``grokphase: error: ...`` (exit status 2)."""
+
+    def error(self, message):  # noqa: D401
+        self.exit(2, f"grokphase: error: {message}\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _add_ts_params(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model parameters (the beta = 1 configuration; defaults: paper App. C)")
+    g.add_argument("--N", type=_positive, default=700.0, help="hidden width (default 700)")
+    g.add_argument("--n", type=_positive, default=3000.0, help="training points (default 3000)")
+    g.add_argument("--d", type=_positive, default=150.0, help="input dimension (default 150)")
+    g.add_argument("--s2", type=_positive, default=None, help="sigma^2, noise variance / temperature (default 0.14)")
+    g.add_argument("--sa2", type=_positive, default=None,
+                   help="sigma_a^2, readout prior a_i ~ N(0, sa2/N) (default 8/N, following N when N varies)")
+    g.add_argument("--sw2", type=_positive, default=0.5, help="sigma_w^2, input prior (default 0.5)")
+    g.add_argument("--eps", type=_finite, default=-0.3, help="cubic strength of the teacher (default -0.3)")
+
+
+def _add_scaling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beta", type=_positive, default=1.0, help="Table-1 scaling beta (default 1)")
+    p.add_argument("--alpha", type=_positive, default=None, help="Table-1 scaling alpha (default: alpha = beta)")
+
+
+def _add_output(p: argparse.ArgumentParser, plot_help: str) -> None:
+    p.add_argument("--plot", metavar="FILE.png", default=None, help=plot_help)
+    p.add_argument("--out", metavar="FILE.nc", default=None, help="save the results as an annotated netCDF Dataset")
+    p.add_argument("--json", action="store_true", help="print a one-object JSON summary on stdout")
+
+
+def _base_params(args):
+    from grokphase.theory.teacher_student import TeacherStudentParams
+
+    return TeacherStudentParams(N=args.N, n=args.n, d=args.d, s2=0.14 if args.s2 is None else args.s2,
+                                sa2=args.sa2, sw2=args.sw2, eps=args.eps)
+
+
+def _s2_values(args) -> np.ndarray:
+    from grokphase.axes import parse_range
+
+    if args.s2_sweep is not None:
+        if args.s2 is not None:
+            from grokphase.errors import ParameterError
+
+            raise ParameterError("give either --s2 or --s2-sweep, not both")
+        return parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
+    return np.array([0.14 if args.s2 is None else args.s2])
+
+
+def _emit(args, summary: dict[str, Any], text_lines: Sequence[str]) -> None:
+    from grokphase.io import to_json
+
+    if args.json:
+        sys.stdout.write(to_json(summary) + "\n")
+    else:
+        sys.stdout.write("\n".join(text_lines) + "\n")
+
+
+def _log(args, message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _phase_label(code) -> str:
+    from grokphase.theory.teacher_student import PHASE_LABELS
+
+    return PHASE_LABELS[int(code)]
+
+
+def _status_label(code) -> str:
+    from grokphase.theory.teacher_student import Status
+
+    return Status(int(code)).label
+
+
+# ------------------------------------------------------------------------------------------------
+# theory teacher-student
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_theory_teacher_student(args) -> int:
+    from grokphase.axes import parse_list
+    from grokphase.io import save_dataset
+    from grokphase.plotting import plot_teacher_student_sweep
+    from grokphase.theory.results import build_teacher_student_sweep
+
+    base = _base_params(args)
+    s2 = _s2_values(args)
+    if args.betas is not None:
+        betas = parse_list(args.betas, "--betas")
+    elif args.plot:
+        betas = np.array(sorted(set(DEFAULT_BETAS) | {args.beta}))
+    else:
+        betas = np.array([args.beta])
+    ratio = None if args.alpha is None else args.alpha / args.beta
+    density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
+    want_density = bool(args.plot) or density_s2 is not None
+    t0 = time.perf_counter()
+    ds = build_teacher_student_sweep(base, s2, betas, ratio, limit=True, finite_d=(not args.limit) or bool(args.plot),
+                                     gp_baseline=True, density_s2=density_s2 if want_density else None)
+    if not want_density:
+        ds = ds.drop_vars([v for v in ("log_p", "density_droplet_fraction", "limit_action") if v in ds])
+    elapsed = time.perf_counter() - t0
+    points = []
+    lines = []
+    if args.limit:
+        lines.append(f"{'s2':>9} {'u':>9} {'phase':>7} {'b':>9} {'c':>9} {'lin':>7} {'cubic':>7} {'pi1':>7} {'q*':>6}")
+        for i, v in enumerate(s2):
+            sel = {k: float(ds[f"limit_{k}"].values[i]) for k in ("b", "c", "linear_learned", "cubic_learned",
+                                                                   "droplet_fraction", "pi1", "q_star", "free_energy")}
+            pt = {"s2": float(v), "u": float(base.replace(s2=v).u), "r": float(base.replace(s2=v).r), **sel,
+                  "phase": _phase_label(ds["limit_phase"].values[i]),
+                  "status": _status_label(ds["limit_status"].values[i])}
+            points.append(pt)
+            lines.append(f"{v:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} {pt['c']:9.5f} "
+                         f"{pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} {pt['pi1']:7.3f} {pt['q_star']:6.3f}")
+    else:
+        lines.append(f"{'beta':>6} {'s2':>9} {'u':>9} {'phase':>7} {'b':>9} {'c':>9} {'lin':>7} {'cubic':>7} {'droplet':>8}")
+        for beta in np.atleast_1d(args.beta if args.betas is None and not args.plot else betas):
+            for i, v in enumerate(s2):
+                row = ds.sel(beta=beta).isel(s2=i)
+                pt = {"beta": float(beta), "alpha": float(beta * (1.0 if ratio is None else ratio)),
+                      "s2": float(row["s2_scaled"]), "u": float(ds["u"].values[i]), "r": float(ds["r"].values[i])}
+                for k in ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "free_energy", "residual"):
+                    pt[k] = float(row[k])
+                pt["iterations"] = int(row["iterations"])
+                pt["phase"] = _phase_label(row["phase"])
+                pt["status"] = _status_label(row["status"])
+                points.append(pt)
+                lines.append(f"{beta:6.3g} {pt['s2']:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} "
+                             f"{pt['c']:9.5f} {pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} "
+                             f"{pt['droplet_fraction']:8.5f}")
+    summary: dict[str, Any] = {"points": points}
+    if args.transition:
+        summary["s2_c"] = float(ds.attrs["s2_c"])
+        summary["u_c"] = float(ds.attrs["u_c"])
+        summary["q_star_c"] = float(ds.attrs["q_star_c"])
+        if not math.isfinite(summary["s2_c"]):
+            from grokphase.errors import SolverError
+
+            raise SolverError("no GFL -> GMFL-I transition within s2/100 .. 100*s2 for these parameters")
+        lines.append(f"scaling-limit transition: s2_c = {summary['s2_c']:.6f}, u_c = {summary['u_c']:.4f}, "
+                     f"q*_c = {summary['q_star_c']:.4f}")
+    if args.out:
+        save_dataset(ds, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_teacher_student_sweep(ds, args.plot)
+        summary["plot"] = args.plot
+    _log(args, f"grokphase: teacher-student theory, {s2.size} sigma^2 x {betas.size} beta in {elapsed:.2f} s")
+    _emit(args, summary, lines)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# theory gp-teacher-student
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_theory_gp(args) -> int:
+    from grokphase.axes import parse_range
+    from grokphase.io import save_dataset
+    from grokphase.plotting import plot_gp_learning_curve
+    from grokphase.theory.results import build_gp_learning_curve
+
+    base = _base_params(args)
+    s2 = _s2_values(args)
+    if args.n_sweep is not None:
+        n = parse_range(args.n_sweep, "--n-sweep", positive=True)[0]
+    elif args.plot:
+        n = np.geomspace(10.0, 1e10, 91)
+    else:
+        n = np.array([args.n])
+    ds = build_gp_learning_curve(base, s2, n)
+    points = [{"s2": float(a), "n": float(b), "linear_learned": float(ds["linear_learned"].sel(s2=a, n=b)),
+               "cubic_learned": float(ds["cubic_learned"].sel(s2=a, n=b))} for a in s2 for b in n]
+    nh = ds["n_half_cubic"].values
+    nl = ds["n_half_linear"].values
+    summary = {"lambda1": ds.attrs["lambda1"], "lambda3": ds.attrs["lambda3"], "lambda13": ds.attrs["lambda13"],
+               "n_half_cubic": float(nh[0]) if nh.size == 1 else nh.tolist(),
+               "n_half_linear": float(nl[0]) if nl.size == 1 else nl.tolist(),
+               "approximation": "equivalent kernel", "points": points}
+    lines = [f"lambda1 = {summary['lambda1']:.6e}, lambda3 = {summary['lambda3']:.6e} (exact Rayleigh quotients)",
+             *(f"s2 = {a:g}: cubic half learned at n = {h:.4e}, linear at n = {l_:.4e}" for a, h, l_ in zip(s2, nh, nl)),
+             f"{'s2':>9} {'n':>12} {'linear':>9} {'cubic':>11}",
+             *(f"{p['s2']:9.4f} {p['n']:12.5g} {p['linear_learned']:9.5f} {p['cubic_learned']:11.4e}" for p in points)]
+    if args.out:
+        save_dataset(ds, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_gp_learning_curve(ds, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, lines)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# theory phase-diagram teacher-student
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_phase_diagram_ts(args) -> int:
+    from grokphase.axes import parse_axis
+    from grokphase.io import save_dataset
+    from grokphase.plotting import plot_phase_diagram
+    from grokphase.theory import teacher_student as ts
+    from grokphase.theory.results import build_teacher_student_phase_diagram
+
+    allowed = ts.PARAM_NAMES + ts.DERIVED_AXES
+    x = parse_axis(args.x, allowed, "--x")
+    y = parse_axis(args.y, allowed, "--y")
+    base = _base_params(args)
+    t0 = time.perf_counter()
+    ds = build_teacher_student_phase_diagram(base, x, y, limit=args.limit, beta=args.beta, alpha=args.alpha,
+                                             sa2_times_N=8.0 if args.sa2 is None else None)
+    elapsed = time.perf_counter() - t0
+    counts = {label: int((ds["phase"].values == code).sum()) for code, label in ts.PHASE_LABELS.items()}
+    boundary = [{y.name: float(yv), x.name: (None if not math.isfinite(xv) else float(xv))}
+                for yv, xv in zip(y.values, ds["boundary_x"].values)]
+    summary = {"x": x.name, "y": y.name, "shape": [int(y.values.size), int(x.values.size)],
+               "solver": "limit" if args.limit else "finite-d", "phase_counts": counts,
+               "cubic_learned_range": [float(ds["cubic_learned"].min()), float(ds["cubic_learned"].max())],
+               "boundary": boundary, "seconds": elapsed}
+    lines = [f"phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {summary['solver']}) "
+             f"in {elapsed:.2f} s", "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+             f"limit transition ({x.name} at each {y.name}):",
+             *(f"  {y.name} = {b[y.name]:.6g}: {x.name}_c = {b[x.name]}" for b in boundary[:: max(1, len(boundary) // 8)])]
+    if args.out:
+        save_dataset(ds, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_phase_diagram(ds, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, lines)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# plot
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_plot(args) -> int:
+    from grokphase.io import load_dataset
+    from grokphase.plotting import plot_result
+
+    ds = load_dataset(args.result)
+    paths = plot_result(ds, args.out, also_pdf=args.pdf)
+    _emit(args, {"plots": [str(p) for p in paths]}, [f"wrote {p}" for p in paths])
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="grokphase", description="Theory and simulations of grokking as a first-order phase "
+                                                   "transition (Rubin, Seroussi & Ringel, ICLR 2024).")
+    from grokphase import __version__
+
+    parser.add_argument("--version", action="version", version=f"grokphase {__version__}")
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    theory = groups.add_parser("theory", help="mean-field theory solvers")
+    tsub = theory.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = tsub.add_parser("teacher-student", help="finite-d or scaling-limit theory of the cubic teacher / erf student",
+                        description="Solve the teacher-student theory at one sigma^2 or a sweep. With --plot: the "
+                                    "theory half of the paper's Fig. 2 (betas 1/8, 1/2, 1, 2, 8, the limit, the GP).")
+    _add_ts_params(p)
+    _add_scaling(p)
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
+    p.add_argument("--betas", metavar="B1,B2,...", default=None, help="several betas (fractions allowed, e.g. 1/8)")
+    p.add_argument("--limit", action="store_true", help="report the scaling-limit solver's points")
+    p.add_argument("--transition", action="store_true", help="report the limit transition s2_c and u_c")
+    p.add_argument("--density-s2", metavar="S1,S2", default=None,
+                   help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
+    _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
+    p.set_defaults(func=cmd_theory_teacher_student)
+
+    p = tsub.add_parser("gp-teacher-student", help="infinite-width GP (NNGP) baseline, EK learning curves",
+                        description="Exact Rayleigh quotients of the arcsine kernel and EK learned fractions.")
+    _add_ts_params(p)
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
+    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
+    _add_output(p, "plot the learning curves")
+    p.set_defaults(func=cmd_theory_gp)
+
+    pd = tsub.add_parser("phase-diagram", help="phase diagrams over two parameters")
+    pdsub = pd.add_subparsers(dest="model", required=True, parser_class=_Parser)
+    p = pdsub.add_parser("teacher-student", help="teacher-student phase diagram",
+                         description="Phase label and learned fractions over a 2-D grid of any two of "
+                                     "N, n, d, s2, sa2, sw2, eps, u, r (u varies sa2 at fixed r; r varies N at fixed u).")
+    p.add_argument("--x", default="s2:0.05:0.4:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--y", default="N:100:3000:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--limit", action="store_true", help="scaling-limit solver instead of finite d")
+    _add_ts_params(p)
+    _add_scaling(p)
+    _add_output(p, "plot the diagram")
+    p.set_defaults(func=cmd_phase_diagram_ts)
+
+    p = groups.add_parser("plot", help="draw the figure of a saved result file")
+    p.add_argument("result", metavar="RESULT.nc")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from grokphase.errors import GrokphaseError
+
+    try:
+        return int(args.func(args) or 0)
+    except GrokphaseError as exc:
+        print(f"grokphase: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("grokphase: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Result files: xarray Datasets as netCDF with full provenance, written atomically.
+
+Every file carries in its attributes: ``grokphase_kind`` (what it holds), every input parameter
+(``param_<name>``, plus all of them as JSON in ``parameters_json``), seeds when there are any, the
+package version, the git revision of the source tree (and whether it had uncommitted changes), the
+command line, the JAX/NumPy/Python versions and the creation time.  Files are first written to a
+temporary name in the target directory and renamed into place, so an interrupted write never leaves
+a half-written result under the final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from grokphase import __version__
+from grokphase.errors import ResultFileError
+
+ENGINE = "h5netcdf"
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> tuple[str, bool]:
+    """(revision, dirty) of the git tree holding this package's source, or ("unknown", False)."""
+    env = os.environ.get("GROKPHASE_GIT_REVISION")
+    if env:
+        return env, False
+    src = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
+        return rev, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def to_json(obj: Any) -> str:
+    """JSON with NaN/inf mapped to null (strict JSON), NumPy types converted."""
+    return json.dumps(_jsonable(obj), allow_nan=False)
+
+
+def _attr_value(value: Any):
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, float, str, np.integer, np.floating)):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fiu" and arr.ndim <= 1:
+        return arr
+    return json.dumps(_jsonable(value))
+
+
+def provenance() -> dict[str, Any]:
+    import jax
+
+    rev, dirty = git_revision()
+    return {
+        "grokphase_version": __version__,
+        "git_revision": rev,
+        "git_dirty": int(dirty),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "python_version": platform.python_version(),
+        "jax_version": jax.__version__,
+        "numpy_version": np.__version__,
+        "jax_backend": jax.default_backend(),
+    }
+
+
+def annotate(ds: xr.Dataset, *, kind: str, parameters: dict[str, Any], seeds: Any = None,
+             extra: dict[str, Any] | None = None) -> xr.Dataset:
+    """Attach kind, parameters, seeds and provenance to ``ds`` (returns a new Dataset)."""
+    ds = ds.copy()
+    attrs = {"grokphase_kind": kind, **provenance()}
+    attrs["parameters_json"] = json.dumps(_jsonable(parameters))
+    for k, v in parameters.items():
+        attrs[f"param_{k}"] = _attr_value(v)
+    attrs["seeds"] = _attr_value(seeds) if seeds is not None else "none"
+    for k, v in (extra or {}).items():
+        attrs[k] = _attr_value(v)
+    ds.attrs.update(attrs)
+    return ds
+
+
+def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` (netCDF4/HDF5) atomically: temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    if "grokphase_kind" not in ds.attrs:
+        raise ResultFileError(f"refusing to save {path}: dataset has no provenance (call annotate first)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine=ENGINE, invalid_netcdf=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_dataset(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> xr.Dataset:
+    """Load a grokphase result file fully into memory, with clear errors for missing, corrupt,
+    partial or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise ResultFileError(f"result file {path} does not exist")
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            ds = ds.load()
+    except Exception as exc:  # h5py/h5netcdf raise a zoo of types for corrupt files
+        raise ResultFileError(f"result file {path} is corrupt or not a netCDF file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+    got = ds.attrs.get("grokphase_kind")
+    if got is None:
+        raise ResultFileError(f"{path} is not a grokphase result file (no grokphase_kind attribute)")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and got not in kinds:
+        raise ResultFileError(f"{path} holds '{got}' results, expected {' or '.join(kinds)}")
+    return ds
+
+
+def parameters_of(ds: xr.Dataset) -> dict[str, Any]:
+    return json.loads(ds.attrs.get("parameters_json", "{}"))

@@ -1,0 +1,206 @@
+"""Theory computations packaged as xarray Datasets (the data behind every theory figure and file).
+
+Functions here run the solvers and return annotated Datasets; :mod:`grokphase.plotting` only reads
+them, and :func:`grokphase.io.save_dataset` writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import xarray as xr
+
+from grokphase.axes import Axis
+from grokphase.io import annotate
+from grokphase.theory import gp
+from grokphase.theory import teacher_student as ts
+
+PHASE_ATTRS = {"flag_values": np.array([0, 1, 2], dtype=np.int32), "flag_meanings": "GFL GMFL-I GMFL-II"}
+STATUS_ATTRS = {
+    "flag_values": np.array([int(s) for s in ts.Status], dtype=np.int32),
+    "flag_meanings": " ".join(s.label for s in ts.Status),
+}
+
+FINITE_D_VARS = ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "q_barrier", "q_droplet",
+                 "free_energy", "residual", "quad_error", "iterations", "status", "phase")
+LIMIT_VARS = ("b", "c", "linear_learned", "cubic_learned", "pi1", "droplet_fraction", "q_star", "kappa",
+              "degeneracy", "free_energy", "status", "phase")
+
+DOCS = {
+    "b": "discrepancy coefficient on H1 (eq. 12)",
+    "c": "discrepancy coefficient on H3 (eq. 12)",
+    "linear_learned": "1 - b",
+    "cubic_learned": "1 - c/eps",
+    "droplet_fraction": "fraction of neurons in the droplet basins |q| > barrier",
+    "free_energy": "G/N, free energy per hidden neuron relative to the prior",
+    "pi1": "scaling-limit droplet weight (p1 = pi1/d)",
+    "q_star": "droplet overlap of the scaling limit",
+    "degeneracy": "Lambda on the GFL branch; > 1 means GMFL-I",
+}
+
+
+def _base_parameters(base: ts.TeacherStudentParams) -> dict:
+    return {k: np.asarray(getattr(base, k)).tolist() for k in ts.PARAM_NAMES}
+
+
+def _var(dims, values, name):
+    attrs = dict(PHASE_ATTRS) if name == "phase" else dict(STATUS_ATTRS) if name == "status" else {}
+    if name in DOCS:
+        attrs["long_name"] = DOCS[name]
+    return xr.Variable(dims, np.asarray(values), attrs)
+
+
+def default_density_s2(s2_c: float) -> tuple[float, float]:
+    """One sigma^2 on each side of the transition for the -log p(q) panels."""
+    return round(0.75 * s2_c, 3), round(1.35 * s2_c, 3)
+
+
+def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[float], betas: Sequence[float],
+                                alpha_ratio: float | None = None, *, limit: bool = True, finite_d: bool = True,
+                                gp_baseline: bool = True, density_s2: Sequence[float] | None = None,
+                                q_plot: float = 1.4, num_q: int = 561) -> xr.Dataset:
+    """Finite-d sweeps over sigma^2 for several beta (alpha = alpha_ratio * beta, default alpha = beta),
+    the scaling limit, the GP baseline, the transition, and log p(q) at ``density_s2``.
+
+    ``base`` and ``s2`` describe the beta = 1 configuration; scaling multiplies s2 by alpha/beta.
+    """
+    s2 = np.asarray(s2, dtype=float)
+    betas = np.asarray(betas, dtype=float)
+    ratio = 1.0 if alpha_ratio is None else float(alpha_ratio)
+    base = base.broadcast()
+    sweep = base.replace(s2=s2)
+    coords = {"s2": ("s2", s2, {"long_name": "sigma^2 at beta = 1 (scaled by alpha/beta)"}),
+              "beta": ("beta", betas)}
+    data = {}
+    transition = ts.solve_transition(base, along="s2")
+    s2_c = float(transition.value) if transition.found else float("nan")
+
+    if finite_d and betas.size:
+        bb = betas[:, None]
+        params = ts.TeacherStudentParams(**{k: np.broadcast_to(getattr(sweep, k), s2.shape)[None, :]
+                                             for k in ts.PARAM_NAMES}).scaled(alpha=bb * ratio, beta=bb)
+        sol = ts.solve_finite_d(params)
+        for k in FINITE_D_VARS:
+            data[k] = _var(("beta", "s2"), getattr(sol, k), k)
+        for k in ("N", "n", "d", "sa2"):
+            data[f"{k}_scaled"] = xr.Variable(("beta",), np.asarray(getattr(params, k))[:, 0] * np.ones(betas.size))
+        data["s2_scaled"] = xr.Variable(("beta", "s2"), np.broadcast_to(params.s2, (betas.size, s2.size)))
+        data["u"] = xr.Variable(("s2",), np.asarray(sweep.u) * np.ones(s2.size))
+        data["r"] = xr.Variable(("s2",), np.asarray(sweep.r) * np.ones(s2.size))
+        if density_s2 is None and np.isfinite(s2_c):
+            density_s2 = default_density_s2(s2_c)
+        if density_s2 is not None:
+            dens_s2 = np.asarray(density_s2, dtype=float)
+            dparams = ts.TeacherStudentParams(**{k: np.asarray(getattr(base, k)) for k in ts.PARAM_NAMES})
+            dparams = dparams.replace(s2=dens_s2[None, :]).scaled(alpha=bb * ratio, beta=bb)
+            dsol = ts.solve_finite_d(dparams)
+            q = np.linspace(-q_plot, q_plot, num_q)
+            dp = dparams.broadcast()
+            S = np.asarray(ts.action(q[None, None, :], dsol.b[..., None], dsol.c[..., None],
+                                     ts.TeacherStudentParams(**{k: np.asarray(getattr(dp, k))[..., None]
+                                                                for k in ts.PARAM_NAMES})))
+            coords["density_s2"] = ("density_s2", dens_s2)
+            coords["q"] = ("q", q, {"long_name": "overlap q = w.w*"})
+            data["log_p"] = xr.Variable(("beta", "density_s2", "q"), -S - dsol.log_norm[..., None],
+                                        {"long_name": "log p(q), finite-d theory"})
+            data["density_droplet_fraction"] = xr.Variable(("beta", "density_s2"), dsol.droplet_fraction)
+            lim_d = ts.solve_limit(base.replace(s2=dens_s2))
+            Shat = np.asarray(ts.reduced_action(q[None, :], lim_d.b[:, None], lim_d.c[:, None],
+                                                np.asarray(base.replace(s2=dens_s2).u)[:, None], float(base.sw2)))
+            data["limit_action"] = xr.Variable(("density_s2", "q"), Shat,
+                                               {"long_name": "scaling-limit reduced action Shat(q) = S/d"})
+    if limit:
+        lim = ts.solve_limit(sweep)
+        for k in LIMIT_VARS:
+            data[f"limit_{k}"] = _var(("s2",), getattr(lim, k), k)
+    if gp_baseline:
+        g = gp.solve_gp(sweep)
+        data["gp_linear_learned"] = xr.Variable(("s2",), g.linear_learned, {"long_name": "GP (EK) 1 - b"})
+        data["gp_cubic_learned"] = xr.Variable(("s2",), g.cubic_learned, {"long_name": "GP (EK) 1 - c/eps"})
+    ds = xr.Dataset(data, coords=coords)
+    return annotate(ds, kind="theory.teacher_student.sweep", parameters={
+        **_base_parameters(base), "s2": s2.tolist(), "betas": betas.tolist(), "alpha_over_beta": ratio,
+        "density_s2": None if density_s2 is None else list(map(float, density_s2)),
+    }, extra={"s2_c": s2_c, "u_c": float(transition.u) if transition.found else float("nan"),
+              "q_star_c": float(transition.q_star) if transition.found else float("nan")})
+
+
+def apply_axes(base: ts.TeacherStudentParams, values: dict[str, np.ndarray], *,
+               sa2_times_N: float | None = None) -> ts.TeacherStudentParams:
+    """Set parameters (and then the invariants u, r, which are defined through sa2 and N) from
+    broadcastable arrays.  With ``sa2_times_N``, varying N keeps sa2 = sa2_times_N / N."""
+    p = base
+    for name in [k for k in values if k in ts.PARAM_NAMES] + [k for k in ("r", "u") if k in values]:
+        p = p.with_axis(name, values[name], sa2_times_N=sa2_times_N if name == "N" else None)
+    return p
+
+
+def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, y: Axis, *, limit: bool = False,
+                                        beta: float = 1.0, alpha: float | None = None,
+                                        sa2_times_N: float | None = None) -> xr.Dataset:
+    """Phase label and learned fractions on the (y, x) grid, finite-d (default) or scaling limit.
+
+    Axis values describe the beta = 1 configuration, which is then scaled by (alpha, beta) (Table 1).
+    Also stored: the scaling-limit degeneracy Lambda (its level 1 is the limit transition line) and,
+    for every y, the x at which the limit transition occurs (``boundary_x``, by root finding; NaN
+    where no crossing lies inside the plotted x-range)."""
+    from grokphase.errors import ParameterError
+
+    if x.name == y.name:
+        raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
+    alpha = beta if alpha is None else alpha
+    base = base.broadcast()
+    X, Y = np.meshgrid(x.values, y.values)
+    grid = apply_axes(base, {x.name: X, y.name: Y}, sa2_times_N=sa2_times_N).scaled(alpha=alpha, beta=beta)
+    lim = ts.solve_limit(grid)
+    dims = (y.name, x.name)
+    data = {"degeneracy": _var(dims, lim.degeneracy, "degeneracy")}
+    sol, names = (lim, LIMIT_VARS) if limit else (ts.solve_finite_d(grid), FINITE_D_VARS)
+    for k in names:
+        data[k] = _var(dims, getattr(sol, k), k)
+    data["limit_phase"] = _var(dims, lim.phase, "phase")
+    data["u"] = xr.Variable(dims, np.broadcast_to(np.asarray(grid.u), X.shape))
+    data["r"] = xr.Variable(dims, np.broadcast_to(np.asarray(grid.r), X.shape))
+
+    # exact limit boundary: for each y, the x (in beta = 1 units) where Lambda crosses 1
+    rows = base.replace(eps=np.broadcast_to(np.asarray(base.eps), y.values.shape))
+
+    def make(xv):
+        return apply_axes(base, {x.name: xv, y.name: y.values[:, None]},
+                          sa2_times_N=sa2_times_N).scaled(alpha=alpha, beta=beta)
+
+    lo, hi = float(x.values.min()), float(x.values.max())
+    log = x.log or lo > 0
+    tr = ts.solve_transition(rows, along=x.name, lo=lo, hi=hi, log=log, make=make, num_scan=129)
+    data["boundary_x"] = xr.Variable((y.name,), tr.value,
+                                     {"long_name": f"{x.name} at the scaling-limit transition (NaN: none in range)"})
+    coords = {x.name: (x.name, x.values), y.name: (y.name, y.values)}
+    ds = xr.Dataset(data, coords=coords)
+    return annotate(ds, kind="theory.teacher_student.phase_diagram", parameters={
+        **_base_parameters(base), "x": x.name, "x_values": x.values.tolist(), "y": y.name,
+        "y_values": y.values.tolist(), "limit": bool(limit), "beta": beta, "alpha": alpha,
+        "sa2_times_N": sa2_times_N,
+    }, extra={"x_axis": x.name, "y_axis": y.name, "x_log": int(x.log), "y_log": int(y.log),
+              "solver": "limit" if limit else "finite-d"})
+
+
+def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], n: Iterable[float]) -> xr.Dataset:
+    """GP (EK) learned fractions on the (s2, n) grid, the Rayleigh quotients and the half-learning n."""
+    s2 = np.atleast_1d(np.asarray(s2, dtype=float))
+    n = np.atleast_1d(np.asarray(n, dtype=float))
+    base = base.broadcast()
+    params = base.replace(s2=s2[:, None], n=n[None, :])
+    sol = gp.solve_gp(params)
+    data = {
+        "linear_learned": xr.Variable(("s2", "n"), sol.linear_learned),
+        "cubic_learned": xr.Variable(("s2", "n"), sol.cubic_learned),
+        "n_half_linear": xr.Variable(("s2",), sol.n_half_linear[:, 0]),
+        "n_half_cubic": xr.Variable(("s2",), sol.n_half_cubic[:, 0]),
+    }
+    ds = xr.Dataset(data, coords={"s2": s2, "n": n})
+    eig = gp.rayleigh_quotients(base.d, base.sa2, base.sw2)
+    return annotate(ds, kind="theory.teacher_student.gp", parameters={
+        **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist()},
+        extra={"lambda1": float(eig.lambda1), "lambda3": float(eig.lambda3), "lambda13": float(eig.lambda13),
+               "approximation": "equivalent kernel: lambda/(lambda + s2/n)"})
