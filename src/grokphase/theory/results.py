@@ -160,8 +160,9 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
     for k in names:
         data[k] = _var(dims, getattr(sol, k), k)
     data["limit_phase"] = _var(dims, lim.phase, "phase")
-    data["u"] = xr.Variable(dims, np.broadcast_to(np.asarray(grid.u), X.shape))
-    data["r"] = xr.Variable(dims, np.broadcast_to(np.asarray(grid.r), X.shape))
+    for inv in ("u", "r"):  # the invariants at every grid point ('<name>_grid' if it is an axis)
+        key = inv if inv not in (x.name, y.name) else f"{inv}_grid"
+        data[key] = xr.Variable(dims, np.broadcast_to(np.asarray(getattr(grid, inv)), X.shape))
 
     # exact limit boundary: for each y, the x (in beta = 1 units) where Lambda crosses 1
     rows = base.replace(eps=np.broadcast_to(np.asarray(base.eps), y.values.shape))
