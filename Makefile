@@ -16,10 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/grokphase theory teacher-student --s2-sweep 0.05:0.35:61 \
-		--plot figures/teacher_student_theory.png --out results/teacher_student_theory.nc
-	$(BIN)/grokphase theory phase-diagram teacher-student --x s2:0.05:0.4:64 --y N:100:3000:64 \
-		--plot figures/phase_diagram_ts.png --out results/phase_diagram_ts.nc
+	GROKPHASE=$(BIN)/grokphase bash theory/teacher_student_demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

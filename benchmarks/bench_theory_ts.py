@@ -93,7 +93,14 @@ def run_jax(p):
 
 
 def run_baseline(solver, p, idx):
-    return [solver(*point(p, int(i))) for i in idx]
+    """Solve each point; each result carries its own wall time (``wall_s``) for the per-point spread."""
+    out = []
+    for i in idx:
+        t0 = time.perf_counter()
+        r = solver(*point(p, int(i)))
+        r["wall_s"] = time.perf_counter() - t0
+        out.append(r)
+    return out
 
 
 def stats(xs):
@@ -193,12 +200,14 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
         db_root, dc_root = check_agreement("scipy root(hybr)", sol, p, idx, res_c)
 
     rounds = []
+    per_point_rounds = []
     for k in range(pairs):
         r = {}
         s, w, c, la = timed(lambda: run_jax(p))
         r.update(jax_s=w, jax_cpu_per_wall=c / w, jax_load1=la)
         out, w, c, la = timed(lambda: run_baseline(base.solve_point, p, idx))
         r.update(baseline_s=w, baseline_cpu_per_wall=c / w, baseline_load1=la)
+        per_point_rounds.append([x["wall_s"] for x in out])
         r["ratio"] = (r["baseline_s"] / len(idx)) / (r["jax_s"] / n_total)
         if use_root:
             out, w, c, la = timed(lambda: run_baseline(base.solve_point_root, p, idx))
@@ -210,12 +219,8 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
               + (f" | root {r['root_s']:.2f} s, ratio {r['root_ratio']:.1f}" if use_root else "")
               + f" | load {r['baseline_load1']:.2f}", flush=True)
 
-    # per-point baseline cost (one extra untimed-in-ratio pass) for the extrapolation's spread
-    per_point = []
-    for i in idx:
-        _, w, _, _ = timed(lambda i=i: base.solve_point(*point(p, int(i))))
-        per_point.append(w)
-    per_point = np.array(per_point)
+    # per-point baseline cost: median over the rounds (for the extrapolation's spread)
+    per_point = np.median(np.array(per_point_rounds), axis=0)
 
     jax_med = statistics.median(r["jax_s"] for r in rounds)
     base_med = statistics.median(r["baseline_s"] for r in rounds)
@@ -252,11 +257,12 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
         rounds=rounds,
     )
     if extrapolate_to is not None:
-        med_scale = base_med / per_point.sum()  # rescale the single pass to the median pair
-        mean = per_point.mean() * med_scale
-        se = per_point.std(ddof=1) / np.sqrt(per_point.size) * med_scale
-        rec["baseline_full_extrapolated_s"] = float(mean * extrapolate_to)
-        rec["baseline_full_extrapolated_se_s"] = float(se * extrapolate_to)
+        se = per_point.std(ddof=1) / np.sqrt(per_point.size) if per_point.size > 1 else float("nan")
+        rec["baseline_full_extrapolated_s"] = float(base_med / len(idx) * extrapolate_to)
+        rec["baseline_full_extrapolated_se_s"] = float(se * extrapolate_to) if np.isfinite(se) else None
+        rec["baseline_subset_indices"] = [int(i) for i in idx]
+        rec["baseline_subset_point_s"] = [round(float(x), 4) for x in per_point]
+        rec["jax_full_s"] = jax_med
         rec["baseline_point_s_distribution"] = dict(median=float(np.median(per_point)), max=float(per_point.max()),
                                                     min=float(per_point.min()))
     if use_root:
@@ -277,15 +283,14 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
     if extrapolate_to is not None:
         print(f"  => baseline extrapolated to {extrapolate_to} points: {rec['baseline_full_extrapolated_s']:.0f} "
               f"± {rec['baseline_full_extrapolated_se_s']:.0f} s (s.e. from the subset's spread)", flush=True)
-    return rec
+    return rec, sol, res_b
 
 
 def beta64_point(pairs, use_root):
     p = flat_params(ts.TeacherStudentParams().scaled(beta=64))
     idx = np.array([0])
-    rec = bench_workload("beta64", p, idx, pairs, use_root)
-    sol = ts.solve_finite_d(p)
-    rb = base.solve_point(*point(p, 0))
+    rec, sol, res_b = bench_workload("beta64", p, idx, pairs, use_root)
+    rb = res_b[0]
     eps = float(p.eps[0])
     rec["beta64"] = dict(
         params={k: float(np.asarray(getattr(p, k))[0]) for k in ts.PARAM_NAMES},
@@ -306,6 +311,8 @@ def main(argv=None):
     ap.add_argument("--subset", type=int, default=24, help="diagram points the baseline solves (seed 0)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 pairs, 8-point subsets")
     ap.add_argument("--no-root", action="store_true", help="skip the secondary scipy.optimize.root baseline")
+    ap.add_argument("--check-points", type=int, default=128,
+                    help="extra diagram points (seed 1) checked against the root baseline, untimed")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -322,13 +329,25 @@ def main(argv=None):
     sweep = flat_params(ts.TeacherStudentParams(s2=np.linspace(0.05, 0.35, 41)))
     idx = np.sort(np.random.default_rng(0).choice(41, size=8, replace=False)) if args.quick else np.arange(41)
     records.append(bench_workload("sweep", sweep, idx, pairs, use_root, budget_s=SWEEP_BASELINE_BUDGET_S,
-                                  subset=subset))
+                                  subset=subset)[0])
 
     # (b) the 64 x 64 phase diagram
     s2, N = np.meshgrid(np.linspace(0.05, 0.4, 64), np.linspace(100, 3000, 64), indexing="ij")
     diagram = flat_params(ts.TeacherStudentParams(s2=s2, N=N))
     idx = np.sort(np.random.default_rng(0).choice(s2.size, size=subset, replace=False))
-    records.append(bench_workload("diagram", diagram, idx, pairs, use_root, extrapolate_to=s2.size))
+    rec, sol, _ = bench_workload("diagram", diagram, idx, pairs, use_root, extrapolate_to=s2.size)
+    n_extra = 16 if args.quick else args.check_points
+    if n_extra > 0:
+        extra = np.sort(np.random.default_rng(1).choice(s2.size, size=n_extra, replace=False))
+        t0 = time.perf_counter()
+        res = run_baseline(base.solve_point_root, diagram, extra)
+        print(f"  extra agreement pass ({n_extra} points, root baseline, {time.perf_counter() - t0:.1f} s, "
+              f"{sum(r['fallback'] for r in res)} fallbacks):", flush=True)
+        db, dc = check_agreement("scipy root(hybr), extra points", sol, diagram, extra, res)
+        rec["extra_agreement"] = dict(points=n_extra, seed=1, solver="solve_point_root",
+                                      max_abs_diff_b=db, max_abs_diff_c_over_eps=dc,
+                                      fallbacks=int(sum(r["fallback"] for r in res)))
+    records.append(rec)
 
     # (c) the beta = 64 paper point
     records.append(beta64_point(pairs, use_root))

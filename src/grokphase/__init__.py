@@ -14,6 +14,22 @@ jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"
 
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Keep compiled XLA executables on disk (JAX's persistent cache) so that later processes skip
+    the few seconds each solver takes to compile.  Default location: ``$GROKPHASE_CACHE_DIR`` or
+    ``~/.cache/grokphase/jax``.  The CLI calls this; set ``GROKPHASE_CACHE_DIR=off`` to disable."""
+    import os
+
+    path = path or os.environ.get("GROKPHASE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "grokphase", "jax")
+    if path == "off":
+        return path
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
 from grokphase.errors import GrokphaseError, ParameterError, ResultFileError, SolverError  # noqa: E402
 
-__all__ = ["__version__", "GrokphaseError", "ParameterError", "ResultFileError", "SolverError"]
+__all__ = ["__version__", "enable_compilation_cache", "GrokphaseError", "ParameterError", "ResultFileError", "SolverError"]

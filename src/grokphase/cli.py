@@ -350,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from grokphase import enable_compilation_cache
     from grokphase.errors import GrokphaseError
+
+    enable_compilation_cache()
 
     try:
         return int(args.func(args) or 0)

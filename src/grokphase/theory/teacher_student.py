@@ -485,8 +485,24 @@ def _flat_params(params: TeacherStudentParams):
     return shape, flat
 
 
-def _take(params: TeacherStudentParams, idx) -> TeacherStudentParams:
-    return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], params)
+def bucket_size(M: int) -> int:
+    """Batch sizes are padded to powers of two (multiples of 1024 beyond) so that sweeps of different
+    lengths share one compiled executable."""
+    if M <= 1024:
+        return max(8, 1 << (max(M, 1) - 1).bit_length())
+    return -(-M // 1024) * 1024
+
+
+def _padded(flat: TeacherStudentParams) -> tuple[TeacherStudentParams, int]:
+    M = int(np.asarray(flat.N).size)
+    pad = bucket_size(M) - M
+    if pad == 0:
+        return flat, M
+    return jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[-1:], pad)]), flat), M
+
+
+def _unpad(tree, M: int):
+    return type(tree)(*[None if a is None else np.asarray(a)[:M] for a in tree])
 
 
 MAX_GRID_SIZE = 2**16 + 1
@@ -505,8 +521,8 @@ def solve_finite_d(params: TeacherStudentParams, *, grid_size: int | None = None
     shape, flat = _flat_params(params)
     K = grid_size or default_grid_size(flat)
     while True:
-        sol = FiniteDSolution(*[None if a is None else np.array(a)
-                                for a in jax.device_get(solve_finite_d_batch(flat, K, maxiter, density))])
+        padded, M = _padded(flat)
+        sol = _unpad(FiniteDSolution(*jax.device_get(solve_finite_d_batch(padded, K, maxiter, density))), M)
         unresolved = np.isin(sol.status, [Status.UNRESOLVED, Status.TRUNCATED])
         if not (refine and grid_size is None and unresolved.any() and K < MAX_GRID_SIZE):
             break
@@ -705,7 +721,8 @@ def solve_limit(params: TeacherStudentParams, *, check: bool = True) -> LimitSol
     Depends on the parameters only through (u, r, sw2, eps), so it is exactly invariant under the
     Table-1 scaling; ``droplet_fraction = pi1/d`` uses the given d."""
     shape, flat = _flat_params(params)
-    sol = LimitSolution(*[np.asarray(a) for a in jax.device_get(solve_limit_batch(flat))])
+    padded, M = _padded(flat)
+    sol = _unpad(LimitSolution(*jax.device_get(solve_limit_batch(padded))), M)
     if check:
         _raise_on_failure(sol.status, flat, "scaling-limit")
     return LimitSolution(*[a.reshape(shape) for a in sol])
@@ -771,7 +788,8 @@ def solve_transition(params: TeacherStudentParams, along: str = "s2", lo=None, h
 
     def excess(values):
         _, flat = _flat_params(make(values))
-        return np.asarray(_degeneracy_excess(flat)).reshape(values.shape)
+        padded, M = _padded(flat)
+        return np.asarray(_degeneracy_excess(padded))[:M].reshape(values.shape)
 
     e = excess(grid)
     sign_change = np.signbit(e[..., :-1]) != np.signbit(e[..., 1:])
