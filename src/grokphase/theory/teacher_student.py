@@ -320,14 +320,20 @@ def _yhat(eps):
     return jnp.stack([jnp.ones_like(eps), SQRT6 * eps])
 
 
-def _evaluate(v, params, q, g, logw, logz0):
-    """F(v), its gradient, its Hessian, Qt and log(z/z0) from one pass over the grid."""
+def _evaluate(v, params, q, g, logw, logp0):
+    """F(v), its gradient, its Hessian, Qt and log(z/z0) from one pass over the grid.
+
+    ``logp0`` are the log quadrature probabilities of the prior (normalised), so that
+    log(z/z0) = log sum_k p0_k exp(x_k) with x = (u d/2)(v·g)^2 is computed relative to the prior:
+    with log1p/expm1 when the interaction is weak (wide networks, where r log(z/z0) would otherwise
+    lose all its digits to cancellation) and by log-sum-exp otherwise."""
     ud = params.u * params.d
     s = g @ v                                                    # (K,)  v·g(q)
-    E = -params.d * q * q / (2.0 * params.sw2) + 0.5 * ud * s * s  # -S(q; v)
-    lse = logsumexp(E + logw)
-    logz = lse - logz0
-    p = jnp.exp(E + logw - lse)                                  # quadrature probabilities
+    x = 0.5 * ud * s * s                                         # interaction, -S = prior + x
+    lse = logsumexp(x + logp0)
+    weak = jnp.max(x) < 1.0
+    logz = jnp.where(weak, jnp.log1p(jnp.sum(jnp.exp(logp0) * jnp.expm1(jnp.where(weak, x, 0.0)))), lse)
+    p = jnp.exp(x + logp0 - lse)                                 # quadrature probabilities
     gg = jnp.einsum("k,ki,kj->ij", p, g, g)
     m1 = jnp.einsum("k,k,ki->i", p, s, g)
     m2 = jnp.einsum("k,k,ki,kj->ij", p, s * s, g, g)
@@ -340,11 +346,15 @@ def _evaluate(v, params, q, g, logw, logz0):
     return F, grad, hess, Q, logz
 
 
+def _prior_logp(params, q, logw):
+    prior = -params.d * q * q / (2.0 * params.sw2) + logw
+    return prior - logsumexp(prior)
+
+
 def free_energy_objective(v, params: TeacherStudentParams, grid_size: int):
     """F(v) for scalar parameters (for tests and exploration; differentiable with jax.grad)."""
     q, logw = _quadrature(params, grid_size)
-    logz0 = logsumexp(-params.d * q * q / (2.0 * params.sw2) + logw)
-    return _evaluate(v, params, q, overlaps(q, params.sw2), logw, logz0)[0]
+    return _evaluate(v, params, q, overlaps(q, params.sw2), logw, _prior_logp(params, q, logw))[0]
 
 
 class _NewtonState(NamedTuple):
@@ -363,11 +373,11 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     q, logw = _quadrature(params, K)
     g = overlaps(q, params.sw2)
     prior = -params.d * q * q / (2.0 * params.sw2)
-    logz0 = logsumexp(prior + logw)
-    evaluate = lambda v: _evaluate(v, params, q, g, logw, logz0)  # noqa: E731
+    logp0 = _prior_logp(params, q, logw)
+    evaluate = lambda v: _evaluate(v, params, q, g, logw, logp0)  # noqa: E731
     yhat = _yhat(params.eps)
 
-    def scale(grad, v):
+    def tolerance(v):
         return NEWTON_RTOL * (1.0 + jnp.linalg.norm(yhat) + jnp.linalg.norm(v))
 
     v0 = jnp.zeros(2)
@@ -383,12 +393,13 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
         # converged: at the target tolerance, or at the rounding floor (the Newton step no longer
         # moves v in float64) with a residual small enough to trust (RESIDUAL_ACCEPT)
         stalled = jnp.linalg.norm(step) <= 4e-16 * (1.0 + jnp.linalg.norm(st.v))
-        converged = (res <= scale(st.grad, st.v)) | (stalled & (res <= RESIDUAL_ACCEPT))
+        converged = (res <= tolerance(st.v)) | (stalled & (res <= RESIDUAL_ACCEPT))
         slope = st.grad @ step  # > 0 for the ascent direction of a concave F
-        slack = 1e-13 * (1.0 + jnp.abs(st.F))
+        # rounding allowance for comparing F values: F's terms are O(|F| + r|log z|)
+        slack = 1e-13 * (1.0 + jnp.abs(st.F) + params.r * jnp.abs(st.F - st.v @ yhat + 0.5 * st.v @ st.v))
 
-        def ls_cond(carry):
-            t, Fn, *_ , ok = carry
+        def ls_cond(carry):  # backtrack until the Armijo condition holds (at most ~40 halvings)
+            t, ok = carry[0], carry[-1]
             return (~ok) & (t > 1e-12)
 
         def ls_body(carry):
@@ -407,7 +418,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
                            jnp.where(nonfinite, Status.NONFINITE,
                                      jnp.where(ok, Status.MAX_ITER, Status.LINE_SEARCH)))
         done = converged | nonfinite | ~ok
-        accept = (~done)
+        accept = ~done
         return _NewtonState(
             v=jnp.where(accept, vn, st.v), F=jnp.where(accept, Fn, st.F),
             grad=jnp.where(accept, gn, st.grad), hess=jnp.where(accept, Hn, st.hess),
@@ -425,11 +436,9 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     # --- a posteriori quadrature checks ---
     s = g @ v
     S = -(prior + 0.5 * params.u * params.d * s * s)  # S(q; v) on the grid
-    logw_c = logw[::2] + math.log(2.0)
-    logw_c = logw_c.at[0].add(0.0)  # endpoints keep their half weight
+    logw_c = logw[::2] + math.log(2.0)  # spacing 2h; the endpoints keep their half weight
     qc, gc = q[::2], g[::2]
-    logz0_c = logsumexp(prior[::2] + logw_c)
-    _, _, _, Qc, logzc = _evaluate(v, params, qc, gc, logw_c, logz0_c)
+    _, _, _, Qc, logzc = _evaluate(v, params, qc, gc, logw_c, _prior_logp(params, qc, logw_c))
     qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
     quad_error = jnp.maximum(jnp.abs(logz - logzc), jnp.max(jnp.abs(Q - Qc)) / qnorm)
     truncated = (S[-1] - jnp.min(S)) < TRUNCATION_CHECK
@@ -445,13 +454,26 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     is_max = jnp.concatenate([jnp.array([dS[0] <= 0.0]), (dS[:-1] > 0.0) & (dS[1:] <= 0.0), jnp.array([False])])
     has_barrier = jnp.any(is_max)
     k_bar = jnp.argmax(is_max)
-    idx = jnp.arange(K)
-    beyond = idx >= k_bar
     logp_half = -S + logw
     lse_half = logsumexp(logp_half)
-    droplet = jnp.where(has_barrier, jnp.sum(jnp.where(beyond, jnp.exp(logp_half - lse_half), 0.0)), 0.0)
-    q_barrier = jnp.where(has_barrier, q[k_bar], 0.0)
-    k_drop = jnp.argmin(jnp.where(beyond, S, jnp.inf))
+    # barrier position refined by the parabola through the three nodes around k_bar (error O(h^3)
+    # instead of O(h)); the mass between the refined barrier and node k_bar is added to (or taken
+    # from) the trapezoid sum that starts at node k_bar with half weight.
+    k0 = jnp.clip(k_bar, 1, K - 2)
+    x0, x1, x2 = q[k0 - 1], q[k0], q[k0 + 1]
+    y0, y1, y2 = S[k0 - 1], S[k0], S[k0 + 1]
+    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+    vertex = jnp.clip(x1 - 0.5 * num / jnp.where(den == 0.0, 1.0, den), x0, x2)
+    q_barrier = jnp.where(has_barrier & (k_bar > 0), jnp.where(den == 0.0, x1, vertex), 0.0)
+    idx = jnp.arange(K)
+    weight = jnp.where(idx == k_bar, 0.5, 1.0) * jnp.where(idx >= k_bar, 1.0, 0.0)
+    p_nodes = jnp.exp(logp_half - lse_half)                     # quadrature probabilities (half line)
+    density_k = jnp.exp(-S[k_bar] - lse_half)                   # p(q) at the barrier node (half line)
+    beyond = jnp.sum(weight * p_nodes) + (q[k_bar] - q_barrier) * density_k
+    # k_bar = 0: q = 0 is not a local minimum of S, every neuron is in a droplet basin
+    droplet = jnp.where(has_barrier, jnp.where(k_bar == 0, 1.0, jnp.clip(beyond, 0.0, 1.0)), 0.0)
+    k_drop = jnp.argmin(jnp.where(idx >= k_bar, S, jnp.inf))
     q_droplet = jnp.where(has_barrier, q[k_drop], 0.0)
 
     b, c = v[0], v[1] / SQRT6
