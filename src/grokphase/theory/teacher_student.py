@@ -494,6 +494,14 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     )
 
 
+def solve_finite_d_point(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
+                         density: bool = False) -> FiniteDSolution:
+    """Finite-d solution at one parameter point: pure, jit-compatible and vmappable over any field
+    of ``params`` (``grid_size``, ``maxiter``, ``density`` are static).  Never raises: check
+    ``status``.  Example: ``jax.jit(jax.vmap(lambda e: solve_finite_d_point(p.replace(eps=e), 513)))``."""
+    return _solve_point(params, grid_size, maxiter, density)
+
+
 @jax.jit(static_argnames=("grid_size", "maxiter", "density"))
 def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
                          density: bool = False) -> FiniteDSolution:
@@ -728,6 +736,12 @@ def _limit_point(u, r, sw2, eps, d):
         droplet_fraction=pi1 / d, q_star=q_star, kappa=kap, degeneracy=lam, free_energy=F,
         u=u, r=r, status=status, phase=phase,
     )
+
+
+def solve_limit_point(params: TeacherStudentParams) -> LimitSolution:
+    """Scaling-limit solution at one parameter point (pure, jit/vmap-compatible, never raises)."""
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    return _limit_point(p.u, p.r, p.sw2, p.eps, p.d)
 
 
 @jax.jit
