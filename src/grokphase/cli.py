@@ -96,6 +96,22 @@ def _emit(args, summary: dict[str, Any], text_lines: Sequence[str]) -> None:
         sys.stdout.write("\n".join(text_lines) + "\n")
 
 
+def _finish(args, ds, summary: dict[str, Any], lines: Sequence[str]) -> int:
+    """Save (--out), draw from the saved data (--plot) and print the summary; the shared tail of
+    every command."""
+    from grokphase.io import save_dataset
+    from grokphase.plotting import plot_result
+
+    if args.out:
+        save_dataset(ds, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_result(ds, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, lines)
+    return 0
+
+
 def _log(args, message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -119,8 +135,6 @@ def _status_label(code) -> str:
 
 def cmd_theory_teacher_student(args) -> int:
     from grokphase.axes import parse_list
-    from grokphase.io import save_dataset
-    from grokphase.plotting import plot_teacher_student_sweep
     from grokphase.theory.results import build_teacher_student_sweep
 
     base = _base_params(args)
@@ -180,15 +194,8 @@ def cmd_theory_teacher_student(args) -> int:
             raise SolverError("no GFL -> GMFL-I transition within s2/100 .. 100*s2 for these parameters")
         lines.append(f"scaling-limit transition: s2_c = {summary['s2_c']:.6f}, u_c = {summary['u_c']:.4f}, "
                      f"q*_c = {summary['q_star_c']:.4f}")
-    if args.out:
-        save_dataset(ds, args.out)
-        summary["out"] = args.out
-    if args.plot:
-        plot_teacher_student_sweep(ds, args.plot)
-        summary["plot"] = args.plot
     _log(args, f"grokphase: teacher-student theory, {s2.size} sigma^2 x {betas.size} beta in {elapsed:.2f} s")
-    _emit(args, summary, lines)
-    return 0
+    return _finish(args, ds, summary, lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,8 +205,6 @@ def cmd_theory_teacher_student(args) -> int:
 
 def cmd_theory_gp(args) -> int:
     from grokphase.axes import parse_range
-    from grokphase.io import save_dataset
-    from grokphase.plotting import plot_gp_learning_curve
     from grokphase.theory.results import build_gp_learning_curve
 
     base = _base_params(args)
@@ -223,14 +228,7 @@ def cmd_theory_gp(args) -> int:
              *(f"s2 = {a:g}: cubic half learned at n = {h:.4e}, linear at n = {l_:.4e}" for a, h, l_ in zip(s2, nh, nl)),
              f"{'s2':>9} {'n':>12} {'linear':>9} {'cubic':>11}",
              *(f"{p['s2']:9.4f} {p['n']:12.5g} {p['linear_learned']:9.5f} {p['cubic_learned']:11.4e}" for p in points)]
-    if args.out:
-        save_dataset(ds, args.out)
-        summary["out"] = args.out
-    if args.plot:
-        plot_gp_learning_curve(ds, args.plot)
-        summary["plot"] = args.plot
-    _emit(args, summary, lines)
-    return 0
+    return _finish(args, ds, summary, lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,8 +238,6 @@ def cmd_theory_gp(args) -> int:
 
 def cmd_phase_diagram_ts(args) -> int:
     from grokphase.axes import parse_axis
-    from grokphase.io import save_dataset
-    from grokphase.plotting import plot_phase_diagram
     from grokphase.theory import teacher_student as ts
     from grokphase.theory.results import build_teacher_student_phase_diagram
 
@@ -264,14 +260,7 @@ def cmd_phase_diagram_ts(args) -> int:
              f"in {elapsed:.2f} s", "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
              f"limit transition ({x.name} at each {y.name}):",
              *(f"  {y.name} = {b[y.name]:.6g}: {x.name}_c = {b[x.name]}" for b in boundary[:: max(1, len(boundary) // 8)])]
-    if args.out:
-        save_dataset(ds, args.out)
-        summary["out"] = args.out
-    if args.plot:
-        plot_phase_diagram(ds, args.plot)
-        summary["plot"] = args.plot
-    _emit(args, summary, lines)
-    return 0
+    return _finish(args, ds, summary, lines)
 
 
 # ------------------------------------------------------------------------------------------------
