@@ -17,7 +17,7 @@ result is already on the host).  B = ``scipy_baseline_ts.solve_point`` (damped f
 C (secondary, reported next to B) = ``scipy_baseline_ts.solve_point_root`` (MINPACK hybr on the same
 residual, same quadrature, damped-iteration fallback), timed in the same interleaved rounds.
 
-Usage: python benchmarks/bench_theory_ts.py [--pairs 5] [--subset 24] [--quick] [--no-root]
+Usage: python benchmarks/bench_theory_ts.py [--pairs 5] [--subset 24] [--quick] [--no-root] [--pin-cpu]
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ THREAD_ENV = {
     "NUMEXPR_NUM_THREADS": "1",
 }
 os.environ.update(THREAD_ENV)
+# XLA's CPU runtime still runs some work on helper threads (CPU/wall ~1.35 for the diagram when a
+# second core is free; the bare "intra_op_parallelism_threads=1" token in XLA_FLAGS is not an XLA
+# flag and is ignored).  --pin-cpu restricts the whole process to one core before anything starts.
+import sys  # noqa: E402
+
+PINNED = None
+if "--pin-cpu" in sys.argv:
+    PINNED = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {PINNED})
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -40,7 +49,6 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -51,6 +59,12 @@ import jax  # noqa: E402  (grokphase enables float64)
 import jax.numpy as jnp  # noqa: E402
 
 from grokphase.theory import teacher_student as ts  # noqa: E402
+
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+
+# the solver source as imported (src/ may be edited by others while a run is in progress)
+SOLVER_SHA256 = hashlib.sha256(Path(ts.__file__).read_bytes()).hexdigest()
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -152,6 +166,39 @@ def roofline_gflops(n=1024, reps=5):
     return 2.0 * n**3 / min(ts_) / 1e9
 
 
+def _git(*a):
+    try:
+        return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+SOLVER_REL = str(Path(ts.__file__).resolve().relative_to(HERE.parent))
+
+
+def _solver_commit(sha256: str, depth: int = 30):
+    """The most recent commit (of the last ``depth`` touching the solver) whose solver file has this sha256."""
+    for c in (_git("log", f"-{depth}", "--format=%H", "--", SOLVER_REL) or "").split():
+        blob = subprocess.run(["git", "show", f"{c}:{SOLVER_REL}"], cwd=HERE.parent, capture_output=True,
+                              timeout=10).stdout
+        if hashlib.sha256(blob).hexdigest() == sha256:
+            return c
+    return None
+
+
+# captured at import: others may commit or edit src/ while a run is in progress
+IMPORT_GIT = dict(git_commit_at_import=_git("rev-parse", "HEAD"),
+                  src_dirty_at_import=bool(_git("status", "--porcelain", "--", "src")))
+
+
+def provenance():
+    """Which solver source was timed: its sha256 as imported, the commit holding exactly that file
+    (None if it was an uncommitted edit), git state at import and at record time."""
+    return dict(IMPORT_GIT, git_commit_at_record=_git("rev-parse", "HEAD"), solver_file=SOLVER_REL,
+                solver_sha256=SOLVER_SHA256, solver_matches_commit=_solver_commit(SOLVER_SHA256),
+                solver_changed_since_import=hashlib.sha256(Path(ts.__file__).read_bytes()).hexdigest() != SOLVER_SHA256)
+
+
 def versions():
     import jaxlib
     return dict(jax=jax.__version__, jaxlib=jaxlib.__version__, scipy=scipy.__version__, numpy=np.__version__,
@@ -174,8 +221,11 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
     load0 = os.getloadavg()
 
     # compile (AOT, same function and static arguments as the public call) and warm-up
+    # the public call pads the batch to a bucketed size (if this version of the solver does)
+    padded = ts._padded(p)[0] if hasattr(ts, "_padded") else p
+    n_padded = int(np.asarray(padded.s2).size)
     t0 = time.perf_counter()
-    ts.solve_finite_d_batch.lower(p, grid_size=K, maxiter=100, density=False).compile()
+    ts.solve_finite_d_batch.lower(padded, grid_size=K, maxiter=100, density=False).compile()
     compile_s = time.perf_counter() - t0
     sol, first_s, first_cpu, _ = timed(lambda: run_jax(p))
     print(f"  JAX AOT compile {compile_s:.2f} s; first public call {first_s:.2f} s; "
@@ -232,10 +282,12 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
                                 if use_root else None)),
         workload=name,
         sizes=dict(points=n_total, baseline_points=len(idx), agreement_points=n_checked, baseline_subset_seed=(0 if len(idx) < n_total else None),
-                   jax_grid_size=K, shape=list(np.asarray(p.s2).shape) if name != "diagram" else list(FULL_SHAPE)),
+                   jax_grid_size=K, jax_batch_padded_to=n_padded, shape=list(np.asarray(p.s2).shape) if name != "diagram" else list(FULL_SHAPE)),
         dtype="float64",
-        threads=dict(THREAD_ENV, note="JAX on the default single CPU device; SciPy/NumPy single-threaded"),
+        threads=dict(THREAD_ENV, cpu_affinity=sorted(os.sched_getaffinity(0)), pinned=PINNED is not None,
+                     note="JAX on the default single CPU device; SciPy/NumPy single-threaded"),
         versions=versions(),
+        provenance=provenance(),
         pairs=pairs,
         jax_compile_s=compile_s,
         jax_first_call_s=first_s,
@@ -313,6 +365,8 @@ def main(argv=None):
     ap.add_argument("--no-root", action="store_true", help="skip the secondary scipy.optimize.root baseline")
     ap.add_argument("--check-points", type=int, default=128,
                     help="extra diagram points (seed 1) checked against the root baseline, untimed")
+    ap.add_argument("--pin-cpu", action="store_true",
+                    help="run the whole process on one core (sched_setaffinity), so both sides get <= 1 CPU")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -321,6 +375,7 @@ def main(argv=None):
 
     print(f"threads: {THREAD_ENV}")
     print(f"versions: {versions()}")
+    print(f"provenance: {provenance()}")
     roof = roofline_gflops()
     print(f"single-thread float64 matmul (1024^3): {roof:.1f} GFLOP/s (context)")
     records = []

@@ -20,7 +20,16 @@ The iteration starts from b = 1, c = eps (the prior, u -> 0), damps the update b
 halves alpha whenever the self-consistency residual grows (and lets it recover by 5 % per
 decrease, up to 0.5), and stops when |yhat - (I + (n/s2) Qt) v| < tol = 1e-10 with
 v = [b, sqrt6 c], yhat = [1, sqrt6 eps].  Since (I + (n/s2) Qt) >= I, this residual bounds the
-error in v up to the quadrature error.
+error in v up to the quadrature error.  Each quad runs at epsabs = 0, epsrel = 1e-13: at 1e-11 the
+residual's quadrature noise (amplified by n/s2 ~ 5e4 times sa2) sits at the 1e-10 tolerance and
+the iteration can stall at some low-s2 points.
+
+The damped iteration is slow where the fixed-point map is stiff: its Jacobian at the solution has
+an eigenvalue of -45 at the paper's point (beta = 1, s2 = 0.14), about -480 at beta = 64 and -670
+at s2 = 0.056, N = 238, so the stable damping is ~2/(1 - lambda_min) and convergence takes
+300 to 3400 iterations (of ~1.5 ms each).  :func:`solve_point_root` is a secondary baseline on the
+same residual and quadrature using ``scipy.optimize.root`` (hybr), typically 20-100 residual
+evaluations, with the damped iteration as fallback (needed at beta = 64).
 
 Independent of the ``grokphase`` package (only NumPy/SciPy), so it can check it.
 """
