@@ -292,15 +292,21 @@ def _grid_scale(sw2):
     return jnp.sqrt(1.0 + 2.0 * sw2)
 
 
-def default_grid_size(params: TeacherStudentParams) -> int:
-    """Number of nodes (2^m + 1) so that the spacing near q <~ ell is 0.4 prior standard deviations."""
+def point_grid_sizes(params: TeacherStudentParams) -> np.ndarray:
+    """Per-point number of nodes (2^m + 1, at least 129) such that the spacing for q <~ ell is 0.4
+    prior standard deviations sqrt(sw2/d) over the support bound of :func:`q_support`."""
     p = params.broadcast()
     ell = np.sqrt(1.0 + 2.0 * p.sw2)
     x_max = ell * np.arcsinh(np.asarray(q_support(p)) / ell)
-    h = 0.4 * np.sqrt(p.sw2 / p.d)
-    need = float(np.max(x_max / h)) if x_max.size else 128.0
-    m = max(7, int(np.ceil(np.log2(max(need, 2.0)))))
+    need = np.maximum(np.asarray(x_max / (0.4 * np.sqrt(p.sw2 / p.d)), dtype=float), 2.0)
+    m = np.maximum(7, np.ceil(np.log2(need))).astype(int)
     return 2**m + 1
+
+
+def default_grid_size(params: TeacherStudentParams) -> int:
+    """One grid size for a whole batch: the largest per-point size."""
+    sizes = point_grid_sizes(params)
+    return int(sizes.max()) if sizes.size else 129
 
 
 def _quadrature(params: TeacherStudentParams, K: int):
@@ -502,11 +508,29 @@ def solve_finite_d_point(params: TeacherStudentParams, grid_size: int, maxiter: 
     return _solve_point(params, grid_size, maxiter, density)
 
 
-@jax.jit(static_argnames=("grid_size", "maxiter", "density"))
+def default_block() -> int:
+    """Points per compiled call of :func:`solve_finite_d` (batches are split and padded to it)."""
+    return 64 if jax.default_backend() == "cpu" else 8192
+
+
+def default_chunk() -> int | None:
+    """Points solved in lockstep.  Under vmap every lane runs as many Newton and line-search steps
+    as the slowest one; on a CPU, mapping over small chunks is several times faster (measured 6.7x
+    on the 64 x 64 diagram), while accelerators want the whole batch in one vmap (None)."""
+    return 4 if jax.default_backend() == "cpu" else None
+
+
+@jax.jit(static_argnames=("grid_size", "maxiter", "density", "chunk"))
 def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
-                         density: bool = False) -> FiniteDSolution:
-    """jit(vmap) of the point solver over 1-D parameter arrays (all fields of equal length)."""
-    return jax.vmap(lambda p: _solve_point(p, grid_size, maxiter, density))(params)
+                         density: bool = False, chunk: int | None = None) -> FiniteDSolution:
+    """Finite-d solutions over 1-D parameter arrays (all fields of equal length), jitted.
+
+    ``chunk=None`` vmaps the whole batch; ``chunk=B`` maps sequentially over chunks of B vmapped
+    points (``jax.lax.map(..., batch_size=B)``), which avoids lockstep waste on CPUs."""
+    solve_one = lambda p: _solve_point(p, grid_size, maxiter, density)  # noqa: E731
+    if chunk is None:
+        return jax.vmap(solve_one)(params)
+    return jax.lax.map(solve_one, params, batch_size=chunk)
 
 
 def _flat_params(params: TeacherStudentParams):
@@ -531,6 +555,10 @@ def _padded(flat: TeacherStudentParams) -> tuple[TeacherStudentParams, int]:
     return jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[-1:], pad)]), flat), M
 
 
+def _take(params: TeacherStudentParams, idx) -> TeacherStudentParams:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], params)
+
+
 def _unpad(tree, M: int):
     return type(tree)(*[None if a is None else np.asarray(a)[:M] for a in tree])
 
@@ -549,14 +577,57 @@ def solve_finite_d(params: TeacherStudentParams, *, grid_size: int | None = None
     jitted code (it returns status codes and never raises).
     """
     shape, flat = _flat_params(params)
-    K = grid_size or default_grid_size(flat)
-    while True:
-        padded, M = _padded(flat)
-        sol = _unpad(FiniteDSolution(*jax.device_get(solve_finite_d_batch(padded, K, maxiter, density))), M)
-        unresolved = np.isin(sol.status, [Status.UNRESOLVED, Status.TRUNCATED])
-        if not (refine and grid_size is None and unresolved.any() and K < MAX_GRID_SIZE):
-            break
-        K = 2 * K - 1  # the whole batch moves to the finer grid, so density grids keep one length
+    M = int(np.asarray(flat.N).size)
+    chunk = default_chunk()
+
+    block = default_block()
+
+    def run(idx, K):
+        # fixed-size blocks: one compiled executable per grid size, whatever the number of points
+        parts = []
+        for start in range(0, idx.size, block):
+            sub = _take(flat, idx[start:start + block])
+            m = int(np.asarray(sub.N).size)
+            if m < block:
+                sub = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[-1:], block - m)]), sub)
+            parts.append(_unpad(FiniteDSolution(*jax.device_get(
+                solve_finite_d_batch(sub, K, maxiter, density, chunk))), m))
+        return FiniteDSolution(*[None if parts[0][i] is None else np.concatenate([pt[i] for pt in parts])
+                                 for i in range(len(FiniteDSolution._fields))])
+
+    if grid_size is not None or density:
+        # one grid for the whole batch (density grids then share one length); refine all together
+        K = grid_size or default_grid_size(flat)
+        everything = np.arange(M)
+        while True:
+            sol = run(everything, K)
+            unresolved = np.isin(sol.status, [Status.UNRESOLVED, Status.TRUNCATED])
+            if not (refine and grid_size is None and unresolved.any() and K < MAX_GRID_SIZE):
+                break
+            K = 2 * K - 1
+    else:
+        # each point on its own grid size; points are grouped by size, and only the points whose
+        # quadrature check fails move on to a doubled grid
+        sizes = point_grid_sizes(flat).reshape(-1)
+        fields: dict[str, np.ndarray] = {}
+        todo = np.arange(M)
+        while todo.size:
+            next_todo = []
+            for K in np.unique(sizes[todo]):
+                idx = todo[sizes[todo] == K]
+                part = run(idx, int(K))
+                for name, value in part._asdict().items():
+                    if value is None:
+                        continue
+                    if name not in fields:
+                        fields[name] = np.zeros((M,) + value.shape[1:], dtype=value.dtype)
+                    fields[name][idx] = value
+                bad = np.isin(part.status, [Status.UNRESOLVED, Status.TRUNCATED])
+                if refine and bad.any() and K < MAX_GRID_SIZE:
+                    sizes[idx[bad]] = 2 * K - 1
+                    next_todo.append(idx[bad])
+            todo = np.concatenate(next_todo) if next_todo else np.arange(0)
+        sol = FiniteDSolution(**fields)
     if check:
         _raise_on_failure(sol.status, flat, "finite-d")
     return FiniteDSolution(*[None if a is None else a.reshape(shape + a.shape[1:]) for a in sol])

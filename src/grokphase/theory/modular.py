@@ -1,0 +1,424 @@
+r"""Modular addition with a square activation (paper Sec. 2.2, 3.2, App. B; THEORY.md §4).
+
+Inputs x_nm in R^{2P} (ones at n and P+m), targets y_p = delta_{p,(n+m) mod P} - 1/P, network
+f_p(x) = sum_i a_pi (w_i·x)^2 with w_i ~ N(0, I), a_pi ~ N(0, sa2/N).
+
+The adapted kernel is diagonal in Fourier modes and every mode k != 0 of a neuron carries the same
+action (eq. 16, App. B.2, with THEORY.md's corrections of App. B.4): with Phi = |w_k|^2, Psi = |v_k|^2
+(uniform measure on [0, inf)^2),
+
+    S_k(Phi, Psi; a) = P [ (Phi + Psi)/2 - u a^2 Phi Psi + (gamma/6)(Phi^3 + Psi^3) ],
+    u = 2 sa2 P^2 / (N s2^2),
+
+the sextic term being the non-linear weight decay Gamma.  Self-consistency (eq. 38):
+lambda(a) = sa2 <Phi Psi>_{S_k}, a = -s2/(lambda(a) + s2); the target component of the mean
+output is 1 + a.  Along Phi = Psi, Shat(Phi) = S_k/P = Phi - u a^2 Phi^2 + (gamma/3) Phi^3 has, besides
+0, the saddles w±^2 = (u a^2 ± sqrt((u a^2)^2 - gamma))/gamma when u a^2 >= sqrt(gamma).
+
+Solvers:
+
+* :func:`solve` — finite P, with <Phi Psi> from the saddle mixture of eq. 41-42
+  (``method="saddle"``) or from an exact 2-D quadrature (``method="exact"``: composite
+  Gauss-Legendre panels, geometric from 0 and refined around w+^2, in log space, with a
+  half-order check), and a(s2) from bracketed bisection of the monotone f(a) = a + s2/(lambda + s2).
+* :func:`solve_limit` — P -> infinity: GFL (a = -1), GMFL-I (degeneracy pinned, u a^2 = 2 sqrt(gamma/3),
+  droplet fraction p = s2 gamma (1/|a| - 1)/(3 sa2)), GMFL-II (the droplet saddle alone), the closed
+  forms of both transition temperatures, and the metastable branches (superheated ordered branch
+  to its spinodal u a^2 = sqrt(gamma); supercooled disordered branch a = -1 with barrier P Shat(w-^2)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grokphase._params import broadcast_fields, check_positive, is_traced, register_params
+from grokphase.errors import ParameterError, SolverError
+from grokphase.theory.modular_gp import is_prime
+from grokphase.theory.roots import bisect
+from grokphase.theory.teacher_student import PHASE_LABELS, Phase, Status, bucket_size
+
+PARAM_NAMES = ("N", "P", "s2", "sa2", "gamma")
+METHODS = ("saddle", "exact")
+
+
+def warn_if_composite(P) -> None:
+    """UserWarning for integer composite P (any array shape): the paper's symmetry argument (all phi_{k,k}, k != 0,
+    related by n -> qn) assumes a prime modulus.  Non-integer P (from the Table-1 scaling) is a
+    continuous size parameter and is not checked."""
+    values = np.unique(np.asarray(P, dtype=float))
+    bad = [int(v) for v in values if float(v).is_integer() and not is_prime(int(v))]
+    if bad:
+        warnings.warn(f"P = {bad[0]} is not prime: the paper's symmetry argument for the adapted kernel "
+                      "(all modes phi_(k,k), k != 0, related by n -> qn) assumes a prime modulus", UserWarning,
+                      stacklevel=3)
+
+
+@register_params
+@dataclasses.dataclass(frozen=True)
+class ModularParams:
+    """Parameters of the modular-addition model (defaults: the paper's Fig. 3).
+
+    N: hidden width; P: modulus (>= 3); s2: sigma^2; sa2: readout prior a ~ N(0, sa2/N) (``None``:
+    0.002/N); gamma: strength of the sextic Fourier penalty.  Fields may be broadcastable arrays."""
+
+    N: Any = 1000.0
+    P: Any = 401.0
+    s2: Any = 0.2
+    sa2: Any = None
+    gamma: Any = 1e-4
+
+    def __post_init__(self):
+        if self.sa2 is None:
+            if is_traced(self.N):
+                object.__setattr__(self, "sa2", 0.002 / self.N)
+            else:
+                check_positive("N", self.N)
+                object.__setattr__(self, "sa2", 0.002 / np.asarray(self.N, dtype=np.float64))
+        for k in PARAM_NAMES:
+            check_positive(k, getattr(self, k))
+        if not is_traced(self.P):
+            P = np.asarray(self.P, dtype=float)
+            if np.any(P < 3):
+                raise ParameterError(f"P must be >= 3 (got {P.min()!r})")
+        if not any(is_traced(getattr(self, k)) for k in PARAM_NAMES):
+            broadcast_fields(self, PARAM_NAMES)
+
+    @property
+    def u(self):
+        """u = 2 sa2 P^2/(N s2^2), invariant under the Table-1 scaling."""
+        return 2.0 * self.sa2 * self.P**2 / (self.N * self.s2**2)
+
+    @property
+    def shape(self):
+        return broadcast_fields(self, PARAM_NAMES)[0]
+
+    def replace(self, **changes) -> "ModularParams":
+        return dataclasses.replace(self, **changes)
+
+    def broadcast(self) -> "ModularParams":
+        _, arrays = broadcast_fields(self, PARAM_NAMES)
+        return ModularParams(**{k: np.array(v) for k, v in arrays.items()})
+
+    def scaled(self, beta=1.0) -> "ModularParams":
+        """Table 1: N -> beta^2 N, P -> sqrt(beta) P, sa2 -> sa2/beta, s2 -> s2/beta (u invariant)."""
+        check_positive("beta", beta)
+        return ModularParams(N=self.N * beta**2, P=self.P * np.sqrt(beta), s2=self.s2 / beta, sa2=self.sa2 / beta,
+                             gamma=self.gamma)
+
+    def with_axis(self, name: str, value, *, sa2_times_N: float | None = None) -> "ModularParams":
+        if name not in PARAM_NAMES:
+            raise ParameterError(f"unknown modular parameter {name!r}; choose from {PARAM_NAMES}")
+        changes = {name: value}
+        if name == "N" and sa2_times_N is not None:
+            changes["sa2"] = sa2_times_N / np.asarray(value, dtype=np.float64)
+        return self.replace(**changes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Action and saddles
+# ----------------------------------------------------------------------------------------------
+
+
+def action(Phi, Psi, a, u, gamma, P):
+    """S_k(Phi, Psi; a) of eq. 16 (THEORY.md §4)."""
+    return P * (0.5 * (Phi + Psi) - u * a * a * Phi * Psi + gamma / 6.0 * (Phi**3 + Psi**3))
+
+
+def reduced_action(Phi, a, u, gamma):
+    """Shat(Phi) = S_k(Phi, Phi)/P = Phi - u a^2 Phi^2 + (gamma/3) Phi^3."""
+    return Phi - u * a * a * Phi**2 + gamma / 3.0 * Phi**3
+
+
+def saddles(a, u, gamma):
+    """(w-^2, w+^2, exists): the non-trivial symmetric saddles (App. B.4); 0 where they do not exist."""
+    ua2 = u * a * a
+    disc = ua2 * ua2 - gamma
+    exists = disc >= 0.0
+    root = jnp.sqrt(jnp.where(exists, disc, 0.0))
+    return jnp.where(exists, (ua2 - root) / gamma, 0.0), jnp.where(exists, (ua2 + root) / gamma, 0.0), exists
+
+
+def saddle_mixture(a, u, gamma, P):
+    """Eq. 41-42: <Phi Psi> ~ 4 w+^4 e^{-S+}/(1 + 4 e^{-S+}), S+ = P Shat(w+^2); returns
+    (<Phi Psi>, droplet probability p = 4e^{-S+}/(1 + 4e^{-S+}), w+^2, S+, exists)."""
+    _, wp, exists = saddles(a, u, gamma)
+    S_plus = P * reduced_action(wp, a, u, gamma)
+    p = jnp.where(exists, jax.nn.sigmoid(math.log(4.0) - S_plus), 0.0)
+    return p * wp * wp, p, wp, jnp.where(exists, S_plus, jnp.inf), exists
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact 2-D quadrature
+# ----------------------------------------------------------------------------------------------
+
+_GL_NODES = 8
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(_GL_NODES)
+_GL_X4, _GL_W4 = np.polynomial.legendre.leggauss(_GL_NODES // 2)
+N_GEOM = 40        # geometric panels from 1/(4P) up to Phi_max (ratio ~1.4 each)
+N_PATCH = 24       # panels of one saddle width around w+^2 (± 12 widths)
+QUAD_TOL = 1e-6    # agreement of 8- and 4-node Gauss-Legendre rules required of <Phi Psi>
+
+
+def _breakpoints(a, u, gamma, P):
+    """Panel breakpoints on [0, Phi_max]: 0, geometric from 1/(4P), plus a uniform patch of
+    N_PATCH panels one saddle-width wide centred on w+^2 (when the saddle exists; else on the
+    would-be saddle location, harmlessly).  Fixed count, so everything stays jit-compatible."""
+    _, wp, exists = saddles(a, u, gamma)
+    ua2 = u * a * a
+    # beyond Phi_max the sextic term wins: S(Phi, Psi) >= P[Phi/2 + gamma Phi^3/6 - u a^2 Phi Psi]
+    # is > 60 + S_min for every Psi in range; 3 w+^2 + (60/(P gamma))^(1/3) is ample.
+    phi_max = jnp.maximum(3.0 * jnp.where(exists, wp, ua2 / gamma), 0.0) + (360.0 / (P * gamma)) ** (1.0 / 3.0) + 200.0 / P
+    lo = 1.0 / (4.0 * P)
+    t = jnp.linspace(0.0, 1.0, N_GEOM)
+    g = lo * (phi_max / lo) ** t
+    curv = jnp.maximum(gamma * wp - ua2, 0.0)  # Shat''/2 along the diagonal at w+^2
+    width = jnp.where(curv > 0.0, 1.0 / jnp.sqrt(P * jnp.maximum(curv, 1e-300)), phi_max / N_PATCH)
+    width = jnp.minimum(width, phi_max / N_PATCH)
+    centre = jnp.where(exists, wp, ua2 / gamma)
+    patch = centre + width * (jnp.arange(N_PATCH + 1) - N_PATCH / 2)
+    patch = jnp.clip(patch, 0.0, phi_max)
+    bp = jnp.sort(jnp.concatenate([jnp.zeros(1), g, patch]))
+    return bp
+
+
+def _nodes(bp, x, w):
+    lo, hi = bp[:-1], bp[1:]
+    half = 0.5 * (hi - lo)
+    nodes = (0.5 * (hi + lo))[:, None] + half[:, None] * x[None, :]
+    weights = half[:, None] * w[None, :]
+    return nodes.reshape(-1), weights.reshape(-1)
+
+
+def _exact_moments(a, u, gamma, P, x, w):
+    from jax.scipy.special import logsumexp
+
+    bp = _breakpoints(a, u, gamma, P)
+    phi, wt = _nodes(bp, jnp.asarray(x), jnp.asarray(w))
+    logw = jnp.log(jnp.maximum(wt, 1e-300)) + jnp.where(wt > 0.0, 0.0, -jnp.inf)
+    S = action(phi[:, None], phi[None, :], a, u, gamma, P)
+    L = -S + logw[:, None] + logw[None, :]
+    lz = logsumexp(L)
+    prob = jnp.exp(L - lz)
+    m = jnp.sum(prob * phi[:, None] * phi[None, :])
+    wm, _, exists = saddles(a, u, gamma)
+    drop = jnp.where(exists, jnp.sum(jnp.where(phi[:, None] + phi[None, :] >= 2.0 * wm, prob, 0.0)), 0.0)
+    return m, drop
+
+
+def exact_moment(a, u, gamma, P):
+    """<Phi Psi> and the droplet probability (mass beyond the separatrix Phi + Psi = 2 w-^2, the
+    line through the barrier saddle perpendicular to its unstable direction) by 2-D composite
+    Gauss-Legendre quadrature in log space; also the difference to the 4-node rule (error bound)."""
+    m8, d8 = _exact_moments(a, u, gamma, P, _GL_X, _GL_W)
+    m4, _ = _exact_moments(a, u, gamma, P, _GL_X4, _GL_W4)
+    return m8, d8, jnp.abs(m8 - m4) / jnp.maximum(jnp.abs(m8), 1e-300)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finite-P self-consistency
+# ----------------------------------------------------------------------------------------------
+
+
+class ModularSolution(NamedTuple):
+    """Finite-P solution (fields have the batch shape).
+
+    a: discrepancy along the target; target_component = 1 + a; lam = sa2 <Phi Psi>;
+    droplet_fraction: probability of the non-trivial saddle; phi_plus = w+^2 (0 if no saddle);
+    action_gap = P Shat(w+^2) - 0 (inf if no saddle); u; quad_error (exact method, else 0);
+    status (:class:`Status`); phase: GFL if N p < 1, GMFL-II if N (1 - p) < 1, GMFL-I otherwise."""
+
+    a: np.ndarray
+    target_component: np.ndarray
+    lam: np.ndarray
+    droplet_fraction: np.ndarray
+    phi_plus: np.ndarray
+    action_gap: np.ndarray
+    u: np.ndarray
+    quad_error: np.ndarray
+    status: np.ndarray
+    phase: np.ndarray
+
+
+def _moment(a, u, gamma, P, method, check=False):
+    if method == "saddle":
+        m, p, _, _, _ = saddle_mixture(a, u, gamma, P)
+        return m, p, jnp.zeros_like(m)
+    if check:
+        return exact_moment(a, u, gamma, P)
+    m, p = _exact_moments(a, u, gamma, P, _GL_X, _GL_W)
+    return m, p, jnp.zeros_like(m)
+
+
+def _solve_point(params: ModularParams, method: str) -> ModularSolution:
+    p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
+    u, gamma, P, s2, sa2 = p.u, p.gamma, p.P, p.s2, p.sa2
+
+    def f(a):  # strictly increasing on [-1, 0): lambda grows with a^2
+        m, _, _ = _moment(a, u, gamma, P, method)
+        return a + s2 / (sa2 * m + s2)
+
+    lo, hi = jnp.float64(-1.0), jnp.float64(0.0)
+    f_lo = f(lo)
+    # f(-1) <= 0 always; f(-1) == 0 exactly when lambda(-1) vanishes: then a = -1 exactly
+    a = jnp.where(f_lo >= 0.0, lo, bisect(f, lo, hi, iters=64))
+    m, drop, err = _moment(a, u, gamma, P, method, check=True)
+    lam = sa2 * m
+    _, wp, exists = saddles(a, u, gamma)
+    gap = jnp.where(exists, P * reduced_action(wp, a, u, gamma), jnp.inf)
+    status = jnp.where(jnp.isfinite(a) & jnp.isfinite(lam), Status.CONVERGED, Status.NONFINITE)
+    status = jnp.where((status == Status.CONVERGED) & (err > QUAD_TOL), Status.UNRESOLVED, status).astype(jnp.int32)
+    N = p.N
+    phase = jnp.where(N * drop < 1.0, Phase.GFL, jnp.where(N * (1.0 - drop) < 1.0, Phase.GMFL_II, Phase.GMFL_I))
+    return ModularSolution(a=a, target_component=1.0 + a, lam=lam, droplet_fraction=drop, phi_plus=wp,
+                           action_gap=gap, u=u, quad_error=err, status=status, phase=phase.astype(jnp.int32))
+
+
+def solve_point(params: ModularParams, method: str = "saddle") -> ModularSolution:
+    """One parameter point: pure, jit/vmap-compatible over every field, never raises."""
+    return _solve_point(params, method)
+
+
+@jax.jit(static_argnames=("method",))
+def solve_batch(params: ModularParams, method: str = "saddle") -> ModularSolution:
+    return jax.vmap(lambda q: _solve_point(q, method))(params)
+
+
+def _flat(params: ModularParams):
+    shape, arrays = broadcast_fields(params, PARAM_NAMES)
+    return shape, ModularParams(**{k: np.ascontiguousarray(v).reshape(-1) for k, v in arrays.items()})
+
+
+def _padded(flat: ModularParams):
+    M = int(np.asarray(flat.N).size)
+    pad = bucket_size(M) - M
+    if pad:
+        flat = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[-1:], pad)]), flat)
+    return flat, M
+
+
+def solve(params: ModularParams, method: str = "saddle", *, check: bool = True) -> ModularSolution:
+    """Finite-P solution at every point of ``params`` (any broadcast shape); one compiled vmap.
+
+    ``method``: ``"saddle"`` (eq. 41-42) or ``"exact"`` (2-D quadrature).  Warns for composite P."""
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {METHODS} (got {method!r})")
+    warn_if_composite(params.P)
+    shape, flat = _flat(params)
+    padded, M = _padded(flat)
+    sol = jax.device_get(solve_batch(padded, method))
+    sol = ModularSolution(*[np.asarray(x)[:M].reshape(shape) for x in sol])
+    if check:
+        bad = np.flatnonzero(sol.status.ravel() != Status.CONVERGED)
+        if bad.size:
+            i = int(bad[0])
+            point = ", ".join(f"{k}={float(np.asarray(getattr(flat, k))[i]):.6g}" for k in PARAM_NAMES)
+            raise SolverError(f"modular {method} solver failed at {bad.size} of {M} points, first at ({point}): "
+                              f"{Status(int(sol.status.ravel()[i])).label}")
+    return sol
+
+
+# ----------------------------------------------------------------------------------------------
+# P -> infinity: boundaries, equilibrium and metastable branches
+# ----------------------------------------------------------------------------------------------
+
+
+class Transitions(NamedTuple):
+    """sigma^2 of the P -> infinity transitions at fixed (N, P, sa2, gamma).
+
+    gmfl1_s2: GFL -> GMFL-I (u * 1 = 2 sqrt(gamma/3)): sqrt(2 sa2 P^2 / (N 2 sqrt(gamma/3))).
+    gmfl2_s2: GMFL-I -> GMFL-II (pinned droplet fraction reaches 1): gmfl1_s2 - 3 sa2/gamma
+      (may be <= 0: then GMFL-II is never reached).
+    spinodal_s2: end of the superheated ordered branch (u a^2 = sqrt(gamma) with the droplet saddle
+      alone): sqrt(2 sa2 P^2/(N sqrt(gamma))) - sa2/gamma.
+    supercooled_spinodal_s2: where the droplet saddle first exists on the disordered branch (u = sqrt(gamma));
+      below it the disordered branch is metastable behind the barrier P Shat(w-^2)."""
+
+    gmfl1_s2: np.ndarray
+    gmfl2_s2: np.ndarray
+    spinodal_s2: np.ndarray
+    supercooled_spinodal_s2: np.ndarray
+
+
+def transitions(params: ModularParams) -> Transitions:
+    """Closed forms of THEORY.md §4 (derivations in the docstring of :class:`Transitions`)."""
+    p = params.broadcast()
+    C = 2.0 * p.sa2 * p.P**2 / p.N          # u s2^2
+    g = p.gamma
+    s1 = np.sqrt(C / (2.0 * np.sqrt(g / 3.0)))
+    return Transitions(gmfl1_s2=s1, gmfl2_s2=s1 - 3.0 * p.sa2 / g,
+                       spinodal_s2=np.sqrt(C / np.sqrt(g)) - p.sa2 / g,
+                       supercooled_spinodal_s2=np.sqrt(C / np.sqrt(g)))
+
+
+class LimitSolution(NamedTuple):
+    """P -> infinity equilibrium and metastable branches at each point.
+
+    a, target_component, droplet_fraction, phase: the equilibrium (GFL / GMFL-I / GMFL-II);
+    phi_plus: w+^2 on the equilibrium branch (0 in GFL);
+    a_superheated: the ordered branch (droplet saddle alone, a = -s2/(sa2 w+^4 + s2)), NaN where it
+      does not exist (beyond its spinodal); a_supercooled = -1 (always locally stable);
+    barrier_supercooled: P Shat(w-^2) at a = -1 (the action barrier a disordered network must cross),
+      inf where the droplet saddle does not exist (u < sqrt(gamma))."""
+
+    a: np.ndarray
+    target_component: np.ndarray
+    droplet_fraction: np.ndarray
+    phi_plus: np.ndarray
+    phase: np.ndarray
+    a_superheated: np.ndarray
+    a_supercooled: np.ndarray
+    barrier_supercooled: np.ndarray
+
+
+def _droplet_alone(u, gamma, s2, sa2):
+    """Solve a = -s2/(sa2 w+^4(a) + s2) on |a| >= (sqrt(gamma)/u)^(1/2) (the saddle exists);
+    g(a) = a + s2/(sa2 w+^4 + s2) increases with a there, so the root is unique when it exists."""
+    a_sp = -jnp.sqrt(jnp.sqrt(gamma) / u)
+
+    def g(a):
+        _, wp, _ = saddles(a, u, gamma)
+        return a + s2 / (sa2 * wp * wp + s2)
+
+    exists = (a_sp > -1.0) & (g(a_sp) >= 0.0)
+    hi = jnp.where(exists, a_sp, -0.5)
+    a = bisect(g, jnp.float64(-1.0), hi, iters=80)
+    return jnp.where(exists, a, jnp.nan), exists
+
+
+@jax.jit
+def _limit_batch(params: ModularParams):
+    p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
+
+    def one(u, gamma, s2, sa2, P):
+        a_pin = -jnp.sqrt(2.0 * jnp.sqrt(gamma / 3.0) / u)
+        p_pin = s2 * gamma * (1.0 / jnp.abs(a_pin) - 1.0) / (3.0 * sa2)
+        a_sh, sh_exists = _droplet_alone(u, gamma, s2, sa2)
+        gfl = a_pin <= -1.0
+        gmfl2 = (~gfl) & (p_pin >= 1.0)
+        a = jnp.where(gfl, -1.0, jnp.where(gmfl2, a_sh, a_pin))
+        drop = jnp.where(gfl, 0.0, jnp.where(gmfl2, 1.0, p_pin))
+        _, wp, _ = saddles(a, u, gamma)
+        phase = jnp.where(gfl, Phase.GFL, jnp.where(gmfl2, Phase.GMFL_II, Phase.GMFL_I)).astype(jnp.int32)
+        wm1, _, ex1 = saddles(jnp.float64(-1.0), u, gamma)
+        barrier = jnp.where(ex1, P * reduced_action(wm1, -1.0, u, gamma), jnp.inf)
+        return a, 1.0 + a, drop, jnp.where(gfl, 0.0, wp), phase, a_sh, jnp.full_like(a, -1.0), barrier
+
+    return jax.vmap(one)(p.u, p.gamma, p.s2, p.sa2, p.P)
+
+
+def solve_limit(params: ModularParams) -> LimitSolution:
+    """P -> infinity equilibrium and metastable branches at every point of ``params``."""
+    shape, flat = _flat(params)
+    padded, M = _padded(flat)
+    out = [np.asarray(x)[:M].reshape(shape) for x in jax.device_get(_limit_batch(padded))]
+    return LimitSolution(*out)
+
+
+PHASES = PHASE_LABELS
