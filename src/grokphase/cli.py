@@ -264,6 +264,114 @@ def cmd_phase_diagram_ts(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# theory modular
+# ------------------------------------------------------------------------------------------------
+
+
+def _add_modular_params(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model parameters (defaults: the paper's Fig. 3)")
+    g.add_argument("--N", type=_positive, default=1000.0, help="hidden width (default 1000)")
+    g.add_argument("--P", type=_positive, default=401.0, help="modulus (default 401; prime for the theory)")
+    g.add_argument("--s2", type=_positive, default=None, help="sigma^2 (default 0.2)")
+    g.add_argument("--sa2", type=_positive, default=None,
+                   help="readout prior a ~ N(0, sa2/N) (default 0.002/N, following N when N varies)")
+    g.add_argument("--gamma", type=_positive, default=1e-4, help="sextic Fourier penalty strength (default 1e-4)")
+
+
+def _modular_base(args):
+    from grokphase.theory.modular import ModularParams
+
+    return ModularParams(N=args.N, P=args.P, s2=0.2 if args.s2 is None else args.s2, sa2=args.sa2, gamma=args.gamma)
+
+
+def cmd_theory_modular(args) -> int:
+    from grokphase.axes import parse_list, parse_range
+    from grokphase.theory.results import build_modular_sweep
+
+    base = _modular_base(args)
+    if args.s2_sweep is not None:
+        if args.s2 is not None:
+            from grokphase.errors import ParameterError
+
+            raise ParameterError("give either --s2 or --s2-sweep, not both")
+        s2 = parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
+    elif args.plot:
+        s2 = np.linspace(0.1, 0.3, 201)
+    else:
+        s2 = np.array([0.2 if args.s2 is None else args.s2])
+    density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
+    t0 = time.perf_counter()
+    ds = build_modular_sweep(base, s2, method=args.method, beta=args.beta, density_s2=density_s2)
+    elapsed = time.perf_counter() - t0
+    points, lines = [], [f"{'s2':>9} {'u':>10} {'a':>10} {'1+a':>8} {'droplet':>8} {'phase':>8}  (P -> inf: a, phase)"]
+    for i, v in enumerate(s2):
+        row = ds.isel(s2=i)
+        pt = {"s2": float(v), "u": float(row["u"]), "a": float(row["a"]), "target_component": float(row["target_component"]),
+              "droplet_fraction": float(row["droplet_fraction"]), "phase": _phase_label(row["phase"]),
+              "status": _status_label(row["status"]), "lam": float(row["lam"]), "phi_plus": float(row["phi_plus"]),
+              "action_gap": float(row["action_gap"]), "limit_a": float(row["limit_a"]),
+              "limit_phase": _phase_label(row["limit_phase"])}
+        points.append(pt)
+        lines.append(f"{v:9.4f} {pt['u']:10.5f} {pt['a']:10.6f} {pt['target_component']:8.5f} "
+                     f"{pt['droplet_fraction']:8.5f} {pt['phase']:>8}  ({pt['limit_a']:.6f}, {pt['limit_phase']})")
+    summary: dict[str, Any] = {"method": args.method, "points": points}
+    if args.transitions:
+        for k in ("gmfl1_s2", "gmfl2_s2", "spinodal_s2", "supercooled_spinodal_s2"):
+            summary[k] = float(ds.attrs[k])
+        lines.append(f"P -> infinity: GMFL-I below s2 = {summary['gmfl1_s2']:.6f}, GMFL-II below "
+                     f"s2 = {summary['gmfl2_s2']:.6f}; ordered branch ends (spinodal) at s2 = {summary['spinodal_s2']:.6f}")
+    _log(args, f"grokphase: modular theory ({args.method}), {s2.size} sigma^2 in {elapsed:.2f} s")
+    return _finish(args, ds, summary, lines)
+
+
+def cmd_theory_gp_modular(args) -> int:
+    from grokphase.axes import parse_list, parse_range
+    from grokphase.theory.results import build_modular_gp_curve
+
+    P = parse_list(args.Ps, "--Ps") if args.Ps else np.array([args.P])
+    sa2 = args.sa2 if args.sa2 is not None else 0.002 / args.N
+    s2 = 0.2 if args.s2 is None else args.s2
+    n = parse_range(args.n_sweep, "--n-sweep", positive=True)[0] if args.n_sweep else np.geomspace(1.0, 1e12, 97)
+    ds = build_modular_gp_curve(P, sa2, s2, n)
+    summary = {"P": P.tolist(), "sa2": sa2, "s2": s2, "n_half": ds["n_half"].values.tolist(),
+               "n_half_over_P2": (ds["n_half"].values / P**2).tolist(),
+               "eigenvalues": ds["eigenvalues"].values.tolist(), "multiplicities": ds["multiplicities"].values.tolist()}
+    lines = [f"P = {p:g}: NNGP eigenvalues {ev[0]:.4e} (x1), {ev[1]:.4e} (x{int(m[1])}), {ev[2]:.4e} (x{int(m[2])}, target); "
+             f"target half learned at n = {nh:.4e} = {nh / p**2:.4g} P^2"
+             for p, ev, m, nh in zip(P, ds["eigenvalues"].values, ds["multiplicities"].values, ds["n_half"].values)]
+    return _finish(args, ds, summary, lines)
+
+
+def cmd_phase_diagram_modular(args) -> int:
+    from grokphase.axes import parse_axis
+    from grokphase.theory import modular as md
+    from grokphase.theory.results import build_modular_phase_diagram
+
+    x = parse_axis(args.x, md.PARAM_NAMES, "--x")
+    y = parse_axis(args.y, md.PARAM_NAMES, "--y")
+    t0 = time.perf_counter()
+    ds = build_modular_phase_diagram(_modular_base(args), x, y, method=args.method, beta=args.beta,
+                                     sa2_times_N=0.002 if args.sa2 is None else None)
+    elapsed = time.perf_counter() - t0
+    counts = {label: int((ds["phase"].values == code).sum()) for code, label in _phase_labels().items()}
+    limit_counts = {label: int((ds["limit_phase"].values == code).sum()) for code, label in _phase_labels().items()}
+    summary = {"x": x.name, "y": y.name, "shape": [int(y.values.size), int(x.values.size)], "method": args.method,
+               "phase_counts": counts, "limit_phase_counts": limit_counts,
+               "target_component_range": [float(ds["target_component"].min()), float(ds["target_component"].max())],
+               "seconds": elapsed}
+    lines = [f"modular phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {args.method}) in {elapsed:.2f} s",
+             "finite-P phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+             "P -> infinity phase counts: " + ", ".join(f"{k}: {v}" for k, v in limit_counts.items())]
+    return _finish(args, ds, summary, lines)
+
+
+def _phase_labels():
+    from grokphase.theory.teacher_student import PHASE_LABELS
+
+    return PHASE_LABELS
+
+
+# ------------------------------------------------------------------------------------------------
 # plot
 # ------------------------------------------------------------------------------------------------
 
@@ -314,6 +422,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p, "plot the learning curves")
     p.set_defaults(func=cmd_theory_gp)
 
+
+    p = tsub.add_parser("modular", help="modular-addition theory (Fourier-mode action, GFL / GMFL-I / GMFL-II)",
+                        description="Solve the modular-addition theory at one sigma^2 or a sweep. With --plot: the "
+                                    "paper's Fig. 3 (default sweep 0.1:0.3:201).")
+    _add_modular_params(p)
+    p.add_argument("--beta", type=_positive, default=1.0, help="Table-1 scaling: N->b^2 N, P->sqrt(b) P, sa2, s2 -> /b")
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2 (beta = 1 units)")
+    p.add_argument("--method", choices=("saddle", "exact"), default="saddle",
+                   help="<Phi Psi> from the saddle mixture (eq. 41-42) or exact 2-D quadrature")
+    p.add_argument("--transitions", action="store_true", help="report the P -> infinity transition sigma^2")
+    p.add_argument("--density-s2", metavar="S1,S2,...", default=None, help="sigma^2 values for panel (a)")
+    _add_output(p, "write the Fig. 3 figure")
+    p.set_defaults(func=cmd_theory_modular)
+
+    p = tsub.add_parser("gp-modular", help="NNGP kernel spectrum and EK learning curve of the modular model")
+    p.add_argument("--P", type=_positive, default=401.0)
+    p.add_argument("--Ps", metavar="P1,P2,...", default=None, help="several moduli")
+    p.add_argument("--N", type=_positive, default=1000.0)
+    p.add_argument("--sa2", type=_positive, default=None, help="default 0.002/N")
+    p.add_argument("--s2", type=_positive, default=None, help="default 0.2")
+    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None)
+    _add_output(p, "plot the learning curves")
+    p.set_defaults(func=cmd_theory_gp_modular)
+
     pd = tsub.add_parser("phase-diagram", help="phase diagrams over two parameters")
     pdsub = pd.add_subparsers(dest="model", required=True, parser_class=_Parser)
     p = pdsub.add_parser("teacher-student", help="teacher-student phase diagram",
@@ -326,6 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scaling(p)
     _add_output(p, "plot the diagram")
     p.set_defaults(func=cmd_phase_diagram_ts)
+
+    p = pdsub.add_parser("modular", help="modular-addition phase diagram",
+                         description="Finite-P phase, target component and droplet fraction over a 2-D grid of any "
+                                     "two of s2, N, P, sa2, gamma, with the P -> infinity boundaries.")
+    p.add_argument("--x", default="s2:0.1:0.3:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--y", default="N:500:2000:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--method", choices=("saddle", "exact"), default="saddle")
+    p.add_argument("--beta", type=_positive, default=1.0)
+    _add_modular_params(p)
+    _add_output(p, "plot the diagram")
+    p.set_defaults(func=cmd_phase_diagram_modular)
 
     p = groups.add_parser("plot", help="draw the figure of a saved result file")
     p.add_argument("result", metavar="RESULT.nc")

@@ -104,9 +104,11 @@ def plot_teacher_student_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> 
     return _save(fig, path, also_pdf)
 
 
-def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str = "cubic_learned") -> list[Path]:
-    """Colour: ``field`` on the grid; solid black: scaling-limit transition (Lambda = 1);
-    dashed white: the finite-d crossover (N x droplet fraction = 1), when present."""
+def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str | None = None) -> list[Path]:
+    """Colour: ``field`` (default: cubic learned fraction, or the target component 1 + a for the
+    modular model); red: the limit transition(s) (teacher-student: Lambda = 1; modular: the
+    GMFL-I and GMFL-II boundaries); dashed white: the finite-size crossover of the phase label."""
+    field = field or ("cubic_learned" if "cubic_learned" in ds else "target_component")
     if not str(ds.attrs.get("grokphase_kind", "")).endswith("phase_diagram"):
         raise ResultFileError("plot_phase_diagram needs a phase_diagram dataset")
     xname, yname = ds.attrs["x_axis"], ds.attrs["y_axis"]
@@ -115,23 +117,31 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
     mesh = ax.pcolormesh(x, y, ds[field].values, shading="auto", cmap="viridis", vmin=0.0,
                          vmax=max(1e-12, float(np.nanmax(ds[field].values))))
     fig.colorbar(mesh, ax=ax, label=field.replace("_", " "))
+    if "degeneracy" not in ds and "limit_phase" in ds:
+        lp = ds["limit_phase"].values.astype(float)
+        levels = [lv for lv in (0.5, 1.5) if lp.min() < lv < lp.max()]
+        if levels:
+            ax.contour(x, y, lp, levels=levels, colors="crimson", linewidths=1.8)
+            ax.plot([], [], color="crimson", lw=1.8, label="P → ∞ boundaries (GFL | GMFL-I | GMFL-II)")
     if "degeneracy" in ds and np.nanmin(ds["degeneracy"].values) < 1 < np.nanmax(ds["degeneracy"].values):
         ax.contour(x, y, ds["degeneracy"].values, levels=[1.0], colors="crimson", linewidths=1.8)
         ax.plot([], [], color="crimson", lw=1.8, label="scaling-limit transition (Λ = 1)")
     if "boundary_x" in ds:
         ax.plot(ds["boundary_x"].values, y, "o", ms=2.2, color="orange", label="same, root finding per row")
-    if ds.attrs.get("solver") == "finite-d" and "phase" in ds:
-        ph = (ds["phase"].values >= 1).astype(float)
-        if 0 < ph.mean() < 1:
-            ax.contour(x, y, ph, levels=[0.5], colors="w", linewidths=1.2, linestyles="--")
-            ax.plot([], [], color="w", ls="--", label="finite-d crossover (N·droplet = 1)")
+    if ds.attrs.get("solver", "").startswith("finite") and "phase" in ds:
+        ph = ds["phase"].values.astype(float)
+        levels = [lv for lv in (0.5, 1.5) if ph.min() < lv < ph.max()]
+        if levels:
+            ax.contour(x, y, ph, levels=levels, colors="w", linewidths=1.2, linestyles="--")
+            ax.plot([], [], color="w", ls="--", label="finite-size crossover (phase label)")
     if int(ds.attrs.get("x_log", 0)):
         ax.set_xscale("log")
     if int(ds.attrs.get("y_log", 0)):
         ax.set_yscale("log")
     ax.set_xlabel(xname)
     ax.set_ylabel(yname)
-    ax.set_title(f"teacher-student phase diagram ({ds.attrs.get('solver', '')})")
+    model = ds.attrs.get("model", "teacher-student")
+    ax.set_title(f"{model} phase diagram ({ds.attrs.get('solver', '')})")
     leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
     leg.get_frame().set_alpha(0.8)
     fig.tight_layout()
@@ -156,7 +166,77 @@ def plot_gp_learning_curve(ds: xr.Dataset, path, also_pdf: bool = False) -> list
     return _save(fig, path, also_pdf)
 
 
+def plot_modular_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """The paper's Fig. 3: (a) -log p along Phi = Psi scaled by 1/P (= Shat(Phi; a)) for sigma^2 in
+    each phase, with an inset on the mixed phase; (b) the target component 1 + a vs sigma^2 at
+    finite P, the P -> infinity equilibrium, the metastable ordered branch, and both transitions."""
+    if ds.attrs.get("grokphase_kind") != "theory.modular.sweep":
+        raise ResultFileError("plot_modular_sweep needs a theory.modular.sweep dataset")
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    phi = ds["phi"].values
+    colors = _colors(ds.sizes["density_s2"])
+    s1, s2_ = float(ds.attrs["gmfl1_s2"]), float(ds.attrs["gmfl2_s2"])
+
+    def phase_of(v):
+        return "GFL" if v > s1 else ("GMFL-I" if v > s2_ else "GMFL-II")
+
+    inset = ax_a.inset_axes([0.52, 0.52, 0.45, 0.43])
+    for i, v in enumerate(ds["density_s2"].values):
+        sh = ds["reduced_action"].isel(density_s2=i).values
+        ax_a.plot(phi, sh, color=colors[i], lw=1.5, label=f"σ² = {v:g} ({phase_of(v)})")
+        if phase_of(v) == "GMFL-I":
+            inset.plot(phi, sh, color=colors[i], lw=1.2)
+    ax_a.axhline(0.0, color="0.6", lw=0.6)
+    lim = max(1.0, float(np.nanmax(np.abs(ds["reduced_action"].values[:, : len(phi) // 2]))))
+    ax_a.set_ylim(-0.5 * lim, lim)
+    hi = np.nanmax(np.abs(ds["reduced_action"].values))
+    inset.set_ylim(-0.02 * hi, 0.05 * hi)
+    inset.axhline(0.0, color="0.6", lw=0.6)
+    inset.set_title("mixed phase: degenerate minima", fontsize=7)
+    inset.tick_params(labelsize=6)
+    ax_a.set_xlabel("Φ = Ψ = |w_k|²")
+    ax_a.set_ylabel("−log p / P + const  (= Ŝ(Φ))")
+    ax_a.set_title("(a) per-mode action along Φ = Ψ")
+    ax_a.legend(fontsize=7, loc="lower left")
+    s2 = ds["s2"].values
+    ax_b.plot(s2, ds["target_component"], color="tab:blue", lw=2.0,
+              label=f"finite P ({ds.attrs.get('method', '')})")
+    ax_b.plot(s2, ds["limit_target_component"], color="k", lw=1.0, ls="--", label="P → ∞ equilibrium")
+    ax_b.plot(s2, 1.0 + ds["a_superheated"], color="tab:orange", lw=1.0, ls=":", label="ordered branch (metastable)")
+    for v, name in ((s1, "GMFL-I onset"), (s2_, "GMFL-II onset")):
+        if v > 0:
+            ax_b.axvline(v, color="crimson", lw=0.8, ls="--")
+            ax_b.text(v, 0.95, name, rotation=90, fontsize=7, ha="right", va="top",
+                      transform=ax_b.get_xaxis_transform())
+    ax_b.set_xlabel("σ²")
+    ax_b.set_ylabel("target component 1 + a")
+    ax_b.set_title("(b) learned target component")
+    ax_b.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
+def plot_modular_gp(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """EK learned fraction of the modular target vs training pairs for each P (a GP needs O(P^2))."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    n = ds["n"].values
+    for i, P in enumerate(ds["P"].values):
+        c = _colors(ds.sizes["P"])[i]
+        ax.plot(n, ds["learned"].sel(P=P), color=c, label=f"P = {P:g}")
+        ax.axvline(P**2, color=c, ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training pairs n (dotted: the whole table, P²)")
+    ax.set_ylabel("target learned fraction (EK)")
+    ax.set_title("NNGP baseline, modular addition")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
 PLOTTERS = {
+    "theory.modular.sweep": plot_modular_sweep,
+    "theory.modular.phase_diagram": plot_phase_diagram,
+    "theory.modular.gp": plot_modular_gp,
     "theory.teacher_student.sweep": plot_teacher_student_sweep,
     "theory.teacher_student.phase_diagram": plot_phase_diagram,
     "theory.teacher_student.gp": plot_gp_learning_curve,

@@ -383,10 +383,14 @@ def _droplet_alone(u, gamma, s2, sa2):
     a_sp = -jnp.sqrt(jnp.sqrt(gamma) / u)
 
     def g(a):
-        _, wp, _ = saddles(a, u, gamma)
+        # on |a| >= |a_sp| the saddle exists; clamp the discriminant so that rounding at the
+        # spinodal (where it vanishes) cannot switch the saddle off
+        ua2 = u * a * a
+        wp = (ua2 + jnp.sqrt(jnp.maximum(ua2 * ua2 - gamma, 0.0))) / gamma
         return a + s2 / (sa2 * wp * wp + s2)
 
-    exists = (a_sp > -1.0) & (g(a_sp) >= 0.0)
+    # at the spinodal w+^2 = 1/sqrt(gamma) exactly: g(a_sp) = a_sp + s2/(sa2/gamma + s2)
+    exists = (a_sp > -1.0) & (a_sp + s2 / (sa2 / gamma + s2) >= 0.0)
     hi = jnp.where(exists, a_sp, -0.5)
     a = bisect(g, jnp.float64(-1.0), hi, iters=80)
     return jnp.where(exists, a, jnp.nan), exists

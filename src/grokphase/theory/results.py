@@ -205,3 +205,119 @@ def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], 
         **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist()},
         extra={"lambda1": float(eig.lambda1), "lambda3": float(eig.lambda3), "lambda13": float(eig.lambda13),
                "approximation": "equivalent kernel: lambda/(lambda + s2/n)"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Modular addition
+# ------------------------------------------------------------------------------------------------
+
+MODULAR_VARS = ("a", "target_component", "lam", "droplet_fraction", "phi_plus", "action_gap", "quad_error",
+                "status", "phase")
+
+
+def _modular_parameters(base) -> dict:
+    from grokphase.theory import modular as md
+
+    return {k: np.asarray(getattr(base, k)).tolist() for k in md.PARAM_NAMES}
+
+
+def default_modular_density_s2(tr) -> list[float]:
+    """One sigma^2 in GMFL-II (if reachable), two in GMFL-I and one in GFL, for the Fig. 3(a) curves."""
+    s1, s2_ = float(tr.gmfl1_s2), float(tr.gmfl2_s2)
+    values = [s2_ + 0.25 * (s1 - s2_), s2_ + 0.75 * (s1 - s2_), 1.15 * s1]
+    if s2_ > 0:
+        values.insert(0, 0.8 * s2_)
+    return [round(v, 4) for v in values]
+
+
+def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", beta: float = 1.0,
+                        density_s2: Sequence[float] | None = None, num_phi: int = 801) -> xr.Dataset:
+    """Finite-P solution over sigma^2 (``method`` saddle or exact), the P -> infinity equilibrium and
+    metastable branches, the transition temperatures, and Shat(Phi) = -log p(Phi, Phi)/P + const at
+    ``density_s2`` (Fig. 3a).  ``base`` and ``s2`` describe the beta = 1 configuration."""
+    from grokphase.theory import modular as md
+
+    s2 = np.asarray(s2, dtype=float)
+    base = base.broadcast()
+    scaled_base = base.scaled(beta)
+    sweep = scaled_base.replace(s2=s2 / beta)
+    sol = md.solve(sweep, method)
+    lim = md.solve_limit(sweep)
+    tr = md.transitions(scaled_base)
+    data = {k: _var(("s2",), getattr(sol, k), k) for k in MODULAR_VARS}
+    data["u"] = xr.Variable(("s2",), sol.u)
+    for k in ("a", "target_component", "droplet_fraction", "phase"):
+        data[f"limit_{k}"] = _var(("s2",), getattr(lim, k), k)
+    data["a_superheated"] = xr.Variable(("s2",), lim.a_superheated,
+                                        {"long_name": "ordered (superheated) branch, NaN beyond its spinodal"})
+    data["barrier_supercooled"] = xr.Variable(("s2",), lim.barrier_supercooled,
+                                              {"long_name": "P Shat(w-^2) at a = -1; inf: no droplet saddle"})
+    coords = {"s2": ("s2", s2, {"long_name": "sigma^2 at beta = 1"})}
+    if density_s2 is None:
+        density_s2 = default_modular_density_s2(md.transitions(base))
+    dens = np.asarray(density_s2, dtype=float)
+    dsol = md.solve(scaled_base.replace(s2=dens / beta), method)
+    phi_max = 1.3 * max(float(np.max(dsol.phi_plus)), float(np.sqrt(3.0 / base.gamma)))
+    phi = np.linspace(0.0, phi_max, num_phi)
+    Shat = np.asarray(md.reduced_action(phi[None, :], dsol.a[:, None], np.asarray(dsol.u)[:, None],
+                                        float(base.gamma)))
+    coords["density_s2"] = ("density_s2", dens)
+    coords["phi"] = ("phi", phi, {"long_name": "Phi = Psi = |w_k|^2"})
+    data["reduced_action"] = xr.Variable(("density_s2", "phi"), Shat,
+                                         {"long_name": "-log p(Phi, Phi)/P + const = Shat(Phi; a)"})
+    data["density_a"] = xr.Variable(("density_s2",), dsol.a)
+    ds = xr.Dataset(data, coords=coords)
+    return annotate(ds, kind="theory.modular.sweep", parameters={
+        **_modular_parameters(base), "s2": s2.tolist(), "method": method, "beta": beta,
+        "density_s2": dens.tolist()},
+        extra={"gmfl1_s2": float(tr.gmfl1_s2) * beta, "gmfl2_s2": float(tr.gmfl2_s2) * beta,
+               "spinodal_s2": float(tr.spinodal_s2) * beta,
+               "supercooled_spinodal_s2": float(tr.supercooled_spinodal_s2) * beta, "method": method})
+
+
+def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle", beta: float = 1.0,
+                                sa2_times_N: float | None = None) -> xr.Dataset:
+    """Phase label, target component and droplet fraction over a 2-D grid of any two of
+    (s2, N, P, sa2, gamma) at finite P, with the P -> infinity phase (its level lines are the
+    analytic GMFL-I and GMFL-II boundaries)."""
+    from grokphase.errors import ParameterError
+    from grokphase.theory import modular as md
+
+    if x.name == y.name:
+        raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
+    base = base.broadcast()
+    X, Y = np.meshgrid(x.values, y.values)
+    grid = base
+    for axis, values in ((x, X), (y, Y)):
+        grid = grid.with_axis(axis.name, values, sa2_times_N=sa2_times_N if axis.name == "N" else None)
+    grid = grid.scaled(beta)
+    sol = md.solve(grid, method)
+    lim = md.solve_limit(grid)
+    dims = (y.name, x.name)
+    data = {k: _var(dims, getattr(sol, k), k) for k in MODULAR_VARS}
+    data["limit_phase"] = _var(dims, lim.phase, "phase")
+    data["limit_target_component"] = xr.Variable(dims, lim.target_component)
+    data["u_grid"] = xr.Variable(dims, np.broadcast_to(np.asarray(grid.u), X.shape))
+    ds = xr.Dataset(data, coords={x.name: (x.name, x.values), y.name: (y.name, y.values)})
+    return annotate(ds, kind="theory.modular.phase_diagram", parameters={
+        **_modular_parameters(base), "x": x.name, "x_values": x.values.tolist(), "y": y.name,
+        "y_values": y.values.tolist(), "method": method, "beta": beta, "sa2_times_N": sa2_times_N},
+        extra={"x_axis": x.name, "y_axis": y.name, "x_log": int(x.log), "y_log": int(y.log),
+               "solver": f"finite-P {method}", "model": "modular"})
+
+
+def build_modular_gp_curve(P: Sequence[float], sa2: float, s2: float, n: Sequence[float]) -> xr.Dataset:
+    """NNGP (eq. 21) spectrum and the EK learning curve of the modular target vs training pairs."""
+    from grokphase.theory import modular_gp as mgp
+
+    P = np.atleast_1d(np.asarray(P, dtype=float))
+    n = np.atleast_1d(np.asarray(n, dtype=float))
+    curve = mgp.gp_learning_curve(P[:, None], sa2, s2, n[None, :])
+    spec = mgp.nngp_eigenvalues(P, sa2)
+    data = {"learned": xr.Variable(("P", "n"), np.asarray(curve.learned)),
+            "n_half": xr.Variable(("P",), np.asarray(mgp.n_half(P, sa2, s2))),
+            "eigenvalues": xr.Variable(("P", "mode_class"), np.asarray(spec.values)),
+            "multiplicities": xr.Variable(("P", "mode_class"), np.asarray(spec.multiplicities))}
+    ds = xr.Dataset(data, coords={"P": P, "n": n, "mode_class": ["k=k'=0", "one zero", "k,k'!=0 (target)"]})
+    return annotate(ds, kind="theory.modular.gp", parameters={"P": P.tolist(), "sa2": sa2, "s2": s2, "n": n.tolist()},
+                    extra={"approximation": "equivalent kernel, uniform measure on the P^2 table"})
