@@ -17,6 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	GROKPHASE=$(BIN)/grokphase bash theory/teacher_student_demo.sh
+	GROKPHASE=$(BIN)/grokphase bash theory/modular_demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

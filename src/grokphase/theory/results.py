@@ -224,7 +224,8 @@ def _modular_parameters(base) -> dict:
 def default_modular_density_s2(tr) -> list[float]:
     """One sigma^2 in GMFL-II (if reachable), two in GMFL-I and one in GFL, for the Fig. 3(a) curves."""
     s1, s2_ = float(tr.gmfl1_s2), float(tr.gmfl2_s2)
-    values = [s2_ + 0.25 * (s1 - s2_), s2_ + 0.75 * (s1 - s2_), 1.15 * s1]
+    lower = max(s2_, 0.2 * s1)  # GMFL-II may be unreachable (gmfl2_s2 <= 0)
+    values = [lower + 0.25 * (s1 - lower), lower + 0.75 * (s1 - lower), 1.15 * s1]
     if s2_ > 0:
         values.insert(0, 0.8 * s2_)
     return [round(v, 4) for v in values]
