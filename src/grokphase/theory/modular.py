@@ -246,6 +246,11 @@ class ModularSolution(NamedTuple):
     phase: np.ndarray
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {METHODS} (got {method!r})")
+
+
 def _moment(a, u, gamma, P, method, check=False):
     if method == "saddle":
         m, p, _, _, _ = saddle_mixture(a, u, gamma, P)
@@ -257,6 +262,7 @@ def _moment(a, u, gamma, P, method, check=False):
 
 
 def _solve_point(params: ModularParams, method: str) -> ModularSolution:
+    _check_method(method)  # static string: checked at trace time, also under jit/vmap
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
     u, gamma, P, s2, sa2 = p.u, p.gamma, p.P, p.s2, p.sa2
 
@@ -307,8 +313,7 @@ def solve(params: ModularParams, method: str = "saddle", *, check: bool = True) 
     """Finite-P solution at every point of ``params`` (any broadcast shape); one compiled vmap.
 
     ``method``: ``"saddle"`` (eq. 41-42) or ``"exact"`` (2-D quadrature).  Warns for composite P."""
-    if method not in METHODS:
-        raise ParameterError(f"method must be one of {METHODS} (got {method!r})")
+    _check_method(method)
     warn_if_composite(params.P)
     shape, flat = _flat(params)
     padded, M = _padded(flat)
