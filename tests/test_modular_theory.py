@@ -764,5 +764,9 @@ def test_bad_method_and_beta_raise():
 
 
 def test_solve_point_rejects_unknown_method():
+    """``method`` is a static string, so the point and batch solvers can (and must) reject a typo at trace
+    time instead of silently running the exact quadrature."""
     with pytest.raises(ParameterError, match="method"):
         md.solve_point(BASE, method="saddel")
+    with pytest.raises(ParameterError, match="method"):
+        md.solve_batch(BASE.replace(s2=np.array([0.2])).broadcast(), method="Exact")

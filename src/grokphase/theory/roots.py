@@ -27,3 +27,46 @@ def bisect(f: Callable[[jax.Array], jax.Array], lo, hi, iters: int = 120) -> jax
 
     lo, hi, _ = jax.lax.fori_loop(0, iters, body, (lo, hi, f_lo))
     return 0.5 * (lo + hi)
+
+
+def chandrupatla(f: Callable[[jax.Array], jax.Array], lo, hi, *, f_lo=None, f_hi=None, xtol: float = 1e-15,
+                 maxiter: int = 60) -> tuple[jax.Array, jax.Array]:
+    """Root of ``f`` in a sign-changing bracket [lo, hi] by Chandrupatla's method (T. R. Chandrupatla,
+    Adv. Eng. Softw. 28, 145 (1997)): inverse quadratic interpolation when it is safe, bisection
+    otherwise; the bracket is kept at every step, so it is as robust as bisection and typically
+    needs 5-10 evaluations instead of ~55 (the same method as SciPy's vectorised ``_chandrupatla``).
+
+    jit/vmap-compatible (a ``lax.while_loop``).  Returns (root, iterations)."""
+    eps = jnp.finfo(jnp.float64).eps
+    b = jnp.asarray(lo, jnp.float64)
+    a = jnp.asarray(hi, jnp.float64)
+    fb = f(b) if f_lo is None else f_lo
+    fa = f(a) if f_hi is None else f_hi
+    state = (a, b, a, fa, fb, fa, jnp.float64(0.5), jnp.int32(0), jnp.bool_(False), a)
+
+    def cond(s):
+        return (~s[8]) & (s[7] < maxiter)
+
+    def body(s):
+        a, b, c, fa, fb, fc, t, it, _, _ = s
+        xt = a + t * (b - a)
+        ft = f(xt)
+        same = jnp.sign(ft) == jnp.sign(fa)
+        c, fc = jnp.where(same, a, b), jnp.where(same, fa, fb)
+        b, fb = jnp.where(same, b, a), jnp.where(same, fb, fa)
+        a, fa = xt, ft
+        use_a = jnp.abs(fa) < jnp.abs(fb)
+        xm, fm = jnp.where(use_a, a, b), jnp.where(use_a, fa, fb)
+        tol = 2.0 * eps * jnp.abs(xm) + xtol
+        tlim = tol / jnp.abs(b - c)
+        done = (tlim > 0.5) | (fm == 0.0)
+        xi = (a - b) / (c - b)
+        phi = (fa - fb) / (fc - fb)
+        iqi = (phi * phi < xi) & ((1.0 - phi) ** 2 < 1.0 - xi)
+        t_iqi = fa / (fb - fa) * fc / (fb - fc) + (c - a) / (b - a) * fa / (fc - fa) * fb / (fc - fb)
+        t = jnp.where(iqi, t_iqi, 0.5)
+        t = jnp.clip(jnp.where(jnp.isfinite(t), t, 0.5), tlim, 1.0 - tlim)
+        return (a, b, c, fa, fb, fc, t, it + 1, done, xm)
+
+    s = jax.lax.while_loop(cond, body, state)
+    return s[9], s[7]
