@@ -32,32 +32,16 @@ from __future__ import annotations
 
 # --- threads: set before numpy/scipy/jax are imported ---------------------------------------------
 import os
+import sys
 
-THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-}
-os.environ.update(THREAD_ENV)
-# As in bench_theory_ts.py: XLA's CPU runtime still uses helper threads; --pin-cpu restricts the
-# whole process to one core before anything starts.
-import sys  # noqa: E402
-
-PINNED = None
-if "--pin-cpu" in sys.argv:
-    PINNED = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {PINNED})
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402  (first: thread env and --pin-cpu before numpy/jax load)
+from benchenv import PINNED, THREAD_ENV, git as _git, peak_rss_mb, stats, timed, versions  # noqa: E402,F401
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -70,7 +54,7 @@ import jax  # noqa: E402  (grokphase enables float64)
 
 from grokphase.theory import modular as md  # noqa: E402
 
-SOLVER_SHA256 = hashlib.sha256(Path(md.__file__).read_bytes()).hexdigest()
+PROVENANCE = benchenv.SolverProvenance(md.__file__)  # the solver source as imported
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -84,61 +68,22 @@ TARGET_RATIO = 20.0
 
 # --- helpers (as in bench_theory_ts.py) -------------------------------------------------------------
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def timed(fn, reps=1):
-    """(last result, wall_s per call, cpu_s per call, loadavg_1min_after) over ``reps`` back-to-back calls."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    for _ in range(reps):
-        out = fn()
-        out = jax.block_until_ready(out)
-    t1, c1 = time.perf_counter(), time.process_time()
-    return out, (t1 - t0) / reps, (c1 - c0) / reps, os.getloadavg()[0]
 
 
-def stats(xs):
-    xs = list(xs)
-    return dict(median=statistics.median(xs), min=min(xs), max=max(xs))
 
 
-def _git(*a):
-    try:
-        return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return None
 
 
-SOLVER_REL = str(Path(md.__file__).resolve().relative_to(HERE.parent))
 
 
-def _solver_commit(sha256: str, depth: int = 30):
-    for c in (_git("log", f"-{depth}", "--format=%H", "--", SOLVER_REL) or "").split():
-        blob = subprocess.run(["git", "show", f"{c}:{SOLVER_REL}"], cwd=HERE.parent, capture_output=True,
-                              timeout=10).stdout
-        if hashlib.sha256(blob).hexdigest() == sha256:
-            return c
-    return None
 
 
-IMPORT_GIT = dict(git_commit_at_import=_git("rev-parse", "HEAD"),
-                  src_dirty_at_import=bool(_git("status", "--porcelain", "--", "src")))
 
 
-def provenance():
-    return dict(IMPORT_GIT, git_commit_at_record=_git("rev-parse", "HEAD"), solver_file=SOLVER_REL,
-                solver_sha256=SOLVER_SHA256, solver_matches_commit=_solver_commit(SOLVER_SHA256),
-                solver_tracked=bool(_git("ls-files", SOLVER_REL)),
-                solver_changed_since_import=hashlib.sha256(Path(md.__file__).read_bytes()).hexdigest() != SOLVER_SHA256)
 
 
-def versions():
-    import jaxlib
-    return dict(jax=jax.__version__, jaxlib=jaxlib.__version__, scipy=scipy.__version__, numpy=np.__version__,
-                python=platform.python_version(), platform=platform.platform(),
-                cpu_count=os.cpu_count(), jax_backend=jax.default_backend(),
-                jax_devices=[str(d) for d in jax.devices()])
 
 
 def flat(p: md.ModularParams) -> md.ModularParams:
@@ -178,7 +123,7 @@ def common_record(name, pairs):
         workload=name, dtype="float64",
         threads=dict(THREAD_ENV, cpu_affinity=sorted(os.sched_getaffinity(0)), pinned=PINNED is not None,
                      note="JAX on the default single CPU device; SciPy/NumPy single-threaded"),
-        versions=versions(), provenance=provenance(), pairs=pairs)
+        versions=versions(), provenance=PROVENANCE.record(), pairs=pairs)
 
 
 # --- workload: exact quadrature sweep ----------------------------------------------------------------
@@ -389,7 +334,7 @@ def main(argv=None):
     pairs = 2 if args.quick else args.pairs
     print(f"threads: {THREAD_ENV}; pinned core: {PINNED}")
     print(f"versions: {versions()}")
-    print(f"provenance: {provenance()}")
+    print(f"provenance: {PROVENANCE.record()}")
     records = []
     if args.only in (None, "diagram"):
         records.append(bench_diagram(pairs))

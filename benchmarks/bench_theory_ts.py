@@ -24,30 +24,15 @@ from __future__ import annotations
 
 # --- threads: set before numpy/scipy/jax are imported ---------------------------------------------
 import os
+import sys
 
-THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-}
-os.environ.update(THREAD_ENV)
-# XLA's CPU runtime still runs some work on helper threads (CPU/wall ~1.35 for the diagram when a
-# second core is free; the bare "intra_op_parallelism_threads=1" token in XLA_FLAGS is not an XLA
-# flag and is ignored).  --pin-cpu restricts the whole process to one core before anything starts.
-import sys  # noqa: E402
-
-PINNED = None
-if "--pin-cpu" in sys.argv:
-    PINNED = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {PINNED})
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchenv  # noqa: E402  (first: thread env and --pin-cpu before numpy/jax load)
+from benchenv import PINNED, THREAD_ENV, git as _git, peak_rss_mb, stats, timed, versions  # noqa: E402,F401
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -60,11 +45,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from grokphase.theory import teacher_student as ts  # noqa: E402
 
-import hashlib  # noqa: E402
-import subprocess  # noqa: E402
 
-# the solver source as imported (src/ may be edited by others while a run is in progress)
-SOLVER_SHA256 = hashlib.sha256(Path(ts.__file__).read_bytes()).hexdigest()
+PROVENANCE = benchenv.SolverProvenance(ts.__file__)  # the solver source as imported
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -78,17 +60,8 @@ FULL_SHAPE = (64, 64)
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def timed(fn):
-    """(result, wall_s, cpu_s, loadavg_1min_after)."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    out = fn()
-    out = jax.block_until_ready(out)
-    t1, c1 = time.perf_counter(), time.process_time()
-    return out, t1 - t0, c1 - c0, os.getloadavg()[0]
 
 
 def flat_params(p: ts.TeacherStudentParams) -> ts.TeacherStudentParams:
@@ -117,9 +90,6 @@ def run_baseline(solver, p, idx):
     return out
 
 
-def stats(xs):
-    xs = list(xs)
-    return dict(median=statistics.median(xs), min=min(xs), max=max(xs))
 
 
 def diffs(jax_sol, p, idx, results):
@@ -166,45 +136,16 @@ def roofline_gflops(n=1024, reps=5):
     return 2.0 * n**3 / min(ts_) / 1e9
 
 
-def _git(*a):
-    try:
-        return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return None
 
 
-SOLVER_REL = str(Path(ts.__file__).resolve().relative_to(HERE.parent))
 
 
-def _solver_commit(sha256: str, depth: int = 30):
-    """The most recent commit (of the last ``depth`` touching the solver) whose solver file has this sha256."""
-    for c in (_git("log", f"-{depth}", "--format=%H", "--", SOLVER_REL) or "").split():
-        blob = subprocess.run(["git", "show", f"{c}:{SOLVER_REL}"], cwd=HERE.parent, capture_output=True,
-                              timeout=10).stdout
-        if hashlib.sha256(blob).hexdigest() == sha256:
-            return c
-    return None
 
 
-# captured at import: others may commit or edit src/ while a run is in progress
-IMPORT_GIT = dict(git_commit_at_import=_git("rev-parse", "HEAD"),
-                  src_dirty_at_import=bool(_git("status", "--porcelain", "--", "src")))
 
 
-def provenance():
-    """Which solver source was timed: its sha256 as imported, the commit holding exactly that file
-    (None if it was an uncommitted edit), git state at import and at record time."""
-    return dict(IMPORT_GIT, git_commit_at_record=_git("rev-parse", "HEAD"), solver_file=SOLVER_REL,
-                solver_sha256=SOLVER_SHA256, solver_matches_commit=_solver_commit(SOLVER_SHA256),
-                solver_changed_since_import=hashlib.sha256(Path(ts.__file__).read_bytes()).hexdigest() != SOLVER_SHA256)
 
 
-def versions():
-    import jaxlib
-    return dict(jax=jax.__version__, jaxlib=jaxlib.__version__, scipy=scipy.__version__, numpy=np.__version__,
-                python=platform.python_version(), platform=platform.platform(),
-                cpu_count=os.cpu_count(), jax_backend=jax.default_backend(),
-                jax_devices=[str(d) for d in jax.devices()])
 
 
 # --- one workload ---------------------------------------------------------------------------------
@@ -287,7 +228,7 @@ def bench_workload(name, p, idx, pairs, use_root, extrapolate_to=None, budget_s=
         threads=dict(THREAD_ENV, cpu_affinity=sorted(os.sched_getaffinity(0)), pinned=PINNED is not None,
                      note="JAX on the default single CPU device; SciPy/NumPy single-threaded"),
         versions=versions(),
-        provenance=provenance(),
+        provenance=PROVENANCE.record(),
         pairs=pairs,
         jax_compile_s=compile_s,
         jax_first_call_s=first_s,
@@ -375,7 +316,7 @@ def main(argv=None):
 
     print(f"threads: {THREAD_ENV}")
     print(f"versions: {versions()}")
-    print(f"provenance: {provenance()}")
+    print(f"provenance: {PROVENANCE.record()}")
     roof = roofline_gflops()
     print(f"single-thread float64 matmul (1024^3): {roof:.1f} GFLOP/s (context)")
     records = []
