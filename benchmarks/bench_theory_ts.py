@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchenv  # noqa: E402  (first: thread env and --pin-cpu before numpy/jax load)
-from benchenv import PINNED, THREAD_ENV, git as _git, peak_rss_mb, stats, timed, versions  # noqa: E402,F401
+from benchenv import PINNED, THREAD_ENV, peak_rss_mb, stats, timed, versions  # noqa: E402,F401
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -38,7 +38,6 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 
 import jax  # noqa: E402  (grokphase enables float64)
 import jax.numpy as jnp  # noqa: E402

@@ -9,7 +9,6 @@ import pytest
 from scipy import integrate, special
 
 from grokphase.theory import gp
-from grokphase.theory import teacher_student as ts
 
 SQRT6 = math.sqrt(6.0)
 SA2 = 8.0 / 700.0

@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.scipy.special import logsumexp
 from scipy import integrate, optimize
 
-from grokphase.errors import ParameterError, SolverError
+from grokphase.errors import ParameterError
 from grokphase.theory import gp
 from grokphase.theory import teacher_student as ts
 
