@@ -1,0 +1,381 @@
+"""Ensemble driver: JIT-compiled, vmapped Langevin (or Optax) training of many networks at once.
+
+The driver knows nothing about a particular model.  A *task* supplies pure per-member functions
+(one network, one data set, one set of hyperparameters) and the driver lifts them with ``vmap``:
+
+* ``make_data(data_key, hyper) -> data``: the member's training (and test) data;
+* ``init(init_key, data, hyper) -> z``: unit-variance parameters (theta = prior_std * z);
+* ``prior_std(z, hyper) -> std``: per-leaf prior standard deviations;
+* ``loss(theta, data) -> L``: L = 1/2 sum_mu (f(x_mu) - y_mu)^2 (the potential, eq. 6);
+* ``make_tx(hyper)``: the update rule, an Optax transformation (``langevin`` or any optimizer);
+* ``init_accum(theta, data, hyper)`` and ``observe(theta, data, hyper, accum, weight) ->
+  (record, accum)``: what is recorded at each record time (``record``, a dict of small arrays) and
+  the statistics accumulated after burn-in (``weight`` is 1.0 after burn-in and 0.0 before, so the
+  accumulation is branch-free).
+
+Keys: every member has a data key, an init key and a noise key; the noise of step t is
+``fold_in(noise_key, t)``, so results do not depend on how steps are chunked, how members are
+batched, how many devices share the ensemble, or where a run was interrupted and resumed.
+
+Ensembles larger than ``ensemble_chunk`` are run one chunk of members after the other (memory stays
+bounded); within a chunk the member axis is sharded over ``devices`` with ``jax.sharding``.
+Between record times the state advances inside one jitted ``lax.fori_loop`` with the state donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from grokphase.errors import GrokphaseError, ParameterError, ResultFileError
+from grokphase.sims.models import scale_params
+
+
+class SimulationError(GrokphaseError):
+    """A simulation that cannot continue (diverging or non-finite dynamics)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When to step, record and accumulate.
+
+    steps: total number of updates per network.  burn_in: records at steps <= burn_in are kept in
+    the trajectories but not in the time-averaged statistics.  record_every: record every K steps
+    (linear times); with ``log_times`` the record times are log-spaced from K to ``steps`` with
+    ``per_decade`` points per decade (unique integers).  The last step is always recorded.
+    """
+
+    steps: int
+    burn_in: int = 0
+    record_every: int = 100
+    log_times: bool = False
+    per_decade: int = 20
+
+    def __post_init__(self):
+        for name in ("steps", "record_every", "per_decade"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        if int(self.burn_in) != self.burn_in or not 0 <= self.burn_in < self.steps:
+            raise ParameterError(f"burn_in must be an integer in [0, steps) = [0, {self.steps}), got {self.burn_in!r}")
+
+    def record_steps(self) -> np.ndarray:
+        if self.log_times:
+            start = min(self.record_every, self.steps)
+            num = max(2, int(math.ceil(self.per_decade * math.log10(max(self.steps / start, 1.0)))) + 1)
+            times = np.unique(np.round(np.geomspace(start, self.steps, num)).astype(np.int64))
+        else:
+            times = np.arange(self.record_every, self.steps + 1, self.record_every, dtype=np.int64)
+        if times.size == 0 or times[-1] != self.steps:
+            times = np.append(times, self.steps)
+        return times
+
+
+class Task(NamedTuple):
+    """The per-member functions of a simulation (see the module docstring)."""
+
+    make_data: Callable
+    init: Callable
+    prior_std: Callable
+    loss: Callable
+    make_tx: Callable
+    init_accum: Callable
+    observe: Callable
+
+
+class ChainState(NamedTuple):
+    """Carried state of one ensemble member (vmapped: every leaf gains a leading member axis)."""
+
+    z: Any
+    opt_state: Any
+    step: jax.Array          # int: number of updates done
+    diverged_at: jax.Array   # int: first step whose loss was not finite, -1 if none
+    accum: Any
+
+
+class Members(NamedTuple):
+    """Per-member inputs: keys (uint32 key data, shape (M, 2)) and hyperparameters (leading axis M)."""
+
+    data_keys: np.ndarray
+    init_keys: np.ndarray
+    noise_keys: np.ndarray
+    hyper: Any
+
+
+class RunOutput(NamedTuple):
+    record_steps: np.ndarray   # (T,)
+    records: dict              # name -> (M, T, ...)
+    accum: Any                 # pytree with leading axis M
+    z: Any                     # final unit-variance parameters, leading axis M
+    seconds: float
+    network_steps: int
+
+
+def _as_tx(tx):
+    return optax.with_extra_args_support(tx)
+
+
+def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
+    std = task.prior_std(z, hyper)
+
+    def potential(zz):
+        return task.loss(scale_params(zz, std), data)
+
+    loss, grads = jax.value_and_grad(potential)(z)
+    tx = _as_tx(task.make_tx(hyper))
+    updates, opt_state = tx.update(grads, opt_state, z, key=jax.random.fold_in(noise_key, step))
+    z = optax.apply_updates(z, updates)
+    return z, opt_state, loss
+
+
+def _make_functions(task: Task):
+    """jitted, vmapped init / advance / observe for this task."""
+
+    def init_member(data_key, init_key, hyper):
+        data = task.make_data(data_key, hyper)
+        z = task.init(init_key, data, hyper)
+        opt_state = _as_tx(task.make_tx(hyper)).init(z)
+        theta = scale_params(z, task.prior_std(z, hyper))
+        accum = task.init_accum(theta, data, hyper)
+        return ChainState(z, opt_state, jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32), accum)
+
+    def data_member(data_key, hyper):
+        return task.make_data(data_key, hyper)
+
+    def advance_member(state: ChainState, data, hyper, noise_key, n_steps):
+        def body(i, carry):
+            z, opt_state, diverged_at = carry
+            step = state.step + i
+            z, opt_state, loss = _member_step(task, z, opt_state, data, hyper, noise_key, step)
+            bad = ~jnp.isfinite(loss)
+            diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
+            return z, opt_state, diverged_at
+
+        z, opt_state, diverged_at = jax.lax.fori_loop(0, n_steps, body, (state.z, state.opt_state, state.diverged_at))
+        return state._replace(z=z, opt_state=opt_state, diverged_at=diverged_at, step=state.step + n_steps)
+
+    def observe_member(state: ChainState, data, hyper, weight):
+        theta = scale_params(state.z, task.prior_std(state.z, hyper))
+        record, accum = task.observe(theta, data, hyper, state.accum, weight)
+        return record, state._replace(accum=accum)
+
+    init_v = jax.jit(jax.vmap(init_member))
+    data_v = jax.jit(jax.vmap(data_member))
+    advance_v = jax.jit(jax.vmap(advance_member, in_axes=(0, 0, 0, 0, None)), donate_argnums=0)
+    observe_v = jax.jit(jax.vmap(observe_member, in_axes=(0, 0, 0, None)), donate_argnums=0)
+    return init_v, data_v, advance_v, observe_v
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _save_npz_atomic(path: str, arrays: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _tree_to_arrays(prefix: str, tree) -> dict:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return {f"{prefix}{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+
+
+def _arrays_to_tree(prefix: str, arrays, like):
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    try:
+        new = [np.asarray(arrays[f"{prefix}{i}"]) for i in range(len(leaves))]
+    except KeyError as err:
+        raise ResultFileError(f"checkpoint is missing array {err}") from None
+    for old, arr in zip(leaves, new):
+        if tuple(np.shape(old)) != arr.shape:
+            raise ResultFileError(f"checkpoint array shape {arr.shape} does not match the run's {np.shape(old)}")
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
+class Checkpointer:
+    """Atomic per-chunk checkpoints in ``directory/<config hash>/``.  Re-running the same
+    configuration resumes from the last checkpoint; a different configuration uses another folder."""
+
+    def __init__(self, directory: str, config: dict, every_seconds: float = 60.0):
+        blob = json.dumps(config, sort_keys=True, default=str).encode()
+        self.key = hashlib.sha256(blob).hexdigest()[:16]
+        self.dir = os.path.join(directory, self.key)
+        os.makedirs(self.dir, exist_ok=True)
+        cfg_path = os.path.join(self.dir, "config.json")
+        if not os.path.exists(cfg_path):
+            tmp = cfg_path + f".tmp-{os.getpid()}"
+            with open(tmp, "w") as fh:
+                json.dump(config, fh, sort_keys=True, indent=1, default=str)
+            os.replace(tmp, cfg_path)
+        self.every_seconds = every_seconds
+
+    def path(self, chunk: int) -> str:
+        return os.path.join(self.dir, f"chunk{chunk:05d}.npz")
+
+    def load(self, chunk: int):
+        path = self.path(chunk)
+        if not os.path.exists(path):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ResultFileError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                                  "delete it to restart this chunk") from None
+
+    def save(self, chunk: int, arrays: dict) -> None:
+        _save_npz_atomic(self.path(chunk), arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def _mesh_sharding(devices):
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("member",))
+    return NamedSharding(mesh, PartitionSpec("member"))
+
+
+def _take(tree, idx):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], tree)
+
+
+class _Interrupt(Exception):
+    """Raised by the test hook ``stop_after_records`` to simulate an interrupted run."""
+
+
+def run_ensemble(
+    task: Task,
+    members: Members,
+    schedule: Schedule,
+    *,
+    ensemble_chunk: int | None = None,
+    devices: Sequence[Any] | None = None,
+    checkpoint: Checkpointer | None = None,
+    member_labels: Sequence[str] | None = None,
+    progress: bool = False,
+    progress_desc: str = "networks",
+    stop_after_records: int | None = None,
+) -> RunOutput:
+    """Run every member of the ensemble for ``schedule.steps`` updates.
+
+    Returns the record times, the recorded trajectories (member axis first), the accumulated
+    after-burn-in statistics and the final unit-variance parameters.  Raises SimulationError when
+    a member's loss becomes non-finite (naming the member and the step).
+    """
+    M = int(np.shape(members.data_keys)[0])
+    if M < 1:
+        raise ParameterError("the ensemble is empty: need at least one network (datasets >= 1, inits >= 1)")
+    devices = list(devices) if devices is not None else jax.devices()
+    n_dev = len(devices)
+    chunk = M if ensemble_chunk is None else int(ensemble_chunk)
+    if chunk < 1:
+        raise ParameterError(f"ensemble_chunk must be >= 1, got {ensemble_chunk!r}")
+    chunk = min(chunk, M)
+    chunk = int(math.ceil(chunk / n_dev) * n_dev)     # a multiple of the device count
+    sharding = _mesh_sharding(devices) if n_dev > 1 else None
+    record_steps = schedule.record_steps()
+    init_v, data_v, advance_v, observe_v = _make_functions(task)
+    labels = list(member_labels) if member_labels is not None else [f"member {i}" for i in range(M)]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=M * schedule.steps, unit="net-step", unit_scale=True, desc=progress_desc,
+                   file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+    outputs = []
+    t_start = time.perf_counter()
+    records_done = 0
+    for c, start in enumerate(range(0, M, chunk)):
+        idx = np.arange(start, min(start + chunk, M))
+        pad = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])   # pad with copies of the last member
+        hyper = _take(members.hyper, pad)
+        keys = [jnp.asarray(np.asarray(k)[pad]) for k in (members.data_keys, members.init_keys, members.noise_keys)]
+        hyper = jax.tree_util.tree_map(jnp.asarray, hyper)
+        if sharding is not None:
+            keys = [jax.device_put(k, sharding) for k in keys]
+            hyper = jax.device_put(hyper, sharding)
+        data_keys, init_keys, noise_keys = keys
+        data = data_v(data_keys, hyper)
+        state = init_v(data_keys, init_keys, hyper)
+        recs: list[dict] = []
+        saved = checkpoint.load(c) if checkpoint is not None else None
+        if saved is not None:
+            state = jax.tree_util.tree_map(jnp.asarray, _arrays_to_tree("s", saved, state))
+            if sharding is not None:
+                state = jax.device_put(state, sharding)
+            n_rec = int(saved["n_records"])
+            names = [str(n) for n in saved["record_names"]] if n_rec else []
+            for k in range(n_rec):
+                recs.append({name: saved[f"r_{name}"][k] for name in names})
+            if bar is not None:
+                bar.update(int(saved["step"]) * idx.size)
+        done_step = int(np.asarray(state.step)[0])
+        last_ckpt = time.perf_counter()
+        for t in record_steps[len(recs):]:
+            n_steps = int(t) - done_step
+            if n_steps > 0:
+                state = advance_v(state, data, hyper, noise_keys, jnp.int32(n_steps))
+            weight = 1.0 if t > schedule.burn_in else 0.0
+            record, state = observe_v(state, data, hyper, jnp.asarray(weight, jnp.float32))
+            record = jax.device_get(record)
+            diverged = np.asarray(state.diverged_at)[: idx.size]
+            if np.any(diverged >= 0):
+                j = int(np.argmax(diverged >= 0))
+                raise SimulationError(
+                    f"{labels[idx[j]]}: the loss became non-finite at step {int(diverged[j])} "
+                    f"(of {schedule.steps}); the dynamics diverged — use a smaller learning rate (--lr)")
+            recs.append(record)
+            if bar is not None:
+                bar.update(n_steps * idx.size)
+            done_step = int(t)
+            records_done += 1
+            now = time.perf_counter()
+            if checkpoint is not None and (now - last_ckpt >= checkpoint.every_seconds or t == record_steps[-1]):
+                _checkpoint(checkpoint, c, state, recs, done_step)
+                last_ckpt = now
+            if stop_after_records is not None and records_done >= stop_after_records:
+                if checkpoint is not None:
+                    _checkpoint(checkpoint, c, state, recs, done_step)
+                raise _Interrupt(f"stopped after {records_done} records")
+        stacked = {name: np.stack([np.asarray(r[name]) for r in recs], axis=1)[: idx.size] for name in recs[0]}
+        accum = jax.tree_util.tree_map(lambda a: np.asarray(a)[: idx.size], jax.device_get(state.accum))
+        z = jax.tree_util.tree_map(lambda a: np.asarray(a)[: idx.size], jax.device_get(state.z))
+        outputs.append((stacked, accum, z))
+    if bar is not None:
+        bar.close()
+    records = {name: np.concatenate([o[0][name] for o in outputs], axis=0) for name in outputs[0][0]}
+    accum = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *[o[1] for o in outputs])
+    z = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *[o[2] for o in outputs])
+    seconds = time.perf_counter() - t_start
+    return RunOutput(record_steps, records, accum, z, seconds, M * schedule.steps)
+
+
+def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:
+    arrays = _tree_to_arrays("s", jax.device_get(state))
+    names = sorted(recs[0]) if recs else []
+    arrays["n_records"] = np.asarray(len(recs))
+    arrays["record_names"] = np.asarray(names, dtype=str)
+    arrays["step"] = np.asarray(step)
+    for name in names:
+        arrays[f"r_{name}"] = np.stack([np.asarray(r[name]) for r in recs])
+    checkpoint.save(c, arrays)

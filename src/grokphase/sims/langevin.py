@@ -1,0 +1,113 @@
+r"""Langevin dynamics as Optax gradient transformations (THEORY.md §1, eq. 6 of the paper).
+
+For every parameter theta the paper's full-batch Langevin step is
+
+    theta <- theta - eta * grad[ L + 1/2 sum_layers gamma_layer |theta_layer|^2 ] + sqrt(2 eta s2) xi,
+
+with L = 1/2 sum_mu (f(x_mu) - y_mu)^2 and xi standard normal.  Its stationary law is proportional
+to exp(-L/s2 - sum gamma |theta|^2 / (2 s2)): the Bayesian posterior with prior variance
+s2/gamma_layer, so gamma_layer = s2 / prior_variance_layer.
+
+:func:`langevin` is that step as an ``optax.GradientTransformationExtraArgs``: the incoming
+``updates`` are grad L, the output is the increment to add to the parameters (``optax.apply_updates``).
+It is the chain  prior weight decay (s2/prior_variance) -> scale(-eta) -> Gaussian noise of variance
+2 eta s2; the noise key is an explicit ``key=`` argument of ``update`` (the driver derives it from
+(member, step) with ``jax.random.fold_in``, so results do not depend on chunking or devices).
+
+**Stability and the preconditioned parametrisation.**  Euler-Maruyama is stable only for
+eta * lambda < 2 for every curvature lambda of the potential.  With the teacher-student priors the
+readout prior variance is sa2/N = 8/N^2 per weight, so gamma_a = s2 N^2/8 and eta = 2e-3 on raw
+parameters diverges already for N ~ 350 (beta >= 1/2).  The engine therefore samples unit-variance
+variables z with theta = prior_std * z: the posterior of z is exp(-L(prior_std z)/s2 - |z|^2/2), i.e.
+``langevin(eta, s2, prior_variance=1)`` in z.  This is Langevin preconditioned by the prior
+covariance: the stationary law (the posterior) is unchanged, every prior curvature equals s2, and
+the learning rate is dimensionless (eta s2 is the fraction of the prior relaxed per step).
+
+The discrete chain has an O(eta) bias: on a quadratic potential lambda theta^2/2 (in units of the
+update above) its stationary variance is s2/(lambda (1 - eta lambda/2)) exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def add_prior_decay(temperature, prior_variance: Any = 1.0) -> optax.GradientTransformation:
+    """updates + (temperature / prior_variance) * params: the gradient of the Gaussian prior term
+    s2 |theta|^2/(2 prior_variance).  ``prior_variance`` is a scalar or a pytree matching params
+    (per-layer priors)."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("add_prior_decay needs params")
+        def decay(g, p, v):
+            return g + jnp.asarray(temperature / v, p.dtype) * p
+
+        if isinstance(prior_variance, (int, float)) or hasattr(prior_variance, "shape"):
+            out = jax.tree_util.tree_map(lambda g, p: decay(g, p, prior_variance), updates, params)
+        else:
+            out = jax.tree_util.tree_map(decay, updates, params, prior_variance)
+        return out, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def add_langevin_noise(learning_rate, temperature) -> optax.GradientTransformationExtraArgs:
+    """updates + sqrt(2 * learning_rate * temperature) * xi, xi ~ N(0, I) drawn from ``key``
+    (a required keyword argument of ``update``); one independent stream per leaf via fold_in."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, *, key=None, **extra):
+        del params, extra
+        if key is None:
+            raise ValueError("add_langevin_noise.update needs key=")
+        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        scale = jnp.sqrt(2.0 * learning_rate * temperature)
+        noisy = [u + jnp.asarray(scale, u.dtype) * jax.random.normal(jax.random.fold_in(key, i), u.shape, u.dtype)
+                 for i, u in enumerate(leaves)]
+        return jax.tree_util.tree_unflatten(treedef, noisy), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _scale(factor) -> optax.GradientTransformation:
+    """optax.scale that keeps each leaf's dtype (a float64 factor must not promote float32 leaves)."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u: jnp.asarray(factor, u.dtype) * u, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def langevin(learning_rate, temperature, prior_variance: Any = 1.0) -> optax.GradientTransformationExtraArgs:
+    """Full-batch Langevin step (eq. 6): -eta * (grad L + (s2/prior_variance) theta) + sqrt(2 eta s2) xi.
+
+    Args:
+      learning_rate: eta (scalar; may be a traced array, so it can differ between ensemble members).
+      temperature: s2, the Langevin temperature = Bayesian observation-noise variance.
+      prior_variance: prior variance of each parameter (scalar or pytree); 1 in the engine's
+        preconditioned unit-variance parametrisation.
+
+    ``update(grads, state, params, key=key)`` returns the increment; ``key`` is required.
+    """
+    return optax.chain(
+        add_prior_decay(temperature, prior_variance),
+        _scale(-1.0 * learning_rate),
+        add_langevin_noise(learning_rate, temperature),
+    )

@@ -1,0 +1,465 @@
+r"""Teacher-student simulations (THEORY.md §3, paper Sec. 2.1 / 3.1 and App. C).
+
+Data: x ~ N(0, I_d), teacher y = H1(w*.x) + eps H3(w*.x) with a random unit w* per data set (eq. 1);
+``n`` training and ``n_test`` (3000) test points per data set.  Student: f(x) = sum_i a_i erf(w_i.x)
+(:class:`~grokphase.sims.models.TwoLayerNet`), sampled with preconditioned Langevin dynamics at
+temperature s2 (the posterior with priors w ~ N(0, sw2/d I), a_i ~ N(0, sa2/N)).
+
+Observables at every record time (per network):
+
+* ``linear_learned`` = <f, Hhat1> and ``cubic_learned`` = <f, Hhat3>/(sqrt6 eps): the *population*
+  projections, exact functions of the weights for Gaussian inputs (THEORY.md §3):
+  <f, Hhat1> = sum_i a_i 2 q_i / sqrt(pi (1 + 2|w_i|^2)),
+  <f, Hhat3> = -sum_i a_i 4 q_i^3 / (sqrt(6 pi) (1 + 2|w_i|^2)^{3/2}),  q_i = w_i.w*.
+  They are comparable with the theory's 1 - b and 1 - c/eps (the targets' coefficients are 1 and
+  sqrt6 eps).  The same projections measured as in the paper, over the test points
+  (``*_test``) and over the training points (``*_train``).
+* ``train_mse``, ``test_mse`` (mean squared error), ``w_norm2`` (mean |w_i|^2 over neurons).
+
+Accumulated after burn-in over every record time: the histogram of q over all neurons, time
+averages of every recorded scalar, and the time-averaged test and training outputs (the posterior
+mean predictor of each network; averaged over a data set's initialisations it is the ensemble-mean
+predictor, whose test MSE is reported as ``ensemble_test_mse``).
+
+Droplet fraction: the fraction of neurons with |q| beyond the finite-d theory's free-energy barrier
+at the same parameters (:attr:`FiniteDSolution.q_barrier`), or beyond ``DEFAULT_DROPLET_THRESHOLD``
+where the theory's p(q) has no barrier.  The threshold used is stored per s2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import xarray as xr
+
+from grokphase.errors import ParameterError
+from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, run_ensemble
+from grokphase.sims.langevin import langevin
+from grokphase.sims.models import TwoLayerNet, erf_prior_std
+from grokphase.theory.teacher_student import TeacherStudentParams
+
+#: |q| threshold of the droplet fraction where the theory has no barrier: about half the droplet
+#: position q* ~ 0.72-0.83 of the paper's configuration, > 4 prior standard deviations sqrt(sw2/d)
+#: for d >= 53.
+DEFAULT_DROPLET_THRESHOLD = 0.4
+OPTIMIZERS = ("langevin", "sgd", "adam", "adamw")
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+SCALAR_RECORDS = ("train_mse", "test_mse", "linear_learned", "cubic_learned", "linear_learned_test",
+                  "cubic_learned_test", "linear_learned_train", "cubic_learned_train", "w_norm2")
+
+SQRT6 = math.sqrt(6.0)
+
+
+class TSHyper(NamedTuple):
+    """Per-network hyperparameters (array leaves: an ensemble may mix them)."""
+
+    s2: Any
+    sa2: Any
+    sw2: Any
+    eps: Any
+    lr: Any
+    weight_decay: Any
+
+
+def hermite(s):
+    """(H1(s), H3(s)) = (s, s^3 - 3 s)."""
+    return s, s**3 - 3.0 * s
+
+
+def teacher(x, w_star, eps):
+    """y = H1(w*.x) + eps H3(w*.x) (eq. 1)."""
+    h1, h3 = hermite(x @ w_star)
+    return h1 + eps * h3
+
+
+def population_projections(w, a, w_star):
+    """Exact <f, Hhat1> and <f, Hhat3> over x ~ N(0, I) for f = sum_i a_i erf(w_i.x); ``w`` (d, N)."""
+    q = w_star @ w
+    D = 1.0 + 2.0 * jnp.sum(w * w, axis=0)
+    p1 = jnp.sum(a * 2.0 * q / jnp.sqrt(jnp.pi * D))
+    p3 = -jnp.sum(a * 4.0 * q**3 / (jnp.sqrt(6.0 * jnp.pi) * D**1.5))
+    return p1, p3
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherStudentSim:
+    """A teacher-student simulation: the model at given (integer) sizes, a list of s2 values, and
+    an ensemble of ``datasets`` x ``inits`` networks per s2.
+
+    Sizes N, n, d are integers; :meth:`from_scaling` builds them from the beta = 1 configuration with
+    the Table-1 scaling (rounded to the nearest integer; sa2 and s2 are scaled exactly).  The
+    defaults are the paper's App. C configuration at beta = 1.
+    """
+
+    N: int = 700
+    n: int = 3000
+    d: int = 150
+    s2: tuple = (0.1, 0.15, 0.2, 0.25, 0.3)
+    sa2: float | None = None       # default 8/N
+    sw2: float = 0.5
+    eps: float = -0.3
+    datasets: int = 4
+    inits: int = 2
+    seed: int = 0
+    steps: int = 20000
+    burn_in: int = 5000
+    lr: float = 2e-3
+    record_every: int = 100
+    log_times: bool = False
+    optimizer: str = "langevin"
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+    n_test: int = 3000
+    q_bins: int = 240
+    q_max: float = 1.5
+    droplet_threshold: float | None = None
+    beta: float = 1.0
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        for name in ("N", "n", "d", "datasets", "inits", "n_test", "q_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
+        s2 = np.atleast_1d(np.asarray(self.s2, dtype=np.float64))
+        if s2.ndim != 1 or s2.size == 0:
+            raise ParameterError("s2 must be a non-empty list of numbers")
+        if not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
+            raise ParameterError(f"s2 must be finite and > 0, got {s2.tolist()}")
+        object.__setattr__(self, "s2", tuple(float(v) for v in s2))
+        for name in ("sw2", "lr", "q_max"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.sa2 is not None and not (math.isfinite(self.sa2) and self.sa2 > 0):
+            raise ParameterError(f"sa2 must be a finite number > 0, got {self.sa2!r}")
+        if not math.isfinite(self.eps) or self.eps == 0:
+            raise ParameterError(f"eps must be finite and nonzero (cubic_learned divides by it), got {self.eps!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ParameterError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ParameterError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.dtype not in DTYPES:
+            raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        Schedule(self.steps, self.burn_in, self.record_every, self.log_times)   # validates
+        object.__setattr__(self, "N", int(self.N))
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "d", int(self.d))
+
+    @classmethod
+    def from_scaling(cls, base: TeacherStudentParams | None = None, *, beta: float = 1.0,
+                     alpha: float | None = None, s2: Sequence[float] = (0.1, 0.15, 0.2, 0.25, 0.3),
+                     **kwargs) -> "TeacherStudentSim":
+        """Table-1 scaling of the beta = 1 configuration ``base`` (default: the paper's App. C):
+        N -> beta N, d -> sqrt(beta) d, n -> alpha n (rounded), sa2 -> sa2/sqrt(beta),
+        s2 -> (alpha/beta) s2 for every listed s2."""
+        base = TeacherStudentParams() if base is None else base
+        alpha = beta if alpha is None else alpha
+        if not (beta > 0 and alpha > 0 and math.isfinite(beta) and math.isfinite(alpha)):
+            raise ParameterError(f"beta and alpha must be finite and > 0, got beta={beta!r}, alpha={alpha!r}")
+        sc = base.scaled(alpha, beta)
+        s2 = [float(v) * alpha / beta for v in np.atleast_1d(np.asarray(s2, dtype=np.float64))]
+        return cls(N=int(round(float(sc.N))), n=int(round(float(sc.n))), d=int(round(float(sc.d))), s2=tuple(s2),
+                   sa2=float(sc.sa2), sw2=float(sc.sw2), eps=float(sc.eps), beta=float(beta), alpha=float(alpha),
+                   **kwargs)
+
+    @property
+    def sa2_value(self) -> float:
+        return 8.0 / self.N if self.sa2 is None else float(self.sa2)
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
+
+    def theory_params(self) -> TeacherStudentParams:
+        """The finite-d theory at exactly these (integer) sizes, one point per s2."""
+        s2 = np.asarray(self.s2)
+        return TeacherStudentParams(N=float(self.N), n=float(self.n), d=float(self.d), s2=s2,
+                                    sa2=self.sa2_value, sw2=self.sw2, eps=self.eps)
+
+    def parameters(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["sa2"] = self.sa2_value
+        out["s2"] = list(self.s2)
+        return out
+
+    def bytes_per_network(self) -> int:
+        """Rough device memory per network of a step (data, parameters, and activations)."""
+        item = 4 if self.dtype == "float32" else 8
+        data = (self.n + self.n_test) * (self.d + 1)
+        act = 6 * max(self.n, self.n_test) * self.N
+        return item * (data + act + 4 * self.d * self.N)
+
+
+# ---------------------------------------------------------------------------------------------
+# the task: per-network pure functions
+
+
+def make_task(sim: TeacherStudentSim, model=None) -> Task:
+    """Per-network functions for :func:`grokphase.sims.driver.run_ensemble`.  ``model`` defaults to
+    ``TwoLayerNet(N)``; a user Flax module with the same call signature and parameters ``w`` (d, N),
+    ``a`` (N,) may replace it (the exact projections assume an erf network)."""
+    dtype = DTYPES[sim.dtype]
+    N, n, d, n_test = sim.N, sim.n, sim.d, sim.n_test
+    model = TwoLayerNet(N) if model is None else model
+    edges_lo, width = -sim.q_max, 2.0 * sim.q_max / sim.q_bins
+
+    def make_data(key, hyper):
+        k_w, k_x, k_t = jax.random.split(key, 3)
+        w_star = jax.random.normal(k_w, (d,), dtype)
+        w_star = w_star / jnp.linalg.norm(w_star)
+        eps = hyper.eps.astype(dtype)
+        x = jax.random.normal(k_x, (n, d), dtype)
+        x_test = jax.random.normal(k_t, (n_test, d), dtype)
+        return {"x": x, "y": teacher(x, w_star, eps), "x_test": x_test, "y_test": teacher(x_test, w_star, eps),
+                "w_star": w_star}
+
+    def init(key, data, hyper):
+        return model.init(key, data["x"][:1])["params"]
+
+    def prior_std(z, hyper):
+        return erf_prior_std(z, hyper)
+
+    def loss(theta, data):
+        f = model.apply({"params": theta}, data["x"])
+        return 0.5 * jnp.sum((f - data["y"]) ** 2)
+
+    def make_tx(hyper):
+        if sim.optimizer == "langevin":
+            return langevin(hyper.lr, hyper.s2)
+        if sim.optimizer == "sgd":
+            return optax.sgd(hyper.lr)
+        if sim.optimizer == "adam":
+            return optax.adam(hyper.lr)
+        return optax.adamw(hyper.lr, weight_decay=hyper.weight_decay)
+
+    def outputs(theta, data):
+        f_train = model.apply({"params": theta}, data["x"])
+        f_test = model.apply({"params": theta}, data["x_test"])
+        return f_train, f_test
+
+    def init_accum(theta, data, hyper):
+        f_train, f_test = outputs(theta, data)
+        zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
+        return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
+                "q_hist": jnp.zeros((sim.q_bins,), jnp.float64), "q_overflow": jnp.zeros((), jnp.float64),
+                "f_train": jnp.zeros(f_train.shape, jnp.float64), "f_test": jnp.zeros(f_test.shape, jnp.float64)}
+
+    def observe(theta, data, hyper, accum, weight):
+        w, a, w_star = theta["w"], theta["a"], data["w_star"]
+        eps = hyper.eps.astype(w.dtype)
+        p1, p3 = population_projections(w, a, w_star)
+        f_train, f_test = outputs(theta, data)
+        h1_tr, h3_tr = hermite(data["x"] @ w_star)
+        h1_te, h3_te = hermite(data["x_test"] @ w_star)
+        record = {
+            "train_mse": jnp.mean((f_train - data["y"]) ** 2),
+            "test_mse": jnp.mean((f_test - data["y_test"]) ** 2),
+            "linear_learned": p1,
+            "cubic_learned": p3 / (SQRT6 * eps),
+            "linear_learned_test": jnp.mean(f_test * h1_te),
+            "cubic_learned_test": jnp.mean(f_test * h3_te) / (6.0 * eps),
+            "linear_learned_train": jnp.mean(f_train * h1_tr),
+            "cubic_learned_train": jnp.mean(f_train * h3_tr) / (6.0 * eps),
+            "w_norm2": jnp.mean(jnp.sum(w * w, axis=0)),
+        }
+        q = w_star @ w
+        k = jnp.floor((q - edges_lo) / width).astype(jnp.int32)
+        inside = (k >= 0) & (k < sim.q_bins)
+        hist = jnp.zeros((sim.q_bins,), jnp.float64).at[jnp.clip(k, 0, sim.q_bins - 1)].add(
+            jnp.where(inside, 1.0, 0.0))
+        wt = weight.astype(jnp.float64)
+        accum = {
+            "count": accum["count"] + wt,
+            "sums": {name: accum["sums"][name] + wt * record[name].astype(jnp.float64) for name in SCALAR_RECORDS},
+            "q_hist": accum["q_hist"] + wt * hist,
+            "q_overflow": accum["q_overflow"] + wt * jnp.sum(~inside),
+            "f_train": accum["f_train"] + wt * f_train.astype(jnp.float64),
+            "f_test": accum["f_test"] + wt * f_test.astype(jnp.float64),
+        }
+        return record, accum
+
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe)
+
+
+# ---------------------------------------------------------------------------------------------
+# members, keys and the run
+
+
+def member_keys(seed: int, datasets: int, inits: int):
+    """(data, init, noise) keys of every (data set, init) pair, shape (datasets * inits, 2) each:
+    data = fold_in(fold_in(key(seed), 0), dataset), init/noise = fold_in(fold_in(fold_in(key(seed),
+    1 | 2), dataset), init).  They do not depend on s2 (common random numbers across s2)."""
+    root = jax.random.PRNGKey(seed)
+    ds, it = np.meshgrid(np.arange(datasets), np.arange(inits), indexing="ij")
+    ds, it = ds.ravel(), it.ravel()
+
+    def keys(tag, with_init):
+        base = jax.random.fold_in(root, tag)
+        per_ds = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ds))
+        if not with_init:
+            return np.asarray(per_ds)
+        return np.asarray(jax.vmap(jax.random.fold_in)(per_ds, jnp.asarray(it)))
+
+    return keys(0, False), keys(1, True), keys(2, True)
+
+
+def build_members(sim: TeacherStudentSim) -> tuple[Members, list[str]]:
+    data_k, init_k, noise_k = member_keys(sim.seed, sim.datasets, sim.inits)
+    S, K = len(sim.s2), sim.datasets * sim.inits
+    s2 = np.repeat(np.asarray(sim.s2), K)
+    const = lambda v: np.full(S * K, v, dtype=np.float64)  # noqa: E731
+    hyper = TSHyper(s2=s2, sa2=const(sim.sa2_value), sw2=const(sim.sw2), eps=const(sim.eps), lr=const(sim.lr),
+                    weight_decay=const(sim.weight_decay))
+    tile = lambda k: np.tile(k, (S, 1))  # noqa: E731
+    labels = [f"network (s2={sim.s2[i]:g}, dataset {j // sim.inits}, init {j % sim.inits})"
+              for i in range(S) for j in range(K)]
+    return Members(tile(data_k), tile(init_k), tile(noise_k), hyper), labels
+
+
+def droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
+    """Per s2: the |q| threshold of the droplet fraction and the theory's droplet fraction."""
+    if sim.droplet_threshold is not None:
+        thr = np.full(len(sim.s2), float(sim.droplet_threshold))
+        from grokphase.theory.teacher_student import solve_finite_d
+
+        sol = solve_finite_d(sim.theory_params())
+        return thr, np.asarray(sol.droplet_fraction)
+    from grokphase.theory.teacher_student import solve_finite_d
+
+    sol = solve_finite_d(sim.theory_params())
+    qb = np.asarray(sol.q_barrier, dtype=np.float64)
+    thr = np.where(qb > 0, qb, DEFAULT_DROPLET_THRESHOLD)
+    return thr, np.asarray(sol.droplet_fraction)
+
+
+def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk: int | None = None,
+                        memory_budget: float = 2e9, checkpoint_dir: str | None = None,
+                        checkpoint_every: float = 60.0, progress: bool = False, model=None,
+                        _stop_after_records: int | None = None) -> xr.Dataset:
+    """Run the simulation and return its result Dataset (see :func:`build_dataset`).
+
+    ``ensemble_chunk`` (default: as many networks as fit in ``memory_budget`` bytes, rounded to the
+    device count) bounds memory; ``devices`` (default all JAX devices) share each chunk.
+    ``checkpoint_dir`` enables periodic atomic checkpoints and resumption."""
+    members, labels = build_members(sim)
+    task = make_task(sim, model)
+    n_dev = len(devices) if devices is not None else len(jax.devices())
+    if ensemble_chunk is None:
+        ensemble_chunk = max(n_dev, int(memory_budget // sim.bytes_per_network()))
+    ckpt = None
+    if checkpoint_dir is not None:
+        config = sim.parameters()
+        config["kind"] = "teacher-student-sim"
+        config["ensemble_chunk"] = int(math.ceil(min(ensemble_chunk, len(labels)) / n_dev) * n_dev)
+        ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
+    out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices,
+                       checkpoint=ckpt, member_labels=labels, progress=progress,
+                       progress_desc=f"teacher-student N={sim.N} d={sim.d} n={sim.n}",
+                       stop_after_records=_stop_after_records)
+    ds = build_dataset(sim, out, task, members)
+    ds.attrs["seconds"] = float(out.seconds)
+    ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
+    return ds
+
+
+def _sem(values: np.ndarray) -> np.ndarray:
+    """Standard error over the last two axes (dataset, init): over data sets (each the mean of its
+    inits) when there are >= 2 data sets, else over inits; NaN-free (0 with a single network is
+    replaced by the caller)."""
+    D, I = values.shape[-2:]
+    if D >= 2:
+        per = values.mean(axis=-1)
+        return per.std(axis=-1, ddof=1) / np.sqrt(D)
+    if I >= 2:
+        return values[..., 0, :].std(axis=-1, ddof=1) / np.sqrt(I)
+    return np.full(values.shape[:-2], np.inf)
+
+
+def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> xr.Dataset:
+    """Result Dataset with dims (s2, dataset, init, time, q): trajectories, time averages,
+    q histograms, ensemble statistics with standard errors, and the run's parameters."""
+    S, D, I = len(sim.s2), sim.datasets, sim.inits
+    shape = (S, D, I)
+    T = out.record_steps.size
+    coords = {"s2": np.asarray(sim.s2), "dataset": np.arange(D), "init": np.arange(I),
+              "time": out.record_steps.astype(np.int64)}
+    edges = np.linspace(-sim.q_max, sim.q_max, sim.q_bins + 1)
+    coords["q"] = 0.5 * (edges[1:] + edges[:-1])
+    acc = out.accum
+    count = np.asarray(acc["count"]).reshape(shape)
+    if np.any(count <= 0):
+        raise ParameterError("no record time after burn-in: lower burn_in or record more often")
+    data_vars = {}
+    for name in SCALAR_RECORDS:
+        data_vars[f"{name}_trajectory"] = (("s2", "dataset", "init", "time"),
+                                           np.asarray(out.records[name], np.float64).reshape(shape + (T,)))
+        avg = np.asarray(acc["sums"][name]).reshape(shape) / count
+        data_vars[f"{name}_network"] = (("s2", "dataset", "init"), avg)
+        data_vars[name] = (("s2",), avg.mean(axis=(1, 2)))
+        data_vars[f"{name}_sem"] = (("s2",), _sem(avg))
+    q_hist = np.asarray(acc["q_hist"]).reshape(shape + (sim.q_bins,))
+    data_vars["q_hist"] = (("s2", "dataset", "init", "q"), q_hist)
+    data_vars["q_overflow"] = (("s2", "dataset", "init"), np.asarray(acc["q_overflow"]).reshape(shape))
+    thr, theory_droplet = droplet_thresholds(sim)
+    beyond = np.abs(coords["q"])[None, :] > thr[:, None]                       # (S, B)
+    total = q_hist.sum(axis=-1) + data_vars["q_overflow"][1]
+    frac = ((q_hist * beyond[:, None, None, :]).sum(axis=-1) + data_vars["q_overflow"][1]) / total
+    data_vars["droplet_fraction_network"] = (("s2", "dataset", "init"), frac)
+    data_vars["droplet_fraction"] = (("s2",), frac.mean(axis=(1, 2)))
+    data_vars["droplet_fraction_sem"] = (("s2",), _sem(frac))
+    data_vars["droplet_threshold"] = (("s2",), thr)
+    # ensemble-mean predictor per data set: time- and init-averaged test outputs
+    f_test = np.asarray(acc["f_test"]).reshape(shape + (-1,)) / count[..., None]
+    keys = np.asarray(members.data_keys)[: D * I: I]
+    y_test = np.asarray(jax.jit(jax.vmap(lambda k: task.make_data(k, _hyper0(sim))["y_test"]))(jnp.asarray(keys)),
+                        np.float64)
+    ens = f_test.mean(axis=2)                                                   # (S, D, n_test)
+    ens_mse = np.mean((ens - y_test[None]) ** 2, axis=-1)                      # (S, D)
+    data_vars["ensemble_test_mse_dataset"] = (("s2", "dataset"), ens_mse)
+    data_vars["ensemble_test_mse"] = (("s2",), ens_mse.mean(axis=1))
+    data_vars["ensemble_test_mse_sem"] = (("s2",), ens_mse.std(axis=1, ddof=1) / np.sqrt(D) if D > 1
+                                          else np.full(S, np.inf))
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds["q_edges"] = (("q_edge",), edges)
+    ds["count"] = (("s2", "dataset", "init"), count)
+    ds["theory_droplet_fraction"] = (("s2",), theory_droplet)
+    for name in ("linear_learned", "cubic_learned"):
+        ds[name].attrs["long_name"] = f"{name.replace('_', ' ')} (exact population projection, time and ensemble mean)"
+    ds["droplet_threshold"].attrs["long_name"] = "|q| threshold: the finite-d theory's barrier, else 0.4"
+    from grokphase.io import annotate
+
+    params = sim.parameters()
+    return annotate(ds, kind="teacher-student-sim", parameters=params,
+                    seeds={"seed": sim.seed, "datasets": sim.datasets, "inits": sim.inits},
+                    extra={"N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
+                           "record_times": "log" if sim.log_times else "linear"})
+
+
+def _hyper0(sim):
+    f = lambda v: jnp.asarray(v, jnp.float64)  # noqa: E731
+    return TSHyper(s2=f(sim.s2[0]), sa2=f(sim.sa2_value), sw2=f(sim.sw2), eps=f(sim.eps), lr=f(sim.lr),
+                   weight_decay=f(sim.weight_decay))
+
+
+def summary_points(ds: xr.Dataset) -> list[dict]:
+    """The CLI's JSON points: per s2 the learned fractions, droplet fraction (with SEMs) and MSEs."""
+    pts = []
+    for i, s2 in enumerate(ds["s2"].values):
+        pt = {"s2": float(s2)}
+        for name in ("linear_learned", "cubic_learned", "droplet_fraction"):
+            pt[name] = float(ds[name].values[i])
+            pt[f"{name}_sem"] = float(ds[f"{name}_sem"].values[i])
+        pt["train_mse"] = float(ds["train_mse"].values[i])
+        pt["test_mse"] = float(ds["test_mse"].values[i])
+        pt["ensemble_test_mse"] = float(ds["ensemble_test_mse"].values[i])
+        pts.append(pt)
+    return pts
