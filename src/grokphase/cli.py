@@ -27,8 +27,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
+        if "/" in text:  # fractions such as 1/8
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
@@ -469,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_modular_params(p)
     _add_output(p, "plot the diagram")
     p.set_defaults(func=cmd_phase_diagram_modular)
+
+    from grokphase.cli_sims import add_parsers as _add_sim_parsers
+
+    _add_sim_parsers(groups, _positive, _finite)
 
     p = groups.add_parser("plot", help="draw the figure of a saved result file")
     p.add_argument("result", metavar="RESULT.nc")

@@ -233,7 +233,105 @@ def plot_modular_gp(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
     return _save(fig, path, also_pdf)
 
 
+def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """A simulation on its own: trajectories of the learned fractions and losses (ensemble mean
+    per s2) and the time-averaged learned fractions vs s2 with standard errors."""
+    s2 = ds["s2"].values
+    t = ds["time"].values
+    cols = _colors(s2.size)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, v in enumerate(s2):
+        for name, ls in (("linear_learned", "-"), ("cubic_learned", "--")):
+            axes[0].plot(t, ds[f"{name}_trajectory"].values[i].mean(axis=(0, 1)), ls, color=cols[i],
+                         label=f"σ² = {v:g}" if ls == "-" else None)
+        axes[1].plot(t, ds["train_mse_trajectory"].values[i].mean(axis=(0, 1)), "-", color=cols[i])
+        axes[1].plot(t, ds["test_mse_trajectory"].values[i].mean(axis=(0, 1)), ":", color=cols[i])
+    burn = float(ds.attrs.get("param_burn_in", 0))
+    for ax in axes[:2]:
+        ax.axvline(burn, color="0.6", lw=0.8)
+        ax.set_xlabel("step")
+        if ds.attrs.get("record_times") == "log":
+            ax.set_xscale("log")
+    axes[0].set_ylabel("learned fraction (— linear, -- cubic)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("MSE (— train, ··· test)")
+    axes[1].set_yscale("log")
+    for name, mk in (("linear_learned", "o"), ("cubic_learned", "s"), ("droplet_fraction", "^")):
+        axes[2].errorbar(s2, ds[name].values, yerr=np.where(np.isfinite(ds[f"{name}_sem"].values),
+                                                            ds[f"{name}_sem"].values, 0.0),
+                         fmt=mk + "-", ms=4, capsize=2, label=name.replace("_", " "))
+    axes[2].set_xlabel("σ²")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"teacher-student Langevin ensemble: N={ds.attrs['N']}, d={ds.attrs['d']}, n={ds.attrs['n']}, "
+                 f"{ds.sizes['dataset']}×{ds.sizes['init']} networks per σ²", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
+def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """The paper's Fig. 2 from a comparison Dataset: (a, b) -log p(q) from simulations (markers,
+    sub-ensemble error bars) over the finite-d theory (lines), one colour per beta, at a simulated
+    s2 on each side of the scaling-limit transition; (c) the cubic learned fraction vs s2 (inset: the
+    linear one)."""
+    K = cmp.sizes["sim"]
+    betas = cmp["beta"].values
+    order = np.argsort(betas)
+    cols = dict(zip(order, _colors(K)))
+    s2_c = float(cmp.attrs.get("limit_s2_c", np.nan))
+    ref = cmp["s2_reference"].values
+    pts = np.unique(np.round(ref[np.isfinite(ref)], 12))
+    below = pts[pts < s2_c] if np.isfinite(s2_c) else pts[:1]
+    above = pts[pts > s2_c] if np.isfinite(s2_c) else pts[-1:]
+    panels = [("a", below.max() if below.size else pts.min()), ("b", above.min() if above.size else pts.max())]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, (tag, s2_ref) in zip(axes[:2], panels):
+        for k in order:
+            i = np.flatnonzero(np.isclose(ref[k], s2_ref))
+            if i.size == 0:
+                continue
+            i = int(i[0])
+            th = cmp["theory_minus_log_p"].values[k, i]
+            ax.plot(cmp["q"].values, th - np.nanmin(th), "-", color=cols[k], lw=1.2)
+            sim = cmp["sim_minus_log_p"].values[k, i]
+            err = cmp["sim_minus_log_p_err"].values[k, i]
+            ok = np.isfinite(sim)
+            shift = np.nanmin(th)
+            ax.errorbar(cmp["q_bin"].values[ok][::3], (sim[ok] - shift)[::3], yerr=np.nan_to_num(err[ok])[::3],
+                        fmt="o", ms=2.5, color=cols[k], capsize=1.5, label=_beta_label(float(betas[k])))
+        ax.set_title(f"({tag}) σ² = {s2_ref:g} ({'droplet side' if s2_ref < s2_c else 'GFL side'})", fontsize=9)
+        ax.set_xlabel("q = w·w*")
+        ax.set_ylabel("−log p(q) (theory min. at 0)")
+        ax.set_ylim(-0.5, 12)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    inset = ax.inset_axes([0.55, 0.5, 0.42, 0.42])
+    for k in order:
+        ax.plot(cmp["theory_s2_line_reference"].values[k], cmp["theory_cubic_learned_line"].values[k], "-",
+                color=cols[k], lw=1.2)
+        ok = np.isfinite(ref[k])
+        ax.errorbar(ref[k][ok], cmp["cubic_learned"].values[k][ok],
+                    yerr=np.nan_to_num(cmp["cubic_learned_sem"].values[k][ok], posinf=0.0), fmt="o", ms=4,
+                    color=cols[k], capsize=2, label=_beta_label(float(betas[k])))
+        inset.plot(cmp["theory_s2_line_reference"].values[k], cmp["theory_linear_learned_line"].values[k], "-",
+                   color=cols[k], lw=1)
+        inset.errorbar(ref[k][ok], cmp["linear_learned"].values[k][ok],
+                       yerr=np.nan_to_num(cmp["linear_learned_sem"].values[k][ok], posinf=0.0), fmt="o", ms=2.5,
+                       color=cols[k], capsize=1)
+    if np.isfinite(s2_c):
+        ax.axvline(s2_c, color="tab:red", lw=0.8, ls="--")
+    ax.set_xlabel("σ² (β = 1 units)")
+    ax.set_ylabel("cubic learned fraction 1 − c/ε")
+    ax.set_title("(c) markers: Langevin ensembles; lines: finite-d theory", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    inset.set_title("linear 1 − b", fontsize=7)
+    inset.tick_params(labelsize=6)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
 PLOTTERS = {
+    "sims.teacher_student": plot_teacher_student_sim,
+    "analysis.teacher_student.compare": plot_teacher_student_compare,
     "theory.modular.sweep": plot_modular_sweep,
     "theory.modular.phase_diagram": plot_phase_diagram,
     "theory.modular.gp": plot_modular_gp,

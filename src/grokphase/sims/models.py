@@ -47,4 +47,4 @@ def erf_prior_std(params: Any, hyper: Any) -> Any:
 
 def scale_params(z: Any, std: Any) -> Any:
     """theta = std * z, leaf by leaf (std leaves are scalars or broadcast against z)."""
-    return jax.tree_util.tree_map(lambda zz, s: (s * zz).astype(zz.dtype), z, std)
+    return jax.tree_util.tree_map(lambda zz, s: jnp.asarray(s, zz.dtype) * zz, z, std)

@@ -358,7 +358,7 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     ckpt = None
     if checkpoint_dir is not None:
         config = sim.parameters()
-        config["kind"] = "teacher-student-sim"
+        config["kind"] = "sims.teacher_student"
         config["ensemble_chunk"] = int(math.ceil(min(ensemble_chunk, len(labels)) / n_dev) * n_dev)
         ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
     out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices,
@@ -438,7 +438,7 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     from grokphase.io import annotate
 
     params = sim.parameters()
-    return annotate(ds, kind="teacher-student-sim", parameters=params,
+    return annotate(ds, kind="sims.teacher_student", parameters=params,
                     seeds={"seed": sim.seed, "datasets": sim.datasets, "inits": sim.inits},
                     extra={"N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
                            "record_times": "log" if sim.log_times else "linear"})

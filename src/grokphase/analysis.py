@@ -1,0 +1,258 @@
+"""Analysis of saved simulation results: densities, sub-ensemble error bars, and the comparison of
+teacher-student simulations with the finite-d theory at exactly the simulated sizes (paper Fig. 2).
+
+These functions only read result Datasets (and solve the theory); plotting is in
+:mod:`grokphase.plotting`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from grokphase.errors import ResultFileError
+
+N_SUBENSEMBLES = 5
+
+
+def _networks_first(hist: np.ndarray) -> np.ndarray:
+    """(dataset, init, bins) -> (networks, bins), data-set major (disjoint data sets per group)."""
+    return hist.reshape(-1, hist.shape[-1])
+
+
+def q_density(ds: xr.Dataset, s2_index: int, n_sub: int = N_SUBENSEMBLES):
+    """-log p(q) of the simulated overlaps at one s2 (App. C recipe).
+
+    p(q) is the histogram of q over all neurons, networks and record times after burn-in,
+    normalised to a density (counts beyond the histogram range count in the normalisation).  The
+    error bar of -log p is the standard error over ``n_sub`` disjoint sub-ensembles of networks
+    (fewer when there are fewer networks).  Returns (q, minus_log_p, err); bins with no counts are
+    dropped (their -log p is infinite)."""
+    q = np.asarray(ds["q"].values)
+    width = float(np.diff(np.asarray(ds["q_edges"].values)).mean())
+    hist = _networks_first(np.asarray(ds["q_hist"].values[s2_index], np.float64))
+    over = np.asarray(ds["q_overflow"].values[s2_index], np.float64).reshape(-1)
+    total = hist.sum() + over.sum()
+    p = hist.sum(axis=0) / (total * width)
+    groups = np.array_split(np.arange(hist.shape[0]), min(n_sub, hist.shape[0]))
+    sub = []
+    for g in groups:
+        tot = hist[g].sum() + over[g].sum()
+        with np.errstate(divide="ignore"):
+            sub.append(-np.log(hist[g].sum(axis=0) / (tot * width)))
+    sub = np.asarray(sub)
+    keep = (p > 0) & np.all(np.isfinite(sub), axis=0)
+    err = sub[:, keep].std(axis=0, ddof=1) / np.sqrt(len(groups)) if len(groups) > 1 else np.zeros(keep.sum())
+    return q[keep], -np.log(p[keep]), err
+
+
+def network_densities(ds: xr.Dataset, s2_index: int, edges: np.ndarray) -> np.ndarray:
+    """Per-network densities of q on coarser ``edges`` (a subset of the histogram's edges):
+    shape (networks, len(edges) - 1).  Networks are independent replicas, so their spread gives an
+    honest standard error of the ensemble density (neurons and record times within a network are
+    correlated)."""
+    fine = np.asarray(ds["q_edges"].values)
+    idx = np.searchsorted(fine, edges)
+    if not np.allclose(fine[np.clip(idx, 0, fine.size - 1)], edges):
+        raise ValueError("coarse edges must be a subset of the histogram's edges")
+    hist = _networks_first(np.asarray(ds["q_hist"].values[s2_index], np.float64))
+    over = np.asarray(ds["q_overflow"].values[s2_index], np.float64).reshape(-1)
+    cum = np.concatenate([np.zeros((hist.shape[0], 1)), np.cumsum(hist, axis=1)], axis=1)
+    counts = cum[:, idx[1:]] - cum[:, idx[:-1]]
+    total = hist.sum(axis=1) + over
+    return counts / (total[:, None] * np.diff(edges)[None, :])
+
+
+def _sim_beta(ds: xr.Dataset) -> tuple[float, float]:
+    return float(ds.attrs.get("param_beta", 1.0)), float(ds.attrs.get("param_alpha", 1.0))
+
+
+def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: int = 61):
+    """Finite-d theory at exactly the simulated (integer) sizes: at the simulated s2 points (with
+    p(q) on the quadrature grid) and on a line of ``num_line`` s2 values spanning them."""
+    from grokphase.theory import teacher_student as ts
+
+    N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
+    sw2, eps = float(ds.attrs["param_sw2"]), float(ds.attrs["param_eps"])
+    s2 = np.asarray(ds["s2"].values, np.float64)
+    if s2_line is None:
+        lo, hi = s2.min(), s2.max()
+        pad = 0.1 * (hi - lo) if hi > lo else 0.1 * lo
+        s2_line = np.linspace(max(lo - pad, 1e-3), hi + pad, num_line)
+    base = dict(N=N, n=n, d=d, sa2=sa2, sw2=sw2, eps=eps)
+    points = ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base))
+    line = ts.solve_finite_d(ts.TeacherStudentParams(s2=np.asarray(s2_line), **base))
+    dens = ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base), density=True)
+    return points, line, np.asarray(s2_line), dens
+
+
+def lr_bias_estimate(ds: xr.Dataset):
+    """First-order estimate of the learning-rate bias of the simulated learned fractions.
+
+    With the preconditioned parametrisation every prior curvature is s2, and the discrete chain
+    inflates a Gaussian variance by 1/(1 - lr s2/2) (THEORY.md §1).  Treating the posterior's
+    prior part that way, the chain samples approximately the theory with sw2 and sa2 multiplied
+    by k = 1/(1 - lr s2/2); the bias estimate is theory(k sw2, k sa2) - theory(sw2, sa2).
+    (The data term's curvature adds to s2 in the readout; it is small in these models.)"""
+    from grokphase.theory import teacher_student as ts
+
+    N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
+    sw2, eps, lr = float(ds.attrs["param_sw2"]), float(ds.attrs["param_eps"]), float(ds.attrs["param_lr"])
+    s2 = np.asarray(ds["s2"].values, np.float64)
+    k = 1.0 / (1.0 - lr * s2 / 2.0)
+    ref = ts.solve_finite_d(ts.TeacherStudentParams(N=N, n=n, d=d, s2=s2, sa2=sa2, sw2=sw2, eps=eps))
+    inf = ts.solve_finite_d(ts.TeacherStudentParams(N=N, n=n, d=d, s2=s2, sa2=sa2 * k, sw2=sw2 * k, eps=eps))
+    return (np.asarray(inf.linear_learned) - np.asarray(ref.linear_learned),
+            np.asarray(inf.cubic_learned) - np.asarray(ref.cubic_learned))
+
+
+def _theory_from_file(theory: xr.Dataset, beta: float, alpha: float, s2_sim: np.ndarray):
+    """Theory lines and point values for one beta from a saved ``grokphase theory teacher-student``
+    sweep (interpolated in s2)."""
+    if theory.attrs.get("grokphase_kind") != "theory.teacher_student.sweep" or "beta" not in theory.coords \
+            or "cubic_learned" not in theory:
+        raise ResultFileError("--theory must be a finite-d sweep written by `grokphase theory teacher-student "
+                              "--s2-sweep ... --betas ... --out FILE.nc`")
+    betas = np.asarray(theory["beta"].values)
+    j = np.flatnonzero(np.isclose(betas, beta, rtol=1e-6))
+    if j.size == 0:
+        raise ResultFileError(f"the theory file has no beta = {beta:g} (it has {', '.join(f'{b:g}' for b in betas)})")
+    s2_line = np.asarray(theory["s2"].values) * alpha / beta
+    lin = np.asarray(theory["linear_learned"].values[j[0]])
+    cub = np.asarray(theory["cubic_learned"].values[j[0]])
+    if s2_sim.min() < s2_line.min() - 1e-12 or s2_sim.max() > s2_line.max() + 1e-12:
+        raise ResultFileError(f"the theory file's s2 range [{s2_line.min():g}, {s2_line.max():g}] does not cover "
+                              f"the simulated s2 [{s2_sim.min():g}, {s2_sim.max():g}]")
+    return s2_line, lin, cub, np.interp(s2_sim, s2_line, lin), np.interp(s2_sim, s2_line, cub)
+
+
+def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None) -> xr.Dataset:
+    """Simulations vs the finite-d theory (paper Fig. 2).
+
+    For each simulation file (one beta each): per simulated s2 the simulated learned fractions and
+    droplet fraction with standard errors, the theory's values at the same (integer) sizes, their
+    z-scores ((sim - theory)/sem), a first-order learning-rate bias estimate, -log p(q) from the
+    simulation (with sub-ensemble error bars) and from the theory; and theory lines over s2.
+    ``theory`` (optional) is a saved finite-d sweep used for the lines and point values instead of
+    solving (the densities are always solved at the simulated sizes)."""
+    from grokphase.theory import teacher_student as ts
+
+    K = len(sims)
+    if K == 0:
+        raise ResultFileError("no simulation files given")
+    for ds in sims:
+        if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
+            raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
+    S = max(ds.sizes["s2"] for ds in sims)
+    L = 61
+    q_grid = np.linspace(-1.4, 1.4, 281)
+    out = {k: np.full((K, S), np.nan) for k in (
+        "s2", "s2_reference", "linear_learned", "linear_learned_sem", "cubic_learned", "cubic_learned_sem",
+        "droplet_fraction", "droplet_fraction_sem", "theory_linear_learned", "theory_cubic_learned",
+        "theory_droplet_fraction", "z_linear", "z_cubic", "z_droplet", "lr_bias_linear", "lr_bias_cubic",
+        "test_mse", "ensemble_test_mse", "theory_test_mse")}
+    line_s2 = np.full((K, L), np.nan)
+    line_lin = np.full((K, L), np.nan)
+    line_cub = np.full((K, L), np.nan)
+    sim_mlp = np.full((K, S, q_grid.size - 1), np.nan)
+    sim_mlp_err = np.full((K, S, q_grid.size - 1), np.nan)
+    th_mlp = np.full((K, S, q_grid.size), np.nan)
+    betas, alphas, labels = [], [], []
+    for k, ds in enumerate(sims):
+        beta, alpha = _sim_beta(ds)
+        betas.append(beta)
+        alphas.append(alpha)
+        s2 = np.asarray(ds["s2"].values, np.float64)
+        m = s2.size
+        points, line, s2_line, dens = theory_for_sim(ds, num_line=L)
+        th_lin, th_cub = np.asarray(points.linear_learned), np.asarray(points.cubic_learned)
+        lines = (s2_line, np.asarray(line.linear_learned), np.asarray(line.cubic_learned))
+        if theory is not None:
+            s2_line, lin_l, cub_l, th_lin, th_cub = _theory_from_file(theory, beta, alpha, s2)
+            idx = np.linspace(0, s2_line.size - 1, L).round().astype(int)
+            lines = (s2_line[idx], lin_l[idx], cub_l[idx])
+        line_s2[k], line_lin[k], line_cub[k] = lines
+        out["s2"][k, :m] = s2
+        out["s2_reference"][k, :m] = s2 * beta / alpha
+        for name in ("linear_learned", "cubic_learned", "droplet_fraction"):
+            out[name][k, :m] = ds[name].values
+            out[f"{name}_sem"][k, :m] = ds[f"{name}_sem"].values
+        out["theory_linear_learned"][k, :m] = th_lin
+        out["theory_cubic_learned"][k, :m] = th_cub
+        out["theory_droplet_fraction"][k, :m] = np.asarray(points.droplet_fraction)
+        b, c = np.asarray(points.b), np.asarray(points.c)
+        out["theory_test_mse"][k, :m] = b**2 + 6.0 * c**2
+        out["test_mse"][k, :m] = ds["test_mse"].values
+        out["ensemble_test_mse"][k, :m] = ds["ensemble_test_mse"].values
+        for short, name in (("linear", "linear_learned"), ("cubic", "cubic_learned"), ("droplet", "droplet_fraction")):
+            sem = out[f"{name}_sem"][k, :m]
+            diff = out[name][k, :m] - out[f"theory_{name}"][k, :m]
+            out[f"z_{short}"][k, :m] = np.where(sem > 0, diff / np.where(sem > 0, sem, 1.0), np.inf * np.sign(diff))
+        bl, bc = lr_bias_estimate(ds)
+        out["lr_bias_linear"][k, :m], out["lr_bias_cubic"][k, :m] = bl, bc
+        # densities on a common q grid
+        centres = 0.5 * (q_grid[1:] + q_grid[:-1])
+        for i in range(m):
+            qq, mlp, err = q_density(ds, i)
+            sim_mlp[k, i] = np.interp(centres, qq, mlp, left=np.nan, right=np.nan)
+            sim_mlp_err[k, i] = np.interp(centres, qq, err, left=np.nan, right=np.nan)
+            # keep only centres that coincide with a populated simulation bin
+            width = float(np.diff(np.asarray(ds["q_edges"].values)).mean())
+            near = np.min(np.abs(centres[:, None] - qq[None, :]), axis=1) < 0.5 * width
+            sim_mlp[k, i, ~near] = np.nan
+            sim_mlp_err[k, i, ~near] = np.nan
+            qd, lpd = np.asarray(dens.q[i]), np.asarray(dens.log_p[i])
+            th_mlp[k, i] = -np.interp(q_grid, qd, lpd)
+        labels.append(f"beta={beta:g}: N={ds.attrs['N']} d={ds.attrs['d']} n={ds.attrs['n']}")
+    # the scaling-limit transition of the beta = 1 configuration (the same for every beta)
+    ds0 = sims[0]
+    beta0, alpha0 = betas[0], alphas[0]
+    ref = ts.TeacherStudentParams(s2=0.14, sw2=float(ds0.attrs["param_sw2"]), eps=float(ds0.attrs["param_eps"]),
+                                  N=float(ds0.attrs["N"]) / beta0, n=float(ds0.attrs["n"]) / alpha0,
+                                  d=float(ds0.attrs["d"]) / np.sqrt(beta0), sa2=float(ds0.attrs["sa2"]) * np.sqrt(beta0))
+    tr = ts.solve_transition(ref, along="s2")
+    data = {name: (("sim", "point"), v) for name, v in out.items()}
+    data["theory_s2_line"] = (("sim", "s2_line"), line_s2)
+    data["theory_s2_line_reference"] = (("sim", "s2_line"), line_s2 * (np.asarray(betas) / np.asarray(alphas))[:, None])
+    data["theory_linear_learned_line"] = (("sim", "s2_line"), line_lin)
+    data["theory_cubic_learned_line"] = (("sim", "s2_line"), line_cub)
+    data["sim_minus_log_p"] = (("sim", "point", "q_bin"), sim_mlp)
+    data["sim_minus_log_p_err"] = (("sim", "point", "q_bin"), sim_mlp_err)
+    data["theory_minus_log_p"] = (("sim", "point", "q"), th_mlp)
+    cmp = xr.Dataset(data, coords={"beta": (("sim",), np.asarray(betas)), "alpha": (("sim",), np.asarray(alphas)),
+                                   "q": q_grid, "q_bin": 0.5 * (q_grid[1:] + q_grid[:-1])})
+    from grokphase.io import annotate
+
+    return annotate(cmp, kind="analysis.teacher_student.compare",
+                    parameters={"sims": labels, "theory_file": theory is not None},
+                    extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
+                           "sim_attrs_json": json.dumps([{k: str(v) for k, v in ds.attrs.items()
+                                                          if k.startswith("param_") or k in ("N", "n", "d", "sa2",
+                                                          "git_revision", "seconds")} for ds in sims])})
+
+
+def compare_summary(cmp: xr.Dataset) -> dict:
+    """JSON: per simulation (beta) and s2, simulated and theoretical values and z-scores."""
+    rows = []
+    for k in range(cmp.sizes["sim"]):
+        for i in range(cmp.sizes["point"]):
+            s2 = float(cmp["s2"].values[k, i])
+            if not np.isfinite(s2):
+                continue
+            row = {"beta": float(cmp["beta"].values[k]), "s2": s2, "s2_reference": float(cmp["s2_reference"].values[k, i])}
+            for name in ("linear_learned", "cubic_learned", "droplet_fraction"):
+                row[f"sim_{name}"] = float(cmp[name].values[k, i])
+                row[f"sim_{name}_sem"] = float(cmp[f"{name}_sem"].values[k, i])
+                row[f"theory_{name}"] = float(cmp[f"theory_{name}"].values[k, i])
+            for short in ("linear", "cubic", "droplet"):
+                row[f"z_{short}"] = float(cmp[f"z_{short}"].values[k, i])
+            row["lr_bias_linear"] = float(cmp["lr_bias_linear"].values[k, i])
+            row["lr_bias_cubic"] = float(cmp["lr_bias_cubic"].values[k, i])
+            row["sim_test_mse"] = float(cmp["test_mse"].values[k, i])
+            row["sim_ensemble_test_mse"] = float(cmp["ensemble_test_mse"].values[k, i])
+            row["theory_test_mse_ek"] = float(cmp["theory_test_mse"].values[k, i])
+            rows.append(row)
+    return {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c")}

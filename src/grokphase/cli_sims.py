@@ -1,0 +1,298 @@
+"""Simulation commands of the CLI: ``sim teacher-student``, ``compare teacher-student`` and
+``run FILE.toml`` (experiment definitions).  Registered by :func:`grokphase.cli.build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grokphase.errors import ParameterError, ResultFileError
+
+
+def _int_ge(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_parsers(groups, positive, finite) -> None:
+    sim = groups.add_parser("sim", help="Langevin ensemble simulations")
+    ssub = sim.add_subparsers(dest="command", required=True, parser_class=type(sim))
+    p = ssub.add_parser(
+        "teacher-student", help="Langevin ensembles of erf networks on the cubic teacher (paper App. C)",
+        description="Train datasets x inits networks per sigma^2 with preconditioned Langevin dynamics and record "
+                    "the learned fractions, losses, droplet fraction and the q histogram.  Model options describe "
+                    "the beta = 1 configuration (paper App. C); --beta/--alpha apply the Table-1 scaling (sizes "
+                    "rounded to integers).")
+    g = p.add_argument_group("model (beta = 1 configuration)")
+    g.add_argument("--N", type=positive, default=700.0)
+    g.add_argument("--n", type=positive, default=3000.0)
+    g.add_argument("--d", type=positive, default=150.0)
+    g.add_argument("--sa2", type=positive, default=None, help="readout prior (default 8/N)")
+    g.add_argument("--sw2", type=positive, default=0.5)
+    g.add_argument("--eps", type=finite, default=-0.3)
+    g.add_argument("--s2", default="0.1,0.15,0.2,0.25,0.3", metavar="S1,S2,...",
+                   help="sigma^2 values at beta = 1 (scaled by alpha/beta); default 0.1,0.15,0.2,0.25,0.3")
+    p.add_argument("--beta", type=positive, default=1.0)
+    p.add_argument("--alpha", type=positive, default=None, help="default alpha = beta")
+    _add_run_options(p, positive)
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="plot trajectories and learned fractions")
+    p.add_argument("--out", metavar="FILE.nc", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_teacher_student)
+
+    cmp = groups.add_parser("compare", help="simulations against the theory")
+    csub = cmp.add_subparsers(dest="command", required=True, parser_class=type(cmp))
+    p = csub.add_parser("teacher-student", help="paper Fig. 2: simulated -log p(q) and learned fractions vs theory",
+                        description="Compare teacher-student simulation files (one beta each) with the finite-d "
+                                    "theory at exactly the simulated sizes (solved unless --theory is given).")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--theory", default=None, metavar="THEORY.nc",
+                   help="a saved `grokphase theory teacher-student --s2-sweep ... --betas ...` result")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_teacher_student)
+
+    p = groups.add_parser("run", help="run an experiment definition (TOML), e.g. sims/fig2_quick.toml",
+                          description="Run every simulation of an experiment file, then its comparison and "
+                                      "figure.  Finished simulations are reused and interrupted ones resume.")
+    p.add_argument("file", metavar="FILE.toml")
+    p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_run_options(p, positive) -> None:
+    g = p.add_argument_group("ensemble and dynamics")
+    g.add_argument("--datasets", type=_int_ge(1), default=4, help="independent data sets per sigma^2 (default 4)")
+    g.add_argument("--inits", type=_int_ge(1), default=2, help="initialisations per data set (default 2)")
+    g.add_argument("--seed", type=_int_ge(0), default=0)
+    g.add_argument("--steps", type=_int_ge(1), default=20000)
+    g.add_argument("--burn-in", type=_int_ge(0), default=None, help="default steps/4")
+    g.add_argument("--lr", type=positive, default=2e-3, help="learning rate (dimensionless: preconditioned)")
+    g.add_argument("--record-every", type=_int_ge(1), default=100)
+    g.add_argument("--log-times", action="store_true", help="log-spaced record times (20 per decade from "
+                                                            "--record-every to --steps)")
+    g.add_argument("--optimizer", choices=("langevin", "sgd", "adam", "adamw"), default="langevin")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    g.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    g.add_argument("--devices", type=_int_ge(1), default=None,
+                   help="share each ensemble chunk over K devices (on CPU: K host devices)")
+    g.add_argument("--ensemble-chunk", type=_int_ge(1), default=None,
+                   help="networks per chunk (default: what fits in --memory-gb)")
+    g.add_argument("--memory-gb", type=positive, default=2.0)
+    g.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="periodic checkpoints; re-run to resume")
+    g.add_argument("--checkpoint-every", type=positive, default=60.0, metavar="SECONDS")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def configure_devices(k: int | None):
+    """Make K devices available (CPU: K host devices, set before JAX initialises its backend) and
+    return the list to shard ensembles over; ``None`` uses every device."""
+    if k is None:
+        import jax
+
+        return jax.devices()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        flags += f" --xla_force_host_platform_device_count={k}"
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        flags += " --xla_cpu_multi_thread_eigen=false"
+    os.environ["XLA_FLAGS"] = flags.strip()
+    import jax
+
+    devs = jax.devices()
+    if len(devs) < k:
+        raise ParameterError(f"--devices {k}: only {len(devs)} device(s) available (on CPU the host device count "
+                             "must be set before JAX starts; run the command in a fresh process)")
+    return devs[:k]
+
+
+def _sim_from_options(opts: dict[str, Any]):
+    """TeacherStudentSim from CLI/TOML options (beta = 1 configuration + scaling)."""
+    from grokphase.axes import parse_list
+    from grokphase.sims.teacher_student import TeacherStudentSim
+    from grokphase.theory.teacher_student import TeacherStudentParams
+
+    s2 = opts.get("s2", "0.1,0.15,0.2,0.25,0.3")
+    s2 = parse_list(s2, "--s2") if isinstance(s2, str) else np.atleast_1d(np.asarray(s2, dtype=float))
+    if s2.size == 0 or np.any(~np.isfinite(s2)) or np.any(s2 <= 0):
+        raise ParameterError(f"--s2 values must be > 0, got {s2.tolist()}")
+    base = TeacherStudentParams(N=float(opts.get("N", 700.0)), n=float(opts.get("n", 3000.0)),
+                                d=float(opts.get("d", 150.0)), s2=0.14, sa2=opts.get("sa2"),
+                                sw2=float(opts.get("sw2", 0.5)), eps=float(opts.get("eps", -0.3)))
+    steps = int(opts.get("steps", 20000))
+    burn_in = opts.get("burn_in")
+    burn_in = steps // 4 if burn_in is None else int(burn_in)
+    lr = float(opts.get("lr", 2e-3))
+    if not (math.isfinite(lr) and lr > 0):
+        raise ParameterError(f"lr must be a finite number > 0, got {lr!r}")
+    return TeacherStudentSim.from_scaling(
+        base, beta=float(opts.get("beta", 1.0)), alpha=opts.get("alpha"), s2=s2,
+        datasets=int(opts.get("datasets", 4)), inits=int(opts.get("inits", 2)), seed=int(opts.get("seed", 0)),
+        steps=steps, burn_in=burn_in, lr=lr, record_every=int(opts.get("record_every", 100)),
+        log_times=bool(opts.get("log_times", False)), optimizer=str(opts.get("optimizer", "langevin")),
+        weight_decay=float(opts.get("weight_decay", 0.0)), dtype=str(opts.get("dtype", "float32")))
+
+
+def _run_sim(sim, *, devices, opts: dict[str, Any], progress: bool):
+    from grokphase.sims.teacher_student import run_teacher_student
+
+    return run_teacher_student(sim, devices=devices, ensemble_chunk=opts.get("ensemble_chunk"),
+                               memory_budget=float(opts.get("memory_gb", 2.0)) * 1e9,
+                               checkpoint_dir=opts.get("checkpoint_dir"),
+                               checkpoint_every=float(opts.get("checkpoint_every", 60.0)), progress=progress)
+
+
+def cmd_sim_teacher_student(args) -> int:
+    from grokphase.cli import _finish
+    from grokphase.sims.teacher_student import summary_points
+
+    opts = {k: v for k, v in vars(args).items() if v is not None}
+    sim = _sim_from_options(opts)
+    devices = configure_devices(args.devices)
+    ds = _run_sim(sim, devices=devices, opts=opts, progress=not args.no_progress)
+    points = summary_points(ds)
+    summary = {"points": points, "N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
+               "networks_per_s2": sim.datasets * sim.inits, "seconds": ds.attrs["seconds"],
+               "network_steps_per_second": ds.attrs["network_steps_per_second"]}
+    lines = [f"teacher-student Langevin: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
+             f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
+    for pt in points:
+        lines.append(f"  s2={pt['s2']:.4g}  linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
+                     f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}  droplets "
+                     f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
+                     f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
+    return _finish(args, ds, summary, lines)
+
+
+def cmd_compare_teacher_student(args) -> int:
+    from grokphase.analysis import compare_summary, compare_teacher_student
+    from grokphase.cli import _finish
+    from grokphase.io import load_dataset
+
+    sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
+    theory = load_dataset(args.theory, "theory.teacher_student.sweep") if args.theory else None
+    cmp = compare_teacher_student(sims, theory)
+    summary = compare_summary(cmp)
+    lines = [f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
+    for r in summary["points"]:
+        lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['sim_cubic_learned']:8.4f}±{r['sim_cubic_learned_sem']:.4f} "
+                     f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
+                     f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}")
+    return _finish(args, cmp, summary, lines)
+
+
+def _load_toml(path: str) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ParameterError(f"experiment file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ParameterError(f"experiment file {path} is not valid TOML: {err}") from None
+
+
+_SIM_KEYS = {"N", "n", "d", "sa2", "sw2", "eps", "s2", "beta", "alpha", "datasets", "inits", "seed", "steps",
+             "burn_in", "lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype", "ensemble_chunk",
+             "memory_gb", "checkpoint_every", "name"}
+
+
+def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = True) -> dict:
+    """Run an experiment file: ``[[sim]]`` tables (options of ``grokphase sim teacher-student``, with
+    ``[common]`` defaults), then ``[compare]`` (``plot``, ``out``).  Outputs go to ``out_dir`` (relative
+    to the current directory); a simulation whose result file exists with the same parameters is
+    reused, an interrupted one resumes from its checkpoints."""
+    from grokphase.analysis import compare_summary, compare_teacher_student
+    from grokphase.io import load_dataset, parameters_of, save_dataset
+    from grokphase.plotting import plot_result
+
+    spec = _load_toml(path)
+    model = spec.get("model", "teacher-student")
+    if model != "teacher-student":
+        raise ParameterError(f"{path}: model {model!r} is not supported (only teacher-student so far)")
+    sims = spec.get("sim")
+    if not isinstance(sims, list) or not sims:
+        raise ParameterError(f"{path}: needs at least one [[sim]] table")
+    common = spec.get("common", {})
+    out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
+    devices = configure_devices(devices_k if devices_k is not None else spec.get("devices"))
+    results, files = [], []
+    for i, entry in enumerate(sims):
+        opts = {**common, **entry}
+        unknown = sorted(set(opts) - _SIM_KEYS)
+        if unknown:
+            raise ParameterError(f"{path}: unknown option(s) {', '.join(unknown)} in [[sim]] #{i + 1}")
+        name = str(opts.pop("name", f"sim{i}"))
+        sim = _sim_from_options(opts)
+        target = out_dir / f"{name}.nc"
+        ds = None
+        if target.exists():
+            try:
+                old = load_dataset(target, "sims.teacher_student")
+                if parameters_of(old) == _jsonable_params(sim):
+                    ds = old
+                    print(f"[{name}] reusing {target}", file=sys.stderr)
+            except ResultFileError:
+                ds = None
+        if ds is None:
+            opts["checkpoint_dir"] = str(out_dir / "checkpoints")
+            ds = _run_sim(sim, devices=devices, opts=opts, progress=progress)
+            save_dataset(ds, target)
+        results.append(ds)
+        files.append(str(target))
+    summary: dict[str, Any] = {"simulations": files}
+    cspec = spec.get("compare")
+    if cspec is not None:
+        theory = cspec.get("theory")
+        theory = load_dataset(theory, "theory.teacher_student.sweep") if theory else None
+        cmp = compare_teacher_student(results, theory)
+        out = Path(cspec.get("out", out_dir / "compare.nc"))
+        save_dataset(cmp, out)
+        summary.update(compare_summary(cmp))
+        summary["compare"] = str(out)
+        if cspec.get("plot"):
+            plot_result(cmp, cspec["plot"])
+            summary["plot"] = str(cspec["plot"])
+    return summary
+
+
+def _jsonable_params(sim) -> dict:
+    import json
+
+    from grokphase.io import _jsonable
+
+    return json.loads(json.dumps(_jsonable(sim.parameters())))
+
+
+def cmd_run(args) -> int:
+    from grokphase.cli import _emit
+
+    summary = run_experiment(args.file, devices_k=args.devices, progress=not args.no_progress)
+    lines = [f"simulations: {', '.join(summary['simulations'])}"]
+    for r in summary.get("points", []):
+        lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
+                     f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, z={r['z_cubic']:.2f}); "
+                     f"linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "
+                     f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f})")
+    if "plot" in summary:
+        lines.append(f"wrote {summary['plot']}")
+    _emit(args, summary, lines)
+    return 0
