@@ -490,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "devices", None):
+        from grokphase.cli_sims import request_host_devices
+
+        request_host_devices(args.devices)
     from grokphase import enable_compilation_cache
     from grokphase.errors import GrokphaseError
 

@@ -101,20 +101,26 @@ def _add_run_options(p, positive) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def configure_devices(k: int | None):
-    """Make K devices available (CPU: K host devices, set before JAX initialises its backend) and
-    return the list to shard ensembles over; ``None`` uses every device."""
+def request_host_devices(k: int | None) -> None:
+    """Ask XLA for K host (CPU) devices without intra-op threading; effective only before JAX
+    initialises its backend (the CLI calls this first thing).  Harmless on GPU machines."""
     if k is None:
-        import jax
-
-        return jax.devices()
+        return
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         flags += f" --xla_force_host_platform_device_count={k}"
     if "xla_cpu_multi_thread_eigen" not in flags:
         flags += " --xla_cpu_multi_thread_eigen=false"
     os.environ["XLA_FLAGS"] = flags.strip()
+
+
+def configure_devices(k: int | None):
+    """The devices to shard ensembles over: the first K (``None``: every device)."""
+    request_host_devices(k)
     import jax
+
+    if k is None:
+        return jax.devices()
 
     devs = jax.devices()
     if len(devs) < k:

@@ -25,7 +25,9 @@ Between record times the state advances inside one jitted ``lax.fori_loop`` with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import numbers
 import json
 import math
 import os
@@ -63,12 +65,18 @@ class Schedule:
     per_decade: int = 20
 
     def __post_init__(self):
+        def integer(value):
+            return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                    and float(value).is_integer())
+
         for name in ("steps", "record_every", "per_decade"):
             value = getattr(self, name)
-            if int(value) != value or value < 1:
+            if not integer(value) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
-        if int(self.burn_in) != self.burn_in or not 0 <= self.burn_in < self.steps:
+            object.__setattr__(self, name, int(value))
+        if not integer(self.burn_in) or not 0 <= self.burn_in < self.steps:
             raise ParameterError(f"burn_in must be an integer in [0, steps) = [0, {self.steps}), got {self.burn_in!r}")
+        object.__setattr__(self, "burn_in", int(self.burn_in))
 
     def record_steps(self) -> np.ndarray:
         if self.log_times:
@@ -139,8 +147,10 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
     return z, opt_state, loss
 
 
+@functools.lru_cache(maxsize=16)
 def _make_functions(task: Task):
-    """jitted, vmapped init / advance / observe for this task."""
+    """jitted, vmapped init / advance / observe for this task (cached: the same task reuses its
+    compiled executables)."""
 
     def init_member(data_key, init_key, hyper):
         data = task.make_data(data_key, hyper)

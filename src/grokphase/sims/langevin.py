@@ -29,6 +29,7 @@ update above) its stationary variance is s2/(lambda (1 - eta lambda/2)) exactly.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
@@ -60,9 +61,17 @@ def add_prior_decay(temperature, prior_variance: Any = 1.0) -> optax.GradientTra
     return optax.GradientTransformation(init, update)
 
 
+def _path_id(path) -> int:
+    """A stable 31-bit id of a leaf's tree path (e.g. "['params']['w']"): noise streams are keyed by
+    the parameter's name, so masking (optax.multi_transform / masked replaces other groups by empty
+    nodes) or adding parameters never makes two parameters share a stream."""
+    return zlib.crc32(jax.tree_util.keystr(path).encode()) & 0x7FFFFFFF
+
+
 def add_langevin_noise(learning_rate, temperature) -> optax.GradientTransformationExtraArgs:
     """updates + sqrt(2 * learning_rate * temperature) * xi, xi ~ N(0, I) drawn from ``key``
-    (a required keyword argument of ``update``); one independent stream per leaf via fold_in."""
+    (a required keyword argument of ``update``); leaf ``p`` uses ``fold_in(key, crc32(keystr(p)))``,
+    one independent stream per parameter name."""
 
     def init(params):
         del params
@@ -72,10 +81,11 @@ def add_langevin_noise(learning_rate, temperature) -> optax.GradientTransformati
         del params, extra
         if key is None:
             raise ValueError("add_langevin_noise.update needs key=")
-        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
         scale = jnp.sqrt(2.0 * learning_rate * temperature)
-        noisy = [u + jnp.asarray(scale, u.dtype) * jax.random.normal(jax.random.fold_in(key, i), u.shape, u.dtype)
-                 for i, u in enumerate(leaves)]
+        noisy = [u + jnp.asarray(scale, u.dtype) * jax.random.normal(jax.random.fold_in(key, _path_id(path)),
+                                                                     u.shape, u.dtype)
+                 for path, u in leaves]
         return jax.tree_util.tree_unflatten(treedef, noisy), state
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -29,6 +29,7 @@ where the theory's p(q) has no barrier.  The threshold used is stored per s2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -206,11 +207,20 @@ class TeacherStudentSim:
 def make_task(sim: TeacherStudentSim, model=None) -> Task:
     """Per-network functions for :func:`grokphase.sims.driver.run_ensemble`.  ``model`` defaults to
     ``TwoLayerNet(N)``; a user Flax module with the same call signature and parameters ``w`` (d, N),
-    ``a`` (N,) may replace it (the exact projections assume an erf network)."""
-    dtype = DTYPES[sim.dtype]
-    N, n, d, n_test = sim.N, sim.n, sim.d, sim.n_test
-    model = TwoLayerNet(N) if model is None else model
-    edges_lo, width = -sim.q_max, 2.0 * sim.q_max / sim.q_bins
+    ``a`` (N,) may replace it (the exact projections assume an erf network).
+
+    The task depends only on the static sizes and choices (never on s2, lr or the priors, which are
+    per-network array arguments), and is cached on them, so a second simulation with the same sizes
+    reuses the compiled executables."""
+    model = TwoLayerNet(sim.N) if model is None else model
+    return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
+               model) -> Task:
+    dtype = DTYPES[dtype_name]
+    edges_lo, width = -q_max, 2.0 * q_max / q_bins
 
     def make_data(key, hyper):
         k_w, k_x, k_t = jax.random.split(key, 3)
@@ -233,11 +243,11 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
         return 0.5 * jnp.sum((f - data["y"]) ** 2)
 
     def make_tx(hyper):
-        if sim.optimizer == "langevin":
+        if optimizer == "langevin":
             return langevin(hyper.lr, hyper.s2)
-        if sim.optimizer == "sgd":
+        if optimizer == "sgd":
             return optax.sgd(hyper.lr)
-        if sim.optimizer == "adam":
+        if optimizer == "adam":
             return optax.adam(hyper.lr)
         return optax.adamw(hyper.lr, weight_decay=hyper.weight_decay)
 
@@ -250,7 +260,7 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
         f_train, f_test = outputs(theta, data)
         zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
         return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
-                "q_hist": jnp.zeros((sim.q_bins,), jnp.float64), "q_overflow": jnp.zeros((), jnp.float64),
+                "q_hist": jnp.zeros((q_bins,), jnp.float64), "q_overflow": jnp.zeros((), jnp.float64),
                 "f_train": jnp.zeros(f_train.shape, jnp.float64), "f_test": jnp.zeros(f_test.shape, jnp.float64)}
 
     def observe(theta, data, hyper, accum, weight):
@@ -273,8 +283,8 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
         }
         q = w_star @ w
         k = jnp.floor((q - edges_lo) / width).astype(jnp.int32)
-        inside = (k >= 0) & (k < sim.q_bins)
-        hist = jnp.zeros((sim.q_bins,), jnp.float64).at[jnp.clip(k, 0, sim.q_bins - 1)].add(
+        inside = (k >= 0) & (k < q_bins)
+        hist = jnp.zeros((q_bins,), jnp.float64).at[jnp.clip(k, 0, q_bins - 1)].add(
             jnp.where(inside, 1.0, 0.0))
         wt = weight.astype(jnp.float64)
         accum = {
