@@ -249,3 +249,26 @@ def test_summary_points_schema(gfl_run):
         assert key in pt and math.isfinite(pt[key]), key
     # GFL: essentially no neuron beyond the theory's barrier / threshold
     assert pt["droplet_fraction"] < 0.1
+
+
+def test_run_experiment_file_then_reuse(tmp_path, capsys, monkeypatch):
+    """`grokphase run FILE.toml`: simulations, comparison and figure; a second run reuses the saved
+    simulation (same parameters) instead of recomputing it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.toml").write_text(
+        'model = "teacher-student"\nout_dir = "out"\n[common]\ns2 = [0.3]\nlr = 0.05\nrecord_every = 10\n'
+        'steps = 40\nburn_in = 10\n[[sim]]\nname = "b8"\nbeta = 0.125\ndatasets = 2\ninits = 1\n'
+        '[compare]\nplot = "fig.png"\n')
+    assert main(["run", "exp.toml", "--no-progress", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "out" / "b8.nc").exists() and (tmp_path / "fig.png").exists()
+    (row,) = first["points"]
+    assert row["beta"] == 0.125 and row["s2"] == 0.3 and math.isfinite(row["theory_linear_learned"])
+    mtime = (tmp_path / "out" / "b8.nc").stat().st_mtime_ns
+    assert main(["run", "exp.toml", "--no-progress", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "out" / "b8.nc").stat().st_mtime_ns == mtime
+    assert second["points"] == first["points"]
+    (tmp_path / "bad.toml").write_text('[[sim]]\nbeta = 0.125\nsteps = 10\nwidth = 3\n')
+    assert main(["run", "bad.toml"]) == 2
+    assert "unknown option(s) width" in capsys.readouterr().err

@@ -223,7 +223,8 @@ _SIM_KEYS = {"N", "n", "d", "sa2", "sw2", "eps", "s2", "beta", "alpha", "dataset
 
 def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = True) -> dict:
     """Run an experiment file: ``[[sim]]`` tables (options of ``grokphase sim teacher-student``, with
-    ``[common]`` defaults), then ``[compare]`` (``plot``, ``out``).  Outputs go to ``out_dir`` (relative
+    ``[common]`` defaults), then ``[compare]`` (``plot``, ``out``).  ``host_devices = K`` shares each
+    ensemble over K CPU host devices when no accelerator is present.  Outputs go to ``out_dir`` (relative
     to the current directory); a simulation whose result file exists with the same parameters is
     reused, an interrupted one resumes from its checkpoints."""
     from grokphase.analysis import compare_summary, compare_teacher_student
@@ -239,7 +240,14 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
         raise ParameterError(f"{path}: needs at least one [[sim]] table")
     common = spec.get("common", {})
     out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
-    devices = configure_devices(devices_k if devices_k is not None else spec.get("devices"))
+    if devices_k is not None:
+        devices = configure_devices(devices_k)
+    else:
+        # host_devices: how many CPU host devices to use when there is no accelerator (ignored on GPU)
+        request_host_devices(spec.get("host_devices"))
+        import jax
+
+        devices = configure_devices(spec.get("host_devices") if jax.default_backend() == "cpu" else None)
     results, files = [], []
     for i, entry in enumerate(sims):
         opts = {**common, **entry}

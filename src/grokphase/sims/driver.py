@@ -249,7 +249,8 @@ class Checkpointer:
                                   "delete it to restart this chunk") from None
 
     def save(self, chunk: int, arrays: dict) -> None:
-        _save_npz_atomic(self.path(chunk), arrays)
+        if jax.process_index() == 0:      # multi-host runs: one writer
+            _save_npz_atomic(self.path(chunk), arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +262,25 @@ def _mesh_sharding(devices):
 
     mesh = Mesh(np.asarray(devices), ("member",))
     return NamedSharding(mesh, PartitionSpec("member"))
+
+
+def _shard(tree, sharding):
+    """Place host arrays with a leading member axis on ``sharding`` (works across processes too:
+    each process supplies the shards its devices hold)."""
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _fetch(tree):
+    """Device arrays -> host NumPy (gathering every process's shards in a multi-host run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), tree)
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
 def _take(tree, idx):
@@ -322,24 +342,23 @@ def run_ensemble(
         keys = [jnp.asarray(np.asarray(k)[pad]) for k in (members.data_keys, members.init_keys, members.noise_keys)]
         hyper = jax.tree_util.tree_map(jnp.asarray, hyper)
         if sharding is not None:
-            keys = [jax.device_put(k, sharding) for k in keys]
-            hyper = jax.device_put(hyper, sharding)
+            keys = [_shard(k, sharding) for k in keys]
+            hyper = _shard(hyper, sharding)
         data_keys, init_keys, noise_keys = keys
         data = data_v(data_keys, hyper)
         state = init_v(data_keys, init_keys, hyper)
         recs: list[dict] = []
         saved = checkpoint.load(c) if checkpoint is not None else None
         if saved is not None:
-            state = jax.tree_util.tree_map(jnp.asarray, _arrays_to_tree("s", saved, state))
-            if sharding is not None:
-                state = jax.device_put(state, sharding)
+            state = _arrays_to_tree("s", saved, state)
+            state = _shard(state, sharding) if sharding is not None else jax.tree_util.tree_map(jnp.asarray, state)
             n_rec = int(saved["n_records"])
             names = [str(n) for n in saved["record_names"]] if n_rec else []
             for k in range(n_rec):
                 recs.append({name: saved[f"r_{name}"][k] for name in names})
             if bar is not None:
                 bar.update(int(saved["step"]) * idx.size)
-        done_step = int(np.asarray(state.step)[0])
+        done_step = int(_fetch(state.step)[0])
         last_ckpt = time.perf_counter()
         for t in record_steps[len(recs):]:
             n_steps = int(t) - done_step
@@ -347,8 +366,8 @@ def run_ensemble(
                 state = advance_v(state, data, hyper, noise_keys, jnp.int32(n_steps))
             weight = 1.0 if t > schedule.burn_in else 0.0
             record, state = observe_v(state, data, hyper, jnp.asarray(weight, jnp.float32))
-            record = jax.device_get(record)
-            diverged = np.asarray(state.diverged_at)[: idx.size]
+            record = _fetch(record)
+            diverged = _fetch(state.diverged_at)[: idx.size]
             if np.any(diverged >= 0):
                 j = int(np.argmax(diverged >= 0))
                 raise SimulationError(
@@ -368,8 +387,8 @@ def run_ensemble(
                     _checkpoint(checkpoint, c, state, recs, done_step)
                 raise _Interrupt(f"stopped after {records_done} records")
         stacked = {name: np.stack([np.asarray(r[name]) for r in recs], axis=1)[: idx.size] for name in recs[0]}
-        accum = jax.tree_util.tree_map(lambda a: np.asarray(a)[: idx.size], jax.device_get(state.accum))
-        z = jax.tree_util.tree_map(lambda a: np.asarray(a)[: idx.size], jax.device_get(state.z))
+        accum = jax.tree_util.tree_map(lambda a: a[: idx.size], _fetch(state.accum))
+        z = jax.tree_util.tree_map(lambda a: a[: idx.size], _fetch(state.z))
         outputs.append((stacked, accum, z))
     if bar is not None:
         bar.close()
@@ -381,7 +400,7 @@ def run_ensemble(
 
 
 def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:
-    arrays = _tree_to_arrays("s", jax.device_get(state))
+    arrays = _tree_to_arrays("s", _fetch(state))
     names = sorted(recs[0]) if recs else []
     arrays["n_records"] = np.asarray(len(recs))
     arrays["record_names"] = np.asarray(names, dtype=str)
