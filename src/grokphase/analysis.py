@@ -182,7 +182,8 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
             out[f"{name}_sem"][k, :m] = ds[f"{name}_sem"].values
         out["theory_linear_learned"][k, :m] = th_lin
         out["theory_cubic_learned"][k, :m] = th_cub
-        out["theory_droplet_fraction"][k, :m] = np.asarray(points.droplet_fraction)
+        # the theory's mass of p(q) beyond the simulation's own threshold (stored with the simulation)
+        out["theory_droplet_fraction"][k, :m] = ds["theory_droplet_fraction"].values
         b, c = np.asarray(points.b), np.asarray(points.c)
         out["theory_test_mse"][k, :m] = b**2 + 6.0 * c**2
         out["test_mse"][k, :m] = ds["test_mse"].values

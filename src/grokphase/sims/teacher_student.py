@@ -23,7 +23,9 @@ predictor, whose test MSE is reported as ``ensemble_test_mse``).
 
 Droplet fraction: the fraction of neurons with |q| beyond the finite-d theory's free-energy barrier
 at the same parameters (:attr:`FiniteDSolution.q_barrier`), or beyond ``DEFAULT_DROPLET_THRESHOLD``
-where the theory's p(q) has no barrier.  The threshold used is stored per s2.
+where the theory's p(q) has no barrier.  The threshold used is stored per s2, with the theory's mass
+of p(q) beyond the same threshold (``theory_droplet_fraction``; at small d the Gaussian bulk alone
+puts several per cent beyond 0.4, so compare with this, not with zero).
 """
 
 from __future__ import annotations
@@ -336,19 +338,27 @@ def build_members(sim: TeacherStudentSim) -> tuple[Members, list[str]]:
 
 
 def droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
-    """Per s2: the |q| threshold of the droplet fraction and the theory's droplet fraction."""
-    if sim.droplet_threshold is not None:
-        thr = np.full(len(sim.s2), float(sim.droplet_threshold))
-        from grokphase.theory.teacher_student import solve_finite_d
+    """Per s2: the |q| threshold of the droplet fraction and the finite-d theory's mass of p(q)
+    beyond that same threshold (the theory value the simulated fraction estimates).
 
-        sol = solve_finite_d(sim.theory_params())
-        return thr, np.asarray(sol.droplet_fraction)
+    The threshold is the theory's free-energy barrier where p(q) has one (then the theory's mass
+    beyond it is its droplet fraction), else ``droplet_threshold`` or DEFAULT_DROPLET_THRESHOLD."""
     from grokphase.theory.teacher_student import solve_finite_d
 
-    sol = solve_finite_d(sim.theory_params())
+    sol = solve_finite_d(sim.theory_params(), density=True)
     qb = np.asarray(sol.q_barrier, dtype=np.float64)
-    thr = np.where(qb > 0, qb, DEFAULT_DROPLET_THRESHOLD)
-    return thr, np.asarray(sol.droplet_fraction)
+    if sim.droplet_threshold is not None:
+        thr = np.full(len(sim.s2), float(sim.droplet_threshold))
+    else:
+        thr = np.where(qb > 0, qb, DEFAULT_DROPLET_THRESHOLD)
+    q = np.asarray(sol.q, np.float64)
+    p = np.exp(np.asarray(sol.log_p, np.float64))
+    q = np.broadcast_to(q, p.shape)
+    mass = np.empty(len(sim.s2))
+    for i in range(len(sim.s2)):
+        qq = np.linspace(thr[i], q[i].max(), 4001)
+        mass[i] = min(1.0, 2.0 * np.trapezoid(np.interp(qq, q[i], p[i]), qq))   # p(q) is symmetric
+    return thr, mass
 
 
 def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk: int | None = None,
@@ -442,6 +452,7 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     ds["q_edges"] = (("q_edge",), edges)
     ds["count"] = (("s2", "dataset", "init"), count)
     ds["theory_droplet_fraction"] = (("s2",), theory_droplet)
+    ds["theory_droplet_fraction"].attrs["long_name"] = "finite-d theory's mass of p(q) beyond droplet_threshold"
     for name in ("linear_learned", "cubic_learned"):
         ds[name].attrs["long_name"] = f"{name.replace('_', ' ')} (exact population projection, time and ensemble mean)"
     ds["droplet_threshold"].attrs["long_name"] = "|q| threshold: the finite-d theory's barrier, else 0.4"
