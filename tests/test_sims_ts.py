@@ -285,3 +285,14 @@ def test_plain_optax_optimizers_train_through_the_same_driver(optimizer):
     ds = run_teacher_student(tiny(optimizer=optimizer, lr=lr, steps=200, burn_in=100, record_every=10))
     traj = ds["train_mse_trajectory"].values[0]          # (dataset, init, time)
     assert np.all(traj[..., -1] < 0.5 * traj[..., 0]), traj[..., [0, -1]]
+
+
+def test_second_run_with_other_hyperparameters_does_not_recompile(tiny_run):
+    """s2, lr and the priors are per-network array arguments: a run at other values with the same
+    sizes reuses the compiled executables (one cache entry per jitted function)."""
+    from grokphase.sims.driver import _make_functions
+    from grokphase.sims.teacher_student import make_task
+
+    run_teacher_student(tiny(s2=(0.17,), lr=0.03))
+    fns = _make_functions(make_task(tiny()))
+    assert [f._cache_size() for f in fns] == [1, 1, 1, 1]
