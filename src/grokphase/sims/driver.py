@@ -91,7 +91,9 @@ class Schedule:
 
 
 class Task(NamedTuple):
-    """The per-member functions of a simulation (see the module docstring)."""
+    """The per-member functions of a simulation (see the module docstring).  ``penalty(theta,
+    hyper)`` (optional) is an extra term of the potential, added to the loss as is (a penalty R of
+    the posterior exp(-L/s2 - R) enters as s2 * R, THEORY.md §1)."""
 
     make_data: Callable
     init: Callable
@@ -100,6 +102,7 @@ class Task(NamedTuple):
     make_tx: Callable
     init_accum: Callable
     observe: Callable
+    penalty: Callable | None = None
 
 
 class ChainState(NamedTuple):
@@ -138,7 +141,11 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
     std = task.prior_std(z, hyper)
 
     def potential(zz):
-        return task.loss(scale_params(zz, std), data)
+        theta = scale_params(zz, std)
+        value = task.loss(theta, data)
+        if task.penalty is not None:
+            value = value + task.penalty(theta, hyper)
+        return value
 
     loss, grads = jax.value_and_grad(potential)(z)
     tx = _as_tx(task.make_tx(hyper))

@@ -1,0 +1,401 @@
+r"""Modular-addition simulations (THEORY.md §4, paper Sec. 2.2 / 3.2; Gromov, arXiv 2301.02679).
+
+Model: f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2, the square-activation network on
+two-hot inputs x_nm (ones at n and P + m) computed without one-hot matrices (:class:`SquareNet`).
+Two parametrisations:
+
+* ``paper``: w ~ N(0, 1), a_pi ~ N(0, sa2/N), scale = 1 (THEORY.md §4);
+* ``gromov``: f = W2 (W1 x)^2 / (D N) with D = 2P and unit Gaussian W1, W2 (Gromov's mean-field
+  network): scale = 1/(D N), prior standard deviations 1.  It is the paper's network with
+  a = W2/(D N), i.e. sa2 = 1/(D^2 N) at initialisation.
+
+Data: all P^2 pairs (alpha = 1) or a random fraction alpha of them (seeded per data set) for
+training, the rest for testing; targets y_p = delta_{p,(n+m) mod P} - 1/P.
+
+Training: Langevin (the posterior of THEORY.md §4, optionally with the sextic Fourier penalty
+Gamma = sum_k P (gamma/6)(|w_k|^6 + |v_k|^6) computed by FFT, entering the potential as s2 Gamma),
+or Optax optimisers (full-batch GD, AdamW) for grokking in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import xarray as xr
+
+from grokphase.errors import ParameterError
+from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, run_ensemble
+from grokphase.sims.langevin import langevin
+
+PARAMETRISATIONS = ("paper", "gromov")
+OPTIMIZERS = ("langevin", "adamw", "gd")
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "ipr", "w_norm2",
+                  "a_norm2", "droplet_fraction")
+IPR_BINS = 50
+
+
+class SquareNet(nn.Module):
+    """f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2 for integer pairs x = (n, m).
+
+    Parameters ``w`` (2P, N) (rows 0..P-1: the first operand's half, rows P..2P-1: the second's) and
+    ``a`` (N, P), initialised as unit normals (the engine multiplies by the prior std)."""
+
+    N: int
+    P: int
+    scale: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param("w", nn.initializers.normal(1.0), (2 * self.P, self.N), self.dtype)
+        a = self.param("a", nn.initializers.normal(1.0), (self.N, self.P), self.dtype)
+        h = w[x[..., 0]] + w[self.P + x[..., 1]]          # (..., N): w_i . x_nm without one-hot
+        return jnp.asarray(self.scale, self.dtype) * ((h * h) @ a)
+
+
+def one_hot_forward(params, x, P: int, scale: float = 1.0):
+    """Reference formulation with explicit one-hot inputs X (..., 2P): scale * ((X w)^2) a."""
+    X = jax.nn.one_hot(x[..., 0], 2 * P) + jax.nn.one_hot(P + x[..., 1], 2 * P)
+    return scale * ((X.astype(params["w"].dtype) @ params["w"]) ** 2) @ params["a"]
+
+
+def all_pairs(P: int) -> np.ndarray:
+    n, m = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+    return np.stack([n.ravel(), m.ravel()], axis=1).astype(np.int32)
+
+
+def targets(pairs, P: int, dtype=jnp.float32):
+    """y_p = delta_{p, (n+m) mod P} - 1/P."""
+    return jax.nn.one_hot((pairs[..., 0] + pairs[..., 1]) % P, P, dtype=dtype) - jnp.asarray(1.0 / P, dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModularSim:
+    """A modular-addition simulation: sizes, training fraction, optimiser, a list of s2 values
+    (Langevin temperatures; ignored by the plain optimisers except as a label) and ``seeds``
+    networks per s2 (each its own data split and initialisation)."""
+
+    P: int = 59
+    N: int = 256
+    alpha: float = 1.0
+    s2: tuple = (0.2,)
+    sa2: float | None = None        # paper parametrisation: default 0.002/N (THEORY.md §4 / Fig. 3)
+    gamma: float = 0.0
+    parametrisation: str = "paper"
+    optimizer: str = "langevin"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seeds: int = 1
+    seed: int = 0
+    steps: int = 1000
+    burn_in: int = 0
+    record_every: int = 10
+    log_times: bool = False
+    dtype: str = "float32"
+    ipr_bins: int = IPR_BINS
+
+    def __post_init__(self):
+        for name in ("P", "N", "seeds", "ipr_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise ParameterError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.P < 2:
+            raise ParameterError(f"P must be an integer >= 2, got {self.P}")
+        if self.N < 1:
+            raise ParameterError(f"N must be an integer >= 1, got {self.N}")
+        if self.seeds < 1:
+            raise ParameterError(f"seeds must be >= 1, got {self.seeds}")
+        if not (math.isfinite(self.alpha) and 0.0 < self.alpha <= 1.0):
+            raise ParameterError(f"alpha (training fraction) must be in (0, 1], got {self.alpha!r}")
+        if self.n_train < 1:
+            raise ParameterError(f"alpha = {self.alpha} leaves no training pair at P = {self.P}")
+        s2 = np.atleast_1d(np.asarray(self.s2, dtype=np.float64))
+        if s2.size == 0 or not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
+            raise ParameterError(f"s2 must be a non-empty list of finite numbers > 0, got {s2.tolist()}")
+        object.__setattr__(self, "s2", tuple(float(v) for v in s2))
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ParameterError(f"unknown parametrisation {self.parametrisation!r}; choose paper or gromov")
+        if self.optimizer not in OPTIMIZERS:
+            raise ParameterError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.dtype not in DTYPES:
+            raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        for name in ("lr",):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("gamma", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.sa2 is not None and not (math.isfinite(self.sa2) and self.sa2 > 0):
+            raise ParameterError(f"sa2 must be a finite number > 0, got {self.sa2!r}")
+        Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
+
+    @property
+    def n_train(self) -> int:
+        return int(round(self.alpha * self.P * self.P))
+
+    @property
+    def n_test(self) -> int:
+        return self.P * self.P - self.n_train if self.n_train < self.P * self.P else self.P * self.P
+
+    @property
+    def sa2_value(self) -> float:
+        if self.parametrisation == "gromov":
+            return 1.0 / ((2 * self.P) ** 2 * self.N)
+        return 0.002 / self.N if self.sa2 is None else float(self.sa2)
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / (2 * self.P * self.N) if self.parametrisation == "gromov" else 1.0
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
+
+    def parameters(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["sa2"] = self.sa2_value
+        out["s2"] = list(self.s2)
+        out["n_train"] = self.n_train
+        return out
+
+
+def theory_phi_plus(sim: ModularSim) -> np.ndarray:
+    """Phi_+ (the droplet saddle |w_k|^2) of the finite-P theory per s2, for the droplet rule; NaN
+    where the theory has no droplet saddle (then only the frequency-dominance part of the rule applies)."""
+    if sim.gamma <= 0 or sim.parametrisation != "paper":
+        return np.full(len(sim.s2), np.nan)
+    from grokphase.theory import modular as mt
+
+    sol = mt.solve(mt.ModularParams(N=float(sim.N), P=float(sim.P), s2=np.asarray(sim.s2), sa2=sim.sa2_value,
+                                    gamma=sim.gamma), "saddle", check=False)
+    phi = np.asarray(sol.phi_plus, dtype=np.float64)
+    return np.where(phi > 0, phi, np.nan)
+
+
+def make_task(sim: ModularSim) -> Task:
+    """Per-network functions (cached on the static sizes and choices)."""
+    return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
+                      float(sim.scale), sim.alpha < 1.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
+               ipr_bins: int, scale: float, split: bool) -> Task:
+    from grokphase.sims import fourier
+
+    dtype = DTYPES[dtype_name]
+    model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
+    pairs_all = jnp.asarray(all_pairs(P))
+    y_all = targets(pairs_all, P, dtype)
+    y_norm2 = jnp.sum(y_all * y_all)
+    answer_all = (pairs_all[:, 0] + pairs_all[:, 1]) % P
+
+    def make_data(key, hyper):
+        perm = jax.random.permutation(key, P * P) if split else jnp.arange(P * P)
+        train = jnp.zeros(P * P, bool).at[perm[:n_train]].set(True)
+        return {"train_idx": perm[:n_train], "is_train": train}
+
+    def init(key, data, hyper):
+        return model.init(key, pairs_all[:1])["params"]
+
+    def prior_std(z, hyper):
+        if parametrisation == "gromov":
+            return {"w": jnp.asarray(1.0), "a": jnp.asarray(1.0)}
+        return {"w": jnp.asarray(1.0), "a": jnp.sqrt(hyper.sa2 / N)}
+
+    def loss(theta, data):
+        idx = data["train_idx"]
+        f = model.apply({"params": theta}, pairs_all[idx])
+        r = f - y_all[idx]
+        if optimizer == "langevin":
+            return 0.5 * jnp.sum(r * r)                     # the posterior's L (THEORY.md §1)
+        return jnp.sum(r * r) / n_train                     # mean over training pairs (optimisers)
+
+    def penalty(theta, hyper):
+        if optimizer != "langevin":
+            return jnp.zeros((), dtype)
+        return (hyper.s2 * fourier.gamma_penalty(theta["w"], hyper.gamma, axis=0)).astype(dtype)
+
+    def make_tx(hyper):
+        if optimizer == "langevin":
+            return langevin(hyper.lr, hyper.s2)
+        if optimizer == "adamw":
+            return optax.adamw(hyper.lr, weight_decay=hyper.weight_decay)
+        return optax.sgd(hyper.lr)
+
+    def init_accum(theta, data, hyper):
+        zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
+        return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
+                "ipr_hist": jnp.zeros((ipr_bins,), jnp.float64),
+                "phase_hist": jnp.zeros((36,), jnp.float64)}
+
+    def observe(theta, data, hyper, accum, weight):
+        f = model.apply({"params": theta}, pairs_all)              # (P^2, P): the full table
+        r2 = jnp.sum((f - y_all) ** 2, axis=-1)
+        correct = (jnp.argmax(f, axis=-1) == answer_all).astype(jnp.float64)
+        is_train = data["is_train"]
+        n_tr = jnp.sum(is_train)
+        test_mask = jnp.where(n_tr < P * P, ~is_train, True)       # alpha = 1: test on the whole table
+        n_te = jnp.sum(test_mask)
+        u = theta["w"][:P].T                                       # (N, P) first-operand halves
+        v = theta["w"][P:].T
+        a = theta["a"]                                             # (N, P) readout vectors
+        ipr_n = 0.5 * (fourier.ipr(u) + fourier.ipr(v))            # (N,)
+        phases = fourier.phase_constraint(u, v, a)
+        phi_plus = hyper.phi_plus
+        has_theory = jnp.isfinite(phi_plus)
+        drop = fourier.droplet_mask(u, v, jnp.where(has_theory, phi_plus, 1.0),
+                                    rel_tol=jnp.where(has_theory, 0.5, jnp.inf))
+        record = {
+            "train_mse": jnp.sum(jnp.where(is_train, r2, 0.0)) / (n_tr * P),
+            "test_mse": jnp.sum(jnp.where(test_mask, r2, 0.0)) / (n_te * P),
+            "train_acc": jnp.sum(jnp.where(is_train, correct, 0.0)) / n_tr,
+            "test_acc": jnp.sum(jnp.where(test_mask, correct, 0.0)) / n_te,
+            "target_component": jnp.sum(f * y_all) / y_norm2,
+            "ipr": jnp.mean(ipr_n),
+            "w_norm2": jnp.mean(jnp.sum(theta["w"] ** 2, axis=0)),
+            "a_norm2": jnp.mean(jnp.sum(a * a, axis=1)),
+            "droplet_fraction": jnp.mean(drop.astype(jnp.float64)),
+            "spectrum_u": fourier.power_spectrum(u),              # (N, P//2 + 1)
+            "spectrum_v": fourier.power_spectrum(v),
+            "spectrum_a": fourier.power_spectrum(a),
+            "frequency": phases.k,
+        }
+        record = {k: (val.astype(jnp.float64) if k != "frequency" else val) for k, val in record.items()}
+        wt = weight.astype(jnp.float64)
+        ipr_idx = jnp.clip(jnp.floor(ipr_n * ipr_bins).astype(jnp.int32), 0, ipr_bins - 1)
+        ph_idx = jnp.clip(jnp.floor((phases.delta + jnp.pi) / (2 * jnp.pi) * 36).astype(jnp.int32), 0, 35)
+        accum = {
+            "count": accum["count"] + wt,
+            "sums": {name: accum["sums"][name] + wt * record[name] for name in SCALAR_RECORDS},
+            "ipr_hist": accum["ipr_hist"] + wt * jnp.zeros((ipr_bins,), jnp.float64).at[ipr_idx].add(1.0),
+            "phase_hist": accum["phase_hist"] + wt * jnp.zeros((36,), jnp.float64).at[ph_idx].add(1.0),
+        }
+        return record, accum
+
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty)
+
+
+class ModHyper(NamedTuple):
+    """Per-network hyperparameters (array leaves); phi_plus: the theory's droplet saddle (NaN: none)."""
+
+    s2: Any
+    sa2: Any
+    gamma: Any
+    lr: Any
+    weight_decay: Any
+    phi_plus: Any
+
+
+def build_members(sim: ModularSim) -> tuple[Members, list[str]]:
+    """Networks: s2 major, then seed; keys fold_in(key(seed), tag, network seed) (not s2)."""
+    root = jax.random.PRNGKey(sim.seed)
+    S, K = len(sim.s2), sim.seeds
+    idx = jnp.arange(K)
+    keys = [np.asarray(jax.vmap(lambda i, t=t: jax.random.fold_in(jax.random.fold_in(root, t), i))(idx))
+            for t in range(3)]
+    phi = theory_phi_plus(sim)
+    const = lambda v: np.full(S * K, v, dtype=np.float64)  # noqa: E731
+    hyper = ModHyper(s2=np.repeat(np.asarray(sim.s2), K), sa2=const(sim.sa2_value), gamma=const(sim.gamma),
+                         lr=const(sim.lr), weight_decay=const(sim.weight_decay), phi_plus=np.repeat(phi, K))
+    tile = lambda k: np.tile(k, (S, 1))  # noqa: E731
+    labels = [f"network (s2={sim.s2[i]:g}, seed {j})" for i in range(S) for j in range(K)]
+    return Members(tile(keys[0]), tile(keys[1]), tile(keys[2]), hyper), labels
+
+
+def first_crossing(times: np.ndarray, values: np.ndarray, level: float) -> np.ndarray:
+    """First record time with value >= level along the last axis; -1 where never reached."""
+    hit = values >= level
+    first = np.argmax(hit, axis=-1)
+    return np.where(hit.any(axis=-1), times[first], -1)
+
+
+def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = None,
+                checkpoint_dir: str | None = None, checkpoint_every: float = 60.0, progress: bool = False,
+                _stop_after_records: int | None = None) -> xr.Dataset:
+    members, labels = build_members(sim)
+    task = make_task(sim)
+    ckpt = None
+    if checkpoint_dir is not None:
+        config = sim.parameters()
+        config["kind"] = "sims.modular"
+        ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
+    out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices, checkpoint=ckpt,
+                       member_labels=labels, progress=progress, progress_desc=f"modular P={sim.P} N={sim.N}",
+                       stop_after_records=_stop_after_records)
+    ds = build_dataset(sim, out, members)
+    ds.attrs["seconds"] = float(out.seconds)
+    ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
+    return ds
+
+
+def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
+    """Dims (s2, seed, time, neuron, freq, ipr_bin, phase_bin)."""
+    S, K = len(sim.s2), sim.seeds
+    T = out.record_steps.size
+    times = out.record_steps.astype(np.int64)
+    coords = {"s2": np.asarray(sim.s2), "seed": np.arange(K), "time": times, "neuron": np.arange(sim.N),
+              "freq": np.arange(sim.P // 2 + 1),
+              "ipr_bin": (np.arange(sim.ipr_bins) + 0.5) / sim.ipr_bins,
+              "phase_bin": -np.pi + (np.arange(36) + 0.5) * 2 * np.pi / 36}
+    rec = out.records
+    data = {}
+    for name in SCALAR_RECORDS:
+        data[f"{name}_trajectory"] = (("s2", "seed", "time"), np.asarray(rec[name]).reshape(S, K, T))
+    for name in ("spectrum_u", "spectrum_v", "spectrum_a"):
+        arr = np.asarray(rec[name]).reshape(S, K, T, sim.N, -1)
+        data[name] = (("s2", "seed", "time", "neuron", "freq"), arr.astype(np.float32))
+    data["frequency"] = (("s2", "seed", "time", "neuron"), np.asarray(rec["frequency"]).reshape(S, K, T, sim.N))
+    count = np.asarray(out.accum["count"]).reshape(S, K)
+    has_avg = bool(np.all(count > 0))
+    for name in SCALAR_RECORDS:
+        if has_avg:
+            avg = np.asarray(out.accum["sums"][name]).reshape(S, K) / count
+        else:
+            avg = data[f"{name}_trajectory"][1][..., -1]
+        data[f"{name}_network"] = (("s2", "seed"), avg)
+        data[name] = (("s2",), avg.mean(axis=1))
+        data[f"{name}_sem"] = (("s2",), avg.std(axis=1, ddof=1) / np.sqrt(K) if K > 1 else np.full(S, np.inf))
+    data["ipr_hist"] = (("s2", "seed", "ipr_bin"), np.asarray(out.accum["ipr_hist"]).reshape(S, K, -1))
+    data["phase_hist"] = (("s2", "seed", "phase_bin"), np.asarray(out.accum["phase_hist"]).reshape(S, K, -1))
+    tr = data["train_acc_trajectory"][1]
+    te = data["test_acc_trajectory"][1]
+    data["t_memorise"] = (("s2", "seed"), first_crossing(times, tr, 0.99))
+    data["t_grok"] = (("s2", "seed"), first_crossing(times, te, 0.95))
+    data["theory_phi_plus"] = (("s2",), np.asarray(members.hyper.phi_plus).reshape(S, K)[:, 0])
+    ds = xr.Dataset(data, coords=coords)
+    ds["t_grok"].attrs["long_name"] = "first record step with test accuracy >= 0.95 (-1: never)"
+    ds["t_memorise"].attrs["long_name"] = "first record step with train accuracy >= 0.99 (-1: never)"
+    ds["count"] = (("s2", "seed"), count)
+    from grokphase.io import annotate
+
+    return annotate(ds, kind="sims.modular", parameters=sim.parameters(),
+                    seeds={"seed": sim.seed, "seeds": sim.seeds},
+                    extra={"sa2": sim.sa2_value, "n_train": sim.n_train, "averages": "after burn-in" if has_avg
+                           else "final record (no record after burn-in)"})
+
+
+def summary_points(ds: xr.Dataset) -> list[dict]:
+    pts = []
+    for i, s2 in enumerate(ds["s2"].values):
+        pt = {"s2": float(s2), "alpha": float(ds.attrs["param_alpha"])}
+        for name in ("train_acc", "test_acc", "target_component", "droplet_fraction", "ipr"):
+            pt[name] = float(ds[name].values[i])
+        pt["target_component_sem"] = float(ds["target_component_sem"].values[i])
+        tm, tg = ds["t_memorise"].values[i], ds["t_grok"].values[i]
+        pt["t_memorise"] = float(np.median(tm)) if np.all(tm >= 0) else None
+        pt["t_grok"] = float(np.median(tg)) if np.all(tg >= 0) else None
+        pts.append(pt)
+    return pts
