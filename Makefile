@@ -18,6 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	GROKPHASE=$(BIN)/grokphase bash theory/teacher_student_demo.sh
 	GROKPHASE=$(BIN)/grokphase bash theory/modular_demo.sh
+	$(BIN)/grokphase run sims/modular_grok_quick.toml
 	$(BIN)/grokphase run sims/fig2_quick.toml
 
 test: $(STAMP)

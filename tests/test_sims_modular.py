@@ -69,3 +69,25 @@ def test_high_temperature_samples_the_prior():
 def test_bad_input(kwargs, needle):
     with pytest.raises(ParameterError, match=needle):
         ModularSim(**kwargs)
+
+
+def test_experiment_1_groks_in_time():
+    """sims/modular_grok_quick.toml with its fixed seeds: train accuracy >= 0.99 by step 100 while
+    the test accuracy is <= 0.1, test accuracy >= 0.95 by the end, and the neurons' Fourier spectra
+    concentrate (mean IPR grows at least 4-fold from its Gaussian value 4/(P+1) = 0.067)."""
+    import tomllib
+    from pathlib import Path
+
+    spec = tomllib.loads((Path(__file__).parent.parent / "sims" / "modular_grok_quick.toml").read_text())
+    opts = {k: v for k, v in spec["sim"][0].items() if k not in ("name", "plot")}
+    ds = run_modular(ModularSim(**opts))
+    t = ds["time"].values
+    train, test = ds["train_acc_trajectory"].values[0, 0], ds["test_acc_trajectory"].values[0, 0]
+    at100 = int(np.flatnonzero(t == 100)[0])
+    assert train[at100] >= 0.99 and test[at100] <= 0.1, (train[at100], test[at100])
+    assert test[-1] >= 0.95
+    ipr = ds["ipr_trajectory"].values[0, 0]
+    assert ipr[0] == pytest.approx(fourier.ipr_gaussian_mean(opts["P"]), rel=0.1)
+    assert ipr[-1] >= 4 * ipr[0]
+    # generalisation comes long after memorisation
+    assert float(ds["t_grok"].values[0, 0]) > float(ds["t_memorise"].values[0, 0])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -53,6 +54,36 @@ def add_parsers(groups, positive, finite) -> None:
     p.add_argument("--out", metavar="FILE.nc", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim_teacher_student)
+
+    p = ssub.add_parser(
+        "modular", help="modular-addition networks: Langevin (with the Gamma penalty) or AdamW / GD",
+        description="Train seeds networks per sigma^2 (Langevin) or per training fraction alpha (any optimiser) "
+                    "on modular addition and record accuracies, the target component, Fourier spectra, IPR, "
+                    "the phase constraint, the droplet fraction, and the times to memorise and to grok.")
+    p.add_argument("--P", type=_int_ge(2), default=59, help="modulus (need not be prime here)")
+    p.add_argument("--N", type=_int_ge(1), default=256)
+    p.add_argument("--alpha", default="1", metavar="A1,A2,...", help="training fraction(s) in (0, 1] (default 1)")
+    p.add_argument("--s2", default="0.2", metavar="S1,S2,...", help="Langevin temperature(s) (default 0.2)")
+    p.add_argument("--sa2", type=positive, default=None, help="readout prior (paper parametrisation; default 0.002/N)")
+    p.add_argument("--gamma", type=float, default=0.0, help="sextic Fourier penalty (Langevin; default 0)")
+    p.add_argument("--parametrisation", choices=("paper", "gromov"), default=None,
+                   help="default: paper for Langevin, gromov for the optimisers")
+    p.add_argument("--optimizer", choices=("langevin", "adamw", "gd"), default="langevin")
+    p.add_argument("--lr", type=positive, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seeds", type=_int_ge(1), default=1, help="networks per point (own data split and init)")
+    p.add_argument("--seed", type=_int_ge(0), default=0)
+    p.add_argument("--steps", type=_int_ge(1), default=1000)
+    p.add_argument("--burn-in", type=_int_ge(0), default=0)
+    p.add_argument("--record-every", type=_int_ge(1), default=10)
+    p.add_argument("--log-times", action="store_true")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", metavar="FILE.nc", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_modular, plot=None)
 
     cmp = groups.add_parser("compare", help="simulations against the theory")
     csub = cmp.add_subparsers(dest="command", required=True, parser_class=type(cmp))
@@ -187,6 +218,57 @@ def cmd_sim_teacher_student(args) -> int:
     return _finish(args, ds, summary, lines)
 
 
+def run_modular_options(opts: dict[str, Any], *, devices, progress: bool):
+    """Run one modular simulation per training fraction; returns the Dataset (alpha a dimension when
+    several are given) and the JSON points."""
+    import xarray as xr
+
+    from grokphase.axes import parse_list
+    from grokphase.sims.modular import ModularSim, run_modular, summary_points
+
+    def values(key, default):
+        v = opts.get(key, default)
+        return parse_list(v, f"--{key}") if isinstance(v, str) else np.atleast_1d(np.asarray(v, dtype=float))
+
+    alphas = values("alpha", "1")
+    if np.any(alphas <= 0) or np.any(alphas > 1):
+        raise ParameterError(f"--alpha values must be in (0, 1], got {alphas.tolist()}")
+    optimizer = str(opts.get("optimizer", "langevin"))
+    par = opts.get("parametrisation") or ("paper" if optimizer == "langevin" else "gromov")
+    results, points = [], []
+    for alpha in alphas:
+        sim = ModularSim(P=int(opts.get("P", 59)), N=int(opts.get("N", 256)), alpha=float(alpha),
+                         s2=tuple(values("s2", "0.2")), sa2=opts.get("sa2"), gamma=float(opts.get("gamma", 0.0)),
+                         parametrisation=par, optimizer=optimizer, lr=float(opts.get("lr", 1e-3)),
+                         weight_decay=float(opts.get("weight_decay", 0.0)), seeds=int(opts.get("seeds", 1)),
+                         seed=int(opts.get("seed", 0)), steps=int(opts.get("steps", 1000)),
+                         burn_in=int(opts.get("burn_in", 0)), record_every=int(opts.get("record_every", 10)),
+                         log_times=bool(opts.get("log_times", False)), dtype=str(opts.get("dtype", "float32")))
+        ds = run_modular(sim, devices=devices, checkpoint_dir=opts.get("checkpoint_dir"), progress=progress)
+        results.append(ds)
+        points.extend(summary_points(ds))
+    if len(results) == 1:
+        return results[0], points
+    ds = xr.concat([r.expand_dims(alpha=[float(a)]) for r, a in zip(results, alphas)], dim="alpha",
+                   combine_attrs="override")
+    ds.attrs["param_alpha"] = alphas
+    return ds, points
+
+
+def cmd_sim_modular(args) -> int:
+    from grokphase.cli import _finish
+
+    opts = {k: v for k, v in vars(args).items() if v is not None}
+    devices = configure_devices(args.devices)
+    ds, points = run_modular_options(opts, devices=devices, progress=not args.no_progress)
+    lines = [f"modular addition P={args.P} N={args.N} ({opts.get('optimizer')})"]
+    for pt in points:
+        lines.append(f"  alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
+                     f"{pt['test_acc']:.3f}, target component {pt['target_component']:.4f}, IPR {pt['ipr']:.3f}, "
+                     f"droplets {pt['droplet_fraction']:.3f}, t_memorise {pt['t_memorise']}, t_grok {pt['t_grok']}")
+    return _finish(args, ds, {"points": points}, lines)
+
+
 def cmd_compare_teacher_student(args) -> int:
     from grokphase.analysis import compare_summary, compare_teacher_student
     from grokphase.cli import _finish
@@ -233,13 +315,15 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
 
     spec = _load_toml(path)
     model = spec.get("model", "teacher-student")
-    if model != "teacher-student":
-        raise ParameterError(f"{path}: model {model!r} is not supported (only teacher-student so far)")
+    if model not in ("teacher-student", "modular"):
+        raise ParameterError(f"{path}: unknown model {model!r} (teacher-student or modular)")
     sims = spec.get("sim")
     if not isinstance(sims, list) or not sims:
         raise ParameterError(f"{path}: needs at least one [[sim]] table")
     common = spec.get("common", {})
     out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
+    if model == "modular":
+        return _run_modular_experiment(path, spec, sims, common, out_dir, devices_k, progress)
     if devices_k is not None:
         devices = configure_devices(devices_k)
     else:
@@ -288,6 +372,58 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
     return summary
 
 
+_MODULAR_KEYS = {"P", "N", "alpha", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay",
+                 "seeds", "seed", "steps", "burn_in", "record_every", "log_times", "dtype", "name", "plot"}
+
+
+def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, progress) -> dict:
+    """Modular experiment files: each [[sim]] (options of ``grokphase sim modular``) is saved to
+    out_dir/NAME.nc (reused when its parameters match) and plotted to its ``plot`` file if given."""
+    from grokphase.io import load_dataset, save_dataset
+    from grokphase.plotting import plot_result
+
+    request_host_devices(devices_k if devices_k is not None else spec.get("host_devices"))
+    import jax
+
+    devices = configure_devices(devices_k if devices_k is not None else
+                                (spec.get("host_devices") if jax.default_backend() == "cpu" else None))
+    files, points, plots = [], [], []
+    for i, entry in enumerate(sims):
+        opts = {**common, **entry}
+        unknown = sorted(set(opts) - _MODULAR_KEYS)
+        if unknown:
+            raise ParameterError(f"{path}: unknown option(s) {', '.join(unknown)} in [[sim]] #{i + 1}")
+        name = str(opts.pop("name", f"sim{i}"))
+        plot = opts.pop("plot", None)
+        target = out_dir / f"{name}.nc"
+        key = json.dumps(opts, sort_keys=True, default=str)
+        ds = None
+        if target.exists():
+            try:
+                old = load_dataset(target, "sims.modular")
+                if old.attrs.get("experiment_options") == key:
+                    ds = old
+                    print(f"[{name}] reusing {target}", file=sys.stderr)
+            except ResultFileError:
+                ds = None
+        if ds is None:
+            ds, _ = run_modular_options(opts, devices=devices, progress=progress)
+            ds.attrs["experiment_options"] = key
+            save_dataset(ds, target)
+        from grokphase.sims.modular import summary_points
+
+        if "alpha" in ds.dims:
+            for j in range(ds.sizes["alpha"]):
+                points.extend(summary_points(ds.isel(alpha=j).assign_attrs(param_alpha=float(ds["alpha"].values[j]))))
+        else:
+            points.extend(summary_points(ds))
+        files.append(str(target))
+        if plot:
+            plot_result(ds, plot)
+            plots.append(str(plot))
+    return {"simulations": files, "points": points, "plots": plots}
+
+
 def _jsonable_params(sim) -> dict:
     import json
 
@@ -301,7 +437,9 @@ def cmd_run(args) -> int:
 
     summary = run_experiment(args.file, devices_k=args.devices, progress=not args.no_progress)
     lines = [f"simulations: {', '.join(summary['simulations'])}"]
-    for r in summary.get("points", []):
+    if summary.get("plots"):
+        lines.append(f"wrote {', '.join(summary['plots'])}")
+    for r in (summary.get("points", []) if "compare" in summary else []):
         lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
                      f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, z={r['z_cubic']:.2f}); "
                      f"linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "

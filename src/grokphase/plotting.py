@@ -329,7 +329,61 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
     return _save(fig, path, also_pdf)
 
 
+def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """Grokking diagnostics of a modular-addition simulation: (a) train and test accuracy vs step for
+    every network (one colour per training fraction / s2), (b) mean IPR vs step, (c, d) the first
+    network's neurons x frequency power of its first input half at the first and last record
+    (neurons sorted by dominant frequency), (e) the phase-constraint histogram after burn-in."""
+    if "alpha" in ds.dims:
+        groups = [(f"α = {float(a):g}", ds.isel(alpha=j)) for j, a in enumerate(ds["alpha"].values)]
+    else:
+        groups = [(f"α = {float(ds.attrs.get('param_alpha', 1)):g}", ds)]
+    t = ds["time"].values
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
+    cols = _colors(len(groups) * ds.sizes["s2"])
+    c = 0
+    for label, g in groups:
+        for i, s2 in enumerate(g["s2"].values):
+            tag = label if g.sizes["s2"] == 1 else f"{label}, σ² = {s2:g}"
+            tr = g["train_acc_trajectory"].values[i]
+            te = g["test_acc_trajectory"].values[i]
+            for k in range(tr.shape[0]):
+                axes[0].plot(t, tr[k], ":", color=cols[c], lw=1)
+                axes[0].plot(t, te[k], "-", color=cols[c], lw=1.2, label=tag if k == 0 else None)
+            axes[1].plot(t, g["ipr_trajectory"].values[i].mean(axis=0), "-", color=cols[c], label=tag)
+            c += 1
+    log = ds.attrs.get("param_log_times") in (1, True, "1")
+    for ax in axes[:2]:
+        ax.set_xlabel("step")
+        if log:
+            ax.set_xscale("log")
+    axes[0].set_ylabel("accuracy (··· train, — test)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("mean IPR of the neurons' Fourier spectra")
+    first = groups[0][1]
+    spec = first["spectrum_u"].values[0, 0]                                    # (time, neuron, freq)
+    order = np.argsort(first["frequency"].values[0, 0, -1], kind="stable")
+    for ax, ti, name in ((axes[2], 0, "first record"), (axes[3], -1, "last record")):
+        sp = spec[ti][order][:, 1:]
+        sp = sp / np.maximum(sp.sum(axis=1, keepdims=True), 1e-30)
+        ax.imshow(sp, aspect="auto", cmap="magma", interpolation="nearest",
+                  extent=(0.5, sp.shape[1] + 0.5, sp.shape[0], 0))
+        ax.set_xlabel("frequency k")
+        ax.set_ylabel("neuron (sorted by final frequency)")
+        ax.set_title(f"normalised |u_k|² power, {name} (step {int(t[ti])})", fontsize=8)
+    ph = first["phase_hist"].values.sum(axis=tuple(range(first["phase_hist"].ndim - 1)))
+    axes[4].bar(first["phase_bin"].values, ph / max(ph.sum(), 1), width=2 * np.pi / ph.size, color="tab:blue")
+    axes[4].set_xlabel("φ_u + φ_v − φ_a at each neuron's frequency")
+    axes[4].set_ylabel("fraction of neurons (after burn-in)")
+    fig.suptitle(f"modular addition P = {ds.attrs.get('param_P')}, N = {ds.attrs.get('param_N')}, "
+                 f"{ds.attrs.get('param_optimizer')} ({ds.attrs.get('param_parametrisation')} parametrisation)",
+                 fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
 PLOTTERS = {
+    "sims.modular": plot_modular_sim,
     "sims.teacher_student": plot_teacher_student_sim,
     "analysis.teacher_student.compare": plot_teacher_student_compare,
     "theory.modular.sweep": plot_modular_sweep,

@@ -361,7 +361,7 @@ def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
     count = np.asarray(out.accum["count"]).reshape(S, K)
     has_avg = bool(np.all(count > 0))
     for name in SCALAR_RECORDS:
-        if has_avg:
+        if has_avg and sim.optimizer == "langevin":     # equilibrium: time average after burn-in
             avg = np.asarray(out.accum["sums"][name]).reshape(S, K) / count
         else:
             avg = data[f"{name}_trajectory"][1][..., -1]
@@ -383,8 +383,9 @@ def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
 
     return annotate(ds, kind="sims.modular", parameters=sim.parameters(),
                     seeds={"seed": sim.seed, "seeds": sim.seeds},
-                    extra={"sa2": sim.sa2_value, "n_train": sim.n_train, "averages": "after burn-in" if has_avg
-                           else "final record (no record after burn-in)"})
+                    extra={"sa2": sim.sa2_value, "n_train": sim.n_train,
+                           "averages": "time average after burn-in" if has_avg and sim.optimizer == "langevin"
+                           else "final record"})
 
 
 def summary_points(ds: xr.Dataset) -> list[dict]:
