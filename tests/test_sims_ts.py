@@ -299,3 +299,22 @@ def test_second_run_with_other_hyperparameters_does_not_recompile(tiny_run):
     run_teacher_student(tiny(s2=(0.17,), lr=0.03))
     assert _make_functions(make_task(tiny(s2=(0.17,), lr=0.03))) is fns
     assert [f._cache_size() for f in fns] == before
+
+
+def test_user_flax_module_with_the_same_signature(tiny_run):
+    """A user's own Flax module (same call signature and parameter names) plugs into the engine;
+    written independently here, it reproduces the built-in network's run."""
+    import flax.linen as nn
+
+    class MyErfNet(nn.Module):
+        N: int
+
+        @nn.compact
+        def __call__(self, x):
+            w = self.param("w", nn.initializers.normal(1.0), (x.shape[-1], self.N), x.dtype)
+            a = self.param("a", nn.initializers.normal(1.0), (self.N,), x.dtype)
+            return jnp.einsum("nk,k->n", jax.lax.erf(jnp.einsum("nd,dk->nk", x, w)), a)
+
+    mine = run_teacher_student(tiny(), model=MyErfNet(88))
+    np.testing.assert_allclose(mine["linear_learned_trajectory"].values, tiny_run["linear_learned_trajectory"].values,
+                               rtol=1e-4, atol=1e-6)
