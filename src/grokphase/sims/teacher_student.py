@@ -440,8 +440,7 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     # ensemble-mean predictor per data set: time- and init-averaged test outputs
     f_test = np.asarray(acc["f_test"]).reshape(shape + (-1,)) / count[..., None]
     keys = np.asarray(members.data_keys)[: D * I: I]
-    y_test = np.asarray(jax.jit(jax.vmap(lambda k: task.make_data(k, _hyper0(sim))["y_test"]))(jnp.asarray(keys)),
-                        np.float64)
+    y_test = _test_targets(task, sim, keys)
     ens = f_test.mean(axis=2)                                                   # (S, D, n_test)
     ens_mse = np.mean((ens - y_test[None]) ** 2, axis=-1)                      # (S, D)
     data_vars["ensemble_test_mse_dataset"] = (("s2", "dataset"), ens_mse)
@@ -465,10 +464,24 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
                            "record_times": "log" if sim.log_times else "linear"})
 
 
-def _hyper0(sim):
-    f = lambda v: jnp.asarray(v, jnp.float64)  # noqa: E731
-    return TSHyper(s2=f(sim.s2[0]), sa2=f(sim.sa2_value), sw2=f(sim.sw2), eps=f(sim.eps), lr=f(sim.lr),
-                   weight_decay=f(sim.weight_decay))
+def _test_targets(task: Task, sim: TeacherStudentSim, keys: np.ndarray, block: int = 16) -> np.ndarray:
+    """The test targets of each data set, regenerated from its key in fixed blocks of data sets (so
+    memory stays bounded by ``block`` data sets whatever the ensemble size)."""
+    fn = _test_target_fn(task, sim.eps)
+    out = []
+    for start in range(0, keys.shape[0], block):
+        part = keys[start:start + block]
+        m = part.shape[0]
+        if m < block:
+            part = np.concatenate([part, np.repeat(part[-1:], block - m, axis=0)])
+        out.append(np.asarray(fn(jnp.asarray(part)), np.float64)[:m])
+    return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _test_target_fn(task: Task, eps: float):
+    hyper = TSHyper(*(jnp.asarray(v, jnp.float64) for v in (1.0, 1.0, 1.0, eps, 1.0, 0.0)))
+    return jax.jit(jax.vmap(lambda k: task.make_data(k, hyper)["y_test"]))
 
 
 def summary_points(ds: xr.Dataset) -> list[dict]:
