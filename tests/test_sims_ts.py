@@ -290,14 +290,14 @@ def test_plain_optax_optimizers_train_through_the_same_driver(optimizer):
 def test_second_run_with_other_hyperparameters_does_not_recompile(tiny_run):
     """s2, lr and the priors are per-network array arguments: a run at other values with the same
     sizes reuses the compiled executables (one cache entry per jitted function)."""
-    from grokphase.sims.driver import _make_functions
+    from grokphase.sims.driver import _make_functions, default_group
     from grokphase.sims.teacher_student import make_task
 
-    fns = _make_functions(make_task(tiny()))
+    fns = _make_functions(make_task(tiny()), default_group(1))
     before = [f._cache_size() for f in fns]
     assert min(before) >= 1                     # compiled by tiny_run
     run_teacher_student(tiny(s2=(0.17,), lr=0.03))
-    assert _make_functions(make_task(tiny(s2=(0.17,), lr=0.03))) is fns
+    assert _make_functions(make_task(tiny(s2=(0.17,), lr=0.03)), default_group(1)) is fns
     assert [f._cache_size() for f in fns] == before
 
 
