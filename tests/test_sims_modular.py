@@ -91,3 +91,31 @@ def test_experiment_1_groks_in_time():
     assert ipr[-1] >= 4 * ipr[0]
     # generalisation comes long after memorisation
     assert float(ds["t_grok"].values[0, 0]) > float(ds["t_memorise"].values[0, 0])
+
+
+def test_cli_alpha_list_and_errors(tmp_path, capsys):
+    import json
+
+    from grokphase.cli import main
+    from grokphase.io import load_dataset
+
+    out = tmp_path / "m.nc"
+    assert main(["sim", "modular", "--P", "7", "--N", "4", "--alpha", "0.5,1", "--optimizer", "adamw",
+                 "--lr", "0.01", "--steps", "20", "--record-every", "5", "--no-progress", "--out", str(out),
+                 "--json"]) == 0
+    pts = json.loads(capsys.readouterr().out)["points"]
+    assert [p["alpha"] for p in pts] == [0.5, 1.0]
+    for p in pts:
+        assert 0 <= p["train_acc"] <= 1 and 0 <= p["test_acc"] <= 1 and math.isfinite(p["ipr"])
+    ds = load_dataset(out, "sims.modular")
+    assert ds.sizes["alpha"] == 2 and ds.sizes["neuron"] == 4
+    # at alpha = 1 there is no held-out pair: the test set is the whole table
+    full = ds.isel(alpha=1)
+    np.testing.assert_allclose(full["test_acc_trajectory"].values, full["train_acc_trajectory"].values)
+    for argv in (["--alpha", "0"], ["--alpha", "1.2"], ["--P", "1"], ["--N", "0"]):
+        try:
+            rc = main(["sim", "modular", "--steps", "5", *argv])
+        except SystemExit as exc:
+            rc = exc.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, (argv, err)

@@ -339,7 +339,8 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
     else:
         groups = [(f"α = {float(ds.attrs.get('param_alpha', 1)):g}", ds)]
     t = ds["time"].values
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
+    sweep = "alpha" in ds.dims
+    fig, axes = plt.subplots(1, 6 if sweep else 5, figsize=(24 if sweep else 20, 3.8))
     cols = _colors(len(groups) * ds.sizes["s2"])
     c = 0
     for label, g in groups:
@@ -375,6 +376,21 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
     axes[4].bar(first["phase_bin"].values, ph / max(ph.sum(), 1), width=2 * np.pi / ph.size, color="tab:blue")
     axes[4].set_xlabel("φ_u + φ_v − φ_a at each neuron's frequency")
     axes[4].set_ylabel("fraction of neurons (after burn-in)")
+    if sweep:
+        alphas = ds["alpha"].values
+        for name, mk, col in (("t_memorise", "s", "tab:gray"), ("t_grok", "o", "tab:red")):
+            v = ds[name].values[:, 0, :].astype(float)                     # (alpha, seed), first s2
+            for j, a in enumerate(alphas):
+                ok = v[j] >= 0
+                axes[5].plot(np.full(ok.sum(), a), v[j][ok], mk, color=col, ms=4, alpha=0.6)
+                if (~ok).any():
+                    axes[5].plot([a], [t[-1]], "^", color=col, ms=7, mfc="none")
+            med = [np.median(v[j][v[j] >= 0]) if np.all(v[j] >= 0) else np.nan for j in range(alphas.size)]
+            axes[5].plot(alphas, med, "-", color=col, label=name.replace("_", " ") + " (median)")
+        axes[5].set_yscale("log")
+        axes[5].set_xlabel("training fraction α")
+        axes[5].set_ylabel("step (△: not reached by the last step)")
+        axes[5].legend(fontsize=7)
     fig.suptitle(f"modular addition P = {ds.attrs.get('param_P')}, N = {ds.attrs.get('param_N')}, "
                  f"{ds.attrs.get('param_optimizer')} ({ds.attrs.get('param_parametrisation')} parametrisation)",
                  fontsize=9)
