@@ -92,7 +92,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from grokphase.sims import driver, langevin, models  # noqa: E402  (grokphase enables float64)
 from grokphase.sims import teacher_student as ts_sim  # noqa: E402
-from grokphase.sims.driver import _make_functions  # noqa: E402
+from grokphase.sims.driver import _make_functions, default_group  # noqa: E402
 from grokphase.sims.models import TwoLayerNet  # noqa: E402
 from grokphase.sims.teacher_student import TeacherStudentSim, build_members, make_task  # noqa: E402
 
@@ -350,7 +350,8 @@ class Config:
         self.task = make_task(sim)
         members, _ = build_members(sim)
         self.members = members
-        self.fns = _make_functions(self.task)
+        # exactly what run_ensemble uses on this machine (grouped advance on one CPU device)
+        self.fns = _make_functions(self.task, default_group(len(jax.devices())))
         init_v, data_v, _, _ = self.fns
         self.hyper = jax.tree_util.tree_map(jnp.asarray, members.hyper)
         self.dk, self.ik, self.nk = (jnp.asarray(k) for k in members[:3])
