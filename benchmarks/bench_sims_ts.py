@@ -105,7 +105,6 @@ LR, S2 = 0.02, 0.2
 BETAS = (0.125, 0.5)
 ENSEMBLES = (32, 128)
 DTYPE_NAMES = ("float32", "float64")
-TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 ONE_STEP_TOL = {"float32": 2e-5, "float64": 1e-11}
 STATS_SIGMAS = 5.0
 ROOF_N = 2048
@@ -131,35 +130,8 @@ def hwm_mb():
 
 # Cephes' rational approximations of erf (|x| < 1) and erfc (1 <= |x| < 8), evaluated branch-free so
 # that XLA vectorises them (XLA:CPU calls the scalar libm erf for float64: ~20 ns per element).
-_ERF_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
-          7.00332514112805075473E3, 5.55923013010394962768E4)
-_ERF_U = (3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
-          2.26290000613890934246E4, 4.92673942608635921086E4)
-_ERFC_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
-           4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
-           9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
-_ERFC_Q = (1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
-           9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
-           1.65666309194161350182E3, 5.57535340817727675546E2)
-
-
-def _polevl(x, coef, monic=False):
-    r = x + coef[0] if monic else jnp.full_like(x, coef[0])
-    for c in coef[1:]:
-        r = r * x + c
-    return r
-
-
-def erf_vectorised(x):
-    """float64 erf to ~4e-16 (max abs error vs scipy over [-10, 10]), one division per element."""
-    ax = jnp.abs(x)
-    small = ax < 1.0
-    z = x * x
-    axc = jnp.clip(ax, 1.0, 6.0)             # erfc(6) = 2e-17: 1 - erfc rounds to 1 beyond
-    num = jnp.where(small, x * _polevl(z, _ERF_T), _polevl(axc, _ERFC_P))
-    den = jnp.where(small, _polevl(z, _ERF_U, True), _polevl(axc, _ERFC_Q, True))
-    r = num / den
-    return jnp.where(small, r, jnp.sign(x) * (1.0 - jnp.exp(-axc * axc) * r))
+from grokphase.sims.special import TWO_OVER_SQRT_PI, erf_vectorised  # noqa: E402
+from grokphase.sims.special import erf as special_erf  # noqa: E402
 
 
 def noise_leaf_ids():
@@ -255,20 +227,9 @@ TUNED = dict(erf="vectorised", group=4)
 ENGINE_GROUP = 4
 
 
-@jax.custom_jvp
-def erf_vectorised_ad(x):
-    return erf_vectorised(x)
-
-
-@erf_vectorised_ad.defjvp
-def _erf_vectorised_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    return erf_vectorised(x), t * (jnp.asarray(TWO_OVER_SQRT_PI, x.dtype) * jnp.exp(-x * x))
-
-
 def erf_activation(x):
-    """The engine_tuned model's activation: the vectorised erf for float64, XLA's (vectorised) erf for float32."""
-    return erf_vectorised_ad(x) if x.dtype == jnp.float64 else jax.scipy.special.erf(x)
+    """The engine_tuned model's activation (now also the engine's default, grokphase.sims.special.erf)."""
+    return special_erf(x)
 
 
 def make_engine_tuned(sim, group=ENGINE_GROUP):

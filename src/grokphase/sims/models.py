@@ -16,9 +16,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from grokphase.sims import special
+
 
 class TwoLayerNet(nn.Module):
-    """f(x) = sum_i a_i phi(w_i . x)  (eq. 2 with phi = erf).
+    """f(x) = sum_i a_i phi(w_i . x)  (eq. 2 with phi = erf; :func:`grokphase.sims.special.erf`, a
+    vectorised float64 erf, XLA's erf in float32).
 
     Parameters: ``w`` of shape (d, N) (column i is neuron i's input weights w_i) and ``a`` of shape
     (N,).  The initialisers draw unit normals: the engine multiplies by the prior standard
@@ -26,7 +29,7 @@ class TwoLayerNet(nn.Module):
     """
 
     N: int
-    activation: Callable[[jax.Array], jax.Array] = jax.scipy.special.erf
+    activation: Callable[[jax.Array], jax.Array] = special.erf
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
