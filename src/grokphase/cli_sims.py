@@ -303,6 +303,42 @@ _SIM_KEYS = {"N", "n", "d", "sa2", "sw2", "eps", "s2", "beta", "alpha", "dataset
              "memory_gb", "checkpoint_every", "name"}
 
 
+def _experiment_devices(spec: dict, devices_k: int | None):
+    """--devices K wins; else the file's ``host_devices`` (CPU host devices, ignored on a GPU)."""
+    if devices_k is not None:
+        return configure_devices(devices_k)
+    request_host_devices(spec.get("host_devices"))
+    import jax
+
+    return configure_devices(spec.get("host_devices") if jax.default_backend() == "cpu" else None)
+
+
+def _entries(path: str, sims: list, common: dict, allowed: set):
+    """(name, options) of every [[sim]] table, with [common] defaults; unknown options are errors."""
+    for i, entry in enumerate(sims):
+        opts = {**common, **entry}
+        unknown = sorted(set(opts) - allowed)
+        if unknown:
+            raise ParameterError(f"{path}: unknown option(s) {', '.join(unknown)} in [[sim]] #{i + 1}")
+        yield str(opts.pop("name", f"sim{i}")), opts
+
+
+def _reusable(target: Path, kind: str, matches, name: str):
+    """The saved result at ``target`` if it is readable, of ``kind`` and ``matches(ds)``; else None."""
+    from grokphase.io import load_dataset
+
+    if not target.exists():
+        return None
+    try:
+        old = load_dataset(target, kind)
+    except ResultFileError:
+        return None
+    if not matches(old):
+        return None
+    print(f"[{name}] reusing {target}", file=sys.stderr)
+    return old
+
+
 def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = True) -> dict:
     """Run an experiment file: ``[[sim]]`` tables (options of ``grokphase sim teacher-student``, with
     ``[common]`` defaults), then ``[compare]`` (``plot``, ``out``).  ``host_devices = K`` shares each
@@ -324,32 +360,12 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
     out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
     if model == "modular":
         return _run_modular_experiment(path, spec, sims, common, out_dir, devices_k, progress)
-    if devices_k is not None:
-        devices = configure_devices(devices_k)
-    else:
-        # host_devices: how many CPU host devices to use when there is no accelerator (ignored on GPU)
-        request_host_devices(spec.get("host_devices"))
-        import jax
-
-        devices = configure_devices(spec.get("host_devices") if jax.default_backend() == "cpu" else None)
+    devices = _experiment_devices(spec, devices_k)
     results, files = [], []
-    for i, entry in enumerate(sims):
-        opts = {**common, **entry}
-        unknown = sorted(set(opts) - _SIM_KEYS)
-        if unknown:
-            raise ParameterError(f"{path}: unknown option(s) {', '.join(unknown)} in [[sim]] #{i + 1}")
-        name = str(opts.pop("name", f"sim{i}"))
+    for name, opts in _entries(path, sims, common, _SIM_KEYS):
         sim = _sim_from_options(opts)
         target = out_dir / f"{name}.nc"
-        ds = None
-        if target.exists():
-            try:
-                old = load_dataset(target, "sims.teacher_student")
-                if parameters_of(old) == _jsonable_params(sim):
-                    ds = old
-                    print(f"[{name}] reusing {target}", file=sys.stderr)
-            except ResultFileError:
-                ds = None
+        ds = _reusable(target, "sims.teacher_student", lambda old: parameters_of(old) == _jsonable_params(sim), name)
         if ds is None:
             opts["checkpoint_dir"] = str(out_dir / "checkpoints")
             ds = _run_sim(sim, devices=devices, opts=opts, progress=progress)
@@ -379,33 +395,16 @@ _MODULAR_KEYS = {"P", "N", "alpha", "s2", "sa2", "gamma", "parametrisation", "op
 def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, progress) -> dict:
     """Modular experiment files: each [[sim]] (options of ``grokphase sim modular``) is saved to
     out_dir/NAME.nc (reused when its parameters match) and plotted to its ``plot`` file if given."""
-    from grokphase.io import load_dataset, save_dataset
+    from grokphase.io import save_dataset
     from grokphase.plotting import plot_result
 
-    request_host_devices(devices_k if devices_k is not None else spec.get("host_devices"))
-    import jax
-
-    devices = configure_devices(devices_k if devices_k is not None else
-                                (spec.get("host_devices") if jax.default_backend() == "cpu" else None))
+    devices = _experiment_devices(spec, devices_k)
     files, points, plots = [], [], []
-    for i, entry in enumerate(sims):
-        opts = {**common, **entry}
-        unknown = sorted(set(opts) - _MODULAR_KEYS)
-        if unknown:
-            raise ParameterError(f"{path}: unknown option(s) {', '.join(unknown)} in [[sim]] #{i + 1}")
-        name = str(opts.pop("name", f"sim{i}"))
+    for name, opts in _entries(path, sims, common, _MODULAR_KEYS):
         plot = opts.pop("plot", None)
         target = out_dir / f"{name}.nc"
         key = json.dumps(opts, sort_keys=True, default=str)
-        ds = None
-        if target.exists():
-            try:
-                old = load_dataset(target, "sims.modular")
-                if old.attrs.get("experiment_options") == key:
-                    ds = old
-                    print(f"[{name}] reusing {target}", file=sys.stderr)
-            except ResultFileError:
-                ds = None
+        ds = _reusable(target, "sims.modular", lambda old: old.attrs.get("experiment_options") == key, name)
         if ds is None:
             ds, _ = run_modular_options(opts, devices=devices, progress=progress)
             ds.attrs["experiment_options"] = key
