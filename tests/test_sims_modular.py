@@ -45,21 +45,28 @@ def test_langevin_potential_includes_s2_gamma_by_fft():
     np.testing.assert_allclose(g_fft, jax.grad(direct)(w), rtol=1e-10, atol=1e-12)
 
 
-def test_high_temperature_samples_the_prior():
-    """With s2 large the likelihood is negligible: the unit-variance variables of both layers must
-    have variance 1/(1 - lr s2/2) (the exact discrete-time prior law) within standard errors."""
+@pytest.mark.parametrize("readout", ["gibbs", "langevin"])
+def test_high_temperature_samples_the_prior(readout):
+    """With s2 large the likelihood is negligible: the input layer's unit-variance variables must have
+    variance 1/(1 - lr s2/2) (the exact discrete-time prior law of the Langevin step) within standard
+    errors; the readout the same with readout="langevin", and exactly 1 (no discretisation bias) when
+    it is drawn from its conditional posterior (readout="gibbs")."""
     sim = ModularSim(P=5, N=16, s2=(1e4,), lr=1e-4, seeds=8, steps=400, burn_in=200, record_every=200,
-                     dtype="float64")
+                     dtype="float64", readout=readout)
     ds = run_modular(sim)
     # a_norm2 and w_norm2 are per-neuron squared norms of theta: w has prior std 1 (2P entries),
     # a has prior std sqrt(sa2/N) (P entries)
     k = 1.0 / (1.0 - sim.lr * 1e4 / 2.0)
+    k_a = 1.0 if readout == "gibbs" else k
     w2 = ds["w_norm2_trajectory"].values[0, :, -1]
     a2 = ds["a_norm2_trajectory"].values[0, :, -1] / (sim.sa2_value / sim.N)
-    for values, dof in ((w2, 2 * sim.P), (a2, sim.P)):
-        expected = dof * k
-        se = math.sqrt(2 * dof * k * k / sim.N) / math.sqrt(values.size)   # chi^2 per neuron, N neurons
+    for values, dof, kk in ((w2, 2 * sim.P, k), (a2, sim.P, k_a)):
+        expected = dof * kk
+        se = math.sqrt(2 * dof * kk * kk / sim.N) / math.sqrt(values.size)   # chi^2 per neuron, N neurons
         assert abs(values.mean() - expected) < 5 * se, (values.mean(), expected, se)
+    if readout == "gibbs":      # and the Gibbs law is distinguishable from the biased Langevin one
+        se = math.sqrt(2 * sim.P / sim.N) / math.sqrt(a2.size)
+        assert abs(a2.mean() - sim.P * k) > 5 * se
 
 
 @pytest.mark.parametrize("kwargs, needle", [

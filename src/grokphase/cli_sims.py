@@ -78,12 +78,22 @@ def add_parsers(groups, positive, finite) -> None:
     p.add_argument("--record-every", type=_int_ge(1), default=10)
     p.add_argument("--log-times", action="store_true")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--anneal", choices=("none", "down", "up", "both"), default="none",
+                   help="sweep the s2 values carrying the state from one to the next: down = cooling (from the "
+                        "prior), up = heating (from the ordered droplet start), both = the two branches side by side")
+    p.add_argument("--start", choices=("auto", "prior", "ordered"), default="auto",
+                   help="initial state: the prior, or the theory's droplet saddle (each neuron a cosine at one "
+                        "frequency with |w_k|^2 = Phi_+); auto = prior, except ordered for a heating branch")
+    p.add_argument("--readout", choices=("gibbs", "langevin"), default="gibbs",
+                   help="Langevin only: draw the readout exactly from its Gaussian conditional posterior before "
+                        "every step (gibbs, default) or move it by Langevin like the input layer")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="plot trajectories (and both branches)")
     p.add_argument("--out", metavar="FILE.nc", default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_sim_modular, plot=None)
+    p.set_defaults(func=cmd_sim_modular)
 
     cmp = groups.add_parser("compare", help="simulations against the theory")
     csub = cmp.add_subparsers(dest="command", required=True, parser_class=type(cmp))
@@ -243,7 +253,9 @@ def run_modular_options(opts: dict[str, Any], *, devices, progress: bool):
                          weight_decay=float(opts.get("weight_decay", 0.0)), seeds=int(opts.get("seeds", 1)),
                          seed=int(opts.get("seed", 0)), steps=int(opts.get("steps", 1000)),
                          burn_in=int(opts.get("burn_in", 0)), record_every=int(opts.get("record_every", 10)),
-                         log_times=bool(opts.get("log_times", False)), dtype=str(opts.get("dtype", "float32")))
+                         log_times=bool(opts.get("log_times", False)), dtype=str(opts.get("dtype", "float32")),
+                         anneal=str(opts.get("anneal", "none")), start=str(opts.get("start", "auto")),
+                         readout=str(opts.get("readout", "gibbs")))
         ds = run_modular(sim, devices=devices, checkpoint_dir=opts.get("checkpoint_dir"), progress=progress)
         results.append(ds)
         points.extend(summary_points(ds))
@@ -389,7 +401,8 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
 
 
 _MODULAR_KEYS = {"P", "N", "alpha", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay",
-                 "seeds", "seed", "steps", "burn_in", "record_every", "log_times", "dtype", "name", "plot"}
+                 "seeds", "seed", "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start",
+                 "readout", "name", "plot"}
 
 
 def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, progress) -> dict:

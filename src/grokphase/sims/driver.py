@@ -93,7 +93,10 @@ class Schedule:
 class Task(NamedTuple):
     """The per-member functions of a simulation (see the module docstring).  ``penalty(theta,
     hyper)`` (optional) is an extra term of the potential, added to the loss as is (a penalty R of
-    the posterior exp(-L/s2 - R) enters as s2 * R, THEORY.md §1)."""
+    the posterior exp(-L/s2 - R) enters as s2 * R, THEORY.md §1).  ``gibbs(z, data, hyper, key) -> z``
+    (optional) is an exact conditional update of some parameters (e.g. a Gaussian readout drawn
+    from its conditional posterior), applied before every gradient step; the update rule must then
+    leave those parameters alone (``optax.multi_transform`` with ``optax.set_to_zero``)."""
 
     make_data: Callable
     init: Callable
@@ -103,6 +106,7 @@ class Task(NamedTuple):
     init_accum: Callable
     observe: Callable
     penalty: Callable | None = None
+    gibbs: Callable | None = None
 
 
 class ChainState(NamedTuple):
@@ -137,7 +141,14 @@ def _as_tx(tx):
     return optax.with_extra_args_support(tx)
 
 
+#: fold_in tag of the Gibbs stream (the update rule's per-leaf streams fold in crc32 of the leaf path)
+GIBBS_STREAM = 0x61B85
+
+
 def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
+    key = jax.random.fold_in(noise_key, step)
+    if task.gibbs is not None:
+        z = task.gibbs(z, data, hyper, jax.random.fold_in(key, GIBBS_STREAM))
     std = task.prior_std(z, hyper)
 
     def potential(zz):
@@ -149,7 +160,7 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
 
     loss, grads = jax.value_and_grad(potential)(z)
     tx = _as_tx(task.make_tx(hyper))
-    updates, opt_state = tx.update(grads, opt_state, z, key=jax.random.fold_in(noise_key, step))
+    updates, opt_state = tx.update(grads, opt_state, z, key=key)
     z = optax.apply_updates(z, updates)
     return z, opt_state, loss
 
@@ -329,8 +340,13 @@ def run_ensemble(
     progress: bool = False,
     progress_desc: str = "networks",
     stop_after_records: int | None = None,
+    initial_z: Any = None,
 ) -> RunOutput:
     """Run every member of the ensemble for ``schedule.steps`` updates.
+
+    ``initial_z`` (optional): the members' starting unit-variance parameters (a pytree like the
+    task's ``init`` output with a leading member axis) instead of ``init``'s draw from the prior —
+    an ordered start, or the end state of a previous run (:func:`run_ladder`).
 
     Returns the record times, the recorded trajectories (member axis first), the accumulated
     after-burn-in statistics and the final unit-variance parameters.  Raises SimulationError when
@@ -339,6 +355,12 @@ def run_ensemble(
     M = int(np.shape(members.data_keys)[0])
     if M < 1:
         raise ParameterError("the ensemble is empty: need at least one network (datasets >= 1, inits >= 1)")
+    if initial_z is not None:
+        bad = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(initial_z) if np.shape(leaf)[:1] != (M,)]
+        if bad:
+            raise ParameterError(f"initial_z needs a leading member axis of length {M}, got a leaf of shape {bad[0]}")
+        if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(initial_z)):
+            raise ParameterError("initial_z contains non-finite values")
     devices = list(devices) if devices is not None else jax.devices()
     n_dev = len(devices)
     chunk = M if ensemble_chunk is None else int(ensemble_chunk)
@@ -373,6 +395,15 @@ def run_ensemble(
         data_keys, init_keys, noise_keys = keys
         data = data_v(data_keys, hyper)
         state = init_v(data_keys, init_keys, hyper)
+        if initial_z is not None:
+            z0 = _take(initial_z, pad)
+            like = jax.tree_util.tree_structure(state.z)
+            if jax.tree_util.tree_structure(z0) != like:
+                raise ParameterError(f"initial_z has the structure {jax.tree_util.tree_structure(z0)}, "
+                                     f"the task's parameters {like}")
+            z0 = jax.tree_util.tree_map(lambda a, b: np.asarray(a, dtype=b.dtype), z0, state.z)
+            z0 = _shard(z0, sharding) if sharding is not None else jax.tree_util.tree_map(jnp.asarray, z0)
+            state = state._replace(z=z0)
         recs: list[dict] = []
         saved = checkpoint.load(c) if checkpoint is not None else None
         if saved is not None:
@@ -423,6 +454,60 @@ def run_ensemble(
     z = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *[o[2] for o in outputs])
     seconds = time.perf_counter() - t_start
     return RunOutput(record_steps, records, accum, z, seconds, M * schedule.steps)
+
+
+def prior_z(task: Task, members: Members):
+    """The members' prior draws of the unit-variance parameters (what ``run_ensemble`` starts from
+    without ``initial_z``), as host arrays with a leading member axis."""
+    def one(data_key, init_key, hyper):
+        return task.init(init_key, task.make_data(data_key, hyper), hyper)
+
+    hyper = jax.tree_util.tree_map(jnp.asarray, members.hyper)
+    return _fetch(jax.jit(jax.vmap(one))(jnp.asarray(members.data_keys), jnp.asarray(members.init_keys), hyper))
+
+
+def run_ladder(
+    task: Task,
+    members: Members,
+    stage_hypers: Sequence[Any],
+    schedule: Schedule,
+    *,
+    initial_z: Any = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_config: dict | None = None,
+    checkpoint_every: float = 60.0,
+    stage_labels: Sequence[str] | None = None,
+    **kwargs,
+) -> list[RunOutput]:
+    """Run the ensemble through a ladder of hyperparameters, each stage starting from the end state
+    of the previous one (annealing: a sigma^2 ladder with the state carried over).
+
+    ``stage_hypers[s]`` is stage s's hyperparameter pytree (leading member axis; members may follow
+    different ladders, e.g. a cooling and a heating branch side by side).  Stage 0 starts from
+    ``initial_z`` (or the prior).  Every stage runs ``schedule`` (burn-in, then time averages of its
+    own); its noise keys are ``fold_in(noise_key, s)``, so no two stages share noise.  With
+    ``checkpoint_dir`` every stage checkpoints under the hash of (``checkpoint_config``, stage), and a
+    re-run resumes inside the interrupted stage after reloading the finished ones.  Other keyword
+    arguments go to :func:`run_ensemble`.  Returns one :class:`RunOutput` per stage.
+    """
+    if len(stage_hypers) < 1:
+        raise ParameterError("a ladder needs at least one stage")
+    outputs: list[RunOutput] = []
+    z = initial_z
+    base_desc = kwargs.pop("progress_desc", "networks")
+    for s, hyper in enumerate(stage_hypers):
+        keys = np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, s))(jnp.asarray(members.noise_keys)))
+        stage_members = members._replace(noise_keys=keys, hyper=hyper)
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = Checkpointer(checkpoint_dir, {**(checkpoint_config or {}), "ladder_stage": s},
+                                every_seconds=checkpoint_every)
+        label = stage_labels[s] if stage_labels is not None else f"stage {s + 1}/{len(stage_hypers)}"
+        out = run_ensemble(task, stage_members, schedule, checkpoint=ckpt, initial_z=z,
+                           progress_desc=f"{base_desc} {label}", **kwargs)
+        outputs.append(out)
+        z = out.z
+    return outputs
 
 
 def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:

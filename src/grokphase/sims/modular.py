@@ -32,11 +32,15 @@ import optax
 import xarray as xr
 
 from grokphase.errors import ParameterError
-from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, run_ensemble
+from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, prior_z, run_ensemble, run_ladder
 from grokphase.sims.langevin import langevin
 
 PARAMETRISATIONS = ("paper", "gromov")
 OPTIMIZERS = ("langevin", "adamw", "gd")
+ANNEALS = ("none", "down", "up", "both")
+STARTS = ("auto", "prior", "ordered")
+READOUTS = ("gibbs", "langevin")
+BRANCHES = {"down": "cooling", "up": "heating"}
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "ipr", "w_norm2",
                   "a_norm2", "droplet_fraction")
@@ -102,6 +106,9 @@ class ModularSim:
     log_times: bool = False
     dtype: str = "float32"
     ipr_bins: int = IPR_BINS
+    anneal: str = "none"
+    start: str = "auto"
+    readout: str = "gibbs"
 
     def __post_init__(self):
         for name in ("P", "N", "seeds", "ipr_bins"):
@@ -129,6 +136,23 @@ class ModularSim:
             raise ParameterError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.dtype not in DTYPES:
             raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        if self.readout not in READOUTS:
+            raise ParameterError(f"unknown readout update {self.readout!r}; choose gibbs or langevin")
+        if self.anneal not in ANNEALS:
+            raise ParameterError(f"unknown anneal {self.anneal!r}; choose from {', '.join(ANNEALS)}")
+        if self.start not in STARTS:
+            raise ParameterError(f"unknown start {self.start!r}; choose from {', '.join(STARTS)}")
+        if self.anneal != "none" and self.optimizer != "langevin":
+            raise ParameterError("--anneal sweeps the Langevin temperature s2: it needs --optimizer langevin")
+        if self.anneal != "none" and (len(self.s2) < 2 or len(set(self.s2)) != len(self.s2)):
+            raise ParameterError(f"--anneal needs a ladder of at least two distinct s2 values, got {list(self.s2)}")
+        if self.start == "ordered" or self.anneal in ("up", "both") and self.start == "auto":
+            if self.parametrisation != "paper" or self.gamma <= 0 or self.optimizer != "langevin":
+                raise ParameterError("an ordered start is built from the theory's droplet saddle, which needs "
+                                     "Langevin, the paper parametrisation and gamma > 0 (the sextic penalty "
+                                     "bounds the saddle)")
+            if self.P < 3:
+                raise ParameterError(f"an ordered start needs a frequency 0 < k < P/2, i.e. P >= 3 (got P = {self.P})")
         for name in ("lr",):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -163,6 +187,21 @@ class ModularSim:
     def schedule(self) -> Schedule:
         return Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
 
+    def branches(self) -> list[tuple[str, np.ndarray, str]]:
+        """(branch name, s2 ladder in run order, start) of every chain family.  anneal="none": one
+        "independent" family, every s2 started afresh; "down": cooling (s2 decreasing, from the prior
+        unless start="ordered"); "up": heating (s2 increasing, from the ordered droplet start unless
+        start="prior"); "both": the two side by side."""
+        s2 = np.asarray(self.s2)
+        if self.anneal == "none":
+            return [("independent", s2, "ordered" if self.start == "ordered" else "prior")]
+        out = []
+        if self.anneal in ("down", "both"):
+            out.append(("cooling", np.sort(s2)[::-1], "ordered" if self.start == "ordered" else "prior"))
+        if self.anneal in ("up", "both"):
+            out.append(("heating", np.sort(s2), "prior" if self.start == "prior" else "ordered"))
+        return out
+
     def parameters(self) -> dict:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
@@ -186,13 +225,32 @@ def theory_phi_plus(sim: ModularSim) -> np.ndarray:
 
 def make_task(sim: ModularSim) -> Task:
     """Per-network functions (cached on the static sizes and choices)."""
+    gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0)
+                      float(sim.scale), sim.alpha < 1.0, gibbs)
+
+
+def gibbs_readout(w, pairs, y, c, s2, xi):
+    r"""Exact draw of the readout's unit variables z_a from p(z_a | w) (one network, float64 algebra).
+
+    The output f = c (h^2) z_a (c = scale * prior std of a, h_i(n, m) = w_{i,n} + w_{i,P+m}) is linear
+    in z_a, whose prior is N(0, I), so given the input weights the posterior exp(-L/s2 - |z_a|^2/2) is
+    Gaussian, independently for each output p: precision Lambda = I + (c^2/s2) F^T F with the
+    features F = h^2 over the training pairs, mean Lambda^{-1} (c/s2) F^T y.  Returns
+    mean + chol(Lambda)^{-T} xi for the caller's standard normals xi (N, P).  w: (2P, N) input weights,
+    pairs: (n, 2) training pairs, y: (n, P) their targets."""
+    P = y.shape[-1]
+    F = (w[pairs[:, 0]] + w[P + pairs[:, 1]]) ** 2
+    G = (F.T @ F).astype(jnp.float64)
+    b = (F.T @ y).astype(jnp.float64)
+    chol = jnp.linalg.cholesky(jnp.eye(G.shape[0], dtype=jnp.float64) + (c * c / s2) * G)
+    mean = jax.scipy.linalg.cho_solve((chol, True), (c / s2) * b)
+    return mean + jax.scipy.linalg.solve_triangular(chol.T, xi.astype(jnp.float64), lower=False)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
-               ipr_bins: int, scale: float, split: bool) -> Task:
+               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False) -> Task:
     from grokphase.sims import fourier
 
     dtype = DTYPES[dtype_name]
@@ -229,6 +287,9 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         return (hyper.s2 * fourier.gamma_penalty(theta["w"], hyper.gamma, axis=0)).astype(dtype)
 
     def make_tx(hyper):
+        if optimizer == "langevin" and gibbs_a:      # the readout is drawn exactly by ``gibbs``
+            return optax.multi_transform({"langevin": langevin(hyper.lr, hyper.s2), "gibbs": optax.set_to_zero()},
+                                         {"w": "langevin", "a": "gibbs"})
         if optimizer == "langevin":
             return langevin(hyper.lr, hyper.s2)
         if optimizer == "adamw":
@@ -285,7 +346,15 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         }
         return record, accum
 
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty)
+    def gibbs(z, data, hyper, key):
+        std = prior_std(z, hyper)
+        c = scale * std["a"]
+        pairs = pairs_all[data["train_idx"]]
+        xi = jax.random.normal(key, (N, P), jnp.float64)
+        z_a = gibbs_readout(std["w"] * z["w"], pairs, y_all[data["train_idx"]], c, hyper.s2, xi)
+        return {**z, "a": z_a.astype(z["a"].dtype)}
+
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None)
 
 
 class ModHyper(NamedTuple):
@@ -315,6 +384,52 @@ def build_members(sim: ModularSim) -> tuple[Members, list[str]]:
     return Members(tile(keys[0]), tile(keys[1]), tile(keys[2]), hyper), labels
 
 
+@functools.partial(jax.jit, static_argnames=("P", "N"))
+def _ordered_member(key, train_idx, s2, phi_plus, sa2, *, P: int, N: int):
+    """One network's unit-variance parameters at the theory's droplet saddle (float64)."""
+    k_ph, k_u, k_v, k_a = jax.random.split(key, 4)
+    k = 1 + jnp.arange(N) % ((P - 1) // 2)                       # frequencies 1..(P-1)/2 in turn
+    phase = jax.random.uniform(k_ph, (2, N, 1), jnp.float64, 0.0, 2.0 * jnp.pi)
+    arg = 2.0 * jnp.pi * k[:, None] * jnp.arange(P)[None, :] / P
+    amp = 2.0 * jnp.sqrt(phi_plus)                                # |w_k|^2 = A^2/4 = Phi_+
+    u = amp * jnp.cos(arg + phase[0]) + jax.random.normal(k_u, (N, P), jnp.float64)
+    v = amp * jnp.cos(arg + phase[1]) + jax.random.normal(k_v, (N, P), jnp.float64)
+    w = jnp.concatenate([u.T, v.T], axis=0)                      # (2P, N); prior std 1: z_w = w
+    pairs = jnp.asarray(all_pairs(P))[train_idx]
+    xi = jax.random.normal(k_a, (N, P), jnp.float64)
+    z_a = gibbs_readout(w, pairs, targets(pairs, P, jnp.float64), jnp.sqrt(sa2 / N), s2, xi)
+    return {"a": z_a, "w": w}
+
+
+def ordered_start(sim: ModularSim, members: Members, task: Task | None = None) -> dict:
+    r"""Ordered (droplet) starting parameters for every member, in unit variables (leading member axis).
+
+    Each neuron's input halves are cosines at one frequency k (k = 1..(P-1)/2 in turn over the
+    neurons, so every frequency gets about N/((P-1)/2) neurons) with random phases and the theory's
+    droplet amplitude |u_k|^2 = |v_k|^2 = Phi_+ (A = 2 sqrt(Phi_+), fourier.py's convention), plus the
+    prior's unit Gaussian fluctuations.  Given the input weights the posterior of the readout is
+    Gaussian (Bayesian linear regression on the features h^2 at the member's s2), and the readout is
+    drawn from it exactly, so the start is the droplet saddle with its readout in equilibrium.
+    Phi_+ is the member's ``hyper.phi_plus`` (the finite-P theory at its s2); NaN there is an error."""
+    task = make_task(sim) if task is None else task
+    hyper = members.hyper
+    phi = np.asarray(hyper.phi_plus, dtype=np.float64)
+    s2 = np.asarray(hyper.s2, dtype=np.float64)
+    if not np.all(np.isfinite(phi) & (phi > 0)):
+        bad = float(s2[np.flatnonzero(~(np.isfinite(phi) & (phi > 0)))[0]])
+        raise ParameterError(f"an ordered start needs the theory's droplet saddle, and at s2 = {bad:g} the "
+                             "theory has none (u a^2 < sqrt(gamma)); start that branch at a lower s2")
+    out = []
+    for j in range(phi.size):
+        hyp = jax.tree_util.tree_map(lambda a, j=j: jnp.asarray(np.asarray(a)[j]), hyper)
+        data = task.make_data(jnp.asarray(members.data_keys[j]), hyp)
+        key = jax.random.fold_in(jnp.asarray(members.init_keys[j]), 0x0D0)
+        z = _ordered_member(key, data["train_idx"], s2[j], phi[j], float(np.asarray(hyper.sa2)[j]), P=sim.P, N=sim.N)
+        out.append(jax.tree_util.tree_map(np.asarray, z))
+    dtype = DTYPES[sim.dtype]
+    return {name: np.stack([o[name] for o in out]).astype(dtype) for name in ("w", "a")}
+
+
 def first_crossing(times: np.ndarray, values: np.ndarray, level: float) -> np.ndarray:
     """First record time with value >= level along the last axis; -1 where never reached."""
     hit = values >= level
@@ -322,22 +437,104 @@ def first_crossing(times: np.ndarray, values: np.ndarray, level: float) -> np.nd
     return np.where(hit.any(axis=-1), times[first], -1)
 
 
+def _hyper(sim: ModularSim, s2: np.ndarray, phi: np.ndarray) -> ModHyper:
+    const = lambda v: np.full(s2.size, v, dtype=np.float64)  # noqa: E731
+    return ModHyper(s2=np.asarray(s2, np.float64), sa2=const(sim.sa2_value), gamma=const(sim.gamma),
+                    lr=const(sim.lr), weight_decay=const(sim.weight_decay), phi_plus=np.asarray(phi, np.float64))
+
+
+def build_ladder_members(sim: ModularSim) -> tuple[Members, list[ModHyper], list[str]]:
+    """Annealing chains: ``sim.seeds`` per branch (cooling first), the same data sets in every
+    branch, branch-specific init and noise keys; one hyperparameter set per ladder stage."""
+    K = sim.seeds
+    base, _ = build_members(dataclasses.replace(sim, s2=sim.s2[:1], anneal="none", start="auto"))
+    fams = sim.branches()
+    tag = {"cooling": 1, "heating": 2}
+    fold = lambda keys, t: np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, t))(jnp.asarray(keys)))  # noqa: E731
+    members = Members(np.concatenate([base.data_keys] * len(fams)),
+                      np.concatenate([fold(base.init_keys, tag[b]) for b, _, _ in fams]),
+                      np.concatenate([fold(base.noise_keys, tag[b]) for b, _, _ in fams]),
+                      None)
+    phi_of = dict(zip(sim.s2, theory_phi_plus(sim)))
+    stages = []
+    for s in range(len(sim.s2)):
+        s2 = np.concatenate([np.full(K, ladder[s]) for _, ladder, _ in fams])
+        stages.append(_hyper(sim, s2, np.array([phi_of[float(v)] for v in s2])))
+    labels = [f"{b} chain (seed {j})" for b, _, _ in fams for j in range(K)]
+    return members._replace(hyper=stages[0]), stages, labels
+
+
+def _initial_z(sim: ModularSim, task: Task, members: Members, starts: list[str]):
+    """Stage-0 parameters: the prior draw or the ordered start, per block of ``sim.seeds`` members
+    (None when every member starts from the prior)."""
+    if all(s == "prior" for s in starts):
+        return None
+    K = sim.seeds
+    prior = prior_z(task, members)
+    blocks = []
+    for b, start in enumerate(starts):
+        sl = slice(b * K, (b + 1) * K) if len(starts) > 1 else slice(None)
+        part = jax.tree_util.tree_map(lambda a, sl=sl: a[sl], members)
+        blocks.append(ordered_start(sim, part, task) if start == "ordered"
+                      else jax.tree_util.tree_map(lambda a, sl=sl: np.asarray(a)[sl], prior))
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *blocks)
+
+
 def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = None,
                 checkpoint_dir: str | None = None, checkpoint_every: float = 60.0, progress: bool = False,
                 _stop_after_records: int | None = None) -> xr.Dataset:
-    members, labels = build_members(sim)
+    """Run the simulation; with ``sim.anneal`` != "none" the s2 ladder is swept with the state carried
+    from one s2 to the next (:func:`grokphase.sims.driver.run_ladder`) and the Dataset gains a
+    ``branch`` dimension (cooling, heating)."""
     task = make_task(sim)
-    ckpt = None
-    if checkpoint_dir is not None:
-        config = sim.parameters()
-        config["kind"] = "sims.modular"
-        ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
-    out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices, checkpoint=ckpt,
-                       member_labels=labels, progress=progress, progress_desc=f"modular P={sim.P} N={sim.N}",
-                       stop_after_records=_stop_after_records)
-    ds = build_dataset(sim, out, members)
-    ds.attrs["seconds"] = float(out.seconds)
-    ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
+    config = {**sim.parameters(), "kind": "sims.modular"}
+    desc = f"modular P={sim.P} N={sim.N}"
+    if sim.anneal == "none":
+        members, labels = build_members(sim)
+        z0 = _initial_z(sim, task, members, [sim.branches()[0][2]]) if sim.start == "ordered" else None
+        ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every) if checkpoint_dir else None
+        out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices,
+                           checkpoint=ckpt, member_labels=labels, progress=progress, progress_desc=desc,
+                           stop_after_records=_stop_after_records, initial_z=z0)
+        ds = build_dataset(sim, out, members)
+        seconds, net_steps = out.seconds, out.network_steps
+    else:
+        members, stages, labels = build_ladder_members(sim)
+        fams = sim.branches()
+        z0 = _initial_z(sim, task, members, [start for _, _, start in fams])
+        stage_labels = [" / ".join(f"{b} s2={ladder[s]:g}" for b, ladder, _ in fams) for s in range(len(sim.s2))]
+        outs = run_ladder(task, members, stages, sim.schedule, initial_z=z0, checkpoint_dir=checkpoint_dir,
+                          checkpoint_config=config, checkpoint_every=checkpoint_every, stage_labels=stage_labels,
+                          ensemble_chunk=ensemble_chunk, devices=devices, member_labels=labels, progress=progress,
+                          progress_desc=desc, stop_after_records=_stop_after_records)
+        ds = _ladder_dataset(sim, outs, stages)
+        seconds = sum(o.seconds for o in outs)
+        net_steps = sum(o.network_steps for o in outs)
+    ds.attrs["seconds"] = float(seconds)
+    ds.attrs["network_steps_per_second"] = float(net_steps / max(seconds, 1e-9))
+    return ds
+
+
+def _ladder_dataset(sim: ModularSim, outs: list, stages: list[ModHyper]) -> xr.Dataset:
+    """Reorder the stages of each branch by s2 (ascending) and stack the branches."""
+    K = sim.seeds
+    ordered = dataclasses.replace(sim, s2=tuple(sorted(sim.s2)))
+    parts, names = [], []
+    for b, (name, ladder, _) in enumerate(sim.branches()):
+        sl = slice(b * K, (b + 1) * K)
+        order = [int(np.flatnonzero(ladder == v)[0]) for v in ordered.s2]   # stage of each s2
+        take = lambda tree, sl=sl, order=order: jax.tree_util.tree_map(  # noqa: E731
+            lambda *a: np.concatenate([x[sl] for x in a]), *[tree(outs[s]) for s in order])
+        out = outs[0]._replace(records=take(lambda o: o.records), accum=take(lambda o: o.accum),
+                               z=take(lambda o: o.z))
+        hyper = jax.tree_util.tree_map(lambda *a: np.concatenate([x[sl] for x in a]),
+                                       *[stages[s] for s in order])
+        parts.append(build_dataset(ordered, out, Members(None, None, None, hyper)))
+        names.append(name)
+    ds = xr.concat(parts, dim="branch", data_vars="all", coords="minimal", combine_attrs="override")
+    ds = ds.assign_coords(branch=names)
+    for name in ("theory_phi_plus",):
+        ds[name] = parts[0][name]
     return ds
 
 
@@ -389,12 +586,19 @@ def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
 
 
 def summary_points(ds: xr.Dataset) -> list[dict]:
+    """JSON points, one per s2 (and per branch of an annealing run: the point gains "branch")."""
+    if "branch" in ds.dims:
+        pts = []
+        for b in ds["branch"].values:
+            pts.extend({"branch": str(b), **pt} for pt in summary_points(ds.sel(branch=b)))
+        return pts
     pts = []
     for i, s2 in enumerate(ds["s2"].values):
         pt = {"s2": float(s2), "alpha": float(ds.attrs["param_alpha"])}
         for name in ("train_acc", "test_acc", "target_component", "droplet_fraction", "ipr"):
             pt[name] = float(ds[name].values[i])
         pt["target_component_sem"] = float(ds["target_component_sem"].values[i])
+        pt["droplet_fraction_sem"] = float(ds["droplet_fraction_sem"].values[i])
         tm, tg = ds["t_memorise"].values[i], ds["t_grok"].values[i]
         pt["t_memorise"] = float(np.median(tm)) if np.all(tm >= 0) else None
         pt["t_grok"] = float(np.median(tg)) if np.all(tg >= 0) else None
