@@ -104,3 +104,90 @@ def test_bad_input(capsys, argv, needle):
 def test_composite_P_warns(capsys):
     with pytest.warns(UserWarning, match="not prime"):
         run_json(capsys, "theory", "modular", "--P", "51", "--s2", "0.2")
+
+
+# ------------------------------------------------------------------------------------------------
+# --convention network (grokphase.theory.modular: mode-pair weight e^{-2 S_k}, lambda = 4 P^2 sa2 <Phi Psi>)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_convention_default_is_paper_and_recorded(capsys, tmp_path):
+    out = run_json(capsys, "theory", "modular", "--s2", "0.2", "--out", str(tmp_path / "p.nc"))
+    assert out["convention"] == "paper"
+    ds = load_dataset(tmp_path / "p.nc", kind="theory.modular.sweep")
+    assert ds.attrs["convention"] == "paper" and json.loads(ds.attrs["parameters_json"])["convention"] == "paper"
+
+
+def test_network_convention_transitions_points_and_file(capsys, tmp_path):
+    """Closed forms with kappa = 4 P^2 (THEORY.md §4 with sa2 -> kappa sa2 where it enters through lambda):
+    gmfl1 as in the paper convention, gmfl2 = gmfl1 - 3 kappa sa2/gamma (< 0 at Fig. 3: GMFL-II is never
+    reached), spinodal sqrt(u s2^2/sqrt(gamma)) - kappa sa2/gamma.  Points: GMFL-I has the same pinned
+    u a^2 = x0 (O(log P/P)), the droplet fraction is kappa = 4 P^2 times smaller than the paper's
+    p = s2 gamma (1/|a| - 1)/(3 sa2) (checked against it at 3%, the finite-P accuracy of the pinned a), and
+    beyond the supercooled spinodal the saddle method gives the NNGP learned fraction 4 sa2/(4 sa2 + s2)."""
+    path = tmp_path / "net.nc"
+    out = run_json(capsys, "theory", "modular", "--s2-sweep", "0.12:0.28:9", "--transitions", "--convention",
+                   "network", "--out", str(path))
+    sa2, P, g = 0.002 / 1000, 401.0, 1e-4
+    kappa = 4 * P**2
+    assert out["convention"] == "network" and out["method"] == "saddle"
+    assert out["gmfl1_s2"] == pytest.approx(_gmfl1(), rel=1e-14)
+    assert out["gmfl2_s2"] == pytest.approx(_gmfl1() - 3 * kappa * sa2 / g, rel=1e-14) and out["gmfl2_s2"] < 0
+    C = 2 * sa2 * P**2 / 1000
+    assert out["spinodal_s2"] == pytest.approx(math.sqrt(C / math.sqrt(g)) - kappa * sa2 / g, rel=1e-14)
+    for pt in out["points"]:
+        if pt["s2"] < out["gmfl1_s2"] - 0.01:
+            assert pt["limit_phase"] == "GMFL-I"
+            assert pt["u"] * pt["a"] ** 2 == pytest.approx(2 * math.sqrt(g / 3), rel=0.03)
+            p_paper = pt["s2"] * g * (1 / abs(pt["a"]) - 1) / (3 * sa2)
+            assert pt["droplet_fraction"] == pytest.approx(p_paper / kappa, rel=0.03)
+        elif pt["s2"] > 0.2537:          # beyond the supercooled spinodal: no droplet saddle
+            assert pt["target_component"] == pytest.approx(4 * sa2 / (4 * sa2 + pt["s2"]), rel=1e-9)
+    ds = load_dataset(path, kind="theory.modular.sweep")
+    assert ds.attrs["convention"] == "network"
+    assert json.loads(ds.attrs["parameters_json"])["convention"] == "network"
+    assert float(ds.attrs["gmfl2_s2"]) == pytest.approx(out["gmfl2_s2"], rel=1e-14)
+
+
+def test_network_convention_exact_matches_api(capsys):
+    out = run_json(capsys, "theory", "modular", "--s2", "0.2", "--method", "exact", "--convention", "network",
+                   "--P", "23", "--N", "64", "--sa2", "4e-4", "--gamma", "0.01")
+    (pt,) = out["points"]
+    sol = md.solve(md.ModularParams(N=64.0, P=23.0, s2=0.2, sa2=4e-4, gamma=0.01), "exact", convention="network")
+    assert pt["a"] == pytest.approx(float(sol.a), abs=1e-14)
+    assert pt["lam"] == pytest.approx(float(sol.lam), rel=1e-12)
+    paper = md.solve(md.ModularParams(N=64.0, P=23.0, s2=0.2, sa2=4e-4, gamma=0.01), "exact")
+    assert pt["droplet_fraction"] < 1e-2 * float(paper.droplet_fraction)
+
+
+def test_network_convention_plot_and_beta(capsys, tmp_path):
+    """--plot with the network convention; --beta uses that convention's invariant family, so the saved
+    transition temperatures (beta = 1 units) do not depend on beta (rtol 1e-12)."""
+    path = tmp_path / "fig3net.nc"
+    assert main(["theory", "modular", "--convention", "network", "--s2-sweep", "0.1:0.3:11", "--plot",
+                 str(tmp_path / "net.png"), "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "net.png").stat().st_size > 10_000
+    one = run_json(capsys, "theory", "modular", "--convention", "network", "--transitions")
+    two = run_json(capsys, "theory", "modular", "--convention", "network", "--transitions", "--beta", "2")
+    for k in ("gmfl1_s2", "gmfl2_s2", "spinodal_s2", "supercooled_spinodal_s2"):
+        assert two[k] == pytest.approx(one[k], rel=1e-12)
+    assert two["points"][0]["a"] == pytest.approx(one["points"][0]["a"], abs=1e-4)     # same limit, O(1/P)
+
+
+def test_network_phase_diagram(capsys, tmp_path):
+    out = run_json(capsys, "theory", "phase-diagram", "modular", "--convention", "network", "--x", "s2:0.1:0.3:5",
+                   "--y", "N:600:1800:3", "--out", str(tmp_path / "pd.nc"), "--plot", str(tmp_path / "pd.png"))
+    assert out["convention"] == "network" and out["shape"] == [3, 5]
+    ds = load_dataset(tmp_path / "pd.nc", kind="theory.modular.phase_diagram")
+    assert ds.attrs["convention"] == "network"
+    # gmfl1 is convention-independent; GMFL-II is unreachable here (kappa sa2 = 4 P^2 0.002/N >> gamma^1.5/N)
+    for i, N in enumerate(ds["N"].values):
+        assert np.array_equal(ds["limit_phase"].values[i] == 0, ds["s2"].values > _gmfl1(N=N, sa2=0.002 / N))
+    assert not np.any(ds["limit_phase"].values == 2)
+
+
+@pytest.mark.parametrize("argv", [["theory", "modular", "--convention", "Network"],
+                                  ["theory", "phase-diagram", "modular", "--convention", "nets"]])
+def test_bad_convention(capsys, argv):
+    assert "--convention" in run_error(capsys, *argv)

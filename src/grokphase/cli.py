@@ -282,6 +282,17 @@ def _add_modular_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=_positive, default=1e-4, help="sextic Fourier penalty strength (default 1e-4)")
 
 
+_BETA_HELP = ("scaling along which the chosen convention's P -> infinity solution is invariant: paper (Table 1) "
+              "N->b^2 N, P->sqrt(b) P, sa2->sa2/b, s2->s2/b; network N->b N, P->sqrt(b) P, sa2->sa2/b^2, s2->s2/b")
+
+
+def _add_convention(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--convention", choices=("paper", "network"), default="paper",
+                   help="paper: mode weight e^{-S_k}, lambda = sa2 <Phi Psi> (eq. 38, default); network: the "
+                        "network's own normalisation, e^{-2 S_k} per complex mode pair and lambda = 4 P^2 sa2 "
+                        "<Phi Psi> (reduces to the NNGP eigenvalue 4 sa2 at u -> 0)")
+
+
 def _modular_base(args):
     from grokphase.theory.modular import ModularParams
 
@@ -305,7 +316,8 @@ def cmd_theory_modular(args) -> int:
         s2 = np.array([0.2 if args.s2 is None else args.s2])
     density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
     t0 = time.perf_counter()
-    ds = build_modular_sweep(base, s2, method=args.method, beta=args.beta, density_s2=density_s2)
+    ds = build_modular_sweep(base, s2, method=args.method, convention=args.convention, beta=args.beta,
+                             density_s2=density_s2)
     elapsed = time.perf_counter() - t0
     points, lines = [], [f"{'s2':>9} {'u':>10} {'a':>10} {'1+a':>8} {'droplet':>8} {'phase':>8}  (P -> inf: a, phase)"]
     for i, v in enumerate(s2):
@@ -317,14 +329,18 @@ def cmd_theory_modular(args) -> int:
               "limit_phase": _phase_label(row["limit_phase"])}
         points.append(pt)
         lines.append(f"{v:9.4f} {pt['u']:10.5f} {pt['a']:10.6f} {pt['target_component']:8.5f} "
-                     f"{pt['droplet_fraction']:8.5f} {pt['phase']:>8}  ({pt['limit_a']:.6f}, {pt['limit_phase']})")
-    summary: dict[str, Any] = {"method": args.method, "points": points}
+                     f"{pt['droplet_fraction']:8.3g} {pt['phase']:>8}  ({pt['limit_a']:.6f}, {pt['limit_phase']})")
+    summary: dict[str, Any] = {"method": args.method, "convention": args.convention, "points": points}
     if args.transitions:
         for k in ("gmfl1_s2", "gmfl2_s2", "spinodal_s2", "supercooled_spinodal_s2"):
             summary[k] = float(ds.attrs[k])
-        lines.append(f"P -> infinity: GMFL-I below s2 = {summary['gmfl1_s2']:.6f}, GMFL-II below "
-                     f"s2 = {summary['gmfl2_s2']:.6f}; ordered branch ends (spinodal) at s2 = {summary['spinodal_s2']:.6f}")
-    _log(args, f"grokphase: modular theory ({args.method}), {s2.size} sigma^2 in {elapsed:.2f} s")
+        def fmt(k):
+            return f"{summary[k]:.6g}" + (" (<= 0: never reached)" if summary[k] <= 0 else "")
+
+        lines.append(f"P -> infinity: GMFL-I below s2 = {fmt('gmfl1_s2')}, GMFL-II below s2 = {fmt('gmfl2_s2')}; "
+                     f"ordered branch ends (spinodal) at s2 = {fmt('spinodal_s2')}")
+    _log(args, f"grokphase: modular theory ({args.method}, {args.convention} convention), {s2.size} sigma^2 "
+               f"in {elapsed:.2f} s")
     return _finish(args, ds, summary, lines)
 
 
@@ -354,16 +370,17 @@ def cmd_phase_diagram_modular(args) -> int:
     x = parse_axis(args.x, md.PARAM_NAMES, "--x")
     y = parse_axis(args.y, md.PARAM_NAMES, "--y")
     t0 = time.perf_counter()
-    ds = build_modular_phase_diagram(_modular_base(args), x, y, method=args.method, beta=args.beta,
-                                     sa2_times_N=0.002 if args.sa2 is None else None)
+    ds = build_modular_phase_diagram(_modular_base(args), x, y, method=args.method, convention=args.convention,
+                                     beta=args.beta, sa2_times_N=0.002 if args.sa2 is None else None)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in _phase_labels().items()}
     limit_counts = {label: int((ds["limit_phase"].values == code).sum()) for code, label in _phase_labels().items()}
     summary = {"x": x.name, "y": y.name, "shape": [int(y.values.size), int(x.values.size)], "method": args.method,
-               "phase_counts": counts, "limit_phase_counts": limit_counts,
+               "convention": args.convention, "phase_counts": counts, "limit_phase_counts": limit_counts,
                "target_component_range": [float(ds["target_component"].min()), float(ds["target_component"].max())],
                "seconds": elapsed}
-    lines = [f"modular phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {args.method}) in {elapsed:.2f} s",
+    lines = [f"modular phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {args.method}, "
+             f"{args.convention} convention) in {elapsed:.2f} s",
              "finite-P phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
              "P -> infinity phase counts: " + ", ".join(f"{k}: {v}" for k, v in limit_counts.items())]
     return _finish(args, ds, summary, lines)
@@ -431,10 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Solve the modular-addition theory at one sigma^2 or a sweep. With --plot: the "
                                     "paper's Fig. 3 (default sweep 0.1:0.3:201).")
     _add_modular_params(p)
-    p.add_argument("--beta", type=_positive, default=1.0, help="Table-1 scaling: N->b^2 N, P->sqrt(b) P, sa2, s2 -> /b")
+    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
     p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2 (beta = 1 units)")
     p.add_argument("--method", choices=("saddle", "exact"), default="saddle",
                    help="<Phi Psi> from the saddle mixture (eq. 41-42) or exact 2-D quadrature")
+    _add_convention(p)
     p.add_argument("--transitions", action="store_true", help="report the P -> infinity transition sigma^2")
     p.add_argument("--density-s2", metavar="S1,S2,...", default=None, help="sigma^2 values for panel (a)")
     _add_output(p, "write the Fig. 3 figure")
@@ -469,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="s2:0.1:0.3:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--y", default="N:500:2000:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--method", choices=("saddle", "exact"), default="saddle")
-    p.add_argument("--beta", type=_positive, default=1.0)
+    _add_convention(p)
+    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
     _add_modular_params(p)
     _add_output(p, "plot the diagram")
     p.set_defaults(func=cmd_phase_diagram_modular)

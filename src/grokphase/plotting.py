@@ -141,7 +141,9 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
     ax.set_xlabel(xname)
     ax.set_ylabel(yname)
     model = ds.attrs.get("model", "teacher-student")
-    ax.set_title(f"{model} phase diagram ({ds.attrs.get('solver', '')})")
+    conv = ds.attrs.get("convention")
+    ax.set_title(f"{model} phase diagram ({ds.attrs.get('solver', '')}"
+                 + (f", {conv} convention)" if conv else ")"))
     leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
     leg.get_frame().set_alpha(0.8)
     fig.tight_layout()
@@ -172,6 +174,7 @@ def plot_modular_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Pat
     finite P, the P -> infinity equilibrium, the metastable ordered branch, and both transitions."""
     if ds.attrs.get("grokphase_kind") != "theory.modular.sweep":
         raise ResultFileError("plot_modular_sweep needs a theory.modular.sweep dataset")
+    conv = ds.attrs.get("convention")       # absent in files written before the option existed
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11.0, 4.2))
     phi = ds["phi"].values
     colors = _colors(ds.sizes["density_s2"])
@@ -195,12 +198,12 @@ def plot_modular_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Pat
     inset.set_title("mixed phase: degenerate minima", fontsize=7)
     inset.tick_params(labelsize=6)
     ax_a.set_xlabel("Φ = Ψ = |w_k|²")
-    ax_a.set_ylabel("−log p / P + const  (= Ŝ(Φ))")
+    ax_a.set_ylabel("−log p / P + const  (= Ŝ(Φ))" if conv != "network" else "−log p / 2P + const  (= Ŝ(Φ))")
     ax_a.set_title("(a) per-mode action along Φ = Ψ")
     ax_a.legend(fontsize=7, loc="lower left")
     s2 = ds["s2"].values
     ax_b.plot(s2, ds["target_component"], color="tab:blue", lw=2.0,
-              label=f"finite P ({ds.attrs.get('method', '')})")
+              label=f"finite P ({ds.attrs.get('method', '')}" + (f", {conv} convention)" if conv else ")"))
     ax_b.plot(s2, ds["limit_target_component"], color="k", lw=1.0, ls="--", label="P → ∞ equilibrium")
     ax_b.plot(s2, 1.0 + ds["a_superheated"], color="tab:orange", lw=1.0, ls=":", label="ordered branch (metastable)")
     for v, name in ((s1, "GMFL-I onset"), (s2_, "GMFL-II onset")):

@@ -15,6 +15,32 @@ lambda(a) = sa2 <Phi Psi>_{S_k}, a = -s2/(lambda(a) + s2); the target component 
 output is 1 + a.  Along Phi = Psi, Shat(Phi) = S_k/P = Phi - u a^2 Phi^2 + (gamma/3) Phi^3 has, besides
 0, the saddles w±^2 = (u a^2 ± sqrt((u a^2)^2 - gamma))/gamma when u a^2 >= sqrt(gamma).
 
+Two conventions (``convention=``).  Modes k and -k are complex conjugates, so the P - 1 actions
+S_k, k != 0, describe (P - 1)/2 independent complex variables, and the neuron's action is
+sum_{k in Z_P} S_k (the prior P sum_k (Phi_k + Psi_k)/2 is |w|^2/2, and -(sa2/2N) sum_p (t.phi)^2 with
+t = -a y/s2 over all P^2 pairs is exactly -P u a^2 sum_k Phi_k Psi_k):
+
+* ``"paper"`` (default, the paper's eq. 38 and THEORY.md): each mode weighted by e^{-S_k},
+  lambda = sa2 <Phi Psi>.
+* ``"network"`` (the network this theory describes, re-derived from eqs. 7-10 with all P^2 pairs as
+  data): one complex mode pair carries e^{-2 S_k} (the action prefactor P -> P_eff = 2P, u unchanged;
+  under the prior <Phi> = 1/P = E|w_k|^2 for w_n ~ N(0, 1), where e^{-S_k} gives 2/P), and the
+  eigenvalue of the P^2 x P^2 matrix Q = sa2 <phi phi^T> on the normalised target mode
+  phi(n, m) = e^{2 pi i k(n+m)/P}/P is lambda = kappa sa2 <Phi Psi>, kappa = 4 P^2 (the component of
+  phi(w) = (w_n + v_m)^2 on it is 2 P conj(w_k v_k)).  At u -> 0 this is 4 sa2, the NNGP target
+  eigenvalue of eq. 21 (:mod:`grokphase.theory.modular_gp`); the paper convention gives
+  4 sa2/P^2 there, a factor P^2 smaller.
+
+:func:`mode_factors` returns (P_eff, kappa) for either convention; every formula below holds in both
+with P -> P_eff in the action and sa2 -> kappa sa2 wherever sa2 enters through lambda.
+Consequences for the network convention: u, gmfl1_s2 and the pinned a of GMFL-I are unchanged, but the
+droplet fraction is kappa times smaller, so in GMFL-I (|a| = s2/s1) the expected number of droplet
+neurons per mode is N p = sqrt(3 gamma) (1 - s2/s1)/(12 s1) — independent of N, P and sa2 at fixed
+s1, at most 6e-3 at the paper's Fig. 3 — and GMFL-II exists only if kappa sa2 < gamma^{3/2}/(12 sqrt(3) N),
+i.e. gamma > 48 N^2 s1^2.  Table 1 keeps sa2/s2 but not kappa sa2/s2; the network convention's
+invariant family is ``ModularParams.scaled(beta, "network")``.  Its saddle method is described in
+:func:`saddle_moment`.
+
 Solvers:
 
 * :func:`solve` — finite P, with <Phi Psi> from the saddle mixture of eq. 41-42
@@ -46,6 +72,24 @@ from grokphase.theory.teacher_student import PHASE_LABELS, Phase, Status, bucket
 
 PARAM_NAMES = ("N", "P", "s2", "sa2", "gamma")
 METHODS = ("saddle", "exact")
+CONVENTIONS = ("paper", "network")
+
+
+def check_convention(convention: str) -> None:
+    """ParameterError unless ``convention`` is one of :data:`CONVENTIONS` (a static string, so this
+    also runs at trace time under jit/vmap)."""
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
+        raise ParameterError(f"convention must be one of {CONVENTIONS} (got {convention!r})")
+
+
+def mode_factors(P, convention: str = "paper"):
+    """(P_eff, kappa) of a convention (module docstring): a mode's weight is exp(-S_k) with the action
+    prefactor P -> P_eff, and lambda = kappa sa2 <Phi Psi>.  ``"paper"``: (P, 1); ``"network"``:
+    (2P, 4P^2).  Works on floats, NumPy and traced arrays."""
+    check_convention(convention)
+    if convention == "paper":
+        return P, 1.0
+    return 2.0 * P, 4.0 * P * P
 
 
 def warn_if_composite(P) -> None:
@@ -106,10 +150,20 @@ class ModularParams:
         _, arrays = broadcast_fields(self, PARAM_NAMES)
         return ModularParams(**{k: np.array(v) for k, v in arrays.items()})
 
-    def scaled(self, beta=1.0) -> "ModularParams":
-        """Table 1: N -> beta^2 N, P -> sqrt(beta) P, sa2 -> sa2/beta, s2 -> s2/beta (u invariant)."""
+    def scaled(self, beta=1.0, convention: str = "paper") -> "ModularParams":
+        """The family along which a convention's P -> infinity solution is invariant (s2 -> s2/beta in both,
+        so the transition temperatures scale as 1/beta).
+
+        ``"paper"``: Table 1, N -> beta^2 N, P -> sqrt(beta) P, sa2 -> sa2/beta, s2 -> s2/beta (u, gamma and
+        sa2/s2 invariant).  ``"network"``: lambda/s2 = 4 P^2 sa2 <Phi Psi>/s2, so Table 1 (which keeps
+        P^2 sa2 but not P^2 sa2/s2) does not fix its limit; instead N -> beta N, P -> sqrt(beta) P,
+        sa2 -> sa2/beta^2, s2 -> s2/beta keeps u, gamma and kappa sa2/s2 invariant."""
         check_positive("beta", beta)
-        return ModularParams(N=self.N * beta**2, P=self.P * np.sqrt(beta), s2=self.s2 / beta, sa2=self.sa2 / beta,
+        check_convention(convention)
+        if convention == "paper":
+            return ModularParams(N=self.N * beta**2, P=self.P * np.sqrt(beta), s2=self.s2 / beta,
+                                 sa2=self.sa2 / beta, gamma=self.gamma)
+        return ModularParams(N=self.N * beta, P=self.P * np.sqrt(beta), s2=self.s2 / beta, sa2=self.sa2 / beta**2,
                              gamma=self.gamma)
 
     def with_axis(self, name: str, value, *, sa2_times_N: float | None = None) -> "ModularParams":
@@ -147,11 +201,33 @@ def saddles(a, u, gamma):
 
 def saddle_mixture(a, u, gamma, P):
     """Eq. 41-42: <Phi Psi> ~ 4 w+^4 e^{-S+}/(1 + 4 e^{-S+}), S+ = P Shat(w+^2); returns
-    (<Phi Psi>, droplet probability p = 4e^{-S+}/(1 + 4e^{-S+}), w+^2, S+, exists)."""
+    (<Phi Psi>, droplet probability p = 4e^{-S+}/(1 + 4e^{-S+}), w+^2, S+, exists).  ``P`` is the action
+    prefactor (P_eff of :func:`mode_factors`); see :func:`saddle_moment` for the network convention."""
     _, wp, exists = saddles(a, u, gamma)
     S_plus = P * reduced_action(wp, a, u, gamma)
     p = jnp.where(exists, jax.nn.sigmoid(math.log(4.0) - S_plus), 0.0)
     return p * wp * wp, p, wp, jnp.where(exists, S_plus, jnp.inf), exists
+
+
+def saddle_moment(a, u, gamma, P, convention: str = "paper"):
+    """<Phi Psi> and the droplet probability of the saddle method in either convention (P the modulus).
+
+    ``"paper"``: eq. 41-42 verbatim (a delta at the origin, droplet odds 4 e^{-S+}, S+ = P Shat(w+^2)).
+    ``"network"``: the same two-basin mixture for the weight e^{-2 S_k}: droplet odds 4 e^{-S+} with
+    S+ = 2P Shat(w+^2) (the paper's odds prefactor 4 is kept, so "saddle" is the same approximation in
+    both conventions and lambda(a) stays monotone; Laplace's method would give the prefactor
+    pi P/sqrt(det h), h the Hessian of S_k/P at the droplet, which moves the pinned u a^2 by only
+    (gamma/3) ln(W/4)/(2 P x0), the O(log P/P) gap to the exact method), and the origin basin carries its
+    exact free moment <Phi Psi>_0 = (1/P)^2 (Phi, Psi ~ Exp(mean 1/P) under e^{-P(Phi+Psi)}) instead
+    of a delta: kappa sa2 (1/P)^2 = 4 sa2 is the NNGP target eigenvalue, which the saddle method then
+    reproduces at u -> 0.  (The paper drops the analogous 4/P^2 as an O(P^-2) correction; in the
+    network convention it is the whole GP-limit learning, so it is kept.)
+    Returns (<Phi Psi>, p)."""
+    P_eff, _ = mode_factors(P, convention)
+    m, p, _, _, _ = saddle_mixture(a, u, gamma, P_eff)
+    if convention == "network":
+        m = m + (1.0 - p) / (P * P)
+    return m, p
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,9 +305,11 @@ def exact_moment(a, u, gamma, P):
 class ModularSolution(NamedTuple):
     """Finite-P solution (fields have the batch shape).
 
-    a: discrepancy along the target; target_component = 1 + a; lam = sa2 <Phi Psi>;
+    a: discrepancy along the target; target_component = 1 + a; lam = kappa sa2 <Phi Psi> (kappa = 1 in
+    the paper convention, 4 P^2 in the network one);
     droplet_fraction: probability of the non-trivial saddle; phi_plus = w+^2 (0 if no saddle);
-    action_gap = P Shat(w+^2) - 0 (inf if no saddle); u; quad_error (exact method, else 0);
+    action_gap = P_eff Shat(w+^2) - 0, the droplet's action against the origin in the mode weight
+    (P_eff = P or 2P; inf if no saddle); u; quad_error (exact method, else 0);
     status (:class:`Status`); phase: GFL if N p < 1, GMFL-II if N (1 - p) < 1, GMFL-I otherwise."""
 
     a: np.ndarray
@@ -251,24 +329,33 @@ def _check_method(method: str) -> None:
         raise ParameterError(f"method must be one of {METHODS} (got {method!r})")
 
 
-def _moment(a, u, gamma, P, method, check=False):
+def _moment(a, u, gamma, P, method, convention, check=False):
+    """(<Phi Psi>, droplet probability, quadrature error) at modulus P in ``convention``.  The exact
+    method integrates e^{-S_k} with the prefactor P_eff: the breakpoints of :func:`_breakpoints` are
+    functions of P_eff (origin scale 1/(4 P_eff), saddle width 1/sqrt(P_eff curv), cut-off where S
+    exceeds its minimum by > 60), so they resolve the doubled action exactly as they resolve the paper
+    convention at modulus 2P."""
     if method == "saddle":
-        m, p, _, _, _ = saddle_mixture(a, u, gamma, P)
+        m, p = saddle_moment(a, u, gamma, P, convention)
         return m, p, jnp.zeros_like(m)
+    P_eff, _ = mode_factors(P, convention)
     if check:
-        return exact_moment(a, u, gamma, P)
-    m, p = _exact_moments(a, u, gamma, P, _GL_X, _GL_W)
+        return exact_moment(a, u, gamma, P_eff)
+    m, p = _exact_moments(a, u, gamma, P_eff, _GL_X, _GL_W)
     return m, p, jnp.zeros_like(m)
 
 
-def _solve_point(params: ModularParams, method: str) -> ModularSolution:
-    _check_method(method)  # static string: checked at trace time, also under jit/vmap
+def _solve_point(params: ModularParams, method: str, convention: str = "paper") -> ModularSolution:
+    _check_method(method)  # static strings: checked at trace time, also under jit/vmap
+    check_convention(convention)
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
     u, gamma, P, s2, sa2 = p.u, p.gamma, p.P, p.s2, p.sa2
+    P_eff, kappa = mode_factors(P, convention)
+    ksa2 = kappa * sa2
 
     def f(a):  # strictly increasing on [-1, 0): lambda grows with a^2
-        m, _, _ = _moment(a, u, gamma, P, method)
-        return a + s2 / (sa2 * m + s2)
+        m, _, _ = _moment(a, u, gamma, P, method, convention)
+        return a + s2 / (ksa2 * m + s2)
 
     lo, hi = jnp.float64(-1.0), jnp.float64(0.0)
     f_lo = f(lo)
@@ -276,10 +363,10 @@ def _solve_point(params: ModularParams, method: str) -> ModularSolution:
     # f(0) = 1 > 0.  Chandrupatla keeps the bracket and converges superlinearly (~10 evaluations).
     root, _ = chandrupatla(f, lo, hi, f_lo=f_lo, f_hi=jnp.float64(1.0))
     a = jnp.where(f_lo >= 0.0, lo, root)
-    m, drop, err = _moment(a, u, gamma, P, method, check=True)
-    lam = sa2 * m
+    m, drop, err = _moment(a, u, gamma, P, method, convention, check=True)
+    lam = ksa2 * m
     _, wp, exists = saddles(a, u, gamma)
-    gap = jnp.where(exists, P * reduced_action(wp, a, u, gamma), jnp.inf)
+    gap = jnp.where(exists, P_eff * reduced_action(wp, a, u, gamma), jnp.inf)
     status = jnp.where(jnp.isfinite(a) & jnp.isfinite(lam), Status.CONVERGED, Status.NONFINITE)
     status = jnp.where((status == Status.CONVERGED) & (err > QUAD_TOL), Status.UNRESOLVED, status).astype(jnp.int32)
     N = p.N
@@ -288,17 +375,20 @@ def _solve_point(params: ModularParams, method: str) -> ModularSolution:
                            action_gap=gap, u=u, quad_error=err, status=status, phase=phase.astype(jnp.int32))
 
 
-def solve_point(params: ModularParams, method: str = "saddle") -> ModularSolution:
-    """One parameter point: pure, jit/vmap-compatible over every field, never raises."""
-    return _solve_point(params, method)
+def solve_point(params: ModularParams, method: str = "saddle", convention: str = "paper") -> ModularSolution:
+    """One parameter point: pure, jit/vmap-compatible over every field, never raises on values
+    (``method`` and ``convention`` are static strings, rejected with ParameterError at trace time)."""
+    return _solve_point(params, method, convention)
 
 
-@jax.jit(static_argnames=("method", "chunk"))
-def solve_batch(params: ModularParams, method: str = "saddle", chunk: int | None = None) -> ModularSolution:
+@jax.jit(static_argnames=("method", "chunk", "convention"))
+def solve_batch(params: ModularParams, method: str = "saddle", chunk: int | None = None, *,
+                convention: str = "paper") -> ModularSolution:
     """Jitted solutions over 1-D parameter arrays: one vmap (``chunk=None``) or a map over chunks of
     ``chunk`` vmapped points (faster on CPUs: root finding then stops per chunk, not at the slowest
-    point of the whole batch)."""
-    one = lambda q: _solve_point(q, method)  # noqa: E731
+    point of the whole batch).  ``convention`` is static (keyword-only, so positional ``chunk`` keeps
+    its meaning)."""
+    one = lambda q: _solve_point(q, method, convention)  # noqa: E731
     return jax.vmap(one)(params) if chunk is None else jax.lax.map(one, params, batch_size=chunk)
 
 
@@ -315,26 +405,30 @@ def _padded(flat: ModularParams):
     return flat, M
 
 
-def solve(params: ModularParams, method: str = "saddle", *, check: bool = True) -> ModularSolution:
+def solve(params: ModularParams, method: str = "saddle", *, convention: str = "paper",
+          check: bool = True) -> ModularSolution:
     """Finite-P solution at every point of ``params`` (any broadcast shape); one compiled vmap.
 
-    ``method``: ``"saddle"`` (eq. 41-42) or ``"exact"`` (2-D quadrature).  Warns for composite P."""
+    ``method``: ``"saddle"`` (eq. 41-42, :func:`saddle_moment`) or ``"exact"`` (2-D quadrature).
+    ``convention``: ``"paper"`` (mode weight e^{-S_k}, lambda = sa2 <Phi Psi>) or ``"network"``
+    (e^{-2 S_k}, lambda = 4 P^2 sa2 <Phi Psi>; module docstring).  Warns for composite P."""
     _check_method(method)
+    check_convention(convention)
     warn_if_composite(params.P)
     shape, flat = _flat(params)
     padded, M = _padded(flat)
     # the exact method's root finding costs a 2-D quadrature per step: chunks avoid lockstep waste
     # on CPUs (measured 2.6x); the closed-form saddle method is fastest as one vmap
     chunk = default_chunk() if method == "exact" else None
-    sol = jax.device_get(solve_batch(padded, method, chunk))
+    sol = jax.device_get(solve_batch(padded, method, chunk, convention=convention))
     sol = ModularSolution(*[np.asarray(x)[:M].reshape(shape) for x in sol])
     if check:
         bad = np.flatnonzero(sol.status.ravel() != Status.CONVERGED)
         if bad.size:
             i = int(bad[0])
             point = ", ".join(f"{k}={float(np.asarray(getattr(flat, k))[i]):.6g}" for k in PARAM_NAMES)
-            raise SolverError(f"modular {method} solver failed at {bad.size} of {M} points, first at ({point}): "
-                              f"{Status(int(sol.status.ravel()[i])).label}")
+            raise SolverError(f"modular {method} solver ({convention} convention) failed at {bad.size} of {M} points, "
+                              f"first at ({point}): {Status(int(sol.status.ravel()[i])).label}")
     return sol
 
 
@@ -344,15 +438,16 @@ def solve(params: ModularParams, method: str = "saddle", *, check: bool = True) 
 
 
 class Transitions(NamedTuple):
-    """sigma^2 of the P -> infinity transitions at fixed (N, P, sa2, gamma).
+    """sigma^2 of the P -> infinity transitions at fixed (N, P, sa2, gamma); kappa = 1 (paper convention)
+    or 4 P^2 (network convention), :func:`mode_factors`.
 
-    gmfl1_s2: GFL -> GMFL-I (u * 1 = 2 sqrt(gamma/3)): sqrt(2 sa2 P^2 / (N 2 sqrt(gamma/3))).
-    gmfl2_s2: GMFL-I -> GMFL-II (pinned droplet fraction reaches 1): gmfl1_s2 - 3 sa2/gamma
+    gmfl1_s2: GFL -> GMFL-I (u * 1 = 2 sqrt(gamma/3)): sqrt(2 sa2 P^2 / (N 2 sqrt(gamma/3))) (both conventions).
+    gmfl2_s2: GMFL-I -> GMFL-II (pinned droplet fraction reaches 1): gmfl1_s2 - 3 kappa sa2/gamma
       (may be <= 0: then GMFL-II is never reached).
     spinodal_s2: end of the superheated ordered branch (u a^2 = sqrt(gamma) with the droplet saddle
-      alone): sqrt(2 sa2 P^2/(N sqrt(gamma))) - sa2/gamma.
+      alone): sqrt(2 sa2 P^2/(N sqrt(gamma))) - kappa sa2/gamma.
     supercooled_spinodal_s2: where the droplet saddle first exists on the disordered branch (u = sqrt(gamma));
-      below it the disordered branch is metastable behind the barrier P Shat(w-^2)."""
+      below it the disordered branch is metastable behind the barrier P_eff Shat(w-^2)."""
 
     gmfl1_s2: np.ndarray
     gmfl2_s2: np.ndarray
@@ -360,25 +455,28 @@ class Transitions(NamedTuple):
     supercooled_spinodal_s2: np.ndarray
 
 
-def transitions(params: ModularParams) -> Transitions:
+def transitions(params: ModularParams, convention: str = "paper") -> Transitions:
     """Closed forms of THEORY.md §4 (derivations in the docstring of :class:`Transitions`)."""
+    check_convention(convention)
     p = params.broadcast()
     C = 2.0 * p.sa2 * p.P**2 / p.N          # u s2^2
     g = p.gamma
+    ksa2 = mode_factors(p.P, convention)[1] * p.sa2
     s1 = np.sqrt(C / (2.0 * np.sqrt(g / 3.0)))
-    return Transitions(gmfl1_s2=s1, gmfl2_s2=s1 - 3.0 * p.sa2 / g,
-                       spinodal_s2=np.sqrt(C / np.sqrt(g)) - p.sa2 / g,
+    return Transitions(gmfl1_s2=s1, gmfl2_s2=s1 - 3.0 * ksa2 / g,
+                       spinodal_s2=np.sqrt(C / np.sqrt(g)) - ksa2 / g,
                        supercooled_spinodal_s2=np.sqrt(C / np.sqrt(g)))
 
 
 class LimitSolution(NamedTuple):
-    """P -> infinity equilibrium and metastable branches at each point.
+    """P -> infinity equilibrium and metastable branches at each point (kappa, P_eff: :func:`mode_factors`).
 
-    a, target_component, droplet_fraction, phase: the equilibrium (GFL / GMFL-I / GMFL-II);
+    a, target_component, droplet_fraction, phase: the equilibrium (GFL / GMFL-I / GMFL-II); in GMFL-I
+      p = s2 gamma (1/|a| - 1)/(3 kappa sa2);
     phi_plus: w+^2 on the equilibrium branch (0 in GFL);
-    a_superheated: the ordered branch (droplet saddle alone, a = -s2/(sa2 w+^4 + s2)), NaN where it
+    a_superheated: the ordered branch (droplet saddle alone, a = -s2/(kappa sa2 w+^4 + s2)), NaN where it
       does not exist (beyond its spinodal); a_supercooled = -1 (always locally stable);
-    barrier_supercooled: P Shat(w-^2) at a = -1 (the action barrier a disordered network must cross),
+    barrier_supercooled: P_eff Shat(w-^2) at a = -1 (the action barrier a disordered network must cross),
       inf where the droplet saddle does not exist (u < sqrt(gamma))."""
 
     a: np.ndarray
@@ -410,11 +508,13 @@ def _droplet_alone(u, gamma, s2, sa2):
     return jnp.where(exists, a, jnp.nan), exists
 
 
-@jax.jit
-def _limit_batch(params: ModularParams):
+@jax.jit(static_argnames="convention")
+def _limit_batch(params: ModularParams, convention: str = "paper"):
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
 
     def one(u, gamma, s2, sa2, P):
+        P_eff, kappa = mode_factors(P, convention)
+        sa2 = kappa * sa2                    # sa2 enters the limit only through lambda
         a_pin = -jnp.sqrt(2.0 * jnp.sqrt(gamma / 3.0) / u)
         p_pin = s2 * gamma * (1.0 / jnp.abs(a_pin) - 1.0) / (3.0 * sa2)
         a_sh, sh_exists = _droplet_alone(u, gamma, s2, sa2)
@@ -425,17 +525,22 @@ def _limit_batch(params: ModularParams):
         _, wp, _ = saddles(a, u, gamma)
         phase = jnp.where(gfl, Phase.GFL, jnp.where(gmfl2, Phase.GMFL_II, Phase.GMFL_I)).astype(jnp.int32)
         wm1, _, ex1 = saddles(jnp.float64(-1.0), u, gamma)
-        barrier = jnp.where(ex1, P * reduced_action(wm1, -1.0, u, gamma), jnp.inf)
+        barrier = jnp.where(ex1, P_eff * reduced_action(wm1, -1.0, u, gamma), jnp.inf)
         return a, 1.0 + a, drop, jnp.where(gfl, 0.0, wp), phase, a_sh, jnp.full_like(a, -1.0), barrier
 
     return jax.vmap(one)(p.u, p.gamma, p.s2, p.sa2, p.P)
 
 
-def solve_limit(params: ModularParams) -> LimitSolution:
-    """P -> infinity equilibrium and metastable branches at every point of ``params``."""
+def solve_limit(params: ModularParams, convention: str = "paper") -> LimitSolution:
+    """P -> infinity equilibrium and metastable branches at every point of ``params``.
+
+    ``convention="network"``: the paper's formulas with sa2 -> kappa sa2 = 4 P^2 sa2 wherever sa2 enters
+    through lambda (droplet fraction, GMFL-II branch) and P -> 2P in the barrier; u, gmfl1_s2 and the
+    pinned a of GMFL-I are the same in both conventions."""
+    check_convention(convention)
     shape, flat = _flat(params)
     padded, M = _padded(flat)
-    out = [np.asarray(x)[:M].reshape(shape) for x in jax.device_get(_limit_batch(padded))]
+    out = [np.asarray(x)[:M].reshape(shape) for x in jax.device_get(_limit_batch(padded, convention))]
     return LimitSolution(*out)
 
 

@@ -231,20 +231,24 @@ def default_modular_density_s2(tr) -> list[float]:
     return [round(v, 4) for v in values]
 
 
-def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", beta: float = 1.0,
-                        density_s2: Sequence[float] | None = None, num_phi: int = 801) -> xr.Dataset:
-    """Finite-P solution over sigma^2 (``method`` saddle or exact), the P -> infinity equilibrium and
-    metastable branches, the transition temperatures, and Shat(Phi) = -log p(Phi, Phi)/P + const at
-    ``density_s2`` (Fig. 3a).  ``base`` and ``s2`` describe the beta = 1 configuration."""
+def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", convention: str = "paper",
+                        beta: float = 1.0, density_s2: Sequence[float] | None = None,
+                        num_phi: int = 801) -> xr.Dataset:
+    """Finite-P solution over sigma^2 (``method`` saddle or exact, ``convention`` paper or network: see
+    :mod:`grokphase.theory.modular`), the P -> infinity equilibrium and metastable branches, the
+    transition temperatures, and Shat(Phi) = -log p(Phi, Phi)/P_eff + const at ``density_s2``
+    (Fig. 3a; P_eff = P or 2P).  ``base`` and ``s2`` describe the beta = 1 configuration, scaled by
+    ``ModularParams.scaled(beta, convention)`` (s2 -> s2/beta in both conventions)."""
     from grokphase.theory import modular as md
 
+    md.check_convention(convention)
     s2 = np.asarray(s2, dtype=float)
     base = base.broadcast()
-    scaled_base = base.scaled(beta)
+    scaled_base = base.scaled(beta, convention)
     sweep = scaled_base.replace(s2=s2 / beta)
-    sol = md.solve(sweep, method)
-    lim = md.solve_limit(sweep)
-    tr = md.transitions(scaled_base)
+    sol = md.solve(sweep, method, convention=convention)
+    lim = md.solve_limit(sweep, convention)
+    tr = md.transitions(scaled_base, convention)
     data = {k: _var(("s2",), getattr(sol, k), k) for k in MODULAR_VARS}
     data["u"] = xr.Variable(("s2",), sol.u)
     for k in ("a", "target_component", "droplet_fraction", "phase"):
@@ -255,9 +259,9 @@ def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", be
                                               {"long_name": "P Shat(w-^2) at a = -1; inf: no droplet saddle"})
     coords = {"s2": ("s2", s2, {"long_name": "sigma^2 at beta = 1"})}
     if density_s2 is None:
-        density_s2 = default_modular_density_s2(md.transitions(base))
+        density_s2 = default_modular_density_s2(md.transitions(base, convention))
     dens = np.asarray(density_s2, dtype=float)
-    dsol = md.solve(scaled_base.replace(s2=dens / beta), method)
+    dsol = md.solve(scaled_base.replace(s2=dens / beta), method, convention=convention)
     phi_max = 1.3 * max(float(np.max(dsol.phi_plus)), float(np.sqrt(3.0 / base.gamma)))
     phi = np.linspace(0.0, phi_max, num_phi)
     Shat = np.asarray(md.reduced_action(phi[None, :], dsol.a[:, None], np.asarray(dsol.u)[:, None],
@@ -265,25 +269,27 @@ def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", be
     coords["density_s2"] = ("density_s2", dens)
     coords["phi"] = ("phi", phi, {"long_name": "Phi = Psi = |w_k|^2"})
     data["reduced_action"] = xr.Variable(("density_s2", "phi"), Shat,
-                                         {"long_name": "-log p(Phi, Phi)/P + const = Shat(Phi; a)"})
+                                         {"long_name": "-log p(Phi, Phi)/P_eff + const = Shat(Phi; a)"})
     data["density_a"] = xr.Variable(("density_s2",), dsol.a)
     ds = xr.Dataset(data, coords=coords)
     return annotate(ds, kind="theory.modular.sweep", parameters={
-        **_modular_parameters(base), "s2": s2.tolist(), "method": method, "beta": beta,
+        **_modular_parameters(base), "s2": s2.tolist(), "method": method, "convention": convention, "beta": beta,
         "density_s2": dens.tolist()},
         extra={"gmfl1_s2": float(tr.gmfl1_s2) * beta, "gmfl2_s2": float(tr.gmfl2_s2) * beta,
                "spinodal_s2": float(tr.spinodal_s2) * beta,
-               "supercooled_spinodal_s2": float(tr.supercooled_spinodal_s2) * beta, "method": method})
+               "supercooled_spinodal_s2": float(tr.supercooled_spinodal_s2) * beta, "method": method,
+               "convention": convention})
 
 
-def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle", beta: float = 1.0,
-                                sa2_times_N: float | None = None) -> xr.Dataset:
+def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle", convention: str = "paper",
+                                beta: float = 1.0, sa2_times_N: float | None = None) -> xr.Dataset:
     """Phase label, target component and droplet fraction over a 2-D grid of any two of
     (s2, N, P, sa2, gamma) at finite P, with the P -> infinity phase (its level lines are the
-    analytic GMFL-I and GMFL-II boundaries)."""
+    analytic GMFL-I and GMFL-II boundaries), in the paper or the network ``convention``."""
     from grokphase.errors import ParameterError
     from grokphase.theory import modular as md
 
+    md.check_convention(convention)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
     base = base.broadcast()
@@ -291,9 +297,9 @@ def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle
     grid = base
     for axis, values in ((x, X), (y, Y)):
         grid = grid.with_axis(axis.name, values, sa2_times_N=sa2_times_N if axis.name == "N" else None)
-    grid = grid.scaled(beta)
-    sol = md.solve(grid, method)
-    lim = md.solve_limit(grid)
+    grid = grid.scaled(beta, convention)
+    sol = md.solve(grid, method, convention=convention)
+    lim = md.solve_limit(grid, convention)
     dims = (y.name, x.name)
     data = {k: _var(dims, getattr(sol, k), k) for k in MODULAR_VARS}
     data["limit_phase"] = _var(dims, lim.phase, "phase")
@@ -302,9 +308,10 @@ def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle
     ds = xr.Dataset(data, coords={x.name: (x.name, x.values), y.name: (y.name, y.values)})
     return annotate(ds, kind="theory.modular.phase_diagram", parameters={
         **_modular_parameters(base), "x": x.name, "x_values": x.values.tolist(), "y": y.name,
-        "y_values": y.values.tolist(), "method": method, "beta": beta, "sa2_times_N": sa2_times_N},
+        "y_values": y.values.tolist(), "method": method, "convention": convention, "beta": beta,
+        "sa2_times_N": sa2_times_N},
         extra={"x_axis": x.name, "y_axis": y.name, "x_log": int(x.log), "y_log": int(y.log),
-               "solver": f"finite-P {method}", "model": "modular"})
+               "solver": f"finite-P {method}", "model": "modular", "convention": convention})
 
 
 def build_modular_gp_curve(P: Sequence[float], sa2: float, s2: float, n: Sequence[float]) -> xr.Dataset:
