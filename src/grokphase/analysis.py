@@ -257,3 +257,203 @@ def compare_summary(cmp: xr.Dataset) -> dict:
             row["theory_test_mse_ek"] = float(cmp["theory_test_mse"].values[k, i])
             rows.append(row)
     return {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# modular addition: Langevin branches against the theory
+
+
+MODULAR_CONVENTIONS = ("paper", "network")
+
+
+def _modular_params(ds: xr.Dataset):
+    """(N, P, sa2, gamma) of a modular simulation, checked to be a Langevin run the theory describes."""
+    if ds.attrs.get("grokphase_kind") != "sims.modular":
+        raise ResultFileError("compare modular needs simulation files written by `grokphase sim modular`")
+    if ds.attrs.get("param_optimizer") != "langevin" or ds.attrs.get("param_parametrisation") != "paper":
+        raise ResultFileError("the modular theory describes Langevin runs of the paper parametrisation; this file is "
+                              f"{ds.attrs.get('param_optimizer')} / {ds.attrs.get('param_parametrisation')}")
+    if float(ds.attrs.get("param_alpha", 1.0)) != 1.0 or "alpha" in ds.dims:
+        raise ResultFileError("the modular theory is for training on the whole table (alpha = 1)")
+    if float(ds.attrs.get("param_gamma", 0.0)) <= 0.0:
+        raise ResultFileError("the modular theory needs the sextic penalty: simulate with --gamma > 0")
+    return (float(ds.attrs["param_N"]), float(ds.attrs["param_P"]), float(ds.attrs["sa2"]),
+            float(ds.attrs["param_gamma"]))
+
+
+def nngp_target_component(P: float, sa2: float, s2) -> np.ndarray:
+    """Target component of the infinite-width GP (eq. 21: eigenvalue 4 sa2 on every target mode),
+    4 sa2/(4 sa2 + s2), on the whole table."""
+    return 4.0 * sa2 / (4.0 * sa2 + np.asarray(s2, np.float64))
+
+
+def random_feature_target_component(P: int, N: int, sa2: float, s2, draws: int = 16, seed: int = 0):
+    """The disordered branch at finite width: the posterior-mean target component of networks whose
+    input weights are frozen at prior draws (w ~ N(0, 1)), i.e. Bayesian linear regression of the
+    whole table on N random features h^2 with readout prior sa2/N — what a network that never leaves
+    the Gaussian bulk learns.  Monte Carlo over ``draws`` prior draws (one eigendecomposition of
+    F^T F each, then every s2 in closed form).  Returns (mean, standard error) arrays over s2.  It
+    differs from the NNGP value by the O(fitted degrees of freedom / N) of a rank-N kernel (the
+    (0, 0) and one-sided modes' large eigenvalues included)."""
+    from grokphase.sims.modular import all_pairs
+
+    s2 = np.atleast_1d(np.asarray(s2, np.float64))
+    P, N = int(P), int(N)
+    pairs = all_pairs(P)
+    ans = (pairs[:, 0] + pairs[:, 1]) % P
+    y = np.eye(P)[ans] - 1.0 / P
+    yy = float(np.sum(y * y))
+    rng = np.random.default_rng(seed)
+    vals = np.empty((draws, s2.size))
+    for j in range(draws):
+        w = rng.standard_normal((2 * P, N))
+        F = (w[pairs[:, 0]] + w[P + pairs[:, 1]]) ** 2
+        g, V = np.linalg.eigh(F.T @ F)
+        B = V.T @ (F.T @ y)                                  # (N, P) projections of the targets
+        energy = np.sum(B * B, axis=1)                        # per feature eigenvector
+        g = np.maximum(g, 0.0)
+        ridge = s2[:, None] * N / sa2
+        # <F A, y> with A = (G + ridge)^-1 F^T y:  sum_j energy_j / (g_j + ridge)
+        vals[j] = np.sum(energy[None, :] / (g[None, :] + ridge), axis=1) / yy
+    return vals.mean(axis=0), (vals.std(axis=0, ddof=1) / np.sqrt(draws) if draws > 1 else np.zeros(s2.size))
+
+
+def modular_theory_curves(N: float, P: float, sa2: float, gamma: float, s2: np.ndarray,
+                          conventions: Sequence[str] = MODULAR_CONVENTIONS) -> dict:
+    """The modular theory at one size along ``s2``, per convention: the finite-P equilibrium (exact
+    quadrature) target component and droplet probability per mode, the fraction of neurons expected
+    to carry a droplet in some mode, 1 - (1 - p)^K with K = (P - 1)//2 mode pairs (what the
+    simulations' droplet rule counts, as one neuron holds at most one dominant frequency), and the
+    P -> infinity equilibrium, superheated (ordered) and supercooled (disordered) branches."""
+    from grokphase.theory import modular as mt
+
+    s2 = np.asarray(s2, np.float64)
+    K = max((int(round(P)) - 1) // 2, 1)
+    params = mt.ModularParams(N=N, P=P, s2=s2, sa2=sa2, gamma=gamma)
+    out = {}
+    for conv in conventions:
+        sol = mt.solve(params, "exact", convention=conv, check=False)
+        lim = mt.solve_limit(params, convention=conv)
+        p = np.clip(np.asarray(sol.droplet_fraction, np.float64), 0.0, 1.0)
+        out[conv] = {
+            "target_component": np.asarray(sol.target_component, np.float64),
+            "droplet_probability": p,
+            "droplet_neurons": 1.0 - (1.0 - p) ** K,
+            "limit_target_component": np.asarray(lim.target_component, np.float64),
+            "superheated_target_component": 1.0 + np.asarray(lim.a_superheated, np.float64),
+            "supercooled_target_component": 1.0 + np.asarray(lim.a_supercooled, np.float64),
+            "status": np.asarray(sol.status),
+        }
+    return out
+
+
+def compare_modular(sims: Sequence[xr.Dataset], conventions: Sequence[str] = MODULAR_CONVENTIONS,
+                    num_line: int = 121, rf_draws: int = 16) -> xr.Dataset:
+    """Modular Langevin simulations (any number of files, e.g. one per P; plain, cooling and heating
+    branches) against the modular theory at exactly the simulated (N, P, sa2, gamma).
+
+    Returns a Dataset with one entry per simulated point (dims ``point``; coords run, P, branch, s2):
+    the simulated time-averaged target component (Rao-Blackwellised: the readout's conditional mean,
+    when recorded) and droplet fraction (neurons counted by the droplet rule) with their standard
+    errors over networks, the mean IPR, the theory's finite-P equilibrium values for each convention,
+    the disordered branch at the simulated width (:func:`random_feature_target_component`) and the
+    NNGP value, and the z-scores (sim - reference)/SEM; and theory lines (dims run, convention,
+    s2_line) of the equilibrium, both metastable branches and the expected droplet-neuron fraction."""
+    from grokphase.io import annotate
+
+    if not sims:
+        raise ResultFileError("compare modular needs at least one simulation file")
+    for conv in conventions:
+        if conv not in MODULAR_CONVENTIONS:
+            raise ResultFileError(f"unknown convention {conv!r}; choose from {', '.join(MODULAR_CONVENTIONS)}")
+    sizes = [_modular_params(ds) for ds in sims]
+    lo = min(float(ds["s2"].min()) for ds in sims)
+    hi = max(float(ds["s2"].max()) for ds in sims)
+    pad = 0.1 * (hi - lo) if hi > lo else 0.1 * lo
+    s2_line = np.linspace(max(lo - pad, 1e-3), hi + pad, num_line)
+    rows: dict[str, list] = {k: [] for k in ("run", "P", "N", "branch", "s2", "sim_target_component",
+                                             "sim_target_component_sem", "sim_droplet_fraction",
+                                             "sim_droplet_fraction_sem", "sim_ipr", "networks")}
+    theory_pts: dict[str, list] = {}
+    lines: dict[str, list] = {}
+    for r, (ds, (N, P, sa2, gamma)) in enumerate(zip(sims, sizes)):
+        branches = [str(b) for b in ds["branch"].values] if "branch" in ds.dims else ["independent"]
+        s2 = np.asarray(ds["s2"].values, np.float64)
+        at_pts = modular_theory_curves(N, P, sa2, gamma, s2, conventions)
+        at_line = modular_theory_curves(N, P, sa2, gamma, s2_line, conventions)
+        rf_line, rf_line_se = random_feature_target_component(P, N, sa2, s2_line, draws=rf_draws)
+        rf_pts, rf_pts_se = random_feature_target_component(P, N, sa2, s2, draws=rf_draws)
+        lines.setdefault("rf_target_component", []).append(rf_line)
+        lines.setdefault("nngp_target_component", []).append(nngp_target_component(P, sa2, s2_line))
+        for conv in conventions:
+            for name, v in at_line[conv].items():
+                if name != "status":
+                    lines.setdefault(name, []).append(v)
+        for b in branches:
+            part = ds.sel(branch=b) if "branch" in ds.dims else ds
+            for i, v in enumerate(s2):
+                rows["run"].append(r)
+                rows["P"].append(P)
+                rows["N"].append(N)
+                rows["branch"].append(b)
+                rows["s2"].append(v)
+                for name in ("target_component", "droplet_fraction"):
+                    src = f"{name}_mean" if f"{name}_mean" in part else name    # Rao-Blackwellised if recorded
+                    rows[f"sim_{name}"].append(float(part[src].values[i]))
+                    rows[f"sim_{name}_sem"].append(float(part[f"{src}_sem"].values[i]))
+                rows["sim_ipr"].append(float(part["ipr"].values[i]))
+                rows["networks"].append(int(part.sizes["seed"]))
+                for conv in conventions:
+                    for name in ("target_component", "droplet_neurons"):
+                        theory_pts.setdefault(f"theory_{conv}_{name}", []).append(float(at_pts[conv][name][i]))
+                theory_pts.setdefault("rf_target_component", []).append(float(rf_pts[i]))
+                theory_pts.setdefault("rf_target_component_sem", []).append(float(rf_pts_se[i]))
+                theory_pts.setdefault("nngp_target_component", []).append(float(nngp_target_component(P, sa2, v)))
+    data = {k: (("point",), np.asarray(v)) for k, v in rows.items() if k not in ("run", "P", "N", "branch", "s2")}
+    for k, v in theory_pts.items():
+        data[k] = (("point",), np.asarray(v))
+    for conv in conventions:
+        sem = np.maximum(np.asarray(rows["sim_target_component_sem"]), 1e-12)
+        data[f"z_{conv}_target_component"] = (("point",), (np.asarray(rows["sim_target_component"])
+                                                           - np.asarray(theory_pts[f"theory_{conv}_target_component"])) / sem)
+    sim_tc = np.asarray(rows["sim_target_component"])
+    sem_tot = np.sqrt(np.asarray(rows["sim_target_component_sem"]) ** 2 + np.asarray(theory_pts["rf_target_component_sem"]) ** 2)
+    data["z_rf_target_component"] = (("point",), (sim_tc - np.asarray(theory_pts["rf_target_component"]))
+                                     / np.maximum(sem_tot, 1e-12))
+    R, C = len(sims), len(conventions)
+    for name, v in lines.items():
+        if name in ("rf_target_component", "nngp_target_component"):
+            data[f"line_{name}"] = (("run", "s2_line"), np.asarray(v))
+        else:
+            data[f"line_{name}"] = (("run", "convention", "s2_line"), np.asarray(v).reshape(R, C, -1))
+    coords = {"point": np.arange(len(rows["s2"])), "run": np.arange(R), "convention": list(conventions),
+              "s2_line": s2_line, "point_run": ("point", np.asarray(rows["run"])),
+              "point_P": ("point", np.asarray(rows["P"])), "point_branch": ("point", np.asarray(rows["branch"])),
+              "point_s2": ("point", np.asarray(rows["s2"])),
+              "run_P": ("run", np.asarray([s[1] for s in sizes])), "run_N": ("run", np.asarray([s[0] for s in sizes]))}
+    cmp = xr.Dataset(data, coords=coords)
+    params = {"sims": [json.loads(ds.attrs.get("parameters_json", "{}")) for ds in sims],
+              "conventions": list(conventions)}
+    return annotate(cmp, kind="analysis.modular.compare", parameters=params,
+                    extra={"sizes_json": json.dumps([dict(N=s[0], P=s[1], sa2=s[2], gamma=s[3]) for s in sizes])})
+
+
+def compare_modular_summary(cmp: xr.Dataset) -> dict:
+    """JSON of :func:`compare_modular`: one row per simulated point with both theories and z-scores."""
+    convs = [str(c) for c in cmp["convention"].values]
+    pts = []
+    for j in range(cmp.sizes["point"]):
+        row = {"P": float(cmp["point_P"].values[j]), "branch": str(cmp["point_branch"].values[j]),
+               "s2": float(cmp["point_s2"].values[j]), "networks": int(cmp["networks"].values[j])}
+        for name in ("sim_target_component", "sim_target_component_sem", "sim_droplet_fraction",
+                     "sim_droplet_fraction_sem", "sim_ipr"):
+            row[name] = float(cmp[name].values[j])
+        for conv in convs:
+            row[f"theory_{conv}_target_component"] = float(cmp[f"theory_{conv}_target_component"].values[j])
+            row[f"theory_{conv}_droplet_neurons"] = float(cmp[f"theory_{conv}_droplet_neurons"].values[j])
+            row[f"z_{conv}"] = float(cmp[f"z_{conv}_target_component"].values[j])
+        for name in ("rf_target_component", "rf_target_component_sem", "nngp_target_component"):
+            row[name] = float(cmp[name].values[j])
+        row["z_rf"] = float(cmp["z_rf_target_component"].values[j])
+        pts.append(row)
+    return {"points": pts, "conventions": convs}

@@ -107,6 +107,19 @@ def add_parsers(groups, positive, finite) -> None:
     p.add_argument("--out", default=None, metavar="FILE.nc")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare_teacher_student)
+    p = csub.add_parser("modular", help="modular Langevin branches vs the modular theory (target component, droplets)",
+                        description="Compare modular Langevin simulation files (whole table, gamma > 0; plain runs or "
+                                    "--anneal branches; one file per P for a finite-size trend) with the theory at "
+                                    "exactly the simulated (N, P, sa2, gamma), in the paper's and the "
+                                    "network-consistent normalisation of the self-consistency.  --plot also writes "
+                                    "FILE_diagnostics.png (accuracies, IPR vs time, spectra heat maps, phase "
+                                    "constraint) of the first file.")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--convention", choices=("both", "paper", "network"), default="both")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_modular)
 
     p = groups.add_parser("run", help="run an experiment definition (TOML), e.g. sims/fig2_quick.toml",
                           description="Run every simulation of an experiment file, then its comparison and "
@@ -275,7 +288,8 @@ def cmd_sim_modular(args) -> int:
     ds, points = run_modular_options(opts, devices=devices, progress=not args.no_progress)
     lines = [f"modular addition P={args.P} N={args.N} ({opts.get('optimizer')})"]
     for pt in points:
-        lines.append(f"  alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
+        branch = f"{pt['branch']} " if "branch" in pt else ""
+        lines.append(f"  {branch}alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
                      f"{pt['test_acc']:.3f}, target component {pt['target_component']:.4f}, IPR {pt['ipr']:.3f}, "
                      f"droplets {pt['droplet_fraction']:.3f}, t_memorise {pt['t_memorise']}, t_grok {pt['t_grok']}")
     return _finish(args, ds, {"points": points}, lines)
@@ -296,6 +310,49 @@ def cmd_compare_teacher_student(args) -> int:
                      f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
                      f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}")
     return _finish(args, cmp, summary, lines)
+
+
+def modular_comparison(sims, conventions=("paper", "network"), plot=None) -> tuple:
+    """compare_modular + its summary, and with ``plot`` the comparison figure and the diagnostics
+    figure of the first simulation (``<plot stem>_diagnostics.png``)."""
+    from grokphase.analysis import compare_modular, compare_modular_summary
+    from grokphase.plotting import plot_modular_compare, plot_modular_sim
+
+    cmp = compare_modular(sims, conventions)
+    summary = compare_modular_summary(cmp)
+    if plot:
+        plot_modular_compare(cmp, plot)
+        diag = Path(plot).with_name(Path(plot).stem + "_diagnostics" + Path(plot).suffix)
+        plot_modular_sim(sims[0], diag)
+        summary["plot"], summary["diagnostics_plot"] = str(plot), str(diag)
+    return cmp, summary
+
+
+def _modular_lines(summary: dict) -> list[str]:
+    convs = summary["conventions"]
+    head = f"{'P':>4} {'branch':>11} {'s2':>7} {'target sim':>16} " + " ".join(f"{c:>8} {'z':>6}" for c in convs) \
+        + f" {'droplets':>8}"
+    lines = [head]
+    for r in summary["points"]:
+        lines.append(f"{r['P']:4g} {r['branch']:>11} {r['s2']:7.4g} {r['sim_target_component']:8.4f}±"
+                     f"{r['sim_target_component_sem']:.4f} " + " ".join(
+                         f"{r[f'theory_{c}_target_component']:8.4f} {r[f'z_{c}']:6.1f}" for c in convs)
+                     + f" {r['sim_droplet_fraction']:8.3f}")
+    return lines
+
+
+def cmd_compare_modular(args) -> int:
+    from grokphase.cli import _emit
+    from grokphase.io import load_dataset, save_dataset
+
+    sims = [load_dataset(p, "sims.modular") for p in args.sim]
+    convs = ("paper", "network") if args.convention == "both" else (args.convention,)
+    cmp, summary = modular_comparison(sims, convs, args.plot)
+    if args.out:
+        save_dataset(cmp, args.out)
+        summary["out"] = args.out
+    _emit(args, summary, _modular_lines(summary))
+    return 0
 
 
 def _load_toml(path: str) -> dict:
@@ -412,7 +469,7 @@ def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, 
     from grokphase.plotting import plot_result
 
     devices = _experiment_devices(spec, devices_k)
-    files, points, plots = [], [], []
+    files, points, plots, results = [], [], [], []
     for name, opts in _entries(path, sims, common, _MODULAR_KEYS):
         plot = opts.pop("plot", None)
         target = out_dir / f"{name}.nc"
@@ -430,10 +487,22 @@ def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, 
         else:
             points.extend(summary_points(ds))
         files.append(str(target))
+        results.append(ds)
         if plot:
             plot_result(ds, plot)
             plots.append(str(plot))
-    return {"simulations": files, "points": points, "plots": plots}
+    summary = {"simulations": files, "points": points, "plots": plots}
+    cspec = spec.get("compare")
+    if cspec:
+        from grokphase.io import save_dataset as save
+
+        convs = cspec.get("conventions", ["paper", "network"])
+        cmp, csum = modular_comparison(results, tuple(convs), cspec.get("plot"))
+        out = Path(cspec.get("out", out_dir / "compare.nc"))
+        save(cmp, out)
+        summary["modular_compare"] = {**csum, "out": str(out)}
+        plots.extend(p for p in (csum.get("plot"), csum.get("diagnostics_plot")) if p)
+    return summary
 
 
 def _jsonable_params(sim) -> dict:
@@ -458,5 +527,7 @@ def cmd_run(args) -> int:
                      f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f})")
     if "plot" in summary:
         lines.append(f"wrote {summary['plot']}")
+    if "modular_compare" in summary:
+        lines.extend(_modular_lines(summary["modular_compare"]))
     _emit(args, summary, lines)
     return 0

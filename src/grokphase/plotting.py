@@ -339,6 +339,8 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
     (neurons sorted by dominant frequency), (e) the phase-constraint histogram after burn-in."""
     if "alpha" in ds.dims:
         groups = [(f"α = {float(a):g}", ds.isel(alpha=j)) for j, a in enumerate(ds["alpha"].values)]
+    elif "branch" in ds.dims:       # an annealing run: one group per branch (cooling, heating)
+        groups = [(str(b), ds.isel(branch=j)) for j, b in enumerate(ds["branch"].values)]
     else:
         groups = [(f"α = {float(ds.attrs.get('param_alpha', 1)):g}", ds)]
     t = ds["time"].values
@@ -401,10 +403,81 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
     return _save(fig, path, also_pdf)
 
 
+_BRANCH_MARKERS = {"cooling": ("v", "cooling (from the prior)"), "heating": ("^", "heating (from the ordered start)"),
+                   "independent": ("o", "independent runs")}
+_CONVENTION_STYLES = {"paper": ("-", "theory, paper's λ = σ_a²⟨ΦΨ⟩"),
+                      "network": ("-.", "theory, network-consistent λ = 4P²σ_a²⟨ΦΨ⟩")}
+
+
+def plot_modular_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """Modular Langevin simulations over the theory vs sigma^2: (a) the time-averaged target component
+    per branch (markers, standard errors over networks) over the finite-P equilibrium of each
+    convention (line styles), the P -> infinity equilibrium and its metastable ordered branch; (b) the
+    same on a log scale, where the disordered (GP-like) values are visible; (c) the fraction of droplet
+    neurons over the theory's expected fraction 1 - (1 - p)^((P-1)/2).  Colours: one per simulated size."""
+    from matplotlib.lines import Line2D
+
+    if cmp.attrs.get("grokphase_kind") != "analysis.modular.compare":
+        raise ResultFileError("plot_modular_compare needs an analysis.modular.compare dataset")
+    fig, (ax_a, ax_l, ax_b) = plt.subplots(1, 3, figsize=(16.0, 4.6))
+    s2l = cmp["s2_line"].values
+    cols = _colors(cmp.sizes["run"])
+    convs = [str(c) for c in cmp["convention"].values]
+    branches_seen: list[str] = []
+    for r in range(cmp.sizes["run"]):
+        for c, conv in enumerate(convs):
+            ls = _CONVENTION_STYLES.get(conv, ("-", conv))[0]
+            for ax in (ax_a, ax_l):
+                ax.plot(s2l, cmp["line_target_component"].values[r, c], ls, color=cols[r], lw=1.4)
+            ax_b.plot(s2l, cmp["line_droplet_neurons"].values[r, c], ls, color=cols[r], lw=1.4)
+        if "line_rf_target_component" in cmp:
+            ax_l.plot(s2l, cmp["line_rf_target_component"].values[r], "-", color=cols[r], lw=3.0, alpha=0.35)
+            ax_l.plot(s2l, cmp["line_nngp_target_component"].values[r], "--", color=cols[r], lw=0.8)
+        ax_a.plot(s2l, cmp["line_limit_target_component"].values[r, 0], "--", color=cols[r], lw=0.8)
+        ax_a.plot(s2l, cmp["line_superheated_target_component"].values[r, 0], ":", color=cols[r], lw=1.0)
+        pts = np.flatnonzero(cmp["point_run"].values == r)
+        for b in np.unique(cmp["point_branch"].values[pts]):
+            sel = pts[cmp["point_branch"].values[pts] == b]
+            mk = _BRANCH_MARKERS.get(str(b), ("s", str(b)))[0]
+            if str(b) not in branches_seen:
+                branches_seen.append(str(b))
+            x = cmp["point_s2"].values[sel]
+            for ax, name in ((ax_a, "sim_target_component"), (ax_l, "sim_target_component"),
+                             (ax_b, "sim_droplet_fraction")):
+                ax.errorbar(x, cmp[name].values[sel], yerr=cmp[f"{name}_sem"].values[sel], fmt=mk, color=cols[r],
+                            ms=6, mfc="white" if str(b) == "cooling" else cols[r], capsize=2, lw=0.8)
+    handles = [Line2D([], [], color=cols[r], lw=3,
+                      label=f"P = {float(cmp['run_P'].values[r]):g}, N = {float(cmp['run_N'].values[r]):g}")
+               for r in range(cmp.sizes["run"])]
+    handles += [Line2D([], [], color="0.3", ls=_CONVENTION_STYLES.get(c, ("-", c))[0],
+                       label=_CONVENTION_STYLES.get(c, ("-", c))[1] + " (finite P)") for c in convs]
+    handles += [Line2D([], [], color="0.3", ls="--", lw=0.8, label="P → ∞ equilibrium (paper)"),
+                Line2D([], [], color="0.3", ls=":", label="P → ∞ ordered branch, metastable (paper)")]
+    handles += [Line2D([], [], color="0.3", ls="", marker=_BRANCH_MARKERS.get(b, ("s", b))[0],
+                       mfc="white" if b == "cooling" else "0.3", label="sim: " + _BRANCH_MARKERS.get(b, ("s", b))[1])
+                for b in branches_seen]
+    ax_a.legend(handles=handles, fontsize=6.5, loc="upper right")
+    ax_l.legend(handles=[Line2D([], [], color="0.3", lw=3.0, alpha=0.35,
+                                label="disordered branch at width N (prior weights, Monte Carlo)"),
+                         Line2D([], [], color="0.3", ls="--", lw=0.8, label="infinite-width GP (NNGP, eq. 21)")],
+                fontsize=6.5, loc="lower left")
+    ax_a.set_xlabel("σ²")
+    ax_a.set_ylabel("target component ⟨f, y⟩/⟨y, y⟩ = 1 + a")
+    ax_a.set_title("(a) learned target component: simulations vs theory", fontsize=9)
+    ax_l.set_yscale("log")
+    ax_l.set_xlabel("σ²")
+    ax_l.set_title("(b) the same, log scale (the disordered, GP-like values)", fontsize=9)
+    ax_b.set_xlabel("σ²")
+    ax_b.set_ylabel("fraction of droplet neurons")
+    ax_b.set_title("(c) droplet neurons (theory: 1 − (1 − p)^((P−1)/2))", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
 PLOTTERS = {
     "sims.modular": plot_modular_sim,
     "sims.teacher_student": plot_teacher_student_sim,
     "analysis.teacher_student.compare": plot_teacher_student_compare,
+    "analysis.modular.compare": plot_modular_compare,
     "theory.modular.sweep": plot_modular_sweep,
     "theory.modular.phase_diagram": plot_phase_diagram,
     "theory.modular.gp": plot_modular_gp,

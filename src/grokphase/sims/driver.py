@@ -96,7 +96,9 @@ class Task(NamedTuple):
     the posterior exp(-L/s2 - R) enters as s2 * R, THEORY.md §1).  ``gibbs(z, data, hyper, key) -> z``
     (optional) is an exact conditional update of some parameters (e.g. a Gaussian readout drawn
     from its conditional posterior), applied before every gradient step; the update rule must then
-    leave those parameters alone (``optax.multi_transform`` with ``optax.set_to_zero``)."""
+    leave those parameters alone (``optax.multi_transform`` with ``optax.set_to_zero``).  ``cpu_group``
+    (optional): networks per ``lax.map`` group on one CPU device (:func:`default_group`); the
+    observation then runs in the same groups."""
 
     make_data: Callable
     init: Callable
@@ -107,6 +109,7 @@ class Task(NamedTuple):
     observe: Callable
     penalty: Callable | None = None
     gibbs: Callable | None = None
+    cpu_group: int | None = None
 
 
 class ChainState(NamedTuple):
@@ -169,12 +172,15 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
 CPU_GROUP = 4
 
 
-def default_group(n_devices: int) -> int | None:
+def default_group(n_devices: int, task: Task | None = None) -> int | None:
     """On one CPU device, advance the chunk in groups of CPU_GROUP networks (``lax.map`` over
     vmapped groups): one vmap over the whole chunk streams (M, n, N) temporaries through memory,
     while groups keep them in cache (benchmarks/README.md: 1.2-1.5x in float32, identical results).
-    Accelerators and sharded chunks use one vmap."""
-    return CPU_GROUP if (n_devices == 1 and jax.default_backend() == "cpu") else None
+    A task may ask for its own group size (``Task.cpu_group``; the modular task: 1).  Accelerators
+    and sharded chunks use one vmap."""
+    if n_devices == 1 and jax.default_backend() == "cpu":
+        return task.cpu_group if task is not None and task.cpu_group is not None else CPU_GROUP
+    return None
 
 
 @functools.lru_cache(maxsize=16)
@@ -220,7 +226,13 @@ def _make_functions(task: Task, group: int | None = None):
                                batch_size=group)
 
         advance_v = jax.jit(advance_grouped, donate_argnums=0)
-    observe_v = jax.jit(jax.vmap(observe_member, in_axes=(0, 0, 0, None)), donate_argnums=0)
+    if group is None:
+        observe_v = jax.jit(jax.vmap(observe_member, in_axes=(0, 0, 0, None)), donate_argnums=0)
+    else:
+        def observe_grouped(state, data, hyper, weight):
+            return jax.lax.map(lambda args: observe_member(*args, weight), (state, data, hyper), batch_size=group)
+
+        observe_v = jax.jit(observe_grouped, donate_argnums=0)
     return init_v, data_v, advance_v, observe_v
 
 
@@ -370,7 +382,7 @@ def run_ensemble(
     chunk = int(math.ceil(chunk / n_dev) * n_dev)     # a multiple of the device count
     sharding = _mesh_sharding(devices) if n_dev > 1 else None
     record_steps = schedule.record_steps()
-    init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev))
+    init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev, task))
     labels = list(member_labels) if member_labels is not None else [f"member {i}" for i in range(M)]
 
     bar = None

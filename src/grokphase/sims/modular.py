@@ -42,8 +42,8 @@ STARTS = ("auto", "prior", "ordered")
 READOUTS = ("gibbs", "langevin")
 BRANCHES = {"down": "cooling", "up": "heating"}
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
-SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "ipr", "w_norm2",
-                  "a_norm2", "droplet_fraction")
+SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "target_component_mean",
+                  "ipr", "w_norm2", "a_norm2", "droplet_fraction")
 IPR_BINS = 50
 
 
@@ -230,6 +230,32 @@ def make_task(sim: ModularSim) -> Task:
                       float(sim.scale), sim.alpha < 1.0, gibbs)
 
 
+def _spd_draw_one(Lam, b, xi):
+    """Lam^{-1} b + chol(Lam)^{-T} xi for one SPD matrix (float64): a draw of N(Lam^-1 b, Lam^-1)."""
+    chol = jnp.linalg.cholesky(Lam)
+    mean = jax.scipy.linalg.cho_solve((chol, True), b)
+    return mean + jax.scipy.linalg.solve_triangular(chol.T, xi, lower=False)
+
+
+@jax.custom_batching.custom_vmap
+def _spd_draw(Lam, b, xi):
+    return _spd_draw_one(Lam, b, xi)
+
+
+@_spd_draw.def_vmap
+def _spd_draw_vmap(axis_size, in_batched, Lam, b, xi):
+    """Batching rule: on a GPU/TPU the batched factorisation; on XLA:CPU one matrix after another
+    (``lax.map``).  jaxlib's batched CPU LAPACK kernels split the batch over the intra-op thread pool
+    and wait for it, which deadlocked (nondeterministically) when the pool's threads were busy with
+    the same executable: 8 networks of N = 256 on 2 cores, also with 2 host devices (jaxlib 0.10)."""
+    args = [x if bat else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, bat in zip((Lam, b, xi), in_batched)]
+    if jax.default_backend() == "cpu":
+        out = jax.lax.map(lambda a: _spd_draw(*a), tuple(args))
+    else:
+        out = jax.vmap(_spd_draw_one)(*args)
+    return out, True
+
+
 def gibbs_readout(w, pairs, y, c, s2, xi):
     r"""Exact draw of the readout's unit variables z_a from p(z_a | w) (one network, float64 algebra).
 
@@ -237,15 +263,15 @@ def gibbs_readout(w, pairs, y, c, s2, xi):
     in z_a, whose prior is N(0, I), so given the input weights the posterior exp(-L/s2 - |z_a|^2/2) is
     Gaussian, independently for each output p: precision Lambda = I + (c^2/s2) F^T F with the
     features F = h^2 over the training pairs, mean Lambda^{-1} (c/s2) F^T y.  Returns
-    mean + chol(Lambda)^{-T} xi for the caller's standard normals xi (N, P).  w: (2P, N) input weights,
-    pairs: (n, 2) training pairs, y: (n, P) their targets."""
-    P = y.shape[-1]
-    F = (w[pairs[:, 0]] + w[P + pairs[:, 1]]) ** 2
+    mean + chol(Lambda)^{-T} xi for the caller's standard normals xi (N, P) (xi = 0: the conditional
+    mean).  w: (2P, N) input weights, pairs: (n, 2) training pairs, y: (n, P) their targets.  Not
+    differentiable (a sampler step, never inside a gradient)."""
+    F = (w[pairs[:, 0]] + w[y.shape[-1] + pairs[:, 1]]) ** 2
     G = (F.T @ F).astype(jnp.float64)
     b = (F.T @ y).astype(jnp.float64)
-    chol = jnp.linalg.cholesky(jnp.eye(G.shape[0], dtype=jnp.float64) + (c * c / s2) * G)
-    mean = jax.scipy.linalg.cho_solve((chol, True), (c / s2) * b)
-    return mean + jax.scipy.linalg.solve_triangular(chol.T, xi.astype(jnp.float64), lower=False)
+    c = jnp.asarray(c, jnp.float64)
+    Lam = jnp.eye(G.shape[0], dtype=jnp.float64) + (c * c / s2) * G
+    return _spd_draw(Lam, (c / s2) * b, jnp.asarray(xi, jnp.float64))
 
 
 @functools.lru_cache(maxsize=16)
@@ -319,12 +345,25 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         has_theory = jnp.isfinite(phi_plus)
         drop = fourier.droplet_mask(u, v, jnp.where(has_theory, phi_plus, 1.0),
                                     rel_tol=jnp.where(has_theory, 0.5, jnp.inf))
+        tc = jnp.sum(f * y_all) / y_norm2
+        if optimizer == "langevin":
+            # Rao-Blackwellised target component: the readout's conditional posterior mean given w
+            # (gibbs_readout with xi = 0), same expectation as the sampled network's, without the
+            # readout's sampling noise
+            c = scale * prior_std(theta, hyper)["a"]
+            idx = data["train_idx"]
+            za_mean = gibbs_readout(theta["w"], pairs_all[idx], y_all[idx], c, hyper.s2, jnp.zeros((N, P)))
+            h = theta["w"][pairs_all[:, 0]] + theta["w"][P + pairs_all[:, 1]]
+            tc_mean = jnp.sum(((c * (h * h)) @ za_mean) * y_all) / y_norm2
+        else:
+            tc_mean = tc
         record = {
             "train_mse": jnp.sum(jnp.where(is_train, r2, 0.0)) / (n_tr * P),
             "test_mse": jnp.sum(jnp.where(test_mask, r2, 0.0)) / (n_te * P),
             "train_acc": jnp.sum(jnp.where(is_train, correct, 0.0)) / n_tr,
             "test_acc": jnp.sum(jnp.where(test_mask, correct, 0.0)) / n_te,
-            "target_component": jnp.sum(f * y_all) / y_norm2,
+            "target_component": tc,
+            "target_component_mean": tc_mean,
             "ipr": jnp.mean(ipr_n),
             "w_norm2": jnp.mean(jnp.sum(theta["w"] ** 2, axis=0)),
             "a_norm2": jnp.mean(jnp.sum(a * a, axis=1)),
@@ -354,7 +393,12 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         z_a = gibbs_readout(std["w"] * z["w"], pairs, y_all[data["train_idx"]], c, hyper.s2, xi)
         return {**z, "a": z_a.astype(z["a"].dtype)}
 
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None)
+    # one network per lax.map step on a CPU: a network's (P^2, N) temporaries already exceed the
+    # caches (benchmarks/README.md: 1.4-1.55x over groups of 4 at P = 97, N = 500), and batched
+    # float64 LAPACK calls of the Gibbs readout across networks were seen to hang XLA:CPU
+    # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
+                cpu_group=1)
 
 
 class ModHyper(NamedTuple):
@@ -598,6 +642,8 @@ def summary_points(ds: xr.Dataset) -> list[dict]:
         for name in ("train_acc", "test_acc", "target_component", "droplet_fraction", "ipr"):
             pt[name] = float(ds[name].values[i])
         pt["target_component_sem"] = float(ds["target_component_sem"].values[i])
+        pt["target_component_mean"] = float(ds["target_component_mean"].values[i])
+        pt["target_component_mean_sem"] = float(ds["target_component_mean_sem"].values[i])
         pt["droplet_fraction_sem"] = float(ds["droplet_fraction_sem"].values[i])
         tm, tg = ds["t_memorise"].values[i], ds["t_grok"].values[i]
         pt["t_memorise"] = float(np.median(tm)) if np.all(tm >= 0) else None
