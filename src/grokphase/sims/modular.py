@@ -223,11 +223,14 @@ def theory_phi_plus(sim: ModularSim) -> np.ndarray:
     return np.where(phi > 0, phi, np.nan)
 
 
-def make_task(sim: ModularSim) -> Task:
-    """Per-network functions (cached on the static sizes and choices)."""
+def make_task(sim: ModularSim, full_table_algebra: bool = True) -> Task:
+    """Per-network functions (cached on the static sizes and choices).  On the whole table (alpha = 1)
+    the loss and the Gibbs readout's Gram matrices use the closed-form sums of
+    :func:`full_table_loss` / :func:`full_table_gram` (O(N^2 P) instead of O(N P^3)); pass
+    ``full_table_algebra=False`` for the direct sums over the (P^2, N) hidden layer (same values)."""
     gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0, gibbs)
+                      float(sim.scale), sim.alpha < 1.0, gibbs, bool(full_table_algebra))
 
 
 def _spd_draw_one(Lam, b, xi):
@@ -267,8 +270,62 @@ def gibbs_readout(w, pairs, y, c, s2, xi):
     mean).  w: (2P, N) input weights, pairs: (n, 2) training pairs, y: (n, P) their targets.  Not
     differentiable (a sampler step, never inside a gradient)."""
     F = (w[pairs[:, 0]] + w[y.shape[-1] + pairs[:, 1]]) ** 2
-    G = (F.T @ F).astype(jnp.float64)
-    b = (F.T @ y).astype(jnp.float64)
+    return _draw_from_gram((F.T @ F).astype(jnp.float64), (F.T @ y).astype(jnp.float64), c, s2, xi)
+
+
+def _circ_conv(u, v):
+    """(u * v)_p = sum_n u_n v_{(p - n) mod P} along axis 0 for (P, N) arrays, by FFT."""
+    return jnp.fft.irfft(jnp.fft.rfft(u, axis=0) * jnp.fft.rfft(v, axis=0), n=u.shape[0], axis=0)
+
+
+def full_table_loss(w, a, scale):
+    r"""L = 1/2 sum over the whole P x P table and all outputs of (f - y)^2 without forming the
+    (P^2, N) hidden layer: with u = w[:P], v = w[P:] (P, N), A = (u^2) a, B = (v^2) a (P, P) and the
+    cross term C_p(n, m) = 2 sum_i a_ip u_ni v_mi,
+
+        sum f^2 = s^2 [P |A|^2 + P |B|^2 + 2 (1^T A)(B^T 1) + 4 sum((a a^T) o (u^T u) o (v^T v))
+                       + 4 sum_i (sum_m v_mi) (a o u^T A)_i + 4 sum_i (sum_n u_ni) (a o v^T B)_i],
+        sum f y = s [sum A + sum B + 2 sum_i sum_p a_ip (u_i * v_i)_p
+                     - (1/P)(P sum A + P sum B + 2 sum_i (sum_p a_ip)(sum_n u_ni)(sum_m v_mi))],
+        sum y^2 = P (P - 1),
+
+    (* the circular convolution, by FFT).  O(N^2 P + N P^2) instead of the O(N P^3) of the direct
+    sum; equal to it to rounding (tested).  w: (2P, N) input weights, a: (N, P) readout."""
+    P = a.shape[-1]
+    u, v = w[:P], w[P:]
+    A = (u * u) @ a                                   # (P, P): A[n, p] = sum_i u_ni^2 a_ip
+    B = (v * v) @ a
+    su, sv = jnp.sum(u, axis=0), jnp.sum(v, axis=0)   # (N,)
+    cross = 4.0 * jnp.sum((a @ a.T) * (u.T @ u) * (v.T @ v))
+    AC = 4.0 * jnp.sum(sv * jnp.sum(a * (u.T @ A), axis=1))
+    BC = 4.0 * jnp.sum(su * jnp.sum(a * (v.T @ B), axis=1))
+    f2 = P * jnp.sum(A * A) + P * jnp.sum(B * B) + 2.0 * jnp.sum(jnp.sum(A, 0) * jnp.sum(B, 0)) + cross + AC + BC
+    conv = _circ_conv(u, v)                           # (P, N): (u_i * v_i)_p
+    sum_a = jnp.sum(a, axis=1)
+    fy = (jnp.sum(A) + jnp.sum(B) + 2.0 * jnp.sum(conv.T * a)
+          - (P * jnp.sum(A) + P * jnp.sum(B) + 2.0 * jnp.sum(sum_a * su * sv)) / P)
+    return 0.5 * scale * scale * f2 - scale * fy + 0.5 * P * (P - 1)
+
+
+def full_table_gram(w):
+    r"""F^T F and F^T y of the features F_(nm),i = (u_ni + v_mi)^2 over the whole table, in O(N^2 P)
+    (expanding the square: moments of u over n times moments of v over m) instead of O(N^2 P^2).
+    F^T y[i, p] = 2 (u_i * v_i)_p - 2 (sum_n u_ni)(sum_m v_mi)/P.  Returns float64 (N, N), (N, P)."""
+    w = w.astype(jnp.float64)
+    P = w.shape[0] // 2
+    u, v = w[:P], w[P:]
+    u2, v2 = u * u, v * v
+    su, sv, su2, sv2 = (jnp.sum(x, axis=0) for x in (u, v, u2, v2))
+    t = (u2.T @ u) * sv[None, :]                      # sum_n u_i^2 u_j * sum_m v_j
+    s_ = (v2.T @ v) * su[None, :]
+    G = (P * (u2.T @ u2) + P * (v2.T @ v2) + 4.0 * (u.T @ u) * (v.T @ v)
+         + jnp.outer(su2, sv2) + jnp.outer(sv2, su2)
+         + 2.0 * (t + t.T) + 2.0 * (s_ + s_.T))
+    Fy = 2.0 * _circ_conv(u, v).T - 2.0 * (su * sv)[:, None] / P
+    return G, Fy
+
+
+def _draw_from_gram(G, b, c, s2, xi):
     c = jnp.asarray(c, jnp.float64)
     Lam = jnp.eye(G.shape[0], dtype=jnp.float64) + (c * c / s2) * G
     return _spd_draw(Lam, (c / s2) * b, jnp.asarray(xi, jnp.float64))
@@ -276,7 +333,7 @@ def gibbs_readout(w, pairs, y, c, s2, xi):
 
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
-               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False) -> Task:
+               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True) -> Task:
     from grokphase.sims import fourier
 
     dtype = DTYPES[dtype_name]
@@ -300,12 +357,16 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         return {"w": jnp.asarray(1.0), "a": jnp.sqrt(hyper.sa2 / N)}
 
     def loss(theta, data):
-        idx = data["train_idx"]
-        f = model.apply({"params": theta}, pairs_all[idx])
-        r = f - y_all[idx]
+        if not split and full_table:        # the whole table: closed-form sums, O(N^2 P), no (P^2, N) layer
+            half = full_table_loss(theta["w"], theta["a"], scale)
+        else:
+            idx = data["train_idx"]
+            f = model.apply({"params": theta}, pairs_all[idx])
+            r = f - y_all[idx]
+            half = 0.5 * jnp.sum(r * r)
         if optimizer == "langevin":
-            return 0.5 * jnp.sum(r * r)                     # the posterior's L (THEORY.md §1)
-        return jnp.sum(r * r) / n_train                     # mean over training pairs (optimisers)
+            return half                                     # the posterior's L (THEORY.md §1)
+        return 2.0 * half / n_train                         # mean over training pairs (optimisers)
 
     def penalty(theta, hyper):
         if optimizer != "langevin":
@@ -351,8 +412,7 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
             # (gibbs_readout with xi = 0), same expectation as the sampled network's, without the
             # readout's sampling noise
             c = scale * prior_std(theta, hyper)["a"]
-            idx = data["train_idx"]
-            za_mean = gibbs_readout(theta["w"], pairs_all[idx], y_all[idx], c, hyper.s2, jnp.zeros((N, P)))
+            za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)))
             h = theta["w"][pairs_all[:, 0]] + theta["w"][P + pairs_all[:, 1]]
             tc_mean = jnp.sum(((c * (h * h)) @ za_mean) * y_all) / y_norm2
         else:
@@ -385,12 +445,17 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         }
         return record, accum
 
+    def readout_draw(w, data, c, s2, xi):
+        if not split and full_table:
+            G, Fy = full_table_gram(w)
+            return _draw_from_gram(G, Fy, c, s2, xi)
+        idx = data["train_idx"]
+        return gibbs_readout(w, pairs_all[idx], y_all[idx], c, s2, xi)
+
     def gibbs(z, data, hyper, key):
         std = prior_std(z, hyper)
-        c = scale * std["a"]
-        pairs = pairs_all[data["train_idx"]]
         xi = jax.random.normal(key, (N, P), jnp.float64)
-        z_a = gibbs_readout(std["w"] * z["w"], pairs, y_all[data["train_idx"]], c, hyper.s2, xi)
+        z_a = readout_draw(std["w"] * z["w"], data, scale * std["a"], hyper.s2, xi)
         return {**z, "a": z_a.astype(z["a"].dtype)}
 
     # one network per lax.map step on a CPU: a network's (P^2, N) temporaries already exceed the
