@@ -6,9 +6,18 @@ Networks*, ICLR 2024 (arXiv 2310.03789).
 Importing grokphase enables JAX's 64-bit mode: the theory solvers run in float64 (their equations
 involve exponentials of O(d) actions and differences of O(d) numbers).  Simulations choose their
 dtype explicitly (float32 is allowed there), so this does not slow them down.
+
+It also sets ``OPENBLAS_NUM_THREADS=1`` unless the variable is already set (before SciPy loads its
+OpenBLAS, which JAX's CPU LAPACK kernels call): the factorisations here are small, and a
+multithreaded OpenBLAS on a machine whose other cores are busy was measured 18-50x slower (the
+Gibbs readout's Cholesky at N = 256 on 2 cores).  Set the variable yourself to override.
 """
 
-import jax
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -223,14 +223,16 @@ def theory_phi_plus(sim: ModularSim) -> np.ndarray:
     return np.where(phi > 0, phi, np.nan)
 
 
-def make_task(sim: ModularSim, full_table_algebra: bool = True) -> Task:
+def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     """Per-network functions (cached on the static sizes and choices).  On the whole table (alpha = 1)
-    the loss and the Gibbs readout's Gram matrices use the closed-form sums of
-    :func:`full_table_loss` / :func:`full_table_gram` (O(N^2 P) instead of O(N P^3)); pass
-    ``full_table_algebra=False`` for the direct sums over the (P^2, N) hidden layer (same values)."""
+    the loss and the Gibbs readout's Gram matrices can use the closed-form sums of
+    :func:`full_table_loss` / :func:`full_table_gram` (O(N^2 P) instead of O(N P^3) for the loss and
+    O(N^2 P^2) for the Gram matrix); ``full_table_algebra=None`` (default) uses them when that is
+    cheaper, N < P^2; True / False forces either form (same values to rounding)."""
     gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
+    closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0, gibbs, bool(full_table_algebra))
+                      float(sim.scale), sim.alpha < 1.0, gibbs, closed)
 
 
 def _spd_draw_one(Lam, b, xi):
