@@ -692,17 +692,8 @@ def main(argv=None):
         dev = run_worker(args)
         summarise(dev, ["engine_1dev", "engine_2dev", "engine_direct_1dev", "engine_direct_2dev"])
         recs += dev
-    prov = {name: p.record() for name, p in PROVENANCE.items()}
-    common["total_wall_s"] = time.perf_counter() - t_start
-    for r in recs:
-        r.update(common, provenance=prov)
-    log(f"\ntotal {common['total_wall_s']:.0f} s; peak RSS of the main process {peak_rss_mb():.0f} MB")
-    if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as f:
-            for r in recs:
-                f.write(json.dumps(r) + "\n")
-        log(f"wrote {len(recs)} lines to {args.out}")
+    benchenv.write_results(recs, common, {name: p.record() for name, p in PROVENANCE.items()}, t_start, args.out,
+                           args.no_write, log)
 
 
 if __name__ == "__main__":

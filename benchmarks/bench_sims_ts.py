@@ -866,17 +866,8 @@ def main(argv=None):
                     + ("net-steps/s" if "net_steps_per_s" in r else "GF/s")
                     + (f", speed-up vs 1 dev {r['speedup_vs_engine_1dev']['median']:.2f}" if "speedup_vs_engine_1dev" in r else "")
                     + f", CPU/wall {r['cpu_per_wall']['median']:.2f}")
-    prov = {name: p.record() for name, p in PROVENANCE.items()}
-    common["total_wall_s"] = time.perf_counter() - t_start
-    for r in recs:
-        r.update(common, provenance=prov)
-    log(f"\ntotal {common['total_wall_s']:.0f} s; peak RSS of the main process {peak_rss_mb():.0f} MB")
-    if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as f:
-            for r in recs:
-                f.write(json.dumps(r) + "\n")
-        log(f"wrote {len(recs)} lines to {args.out}")
+    benchenv.write_results(recs, common, {name: p.record() for name, p in PROVENANCE.items()}, t_start, args.out,
+                           args.no_write, log)
 
 
 if __name__ == "__main__":

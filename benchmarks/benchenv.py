@@ -101,3 +101,21 @@ class SolverProvenance:
                     solver_sha256=self.sha256, solver_matches_commit=self._commit(),
                     solver_tracked=bool(git("ls-files", self.rel)),
                     solver_changed_since_import=hashlib.sha256(self.path.read_bytes()).hexdigest() != self.sha256)
+
+
+def write_results(recs, common: dict, provenance: dict, t_start: float, out, no_write: bool, log=print) -> None:
+    """The shared tail of the simulation benchmarks: stamp every record with ``common`` (plus the total
+    wall time) and the solvers' provenance, log the peak RSS, and append the records to ``out`` as
+    JSON lines unless ``no_write``."""
+    import json
+
+    common["total_wall_s"] = time.perf_counter() - t_start
+    for r in recs:
+        r.update(common, provenance=provenance)
+    log(f"\ntotal {common['total_wall_s']:.0f} s; peak RSS of the main process {peak_rss_mb():.0f} MB")
+    if not no_write:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+        log(f"wrote {len(recs)} lines to {out}")
