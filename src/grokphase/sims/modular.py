@@ -323,8 +323,16 @@ def full_table_gram(w):
     G = (P * (u2.T @ u2) + P * (v2.T @ v2) + 4.0 * (u.T @ u) * (v.T @ v)
          + jnp.outer(su2, sv2) + jnp.outer(sv2, su2)
          + 2.0 * (t + t.T) + 2.0 * (s_ + s_.T))
-    Fy = 2.0 * _circ_conv(u, v).T - 2.0 * (su * sv)[:, None] / P
-    return G, Fy
+    return G, full_table_Fy(w)
+
+
+def full_table_Fy(w):
+    """F^T y over the whole table, (N, P): F^T y[i, p] = 2 (u_i * v_i)_p - 2 (sum_n u_ni)(sum_m v_mi)/P
+    (the squares u_n^2 and v_m^2 meet every output equally and cancel against the -1/P part)."""
+    w = w.astype(jnp.float64)
+    P = w.shape[0] // 2
+    u, v = w[:P], w[P:]
+    return 2.0 * _circ_conv(u, v).T - 2.0 * (jnp.sum(u, axis=0) * jnp.sum(v, axis=0))[:, None] / P
 
 
 def _draw_from_gram(G, b, c, s2, xi):
@@ -415,8 +423,7 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
             # readout's sampling noise
             c = scale * prior_std(theta, hyper)["a"]
             za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)))
-            h = theta["w"][pairs_all[:, 0]] + theta["w"][P + pairs_all[:, 1]]
-            tc_mean = jnp.sum(((c * (h * h)) @ za_mean) * y_all) / y_norm2
+            tc_mean = c * jnp.sum(full_table_Fy(theta["w"]) * za_mean) / y_norm2    # <F z, y> = sum (F^T y) z
         else:
             tc_mean = tc
         record = {
@@ -486,10 +493,7 @@ def build_members(sim: ModularSim) -> tuple[Members, list[str]]:
     idx = jnp.arange(K)
     keys = [np.asarray(jax.vmap(lambda i, t=t: jax.random.fold_in(jax.random.fold_in(root, t), i))(idx))
             for t in range(3)]
-    phi = theory_phi_plus(sim)
-    const = lambda v: np.full(S * K, v, dtype=np.float64)  # noqa: E731
-    hyper = ModHyper(s2=np.repeat(np.asarray(sim.s2), K), sa2=const(sim.sa2_value), gamma=const(sim.gamma),
-                         lr=const(sim.lr), weight_decay=const(sim.weight_decay), phi_plus=np.repeat(phi, K))
+    hyper = _hyper(sim, np.repeat(np.asarray(sim.s2, np.float64), K), np.repeat(theory_phi_plus(sim), K))
     tile = lambda k: np.tile(k, (S, 1))  # noqa: E731
     labels = [f"network (s2={sim.s2[i]:g}, seed {j})" for i in range(S) for j in range(K)]
     return Members(tile(keys[0]), tile(keys[1]), tile(keys[2]), hyper), labels
