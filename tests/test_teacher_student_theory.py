@@ -6,6 +6,10 @@ Tolerances are justified next to each assertion.
 
 Cost: the finite-d solver compiles once per (batch shape, grid size); the fixtures below are
 module-scoped and share shapes so the whole file compiles about fifteen times.
+
+This file tests the paper's one-variable theory (|w_perp|^2 concentrated at sw2, Claim II), i.e.
+``approximation="concentrated"`` everywhere; the exact two-variable theory of THEORY.md §3b (the
+package default) is tested in tests/test_ts_exact.py.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from grokphase.theory import gp
 from grokphase.theory import teacher_student as ts
 
 SQRT6 = math.sqrt(6.0)
+CONC = "concentrated"
+_solve_fd = functools.partial(ts.solve_finite_d, approximation=CONC)
+_solve_limit = functools.partial(ts.solve_limit, approximation=CONC)
+_solve_transition = functools.partial(ts.solve_transition, approximation=CONC)
+_log_density = functools.partial(ts.log_density, approximation=CONC)
 S2_SWEEP = np.linspace(0.10, 0.30, 41)   # sigma^2 sweep through GMFL-I (< 0.179) and GFL
 BETAS = (1 / 8, 1.0, 8.0, 64.0)
 
@@ -53,15 +62,15 @@ FIXED_POINTS = [(1.0, 0.30), (1.0, 0.18), (1.0, 0.14), (1 / 8, 0.14), (8.0, 0.14
 @pytest.fixture(scope="module")
 def points(paper):
     P = _stack([paper.replace(s2=s2).scaled(beta=beta) for beta, s2 in FIXED_POINTS])
-    return P, ts.solve_finite_d(P, density=True)
+    return P, _solve_fd(P, density=True)
 
 
 @pytest.fixture(scope="module")
 def sweeps(paper):
     """Finite-d solutions on the sigma^2 sweep for each beta (alpha = beta), and the scaling limit."""
     base = paper.replace(s2=S2_SWEEP)
-    fd = {beta: ts.solve_finite_d(base.scaled(beta=beta)) for beta in BETAS}
-    return fd, ts.solve_limit(base)
+    fd = {beta: _solve_fd(base.scaled(beta=beta)) for beta in BETAS}
+    return fd, _solve_limit(base)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,9 +101,10 @@ def test_newton_optimum_is_self_consistent_fixed_point(points, indep, i):
 # 2. Concavity of F and the closed-form derivatives
 # ----------------------------------------------------------------------------------------------
 
-_F = jax.jit(ts.free_energy_objective, static_argnums=2)
-_GRAD = jax.jit(jax.grad(ts.free_energy_objective), static_argnums=2)
-_HESS = jax.jit(jax.hessian(ts.free_energy_objective), static_argnums=2)
+_F_CONC = functools.partial(ts.free_energy_objective, approximation=CONC)
+_F = jax.jit(_F_CONC, static_argnums=2)
+_GRAD = jax.jit(jax.grad(_F_CONC), static_argnums=2)
+_HESS = jax.jit(jax.hessian(_F_CONC), static_argnums=2)
 K_FREE = 129
 
 
@@ -146,7 +156,7 @@ def test_closed_form_gradient_and_hessian_equal_autodiff(paper):
 
 def test_limit_transition_in_paper_configuration(paper, indep):
     """THEORY.md §3: s2_c ≈ 0.179, u_c ≈ 30.7 in the one-variable reduction (paper: 0.18, 30.2)."""
-    tr = ts.solve_transition(paper, along="s2")
+    tr = _solve_transition(paper, along="s2")
     assert tr.found
     assert 0.175 <= tr.value <= 0.185
     assert 29.0 <= tr.u <= 32.0
@@ -169,7 +179,7 @@ def test_limit_transition_in_paper_configuration(paper, indep):
 def test_limit_reference_gmfl_point(paper):
     """THEORY.md §3 reference GMFL-I point (sigma^2 = 0.14): b ≈ 0.214, c/eps ≈ 0.915, q* ≈ 0.83.
     Tolerance: half a unit of the last quoted digit."""
-    lim = ts.solve_limit(paper.replace(s2=0.14))
+    lim = _solve_limit(paper.replace(s2=0.14))
     assert lim.phase == ts.Phase.GMFL_I
     assert abs(lim.b - 0.214) <= 5e-4
     assert abs(lim.c / -0.3 - 0.915) <= 5e-4
@@ -182,7 +192,7 @@ def test_limit_gfl_branch_closed_form(paper, indep, s2):
     """GFL: c = eps exactly and b = 1/(1 + u r 2/(pi (1+2 sw2) kappa(b))),
     kappa = 1/(2 sw2) - (2u/pi) b^2/(1+2 sw2) > 0; q = 0 is the global minimum of Shat."""
     p = paper.replace(s2=s2)
-    lim = ts.solve_limit(p)
+    lim = _solve_limit(p)
     u, r, sw2, eps = float(p.u), float(p.r), 0.5, -0.3
     assert lim.phase == ts.Phase.GFL
     assert lim.c == eps
@@ -201,7 +211,7 @@ def test_limit_mixed_branch_equations(paper, indep, s2):
     """GMFL-I (THEORY.md §3): Shat(q*) = Shat'(q*) = 0 with the branch's (b, c), and
     [b, sqrt6 c] = (I + M)^{-1}[1, sqrt6 eps], M = u r [(2/(pi(1+2sw2) kappa(b))) e1 e1^T + pi1 g g^T]."""
     p = paper.replace(s2=s2)
-    lim = ts.solve_limit(p)
+    lim = _solve_limit(p)
     u, r, sw2, eps = float(p.u), float(p.r), 0.5, -0.3
     b, c, pi1, q_star = (float(x) for x in (lim.b, lim.c, lim.pi1, lim.q_star))
     assert lim.phase == ts.Phase.GMFL_I and pi1 > 0 and q_star > 0
@@ -260,7 +270,7 @@ def test_density_symmetric(points, indep):
         pi = _scalar_params(P, i)
         si = _point(sol, i)
         qs = q[q > 0][::7]
-        np.testing.assert_array_equal(ts.log_density(si, pi, qs), ts.log_density(si, pi, -qs))
+        np.testing.assert_array_equal(_log_density(si, pi, qs), _log_density(si, pi, -qs))
         # log_p on the grid is -S(q) - log_norm with the independent S = d Shat
         p = indep.scalar(P, i)
         S = p["d"] * indep.shat(q, float(si.b), float(si.c), p["u"], p["sw2"])
@@ -276,7 +286,7 @@ def test_density_normalised(points):
     for i in range(len(FIXED_POINTS)):
         q, lp = sol.q[i], sol.log_p[i]
         pi, si = _scalar_params(P, i), _point(sol, i)
-        f = lambda x: float(np.exp(ts.log_density(si, pi, x)))  # noqa: E731
+        f = lambda x: float(np.exp(_log_density(si, pi, x)))  # noqa: E731
         brk = [x for x in (float(si.q_barrier), float(si.q_droplet)) if x > 0]
         total = 2.0 * integrate.quad(f, 0.0, float(q[-1]), points=brk or None, epsabs=0, epsrel=1e-12, limit=500)[0]
         assert abs(total - 1.0) < 1e-10
@@ -308,7 +318,7 @@ def test_droplet_fraction_is_mass_beyond_barrier(points, indep):
             continue
         p = indep.scalar(P, i)
         S = lambda x: p["d"] * indep.shat(x, float(si.b), float(si.c), p["u"], p["sw2"])  # noqa: E731
-        f = lambda x: float(np.exp(ts.log_density(si, pi, x)))  # noqa: E731
+        f = lambda x: float(np.exp(_log_density(si, pi, x)))  # noqa: E731
         q = sol.q[i]
         k = int(np.searchsorted(q, qb))
         h = q[k] - q[k - 1]
@@ -335,14 +345,14 @@ def test_limit_exactly_invariant_under_table1_scaling(paper):
     big = base.scaled(beta=64.0)            # powers of two: N*64, n*64, d*8, sa2/8 -> exact in float64
     np.testing.assert_array_equal(big.u, base.u)
     np.testing.assert_array_equal(big.r, base.r)
-    a, b = ts.solve_limit(base), ts.solve_limit(big)
+    a, b = _solve_limit(base), _solve_limit(big)
     for name in ("b", "c", "pi1", "q_star", "kappa", "degeneracy", "free_energy", "phase", "status"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(b.droplet_fraction, a.droplet_fraction / 8.0)  # pi1/d, d -> 8d
     odd = base.scaled(alpha=3.0, beta=2.0)  # u, r equal up to rounding (~1e-16 relative)
     np.testing.assert_allclose(odd.u, base.u, rtol=1e-14)
     np.testing.assert_allclose(odd.r, base.r, rtol=1e-14)
-    c = ts.solve_limit(odd)
+    c = _solve_limit(odd)
     for name in ("b", "c", "pi1", "q_star", "free_energy"):
         np.testing.assert_allclose(getattr(c, name), getattr(a, name), rtol=1e-12, atol=1e-14, err_msg=name)
 
@@ -378,7 +388,7 @@ SA2_FIXED = 8.0 / 700.0               # the GP limit keeps the kernel scale sa2 
 def _wide():
     P = ts.TeacherStudentParams(N=WIDE_N[None, :], n=3000.0, d=np.array(WIDE_D)[:, None], s2=0.14,
                                 sa2=SA2_FIXED, sw2=0.5, eps=-0.3)
-    return P, ts.solve_finite_d(P)
+    return P, _solve_fd(P)
 
 
 @functools.lru_cache(maxsize=None)
@@ -446,23 +456,23 @@ K_SWEEP = 257
 
 def test_vmap_equals_loop_and_no_recompile(paper):
     P = paper.replace(s2=S2_SWEEP)
-    batch = ts.solve_finite_d(P, grid_size=K_SWEEP)
+    batch = _solve_fd(P, grid_size=K_SWEEP)
     flat = P.broadcast()
     for i in range(S2_SWEEP.size):
-        one = ts.solve_finite_d(_scalar_params(flat, i), grid_size=K_SWEEP)
+        one = _solve_fd(_scalar_params(flat, i), grid_size=K_SWEEP)
         # same grid and the same Newton iterates; only the floating-point order of the batched
         # reductions may differ, at the 1e-16 level, amplified by at most a few Newton steps.
         for name in ("b", "c", "free_energy", "droplet_fraction", "log_norm"):
             np.testing.assert_allclose(getattr(one, name), getattr(batch, name)[i], rtol=0, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(one.Q, batch.Q[i], rtol=1e-12, atol=1e-18)
     before = ts.solve_finite_d_batch._cache_size()
-    again = ts.solve_finite_d(P, grid_size=K_SWEEP)
-    other = ts.solve_finite_d(P.replace(s2=S2_SWEEP[::-1] * 1.01), grid_size=K_SWEEP)  # new values, same shape
-    shorter = ts.solve_finite_d(P.replace(s2=S2_SWEEP[:33]), grid_size=K_SWEEP)  # same padding bucket (64)
+    again = _solve_fd(P, grid_size=K_SWEEP)
+    other = _solve_fd(P.replace(s2=S2_SWEEP[::-1] * 1.01), grid_size=K_SWEEP)  # new values, same shape
+    shorter = _solve_fd(P.replace(s2=S2_SWEEP[:33]), grid_size=K_SWEEP)  # same padding bucket (64)
     assert ts.solve_finite_d_batch._cache_size() == before
     np.testing.assert_allclose(shorter.b, batch.b[:33], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(again.b, batch.b)
-    single = ts.solve_finite_d(_scalar_params(P.replace(s2=S2_SWEEP * 1.01).broadcast(), 0), grid_size=K_SWEEP)
+    single = _solve_fd(_scalar_params(P.replace(s2=S2_SWEEP * 1.01).broadcast(), 0), grid_size=K_SWEEP)
     np.testing.assert_allclose(other.b[-1], single.b, rtol=0, atol=1e-12)  # the values were really used
 
 
@@ -478,11 +488,11 @@ def test_quadrature_converges_spectrally_and_error_bound_holds(paper, s2):
     Gaussian-decaying integrand (error ~ exp(-c/h^2): halving h raises the error to a power > 1).
     ``quad_error`` (half-grid difference) bounds the full grid's true error."""
     p = paper.replace(s2=s2)
-    ref = ts.solve_finite_d(p, grid_size=2049)
+    ref = _solve_fd(p, grid_size=2049)
     assert ref.status == ts.Status.CONVERGED and ref.quad_error < 1e-12
     errs = []
     for K in (17, 33, 65, 129, 257):
-        sol = ts.solve_finite_d(p, grid_size=K, check=False)
+        sol = _solve_fd(p, grid_size=K, check=False)
         err_b = abs(float(sol.b - ref.b))
         err_Q = float(np.max(np.abs(sol.Q - ref.Q)) / np.max(np.abs(ref.Q)))
         errs.append(err_b)
@@ -529,10 +539,10 @@ def test_point_solvers_vmap_over_any_field_with_in_axes(paper):
     K = 257
     eps = jnp.asarray([-0.5, -0.3, -0.1])
     sw2 = jnp.asarray([0.3, 0.5, 0.8])
-    f = jax.jit(jax.vmap(lambda e, w: ts.solve_finite_d_point(paper.replace(eps=e, sw2=w), K)))
+    f = jax.jit(jax.vmap(lambda e, w: ts.solve_finite_d_point(paper.replace(eps=e, sw2=w), K, approximation=CONC)))
     out = f(eps, sw2)
-    ref = ts.solve_finite_d(paper.replace(eps=np.asarray(eps), sw2=np.asarray(sw2)), grid_size=K)
+    ref = _solve_fd(paper.replace(eps=np.asarray(eps), sw2=np.asarray(sw2)), grid_size=K)
     np.testing.assert_allclose(np.asarray(out.b), ref.b, rtol=0, atol=1e-13)
     np.testing.assert_allclose(np.asarray(out.c), ref.c, rtol=0, atol=1e-13)
-    lim = jax.jit(jax.vmap(lambda e: ts.solve_limit_point(paper.replace(eps=e))))(eps)
-    np.testing.assert_allclose(np.asarray(lim.b), ts.solve_limit(paper.replace(eps=np.asarray(eps))).b, atol=1e-14)
+    lim = jax.jit(jax.vmap(lambda e: ts.solve_limit_point(paper.replace(eps=e), CONC)))(eps)
+    np.testing.assert_allclose(np.asarray(lim.b), _solve_limit(paper.replace(eps=np.asarray(eps))).b, atol=1e-14)
