@@ -362,9 +362,10 @@ class Impl:
 
 
 def build_impls(cfg: Config, which):
-    import torch
+    if any(w.startswith("torch") for w in which):
+        import torch
 
-    import torch_baseline_ts as tb
+        import torch_baseline_ts as tb
 
     impls = []
     _, _, advance_v, _ = cfg.fns
@@ -430,10 +431,6 @@ def build_impls(cfg: Config, which):
 
 def one_step_check(cfg: Config, which):
     """Max |deterministic part of one update - engine's| for every implementation (same start)."""
-    import blackjax.util
-
-    import torch_baseline_ts as tb
-
     _, _, advance_v, _ = cfg.fns
     xi_w, xi_a = (np.asarray(v) for v in cfg.engine_noise(0))
     scale = np.sqrt(2.0 * cfg.hp_np[2] * cfg.hp_np[3]).astype(cfg.dtype)
@@ -457,6 +454,8 @@ def one_step_check(cfg: Config, which):
                                             jnp.int32(1))
             out[name] = err(np.asarray(st[0]), np.asarray(st[1]))
     if "blackjax" in which:
+        import blackjax.util
+
         _, adv = make_blackjax(cfg.N)
         z0 = {k: jnp.asarray(v) for k, v in cfg.z0.items()}
         (z1, _) = adv((z0, jnp.zeros((cfg.M,), jnp.int32)), cfg.data["x"], cfg.data["y"], cfg.hp, cfg.nk,
@@ -468,6 +467,8 @@ def one_step_check(cfg: Config, which):
                               np.asarray(noise["a"]))
     if any(n.startswith("torch") for n in which):
         import torch
+
+        import torch_baseline_ts as tb
 
         torch.set_num_threads(1)
         ens = tb.TorchEnsemble(cfg.x_np, cfg.y_np, cfg.z0["w"], cfg.z0["a"], *cfg.hp_np, dtype=cfg.dtype_name)
@@ -790,6 +791,8 @@ def main(argv=None):
     ap.add_argument("--impls", default=None, help="comma-separated, engine first; default: engine,engine_tuned,hand,"
                     "blackjax,torch_1thread (+torch_default when not --pin-cpu); also hand_tuned")
     ap.add_argument("--stats-steps", type=int, default=None)
+    ap.add_argument("--M", type=int, action="append", help="only this ensemble size (repeatable; default 32, 128)")
+    ap.add_argument("--dtype", action="append", choices=DTYPE_NAMES, help="only this dtype (repeatable)")
     ap.add_argument("--skip-devices", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="only the memory worker (and write its record)")
@@ -816,20 +819,29 @@ def main(argv=None):
             print("RESULT " + json.dumps(rec), flush=True)
         return
 
-    import blackjax
     import flax
     import optax
-    import torch
 
-    t_start = time.perf_counter()
     which = (args.impls or "engine,engine_tuned,hand,blackjax,torch_1thread"
              + ("" if PINNED is not None else ",torch_default")).split(",")
+    optional = {}
+    for mod in ("blackjax", "torch"):     # comparison-only: the `bench` extra
+        try:
+            optional[mod] = __import__(mod).__version__
+        except ImportError:
+            optional[mod] = None
+    missing = [w for w in which if (w.startswith("torch") and optional["torch"] is None)
+               or (w == "blackjax" and optional["blackjax"] is None)]
+    if missing or (not args.skip_devices and optional["torch"] is None):
+        raise SystemExit(f"{', '.join(missing) or 'the devices worker (torch_default)'} need(s) the bench extra "
+                         "(pip install -e '.[bench]'); or pass --impls engine,hand,engine_tuned --skip-devices")
+
+    t_start = time.perf_counter()
     if which[0] != "engine":
         raise SystemExit("--impls must start with engine (the reference of every ratio)")
     common = dict(
         benchmark="sims_ts", date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        versions=dict(versions(), flax=flax.__version__, optax=optax.__version__, blackjax=blackjax.__version__,
-                      torch=torch.__version__),
+        versions=dict(versions(), flax=flax.__version__, optax=optax.__version__, **optional),
         thread_env=THREAD_ENV, cpu_affinity=sorted(os.sched_getaffinity(0)), pinned_cpu=PINNED,
         torch_default_threads=os.cpu_count(), quick=args.quick, command=" ".join(sys.argv))
     log(f"sims_ts benchmark: {', '.join(which)}; {args.pairs} rounds after warm-up; block ~{args.block_s} s; "
@@ -841,8 +853,8 @@ def main(argv=None):
     roof = make_roofline()
     recs = []
     for beta in betas:
-        for M in ENSEMBLES:
-            for dt in DTYPE_NAMES:
+        for M in args.M or ENSEMBLES:
+            for dt in args.dtype or DTYPE_NAMES:
                 recs += bench_config(Config(beta, M, dt), which, args.pairs, args.block_s, roof)
     # the memory worker is not timed: it runs next to the (untimed) statistics run
     mem_worker = None if args.skip_memory else start_worker("memory", args)

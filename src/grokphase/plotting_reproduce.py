@@ -1,0 +1,235 @@
+"""Figures of ``grokphase reproduce``, drawn from the saved figure-data files of
+:mod:`grokphase.reproduce` (each writes a PNG and a PDF next to it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from grokphase.errors import ResultFileError
+from grokphase.plotting import _colors, _save, plot_teacher_student_compare, plt
+
+PHASE_NAMES = ("GFL", "GMFL-I", "GMFL-II")
+PHASE_COLORS = ("#d9e6f2", "#f7d9a8", "#e8a3a3")
+
+
+def _check(ds: xr.Dataset, kind: str) -> None:
+    if ds.attrs.get("grokphase_kind") != kind:
+        raise ResultFileError(f"expected a {kind} dataset, got {ds.attrs.get('grokphase_kind')!r}")
+
+
+def _phase_map(ax, x, y, phase, xlog=False, ylog=False):
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(PHASE_COLORS)
+    ax.pcolormesh(x, y, phase, shading="auto", cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3))
+    levels = [lv for lv in (0.5, 1.5) if phase.min() < lv < phase.max()]
+    if levels:
+        ax.contour(x, y, phase.astype(float), levels=levels, colors="k", linewidths=1.0)
+    if xlog:
+        ax.set_xscale("log")
+    if ylog:
+        ax.set_yscale("log")
+
+
+def _legend_patches():
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor=c, edgecolor="0.4", label=n) for c, n in zip(PHASE_COLORS, PHASE_NAMES)]
+
+
+def plot_fig1(ds: xr.Dataset, path) -> list[Path]:
+    """Fig. 1, computed: the phase regions of both models with the normalised action Shat at the
+    deepest point of each phase (insets; the marker on the map shows where)."""
+    _check(ds, "reproduce.fig1")
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 5.0))
+    for ax, model, title, var in ((axes[0], "ts", "teacher-student (scaling limit, App. C, σ_a² = 8/N)", "q"),
+                                  (axes[1], "modular", "modular addition (P → ∞, P = 401, σ_a² = 0.002/N)", "phi")):
+        xn, yn = ds.attrs[f"{model}_x"], ds.attrs[f"{model}_y"]
+        x, y = ds[f"{model}_{xn}"].values, ds[f"{model}_{yn}"].values
+        _phase_map(ax, x, y, ds[f"{model}_phase"].values, int(ds.attrs[f"{model}_x_log"]), int(ds.attrs[f"{model}_y_log"]))
+        n = ds.sizes[f"{model}_inset"]
+        boxes = [[0.04, 0.60, 0.30, 0.33], [0.36, 0.60, 0.30, 0.33], [0.68, 0.60, 0.30, 0.33]]
+        for k in range(n):
+            code = int(ds[f"{model}_inset_phase"].values[k])
+            px, py = float(ds[f"{model}_inset_x"].values[k]), float(ds[f"{model}_inset_y"].values[k])
+            ax.plot(px, py, "o", color="k", ms=6, mfc=PHASE_COLORS[code])
+            ax.annotate(str(k + 1), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
+            ins = ax.inset_axes(boxes[k] if n > 2 else boxes[2 * k])
+            grid = ds[var].values
+            S = ds[f"{model}_inset_action"].values[k]
+            ins.plot(grid, S, color="k", lw=1.2)
+            ins.axhline(0.0, color="0.6", lw=0.5)
+            core = np.abs(grid) <= 0.75 * np.max(np.abs(grid))
+            R = max(1e-4, float(np.nanmax(np.abs(S[core]))))
+            ins.set_ylim(min(-0.15 * R, 1.1 * float(np.nanmin(S))), R)
+            ins.set_facecolor(PHASE_COLORS[code])
+            ins.set_title(f"{k + 1}: {PHASE_NAMES[code]}", fontsize=7, pad=2)
+            ins.tick_params(labelsize=5)
+            ins.set_xlabel("q" if var == "q" else "Φ = Ψ", fontsize=6, labelpad=0)
+            ins.set_ylabel("Ŝ", fontsize=6, labelpad=0)
+        ax.set_xlabel(xn if xn != "s2" else "σ²")
+        ax.set_ylabel(yn)
+        ax.set_title(title, fontsize=9)
+        ax.legend(handles=_legend_patches(), fontsize=7, loc="lower right")
+    fig.suptitle("Fig. 1 (computed): phases of the two models and the normalised action Ŝ in each", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
+
+
+def plot_fig2(cmp: xr.Dataset, path) -> list[Path]:
+    return plot_teacher_student_compare(cmp, path, also_pdf=True)
+
+
+def plot_fig3(theory: xr.Dataset, cmp: xr.Dataset | None, path) -> list[Path]:
+    """Fig. 3: (a) Shat along Phi = Psi for sigma^2 in each phase; (b) the target component vs sigma^2
+    (finite P, P -> infinity equilibrium and metastable branch) at the paper's sizes; (c) Langevin
+    simulations at the sizes they were run at, over the finite-P theory at those sizes."""
+    _check(theory, "theory.modular.sweep")
+    ncol = 3 if cmp is not None else 2
+    fig, axes = plt.subplots(1, ncol, figsize=(5.3 * ncol, 4.3))
+    ax_a, ax_b = axes[0], axes[1]
+    phi = theory["phi"].values
+    s1, s2_ = float(theory.attrs["gmfl1_s2"]), float(theory.attrs["gmfl2_s2"])
+    cols = _colors(theory.sizes["density_s2"])
+    for i, v in enumerate(theory["density_s2"].values):
+        ph = "GFL" if v > s1 else ("GMFL-I" if v > s2_ else "GMFL-II")
+        ax_a.plot(phi, theory["reduced_action"].values[i], color=cols[i], label=f"σ² = {v:g} ({ph})")
+    ax_a.axhline(0.0, color="0.6", lw=0.6)
+    hi = float(np.nanmax(np.abs(theory["reduced_action"].values[:, : len(phi) // 2])))
+    ax_a.set_ylim(-0.5 * max(hi, 1e-3), max(hi, 1e-3))
+    ax_a.set_xlabel("Φ = Ψ = |w_k|²")
+    ax_a.set_ylabel("Ŝ(Φ) = −log p(Φ, Φ)/P + const")
+    ax_a.set_title("(a) per-mode action", fontsize=9)
+    ax_a.legend(fontsize=7)
+    s2 = theory["s2"].values
+    ax_b.plot(s2, theory["target_component"], color="tab:blue", lw=2, label="finite P")
+    ax_b.plot(s2, theory["limit_target_component"], "k--", lw=1, label="P → ∞ equilibrium")
+    ax_b.plot(s2, 1.0 + theory["a_superheated"], ":", color="tab:orange", label="ordered branch (metastable)")
+    for v in (s1, s2_):
+        if v > 0:
+            ax_b.axvline(v, color="crimson", lw=0.8, ls="--")
+    ax_b.set_xlabel("σ²")
+    ax_b.set_ylabel("target component 1 + a")
+    ax_b.set_title(f"(b) P = {float(theory.attrs['param_P']):g}, N = {float(theory.attrs['param_N']):g}"
+                   f" ({theory.attrs.get('convention', 'paper')} convention)", fontsize=9)
+    ax_b.legend(fontsize=7)
+    if cmp is not None:
+        ax_c = axes[2]
+        s2l = cmp["s2_line"].values
+        rc = _colors(cmp.sizes["run"])
+        convs = [str(c) for c in cmp["convention"].values]
+        for r in range(cmp.sizes["run"]):
+            for c, conv in enumerate(convs):
+                ax_c.plot(s2l, cmp["line_target_component"].values[r, c], "-" if conv == "network" else "--",
+                          color=rc[r], lw=1.2)
+            if "line_rf_target_component" in cmp:
+                ax_c.plot(s2l, cmp["line_rf_target_component"].values[r], color=rc[r], lw=3, alpha=0.3)
+            pts = np.flatnonzero(cmp["point_run"].values == r)
+            for b in np.unique(cmp["point_branch"].values[pts]):
+                sel = pts[cmp["point_branch"].values[pts] == b]
+                ax_c.errorbar(cmp["point_s2"].values[sel], cmp["sim_target_component"].values[sel],
+                              yerr=cmp["sim_target_component_sem"].values[sel], fmt="v" if str(b) == "cooling" else "^",
+                              color=rc[r], mfc="white" if str(b) == "cooling" else rc[r], ms=5, capsize=2, lw=0.8,
+                              label=f"P = {float(cmp['run_P'].values[r]):g}, N = {float(cmp['run_N'].values[r]):g}, {b}")
+        ax_c.set_yscale("log")
+        ax_c.set_xlabel("σ²")
+        ax_c.set_ylabel("target component")
+        ax_c.set_title("(c) Langevin (markers) vs finite-P theory at the simulated sizes\n"
+                       "solid: network, dashed: paper normalisation; band: disordered branch at width N", fontsize=8)
+        ax_c.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
+
+
+def plot_pd_ts(ds: xr.Dataset, path) -> list[Path]:
+    """Teacher-student phase diagram over (sigma^2, beta): finite-d cubic learned fraction, its phase
+    boundary, the scaling-limit transition, and the simulations coloured by their measured cubic
+    learned fraction (same colour scale)."""
+    _check(ds, "reproduce.phase_diagram_ts")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    s2, beta = ds["s2"].values, ds["beta"].values
+    vmax = max(float(np.nanmax(ds["cubic_learned"].values)),
+               float(np.nanmax(ds["sim_cubic"].values)) if "sim_cubic" in ds and ds.sizes.get("sim_point") else 0.0)
+    mesh = ax.pcolormesh(s2, beta, ds["cubic_learned"].values, shading="auto", cmap="viridis", vmin=0, vmax=vmax)
+    fig.colorbar(mesh, ax=ax, label="cubic learned fraction 1 − c/ε")
+    ph = ds["phase"].values.astype(float)
+    if ph.min() < 0.5 < ph.max():
+        ax.contour(s2, beta, ph, levels=[0.5], colors="w", linewidths=1.2, linestyles="--")
+        ax.plot([], [], "w--", label="finite-d theory: GFL | GMFL-I")
+    sc = float(ds.attrs.get("limit_s2_c", np.nan))
+    if np.isfinite(sc):
+        ax.axvline(sc, color="crimson", lw=1.5, label=f"scaling limit σ²_c = {sc:.3f}")
+    if "sim_s2" in ds and ds.sizes.get("sim_point"):
+        ax.scatter(ds["sim_s2"].values, ds["sim_beta"].values, c=ds["sim_cubic"].values, cmap="viridis", vmin=0,
+                   vmax=vmax, s=70, edgecolors="k", linewidths=1.2, zorder=5, label="Langevin (colour: measured)")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ² (β = 1 units)")
+    ax.set_ylabel("β  (N = 700β, d = 150√β, n = 3000β)")
+    ax.set_title("teacher-student: theory and simulations", fontsize=9)
+    leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
+    leg.get_frame().set_alpha(0.8)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
+
+
+def plot_pd_modular(ds: xr.Dataset, path) -> list[Path]:
+    """Modular phase diagram over (sigma^2, P) at the simulations' width (sa2 P^2 fixed): the finite-P
+    droplet fraction, the P -> infinity boundaries, and the simulations coloured by their measured
+    droplet fraction."""
+    _check(ds, "reproduce.phase_diagram_modular")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    s2, P = ds["s2"].values, ds["P"].values
+    mesh = ax.pcolormesh(s2, P, ds["droplet_fraction"].values, shading="nearest", cmap="magma", vmin=0, vmax=1)
+    fig.colorbar(mesh, ax=ax, label="droplet fraction")
+    for v, name, ls in ((float(ds.attrs["gmfl1_s2"]), "GMFL-I onset (P → ∞)", "-"),
+                        (float(ds.attrs["gmfl2_s2"]), "GMFL-II onset (P → ∞)", "--")):
+        if v > 0:
+            ax.axvline(v, color="deepskyblue", lw=1.5, ls=ls, label=f"{name}: σ² = {v:.3f}")
+    if "sim_s2" in ds and ds.sizes.get("sim_point"):
+        br = ds["sim_branch"].values.astype(str)
+        for b, mk, off in (("cooling", "v", -0.25), ("heating", "^", 0.25), ("independent", "o", 0.0)):
+            sel = br == b
+            if sel.any():
+                ax.scatter(ds["sim_s2"].values[sel], ds["sim_P"].values[sel] + off, c=ds["sim_droplet"].values[sel],
+                           cmap="magma", vmin=0, vmax=1, marker=mk, s=60, edgecolors="w", linewidths=1.0, zorder=5,
+                           label=f"Langevin, {b}")
+    ax.set_xlabel("σ²")
+    ax.set_ylabel("P")
+    ax.set_title(f"modular addition, N = {float(ds.attrs.get('param_N', 64)):g}, "
+                 f"{ds.attrs.get('convention', '')} normalisation", fontsize=9)
+    leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
+    leg.get_frame().set_alpha(0.8)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
+
+
+def plot_sample_complexity(ds: xr.Dataset, path) -> list[Path]:
+    """Cubic learned fraction vs n: GP (EK, exact Rayleigh quotients) against the finite-width theory,
+    (a) at the paper's configuration, (b) at the simulations' configuration with the simulations."""
+    _check(ds, "reproduce.sample_complexity")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    for ax, tag, title in ((axes[0], "paper", "(a) paper's configuration (N = 700, d = 150)"),
+                           (axes[1], "sim", "(b) the simulations' configuration")):
+        n = ds[f"{tag}_n"].values
+        ax.plot(n, ds[f"{tag}_gp_cubic"], color="tab:gray", lw=2, label="GP (NNGP, EK)")
+        ax.plot(n, ds[f"{tag}_finite_cubic"], color="tab:blue", lw=2, label="finite-width theory (finite d)")
+        ax.plot(n, ds[f"{tag}_limit_cubic"], "k--", lw=1, label="scaling limit")
+        for kind, col in (("gp", "tab:gray"), ("finite", "tab:blue")):
+            v = float(ds.attrs.get(f"{tag}_{kind}_n_half_cubic", np.nan))
+            if np.isfinite(v):
+                ax.axvline(v, color=col, ls=":", lw=1)
+                ax.text(v, 0.55, f" n½ = {v:.3g}", color=col, fontsize=7, rotation=90, va="bottom")
+        if tag == "sim" and "sim_n" in ds and ds.sizes.get("sim_point"):
+            ax.errorbar(ds["sim_n"].values, ds["sim_cubic"].values, yerr=ds["sim_cubic_sem"].values, fmt="o",
+                        color="tab:red", capsize=2, label="Langevin")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("n (training points)")
+        ax.set_ylabel("cubic learned fraction 1 − c/ε")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
