@@ -87,6 +87,16 @@ def add_parsers(groups, positive, finite) -> None:
     p.add_argument("--readout", choices=("gibbs", "langevin"), default="gibbs",
                    help="Langevin only: draw the readout exactly from its Gaussian conditional posterior before "
                         "every step (gibbs, default) or move it by Langevin like the input layer")
+    p.add_argument("--replica-exchange", action="store_true",
+                   help="parallel tempering: one replica per s2 (sorted), --seeds independent ladders; every "
+                        "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
+                        "acceptance, round trips and the replica trajectory, and warns when the ladder is too sparse")
+    p.add_argument("--swap-every", type=_int_ge(1), default=10, help="steps between swap rounds (default 10)")
+    p.add_argument("--ordered-droplets", choices=("all", "theory"), default="all",
+                   help="ordered start: every neuron a droplet (all) or the theory's number of droplet neurons "
+                        "per mode at that s2 (theory), the rest prior draws")
+    p.add_argument("--theory-convention", choices=("paper", "network"), default="paper",
+                   help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -153,6 +163,10 @@ def _add_run_options(p, positive) -> None:
     g.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="periodic checkpoints; re-run to resume")
     g.add_argument("--checkpoint-every", type=positive, default=60.0, metavar="SECONDS")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--replica-exchange", action="store_true",
+                   help="parallel tempering across the s2 ladder: each (dataset, init) is one ladder with one "
+                        "replica per s2; swap statistics and round trips are recorded, a sparse ladder is reported")
+    g.add_argument("--swap-every", type=_int_ge(1), default=10, help="steps between swap rounds (default 10)")
 
 
 def request_host_devices(k: int | None) -> None:
@@ -207,7 +221,8 @@ def _sim_from_options(opts: dict[str, Any]):
         datasets=int(opts.get("datasets", 4)), inits=int(opts.get("inits", 2)), seed=int(opts.get("seed", 0)),
         steps=steps, burn_in=burn_in, lr=lr, record_every=int(opts.get("record_every", 100)),
         log_times=bool(opts.get("log_times", False)), optimizer=str(opts.get("optimizer", "langevin")),
-        weight_decay=float(opts.get("weight_decay", 0.0)), dtype=str(opts.get("dtype", "float32")))
+        weight_decay=float(opts.get("weight_decay", 0.0)), dtype=str(opts.get("dtype", "float32")),
+        replica_exchange=bool(opts.get("replica_exchange", False)), swap_every=int(opts.get("swap_every", 10)))
 
 
 def _run_sim(sim, *, devices, opts: dict[str, Any], progress: bool):
@@ -231,6 +246,8 @@ def cmd_sim_teacher_student(args) -> int:
     summary = {"points": points, "N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
                "networks_per_s2": sim.datasets * sim.inits, "seconds": ds.attrs["seconds"],
                "network_steps_per_second": ds.attrs["network_steps_per_second"]}
+    if ds.attrs.get("protocol") == "replica exchange":
+        summary["replica_exchange"] = replica_summary(ds)
     lines = [f"teacher-student Langevin: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
     for pt in points:
@@ -268,7 +285,11 @@ def run_modular_options(opts: dict[str, Any], *, devices, progress: bool):
                          burn_in=int(opts.get("burn_in", 0)), record_every=int(opts.get("record_every", 10)),
                          log_times=bool(opts.get("log_times", False)), dtype=str(opts.get("dtype", "float32")),
                          anneal=str(opts.get("anneal", "none")), start=str(opts.get("start", "auto")),
-                         readout=str(opts.get("readout", "gibbs")))
+                         readout=str(opts.get("readout", "gibbs")),
+                         replica_exchange=bool(opts.get("replica_exchange", False)),
+                         swap_every=int(opts.get("swap_every", 10)),
+                         ordered_droplets=str(opts.get("ordered_droplets", "all")),
+                         theory_convention=str(opts.get("theory_convention", "paper")))
         ds = run_modular(sim, devices=devices, checkpoint_dir=opts.get("checkpoint_dir"), progress=progress)
         results.append(ds)
         points.extend(summary_points(ds))
@@ -292,7 +313,22 @@ def cmd_sim_modular(args) -> int:
         lines.append(f"  {branch}alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
                      f"{pt['test_acc']:.3f}, target component {pt['target_component']:.4f}, IPR {pt['ipr']:.3f}, "
                      f"droplets {pt['droplet_fraction']:.3f}, t_memorise {pt['t_memorise']}, t_grok {pt['t_grok']}")
-    return _finish(args, ds, {"points": points}, lines)
+    summary = {"points": points}
+    if ds.attrs.get("protocol") == "replica exchange":
+        summary["replica_exchange"] = replica_summary(ds)
+        r = summary["replica_exchange"]
+        lines.append(f"  replica exchange: swap acceptance per pair {', '.join(f'{x:.3f}' for x in r['acceptance'])}; "
+                     f"{r['round_trips']} round trips" + (f"; WARNING: {r['warning']}" if r["warning"] else ""))
+    return _finish(args, ds, summary, lines)
+
+
+def replica_summary(ds) -> dict:
+    """Swap acceptance per neighbour pair, round trips and the ladder warning of a replica-exchange result."""
+    warning = str(ds.attrs.get("ladder_warning", "none"))
+    return {"acceptance": [float(x) for x in ds["swap_acceptance_pooled"].values],
+            "pair_s2_low": [float(x) for x in ds["pair_s2_low"].values],
+            "round_trips": int(ds["round_trips"].values.sum()), "ladder_ok": bool(ds.attrs.get("ladder_ok", 0)),
+            "warning": "" if warning == "none" else warning}
 
 
 def cmd_compare_teacher_student(args) -> int:
@@ -369,7 +405,7 @@ def _load_toml(path: str) -> dict:
 
 _SIM_KEYS = {"N", "n", "d", "sa2", "sw2", "eps", "s2", "beta", "alpha", "datasets", "inits", "seed", "steps",
              "burn_in", "lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype", "ensemble_chunk",
-             "memory_gb", "checkpoint_every", "name"}
+             "memory_gb", "checkpoint_every", "name", "replica_exchange", "swap_every"}
 
 
 def _experiment_devices(spec: dict, devices_k: int | None):
@@ -459,7 +495,7 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
 
 _MODULAR_KEYS = {"P", "N", "alpha", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay",
                  "seeds", "seed", "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start",
-                 "readout", "name", "plot"}
+                 "readout", "name", "plot", "replica_exchange", "swap_every", "ordered_droplets", "theory_convention"}
 
 
 def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, progress) -> dict:
@@ -469,8 +505,9 @@ def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, 
     from grokphase.plotting import plot_result
 
     devices = _experiment_devices(spec, devices_k)
-    files, points, plots, results = [], [], [], []
+    files, points, plots, results, names = [], [], [], [], []
     for name, opts in _entries(path, sims, common, _MODULAR_KEYS):
+        names.append(name)
         plot = opts.pop("plot", None)
         target = out_dir / f"{name}.nc"
         key = json.dumps(opts, sort_keys=True, default=str)
@@ -492,6 +529,25 @@ def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, 
             plot_result(ds, plot)
             plots.append(str(plot))
     summary = {"simulations": files, "points": points, "plots": plots}
+    reps = {name: replica_summary(ds) for name, ds in zip(names, results) if ds.attrs.get("protocol") == "replica exchange"}
+    if reps:
+        summary["replica_exchange"] = reps
+    hspec = spec.get("hysteresis")
+    if hspec:
+        from grokphase.plotting_hysteresis import hysteresis_modular, plot_hysteresis_modular
+
+        by_name = dict(zip(names, results))
+        missing = [hspec[k] for k in ("cooling", "heating", "replica") if k in hspec and hspec[k] not in by_name]
+        if missing:
+            raise ParameterError(f"{path}: [hysteresis] names unknown [[sim]] entries: {', '.join(missing)}")
+        hyst = hysteresis_modular({k: by_name[hspec[k]] for k in ("cooling", "heating", "replica") if k in hspec},
+                                  convention=hspec.get("convention", "network"))
+        out = Path(hspec.get("out", out_dir / "hysteresis.nc"))
+        save_dataset(hyst, out)
+        summary["hysteresis"] = {"out": str(out), **json.loads(hyst.attrs["summary_json"])}
+        if hspec.get("plot"):
+            plot_hysteresis_modular(hyst, hspec["plot"])
+            plots.append(str(hspec["plot"]))
     cspec = spec.get("compare")
     if cspec:
         from grokphase.io import save_dataset as save

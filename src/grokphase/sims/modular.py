@@ -40,6 +40,8 @@ OPTIMIZERS = ("langevin", "adamw", "gd")
 ANNEALS = ("none", "down", "up", "both")
 STARTS = ("auto", "prior", "ordered")
 READOUTS = ("gibbs", "langevin")
+ORDERED_DROPLETS = ("all", "theory")
+THEORY_CONVENTIONS = ("paper", "network")
 BRANCHES = {"down": "cooling", "up": "heating"}
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "target_component_mean",
@@ -109,9 +111,13 @@ class ModularSim:
     anneal: str = "none"
     start: str = "auto"
     readout: str = "gibbs"
+    replica_exchange: bool = False
+    swap_every: int = 10
+    ordered_droplets: str = "all"
+    theory_convention: str = "paper"
 
     def __post_init__(self):
-        for name in ("P", "N", "seeds", "ipr_bins"):
+        for name in ("P", "N", "seeds", "ipr_bins", "swap_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not float(value).is_integer():
                 raise ParameterError(f"{name} must be an integer, got {value!r}")
@@ -142,6 +148,21 @@ class ModularSim:
             raise ParameterError(f"unknown anneal {self.anneal!r}; choose from {', '.join(ANNEALS)}")
         if self.start not in STARTS:
             raise ParameterError(f"unknown start {self.start!r}; choose from {', '.join(STARTS)}")
+        if self.ordered_droplets not in ORDERED_DROPLETS:
+            raise ParameterError(f"unknown ordered_droplets {self.ordered_droplets!r}; choose all or theory")
+        if self.theory_convention not in THEORY_CONVENTIONS:
+            raise ParameterError(f"unknown theory_convention {self.theory_convention!r}; choose paper or network")
+        if self.swap_every < 1:
+            raise ParameterError(f"swap_every must be an integer >= 1, got {self.swap_every}")
+        if self.replica_exchange:
+            if self.optimizer != "langevin":
+                raise ParameterError("--replica-exchange swaps states between Langevin temperatures: it needs "
+                                     "--optimizer langevin")
+            if self.anneal != "none":
+                raise ParameterError("--replica-exchange and --anneal are separate protocols; choose one")
+            if len(self.s2) < 2 or len(set(self.s2)) != len(self.s2):
+                raise ParameterError(f"--replica-exchange needs a ladder of at least two distinct s2 values, "
+                                     f"got {list(self.s2)}")
         if self.anneal != "none" and self.optimizer != "langevin":
             raise ParameterError("--anneal sweeps the Langevin temperature s2: it needs --optimizer langevin")
         if self.anneal != "none" and (len(self.s2) < 2 or len(set(self.s2)) != len(self.s2)):
@@ -211,16 +232,28 @@ class ModularSim:
 
 
 def theory_phi_plus(sim: ModularSim) -> np.ndarray:
-    """Phi_+ (the droplet saddle |w_k|^2) of the finite-P theory per s2, for the droplet rule; NaN
-    where the theory has no droplet saddle (then only the frequency-dominance part of the rule applies)."""
+    """Phi_+ (the droplet saddle |w_k|^2) of the finite-P theory per s2 in ``sim.theory_convention``,
+    for the droplet rule and the ordered start; NaN where the theory has no droplet saddle (then only
+    the frequency-dominance part of the rule applies)."""
     if sim.gamma <= 0 or sim.parametrisation != "paper":
         return np.full(len(sim.s2), np.nan)
     from grokphase.theory import modular as mt
 
     sol = mt.solve(mt.ModularParams(N=float(sim.N), P=float(sim.P), s2=np.asarray(sim.s2), sa2=sim.sa2_value,
-                                    gamma=sim.gamma), "saddle", check=False)
+                                    gamma=sim.gamma), "saddle", convention=sim.theory_convention, check=False)
     phi = np.asarray(sol.phi_plus, dtype=np.float64)
     return np.where(phi > 0, phi, np.nan)
+
+
+def theory_droplets_per_mode(sim: ModularSim, s2) -> np.ndarray:
+    """N p: droplet neurons per mode of the finite-P theory (saddle method, ``sim.theory_convention``)
+    at each s2 (0 where it has no droplet saddle)."""
+    from grokphase.theory import modular as mt
+
+    sol = mt.solve(mt.ModularParams(N=float(sim.N), P=float(sim.P), s2=np.asarray(s2, np.float64),
+                                    sa2=sim.sa2_value, gamma=sim.gamma), "saddle",
+                   convention=sim.theory_convention, check=False)
+    return np.nan_to_num(sim.N * np.asarray(sol.droplet_fraction, np.float64))
 
 
 def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
@@ -500,13 +533,14 @@ def build_members(sim: ModularSim) -> tuple[Members, list[str]]:
 
 
 @functools.partial(jax.jit, static_argnames=("P", "N"))
-def _ordered_member(key, train_idx, s2, phi_plus, sa2, *, P: int, N: int):
-    """One network's unit-variance parameters at the theory's droplet saddle (float64)."""
+def _ordered_member(key, train_idx, s2, phi_plus, sa2, n_drop, *, P: int, N: int):
+    """One network's unit-variance parameters at the theory's droplet saddle (float64); the first
+    ``n_drop`` neurons are droplets (cosines), the others prior draws."""
     k_ph, k_u, k_v, k_a = jax.random.split(key, 4)
     k = 1 + jnp.arange(N) % ((P - 1) // 2)                       # frequencies 1..(P-1)/2 in turn
     phase = jax.random.uniform(k_ph, (2, N, 1), jnp.float64, 0.0, 2.0 * jnp.pi)
     arg = 2.0 * jnp.pi * k[:, None] * jnp.arange(P)[None, :] / P
-    amp = 2.0 * jnp.sqrt(phi_plus)                                # |w_k|^2 = A^2/4 = Phi_+
+    amp = 2.0 * jnp.sqrt(phi_plus) * (jnp.arange(N) < n_drop)[:, None]   # |w_k|^2 = A^2/4 = Phi_+
     u = amp * jnp.cos(arg + phase[0]) + jax.random.normal(k_u, (N, P), jnp.float64)
     v = amp * jnp.cos(arg + phase[1]) + jax.random.normal(k_v, (N, P), jnp.float64)
     w = jnp.concatenate([u.T, v.T], axis=0)                      # (2P, N); prior std 1: z_w = w
@@ -525,7 +559,12 @@ def ordered_start(sim: ModularSim, members: Members, task: Task | None = None) -
     prior's unit Gaussian fluctuations.  Given the input weights the posterior of the readout is
     Gaussian (Bayesian linear regression on the features h^2 at the member's s2), and the readout is
     drawn from it exactly, so the start is the droplet saddle with its readout in equilibrium.
-    Phi_+ is the member's ``hyper.phi_plus`` (the finite-P theory at its s2); NaN there is an error."""
+    Phi_+ is the member's ``hyper.phi_plus`` (the finite-P theory at its s2); NaN there is an error.
+    ``sim.ordered_droplets``: "all" makes every neuron a droplet; "theory" only the theory's number of
+    droplet neurons per mode at the member's s2 (N p in ``sim.theory_convention``, rounded, at least 1
+    per mode), the rest prior draws — the droplet saddle of the mixed phase, whose eigenvalue is the
+    self-consistent one (with every neuron a droplet the target eigenvalue overshoots and the droplets
+    melt, as seen at P <= 23)."""
     task = make_task(sim) if task is None else task
     hyper = members.hyper
     phi = np.asarray(hyper.phi_plus, dtype=np.float64)
@@ -534,12 +573,19 @@ def ordered_start(sim: ModularSim, members: Members, task: Task | None = None) -
         bad = float(s2[np.flatnonzero(~(np.isfinite(phi) & (phi > 0)))[0]])
         raise ParameterError(f"an ordered start needs the theory's droplet saddle, and at s2 = {bad:g} the "
                              "theory has none (u a^2 < sqrt(gamma)); start that branch at a lower s2")
+    modes = (sim.P - 1) // 2
+    if sim.ordered_droplets == "theory":
+        per_mode = np.maximum(1, np.round(theory_droplets_per_mode(sim, s2))).astype(int)
+        n_drop = np.minimum(per_mode * modes, sim.N)
+    else:
+        n_drop = np.full(phi.size, sim.N)
     out = []
     for j in range(phi.size):
         hyp = jax.tree_util.tree_map(lambda a, j=j: jnp.asarray(np.asarray(a)[j]), hyper)
         data = task.make_data(jnp.asarray(members.data_keys[j]), hyp)
         key = jax.random.fold_in(jnp.asarray(members.init_keys[j]), 0x0D0)
-        z = _ordered_member(key, data["train_idx"], s2[j], phi[j], float(np.asarray(hyper.sa2)[j]), P=sim.P, N=sim.N)
+        z = _ordered_member(key, data["train_idx"], s2[j], phi[j], float(np.asarray(hyper.sa2)[j]), int(n_drop[j]),
+                            P=sim.P, N=sim.N)
         out.append(jax.tree_util.tree_map(np.asarray, z))
     dtype = DTYPES[sim.dtype]
     return {name: np.stack([o[name] for o in out]).astype(dtype) for name in ("w", "a")}
@@ -604,6 +650,8 @@ def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = N
     task = make_task(sim)
     config = {**sim.parameters(), "kind": "sims.modular"}
     desc = f"modular P={sim.P} N={sim.N}"
+    if sim.replica_exchange:
+        return _run_replica(sim, task, config, desc, checkpoint_dir, checkpoint_every, progress, _stop_after_records)
     if sim.anneal == "none":
         members, labels = build_members(sim)
         z0 = _initial_z(sim, task, members, [sim.branches()[0][2]]) if sim.start == "ordered" else None
@@ -627,6 +675,55 @@ def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = N
         net_steps = sum(o.network_steps for o in outs)
     ds.attrs["seconds"] = float(seconds)
     ds.attrs["network_steps_per_second"] = float(net_steps / max(seconds, 1e-9))
+    return ds
+
+
+def _run_replica(sim: ModularSim, task: Task, config: dict, desc: str, checkpoint_dir, checkpoint_every, progress,
+                 stop_after_records) -> xr.Dataset:
+    """Replica exchange across the s2 ladder (sorted ascending): ``seeds`` independent ladders, one
+    replica per s2 (:func:`grokphase.sims.replica.run_replica_exchange`).  The Dataset is the plain
+    run's (per-s2 observables are per rung) plus the swap statistics, with ``protocol`` =
+    "replica exchange" and the ladder report in the attributes (a warning when it is too sparse)."""
+    from grokphase.sims import replica as rx
+
+    ordered = dataclasses.replace(sim, s2=tuple(sorted(sim.s2)))
+    members, labels = build_members(ordered)
+    start = "ordered" if sim.start == "ordered" else "prior"
+    z0 = None
+    if start == "ordered":          # rungs where the theory has a droplet saddle start there, the others at the prior
+        z0 = prior_z(task, members)
+        has = np.flatnonzero(np.isfinite(np.asarray(members.hyper.phi_plus)))
+        if has.size == 0:
+            raise ParameterError("an ordered replica-exchange start needs the theory's droplet saddle at some s2 "
+                                 "of the ladder, and it has none")
+        part = jax.tree_util.tree_map(lambda a: np.asarray(a)[has], members)
+        z_ord = ordered_start(ordered, part, task)
+        z0 = {k: np.asarray(v).copy() for k, v in z0.items()}
+        for k in z0:
+            z0[k][has] = z_ord[k]
+    ckpt = (Checkpointer(checkpoint_dir, {**config, "protocol": "replica exchange"}, every_seconds=checkpoint_every)
+            if checkpoint_dir else None)
+    labels = [f"replica-exchange rung s2={ordered.s2[i]:g} (ladder {j})" for i in range(len(ordered.s2))
+              for j in range(sim.seeds)]
+    out = rx.run_replica_exchange(task, members, ordered.schedule, len(ordered.s2), swap_every=sim.swap_every,
+                                  checkpoint=ckpt, member_labels=labels, progress=progress,
+                                  progress_desc=f"{desc} replica exchange", stop_after_records=stop_after_records,
+                                  initial_z=z0)
+    ds = build_dataset(ordered, out, members)
+    s2 = np.asarray(ordered.s2)
+    for name, (dims, values) in rx.replica_variables(out, s2, "seed").items():
+        ds[name] = (dims, values)
+    report = rx.ladder_report(out.attempts, out.accepts, rx.round_trips(out.slot_replica), s2)
+    rx.warn_if_sparse(report, f"modular P={sim.P} replica exchange")
+    ds.attrs["protocol"] = "replica exchange"
+    ds.attrs["replica_start"] = start
+    ds.attrs["swap_every"] = int(sim.swap_every)
+    ds.attrs["ladder_ok"] = int(report["ok"])
+    ds.attrs["ladder_warning"] = report["warning"] or "none"
+    ds.attrs["round_trips_total"] = int(report["round_trips"])
+    ds.attrs["min_swap_acceptance"] = float(report["min_acceptance"])
+    ds.attrs["seconds"] = float(out.seconds)
+    ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
     return ds
 
 

@@ -124,8 +124,19 @@ class TeacherStudentSim:
     droplet_threshold: float | None = None
     beta: float = 1.0
     alpha: float = 1.0
+    replica_exchange: bool = False
+    swap_every: int = 10
 
     def __post_init__(self):
+        if self.replica_exchange:
+            if self.optimizer != "langevin":
+                raise ParameterError("replica exchange swaps states between Langevin temperatures: it needs "
+                                     "optimizer langevin")
+            if len(self.s2) < 2 or len(set(self.s2)) != len(self.s2):
+                raise ParameterError(f"replica exchange needs a ladder of at least two distinct s2 values, "
+                                     f"got {list(self.s2)}")
+        if isinstance(self.swap_every, bool) or int(self.swap_every) != self.swap_every or self.swap_every < 1:
+            raise ParameterError(f"swap_every must be an integer >= 1, got {self.swap_every!r}")
         for name in ("N", "n", "d", "datasets", "inits", "n_test", "q_bins"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -370,6 +381,8 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     ``ensemble_chunk`` (default: as many networks as fit in ``memory_budget`` bytes, rounded to the
     device count) bounds memory; ``devices`` (default all JAX devices) share each chunk.
     ``checkpoint_dir`` enables periodic atomic checkpoints and resumption."""
+    if sim.replica_exchange:
+        return _run_replica(sim, model, checkpoint_dir, checkpoint_every, progress, _stop_after_records)
     members, labels = build_members(sim)
     task = make_task(sim, model)
     n_dev = len(devices) if devices is not None else len(jax.devices())
@@ -388,6 +401,40 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     ds = build_dataset(sim, out, task, members)
     ds.attrs["seconds"] = float(out.seconds)
     ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
+    return ds
+
+
+def _run_replica(sim: TeacherStudentSim, model, checkpoint_dir, checkpoint_every, progress, stop_after_records):
+    """Replica exchange across the (sorted) s2 ladder: every (dataset, init) pair is one ladder with
+    one replica per s2, all rungs on that data set (:func:`grokphase.sims.replica.run_replica_exchange`);
+    the Dataset is the plain run's plus the swap statistics (ladder dimension ``chain`` = dataset x init)."""
+    import dataclasses
+
+    from grokphase.sims import replica as rx
+
+    ordered = dataclasses.replace(sim, s2=tuple(sorted(sim.s2)))
+    members, _ = build_members(ordered)
+    task = make_task(ordered, model)
+    ckpt = None
+    if checkpoint_dir is not None:
+        config = {**ordered.parameters(), "kind": "sims.teacher_student", "protocol": "replica exchange"}
+        ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
+    K = sim.datasets * sim.inits
+    labels = [f"replica-exchange rung s2={ordered.s2[i]:g} (ladder {j})" for i in range(len(ordered.s2)) for j in range(K)]
+    out = rx.run_replica_exchange(task, members, ordered.schedule, len(ordered.s2), swap_every=sim.swap_every,
+                                  checkpoint=ckpt, member_labels=labels, progress=progress,
+                                  progress_desc=f"teacher-student N={sim.N} d={sim.d} replica exchange",
+                                  stop_after_records=stop_after_records)
+    ds = build_dataset(ordered, out, task, members)
+    s2 = np.asarray(ordered.s2)
+    for name, (dims, values) in rx.replica_variables(out, s2, "chain").items():
+        ds[name] = (dims, values)
+    report = rx.ladder_report(out.attempts, out.accepts, rx.round_trips(out.slot_replica), s2)
+    rx.warn_if_sparse(report, f"teacher-student d={sim.d} replica exchange")
+    ds.attrs.update(protocol="replica exchange", swap_every=int(sim.swap_every), ladder_ok=int(report["ok"]),
+                    ladder_warning=report["warning"] or "none", round_trips_total=int(report["round_trips"]),
+                    min_swap_acceptance=float(report["min_acceptance"]), seconds=float(out.seconds),
+                    network_steps_per_second=float(out.network_steps / max(out.seconds, 1e-9)))
     return ds
 
 
