@@ -61,7 +61,7 @@ def test_teacher_student_point_matches_api(capsys):
 
 
 def test_transition_json_in_published_range(capsys):
-    out = run_json(capsys, "theory", "teacher-student", "--transition")
+    out = run_json(capsys, "theory", "teacher-student", "--transition", "--approximation", "concentrated")
     # THEORY.md §3: sigma^2_c ~ 0.179, u_c ~ 30.7 for the one-variable reduction (paper: 0.18, 30.2)
     assert 0.175 <= out["s2_c"] <= 0.185
     assert 29.0 <= out["u_c"] <= 32.0

@@ -61,6 +61,12 @@ def _add_ts_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=_finite, default=-0.3, help="cubic strength of the teacher (default -0.3)")
 
 
+def _add_approximation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--approximation", choices=("exact", "concentrated"), default="exact",
+                   help="exact (default): |w_perp|^2 integrated as a second order parameter (THEORY.md §3b); "
+                        "concentrated: the paper's reduction with |w_perp|^2 fixed at sw2 (Claim II)")
+
+
 def _add_scaling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=_positive, default=1.0, help="Table-1 scaling beta (default 1)")
     p.add_argument("--alpha", type=_positive, default=None, help="Table-1 scaling alpha (default: alpha = beta)")
@@ -154,9 +160,11 @@ def cmd_theory_teacher_student(args) -> int:
     want_density = bool(args.plot) or density_s2 is not None
     t0 = time.perf_counter()
     ds = build_teacher_student_sweep(base, s2, betas, ratio, limit=True, finite_d=(not args.limit) or bool(args.plot),
-                                     gp_baseline=True, density_s2=density_s2 if want_density else None)
+                                     gp_baseline=True, density_s2=density_s2 if want_density else None,
+                                     approximation=args.approximation)
     if not want_density:
-        ds = ds.drop_vars([v for v in ("log_p", "density_droplet_fraction", "limit_action") if v in ds])
+        ds = ds.drop_vars([v for v in ("log_p", "density_droplet_fraction", "density_t_droplet", "density_t_bulk",
+                                       "limit_action") if v in ds])
     elapsed = time.perf_counter() - t0
     points = []
     lines = []
@@ -164,10 +172,14 @@ def cmd_theory_teacher_student(args) -> int:
         lines.append(f"{'s2':>9} {'u':>9} {'phase':>7} {'b':>9} {'c':>9} {'lin':>7} {'cubic':>7} {'pi1':>7} {'q*':>6}")
         for i, v in enumerate(s2):
             sel = {k: float(ds[f"limit_{k}"].values[i]) for k in ("b", "c", "linear_learned", "cubic_learned",
-                                                                   "droplet_fraction", "pi1", "q_star", "free_energy")}
+                                                                   "droplet_fraction", "pi1", "q_star", "t_star",
+                                                                   "free_energy")}
             pt = {"s2": float(v), "u": float(base.replace(s2=v).u), "r": float(base.replace(s2=v).r), **sel,
                   "phase": _phase_label(ds["limit_phase"].values[i]),
                   "status": _status_label(ds["limit_status"].values[i])}
+            # droplet / bulk |w_perp|^2 of the limit: t* at the droplet saddle (GMFL-I only), sw2 in the bulk
+            pt["t_droplet"] = pt["t_star"] if pt["pi1"] > 0 else None
+            pt["t_bulk"] = float(base.sw2)
             points.append(pt)
             lines.append(f"{v:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} {pt['c']:9.5f} "
                          f"{pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} {pt['pi1']:7.3f} {pt['q_star']:6.3f}")
@@ -178,7 +190,8 @@ def cmd_theory_teacher_student(args) -> int:
                 row = ds.sel(beta=beta).isel(s2=i)
                 pt = {"beta": float(beta), "alpha": float(beta * (1.0 if ratio is None else ratio)),
                       "s2": float(row["s2_scaled"]), "u": float(ds["u"].values[i]), "r": float(ds["r"].values[i])}
-                for k in ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "free_energy", "residual"):
+                for k in ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "free_energy", "residual",
+                          "t_droplet", "t_bulk"):
                     pt[k] = float(row[k])
                 pt["iterations"] = int(row["iterations"])
                 pt["phase"] = _phase_label(row["phase"])
@@ -187,18 +200,20 @@ def cmd_theory_teacher_student(args) -> int:
                 lines.append(f"{beta:6.3g} {pt['s2']:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} "
                              f"{pt['c']:9.5f} {pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} "
                              f"{pt['droplet_fraction']:8.5f}")
-    summary: dict[str, Any] = {"points": points}
+    summary: dict[str, Any] = {"approximation": args.approximation, "points": points}
     if args.transition:
         summary["s2_c"] = float(ds.attrs["s2_c"])
         summary["u_c"] = float(ds.attrs["u_c"])
         summary["q_star_c"] = float(ds.attrs["q_star_c"])
+        summary["t_star_c"] = float(ds.attrs["t_star_c"])
         if not math.isfinite(summary["s2_c"]):
             from grokphase.errors import SolverError
 
             raise SolverError("no GFL -> GMFL-I transition within s2/100 .. 100*s2 for these parameters")
-        lines.append(f"scaling-limit transition: s2_c = {summary['s2_c']:.6f}, u_c = {summary['u_c']:.4f}, "
-                     f"q*_c = {summary['q_star_c']:.4f}")
-    _log(args, f"grokphase: teacher-student theory, {s2.size} sigma^2 x {betas.size} beta in {elapsed:.2f} s")
+        lines.append(f"scaling-limit transition ({args.approximation}): s2_c = {summary['s2_c']:.6f}, "
+                     f"u_c = {summary['u_c']:.4f}, q*_c = {summary['q_star_c']:.4f}, t*_c = {summary['t_star_c']:.4f}")
+    _log(args, f"grokphase: teacher-student theory ({args.approximation}), {s2.size} sigma^2 x {betas.size} beta "
+               f"in {elapsed:.2f} s")
     return _finish(args, ds, summary, lines)
 
 
@@ -219,7 +234,7 @@ def cmd_theory_gp(args) -> int:
         n = np.geomspace(10.0, 1e10, 91)
     else:
         n = np.array([args.n])
-    ds = build_gp_learning_curve(base, s2, n)
+    ds = build_gp_learning_curve(base, s2, n, approximation=args.approximation)
     points = [{"s2": float(a), "n": float(b), "linear_learned": float(ds["linear_learned"].sel(s2=a, n=b)),
                "cubic_learned": float(ds["cubic_learned"].sel(s2=a, n=b))} for a in s2 for b in n]
     nh = ds["n_half_cubic"].values
@@ -227,8 +242,10 @@ def cmd_theory_gp(args) -> int:
     summary = {"lambda1": ds.attrs["lambda1"], "lambda3": ds.attrs["lambda3"], "lambda13": ds.attrs["lambda13"],
                "n_half_cubic": float(nh[0]) if nh.size == 1 else nh.tolist(),
                "n_half_linear": float(nl[0]) if nl.size == 1 else nl.tolist(),
-               "approximation": "equivalent kernel", "points": points}
-    lines = [f"lambda1 = {summary['lambda1']:.6e}, lambda3 = {summary['lambda3']:.6e} (exact Rayleigh quotients)",
+               "approximation": args.approximation, "learning_curve": "equivalent kernel", "points": points}
+    what = ("exact Rayleigh quotients" if args.approximation == "exact"
+            else "concentrated |w_perp|^2 = sw2, u -> 0 kernel of the paper's reduction")
+    lines = [f"lambda1 = {summary['lambda1']:.6e}, lambda3 = {summary['lambda3']:.6e} ({what})",
              *(f"s2 = {a:g}: cubic half learned at n = {h:.4e}, linear at n = {l_:.4e}" for a, h, l_ in zip(s2, nh, nl)),
              f"{'s2':>9} {'n':>12} {'linear':>9} {'cubic':>11}",
              *(f"{p['s2']:9.4f} {p['n']:12.5g} {p['linear_learned']:9.5f} {p['cubic_learned']:11.4e}" for p in points)]
@@ -251,18 +268,21 @@ def cmd_phase_diagram_ts(args) -> int:
     base = _base_params(args)
     t0 = time.perf_counter()
     ds = build_teacher_student_phase_diagram(base, x, y, limit=args.limit, beta=args.beta, alpha=args.alpha,
-                                             sa2_times_N=8.0 if args.sa2 is None else None)
+                                             sa2_times_N=8.0 if args.sa2 is None else None,
+                                             approximation=args.approximation)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in ts.PHASE_LABELS.items()}
     boundary = [{y.name: float(yv), x.name: (None if not math.isfinite(xv) else float(xv))}
                 for yv, xv in zip(y.values, ds["boundary_x"].values)]
     summary = {"x": x.name, "y": y.name, "shape": [int(y.values.size), int(x.values.size)],
-               "solver": "limit" if args.limit else "finite-d", "phase_counts": counts,
+               "solver": "limit" if args.limit else "finite-d", "approximation": args.approximation,
+               "phase_counts": counts,
                "cubic_learned_range": [float(ds["cubic_learned"].min()), float(ds["cubic_learned"].max())],
                "boundary": boundary, "seconds": elapsed}
-    lines = [f"phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {summary['solver']}) "
-             f"in {elapsed:.2f} s", "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
-             f"limit transition ({x.name} at each {y.name}):",
+    lines = [f"phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {summary['solver']}, "
+             f"{args.approximation}) in {elapsed:.2f} s",
+             "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+             f"limit transition ({args.approximation}; {x.name} at each {y.name}):",
              *(f"  {y.name} = {b[y.name]:.6g}: {x.name}_c = {b[x.name]}" for b in boundary[:: max(1, len(boundary) // 8)])]
     return _finish(args, ds, summary, lines)
 
@@ -432,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transition", action="store_true", help="report the limit transition s2_c and u_c")
     p.add_argument("--density-s2", metavar="S1,S2", default=None,
                    help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
+    _add_approximation(p)
     _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
     p.set_defaults(func=cmd_theory_teacher_student)
 
@@ -440,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ts_params(p)
     p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
     p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
+    _add_approximation(p)
     _add_output(p, "plot the learning curves")
     p.set_defaults(func=cmd_theory_gp)
 
@@ -476,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="s2:0.05:0.4:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--y", default="N:100:3000:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--limit", action="store_true", help="scaling-limit solver instead of finite d")
+    _add_approximation(p)
     _add_ts_params(p)
     _add_scaling(p)
     _add_output(p, "plot the diagram")

@@ -91,13 +91,20 @@ def plot_teacher_student_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> 
     if "gp_cubic_learned" in ds:
         ax_c.plot(s2, ds["gp_cubic_learned"], color="gray", ls=":", lw=1.6, label="GP (EK)")
         ax_l.plot(s2, ds["gp_linear_learned"], color="gray", ls=":", lw=1.6)
+    approx = ds.attrs.get("approximation")
+    other = {"exact": "concentrated", "concentrated": "exact"}.get(approx)
+    s2_other = float(ds.attrs.get(f"s2_c_{other}", np.nan)) if other else np.nan
     for ax in (ax_c, ax_l):
         if np.isfinite(s2_c):
             ax.axvline(s2_c, color="crimson", lw=0.8, ls="--")
+        if np.isfinite(s2_other):
+            ax.axvline(s2_other, color="0.45", lw=0.8, ls=":")
         ax.set_xlabel("σ²  (β = 1 units)")
     ax_c.set_ylabel("cubic learned fraction 1 − c/ε")
     ax_l.set_ylabel("linear learned fraction 1 − b")
-    ax_c.set_title(f"({'c' if has_density else 'a'}) cubic; σ²_c = {s2_c:.4f}")
+    ax_c.set_title(f"({'c' if has_density else 'a'}) cubic; σ²_c = {s2_c:.4f}"
+                   + (f" ({approx}; dotted: {other} {s2_other:.4f})" if np.isfinite(s2_other) else ""),
+                   fontsize=8 if np.isfinite(s2_other) else None)
     ax_l.set_title(f"({'d' if has_density else 'b'}) linear")
     ax_c.legend(fontsize=7)
     fig.tight_layout()
@@ -123,10 +130,19 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
         if levels:
             ax.contour(x, y, lp, levels=levels, colors="crimson", linewidths=1.8)
             ax.plot([], [], color="crimson", lw=1.8, label="P → ∞ boundaries (GFL | GMFL-I | GMFL-II)")
+    approx = ds.attrs.get("approximation")  # teacher-student files written before the option: concentrated
     if "degeneracy" in ds and np.nanmin(ds["degeneracy"].values) < 1 < np.nanmax(ds["degeneracy"].values):
         ax.contour(x, y, ds["degeneracy"].values, levels=[1.0], colors="crimson", linewidths=1.8)
-        ax.plot([], [], color="crimson", lw=1.8, label="scaling-limit transition (Λ = 1)")
-    if "boundary_x" in ds:
+        ax.plot([], [], color="crimson", lw=1.8,
+                label="scaling-limit transition (Λ = 1" + (f", {approx})" if approx else ")"))
+    both = [ap for ap in ("exact", "concentrated") if f"boundary_x_{ap}" in ds]
+    if both:
+        style = {"exact": ("o", "orange"), "concentrated": ("s", "deepskyblue")}
+        for ap in both:
+            marker, color = style[ap]
+            label = f"limit boundary, {ap}" + (" (paper's reduction)" if ap == "concentrated" else " (|w⊥|² integrated)")
+            ax.plot(ds[f"boundary_x_{ap}"].values, y, marker, ms=2.2, color=color, label=label)
+    elif "boundary_x" in ds:
         ax.plot(ds["boundary_x"].values, y, "o", ms=2.2, color="orange", label="same, root finding per row")
     if ds.attrs.get("solver", "").startswith("finite") and "phase" in ds:
         ph = ds["phase"].values.astype(float)
@@ -143,7 +159,7 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
     model = ds.attrs.get("model", "teacher-student")
     conv = ds.attrs.get("convention")
     ax.set_title(f"{model} phase diagram ({ds.attrs.get('solver', '')}"
-                 + (f", {conv} convention)" if conv else ")"))
+                 + (f", {conv} convention)" if conv else (f", {approx})" if approx else ")")))
     leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
     leg.get_frame().set_alpha(0.8)
     fig.tight_layout()

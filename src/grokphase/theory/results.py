@@ -23,9 +23,9 @@ STATUS_ATTRS = {
 }
 
 FINITE_D_VARS = ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "q_barrier", "q_droplet",
-                 "free_energy", "residual", "quad_error", "iterations", "status", "phase")
+                 "free_energy", "residual", "quad_error", "iterations", "status", "phase", "t_droplet", "t_bulk")
 LIMIT_VARS = ("b", "c", "linear_learned", "cubic_learned", "pi1", "droplet_fraction", "q_star", "kappa",
-              "degeneracy", "free_energy", "status", "phase")
+              "degeneracy", "free_energy", "status", "phase", "t_star")
 
 DOCS = {
     "b": "discrepancy coefficient on H1 (eq. 12)",
@@ -37,7 +37,26 @@ DOCS = {
     "pi1": "scaling-limit droplet weight (p1 = pi1/d)",
     "q_star": "droplet overlap of the scaling limit",
     "degeneracy": "Lambda on the GFL branch; > 1 means GMFL-I",
+    "t_droplet": "mean |w_perp|^2 of droplet neurons (|q| > q_barrier)",
+    "t_bulk": "mean |w_perp|^2 of bulk neurons (|q| < q_barrier)",
+    "t_star": "|w_perp|^2 at the scaling-limit droplet saddle",
 }
+
+
+def limit_profile(q, b, c, u, sw2, approximation: str):
+    """Scaling-limit droplet profile along q: Shat(q) (concentrated) or min_t Shat(q, t) - Shat(0, sw2)
+    (exact, the t-minimum by a dense scan in log t), both 0 at q = 0.  Broadcasts over the inputs."""
+    q, b, c, u = (np.asarray(a, dtype=float) for a in (q, b, c, u))
+    if approximation == "concentrated":
+        return np.asarray(ts.reduced_action(q, b, c, u, sw2))
+    t = sw2 * np.exp(np.linspace(np.log(1e-3), np.log(4.0), 4001))
+    shape = np.broadcast_shapes(q.shape, b.shape, c.shape, u.shape)
+    qq, bb, cc, uu = (np.broadcast_to(a, shape)[..., None] for a in (q, b, c, u))
+    q2 = qq * qq
+    D = 1.0 + 2.0 * (q2 + t)
+    x = q2 / D
+    S = (q2 + t) / (2.0 * sw2) - 0.5 * np.log(t) - (2.0 * uu / np.pi) * x * (bb - 2.0 * cc * x) ** 2
+    return S.min(axis=-1) - (0.5 - 0.5 * np.log(sw2))
 
 
 def _base_parameters(base: ts.TeacherStudentParams) -> dict:
@@ -59,12 +78,16 @@ def default_density_s2(s2_c: float) -> tuple[float, float]:
 def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[float], betas: Sequence[float],
                                 alpha_ratio: float | None = None, *, limit: bool = True, finite_d: bool = True,
                                 gp_baseline: bool = True, density_s2: Sequence[float] | None = None,
-                                q_plot: float = 1.4, num_q: int = 561) -> xr.Dataset:
+                                q_plot: float = 1.4, num_q: int = 561,
+                                approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
     """Finite-d sweeps over sigma^2 for several beta (alpha = alpha_ratio * beta, default alpha = beta),
-    the scaling limit, the GP baseline, the transition, and log p(q) at ``density_s2``.
+    the scaling limit, the GP baseline, the transition, and log p(q) at ``density_s2``, all in the
+    chosen ``approximation`` ("exact" or "concentrated", recorded in the attributes; the transition
+    of both is stored as ``s2_c_exact`` / ``s2_c_concentrated``).
 
     ``base`` and ``s2`` describe the beta = 1 configuration; scaling multiplies s2 by alpha/beta.
     """
+    ts.check_approximation(approximation)
     s2 = np.asarray(s2, dtype=float)
     betas = np.asarray(betas, dtype=float)
     ratio = 1.0 if alpha_ratio is None else float(alpha_ratio)
@@ -73,14 +96,15 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
     coords = {"s2": ("s2", s2, {"long_name": "sigma^2 at beta = 1 (scaled by alpha/beta)"}),
               "beta": ("beta", betas)}
     data = {}
-    transition = ts.solve_transition(base, along="s2")
+    transitions = {ap: ts.solve_transition(base, along="s2", approximation=ap) for ap in ts.APPROXIMATIONS}
+    transition = transitions[approximation]
     s2_c = float(transition.value) if transition.found else float("nan")
 
     if finite_d and betas.size:
         bb = betas[:, None]
         params = ts.TeacherStudentParams(**{k: np.broadcast_to(getattr(sweep, k), s2.shape)[None, :]
                                              for k in ts.PARAM_NAMES}).scaled(alpha=bb * ratio, beta=bb)
-        sol = ts.solve_finite_d(params)
+        sol = ts.solve_finite_d(params, approximation=approximation)
         for k in FINITE_D_VARS:
             data[k] = _var(("beta", "s2"), getattr(sol, k), k)
         for k in ("N", "n", "d", "sa2"):
@@ -94,24 +118,35 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
             dens_s2 = np.asarray(density_s2, dtype=float)
             dparams = ts.TeacherStudentParams(**{k: np.asarray(getattr(base, k)) for k in ts.PARAM_NAMES})
             dparams = dparams.replace(s2=dens_s2[None, :]).scaled(alpha=bb * ratio, beta=bb)
-            dsol = ts.solve_finite_d(dparams)
+            dsol = ts.solve_finite_d(dparams, approximation=approximation)
             q = np.linspace(-q_plot, q_plot, num_q)
             dp = dparams.broadcast()
-            S = np.asarray(ts.action(q[None, None, :], dsol.b[..., None], dsol.c[..., None],
-                                     ts.TeacherStudentParams(**{k: np.asarray(getattr(dp, k))[..., None]
-                                                                for k in ts.PARAM_NAMES})))
+            if approximation == "concentrated":
+                S = np.asarray(ts.action(q[None, None, :], dsol.b[..., None], dsol.c[..., None],
+                                         ts.TeacherStudentParams(**{k: np.asarray(getattr(dp, k))[..., None]
+                                                                    for k in ts.PARAM_NAMES})))
+                log_p = -S - dsol.log_norm[..., None]
+            else:  # marginal over t, point by point (a handful of points)
+                log_p = np.empty(dsol.b.shape + (num_q,))
+                for idx in np.ndindex(dsol.b.shape):
+                    pt = ts.TeacherStudentParams(**{k: float(np.asarray(getattr(dp, k))[idx]) for k in ts.PARAM_NAMES})
+                    one = type(dsol)(*[None if a is None else a[idx] for a in dsol])
+                    log_p[idx] = np.asarray(ts.log_density(one, pt, q, approximation="exact"))
             coords["density_s2"] = ("density_s2", dens_s2)
             coords["q"] = ("q", q, {"long_name": "overlap q = w.w*"})
-            data["log_p"] = xr.Variable(("beta", "density_s2", "q"), -S - dsol.log_norm[..., None],
-                                        {"long_name": "log p(q), finite-d theory"})
+            data["log_p"] = xr.Variable(("beta", "density_s2", "q"), log_p,
+                                        {"long_name": f"log p(q), finite-d theory ({approximation})"})
             data["density_droplet_fraction"] = xr.Variable(("beta", "density_s2"), dsol.droplet_fraction)
-            lim_d = ts.solve_limit(base.replace(s2=dens_s2))
-            Shat = np.asarray(ts.reduced_action(q[None, :], lim_d.b[:, None], lim_d.c[:, None],
-                                                np.asarray(base.replace(s2=dens_s2).u)[:, None], float(base.sw2)))
+            data["density_t_droplet"] = xr.Variable(("beta", "density_s2"), dsol.t_droplet)
+            data["density_t_bulk"] = xr.Variable(("beta", "density_s2"), dsol.t_bulk)
+            lim_d = ts.solve_limit(base.replace(s2=dens_s2), approximation=approximation)
+            Shat = limit_profile(q[None, :], lim_d.b[:, None], lim_d.c[:, None],
+                                 np.asarray(base.replace(s2=dens_s2).u)[:, None], float(base.sw2), approximation)
             data["limit_action"] = xr.Variable(("density_s2", "q"), Shat,
-                                               {"long_name": "scaling-limit reduced action Shat(q) = S/d"})
+                                               {"long_name": "scaling-limit droplet profile Shat(q) = S/d "
+                                                             "(exact: minimised over t, relative to the bulk)"})
     if limit:
-        lim = ts.solve_limit(sweep)
+        lim = ts.solve_limit(sweep, approximation=approximation)
         for k in LIMIT_VARS:
             data[f"limit_{k}"] = _var(("s2",), getattr(lim, k), k)
     if gp_baseline:
@@ -122,8 +157,13 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
     return annotate(ds, kind="theory.teacher_student.sweep", parameters={
         **_base_parameters(base), "s2": s2.tolist(), "betas": betas.tolist(), "alpha_over_beta": ratio,
         "density_s2": None if density_s2 is None else list(map(float, density_s2)),
+        "approximation": approximation,
     }, extra={"s2_c": s2_c, "u_c": float(transition.u) if transition.found else float("nan"),
-              "q_star_c": float(transition.q_star) if transition.found else float("nan")})
+              "q_star_c": float(transition.q_star) if transition.found else float("nan"),
+              "t_star_c": float(transition.t_star) if transition.found else float("nan"),
+              "approximation": approximation,
+              **{f"{name}_{ap}": (float(getattr(tr, k)) if tr.found else float("nan"))
+                 for ap, tr in transitions.items() for k, name in (("value", "s2_c"), ("u", "u_c"))}})
 
 
 def apply_axes(base: ts.TeacherStudentParams, values: dict[str, np.ndarray], *,
@@ -138,25 +178,30 @@ def apply_axes(base: ts.TeacherStudentParams, values: dict[str, np.ndarray], *,
 
 def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, y: Axis, *, limit: bool = False,
                                         beta: float = 1.0, alpha: float | None = None,
-                                        sa2_times_N: float | None = None) -> xr.Dataset:
+                                        sa2_times_N: float | None = None,
+                                        approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
     """Phase label and learned fractions on the (y, x) grid, finite-d (default) or scaling limit.
 
     Axis values describe the beta = 1 configuration, which is then scaled by (alpha, beta) (Table 1).
     Also stored: the scaling-limit degeneracy Lambda (its level 1 is the limit transition line) and,
     for every y, the x at which the limit transition occurs (``boundary_x``, by root finding; NaN
-    where no crossing lies inside the plotted x-range)."""
+    where no crossing lies inside the plotted x-range), in the chosen ``approximation``; the limit
+    boundaries of both approximations are stored as ``boundary_x_exact`` / ``boundary_x_concentrated``
+    so that a plot can show both."""
     from grokphase.errors import ParameterError
 
+    ts.check_approximation(approximation)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
     alpha = beta if alpha is None else alpha
     base = base.broadcast()
     X, Y = np.meshgrid(x.values, y.values)
     grid = apply_axes(base, {x.name: X, y.name: Y}, sa2_times_N=sa2_times_N).scaled(alpha=alpha, beta=beta)
-    lim = ts.solve_limit(grid)
+    lim = ts.solve_limit(grid, approximation=approximation)
     dims = (y.name, x.name)
     data = {"degeneracy": _var(dims, lim.degeneracy, "degeneracy")}
-    sol, names = (lim, LIMIT_VARS) if limit else (ts.solve_finite_d(grid), FINITE_D_VARS)
+    sol, names = (lim, LIMIT_VARS) if limit else (ts.solve_finite_d(grid, approximation=approximation),
+                                                  FINITE_D_VARS)
     for k in names:
         data[k] = _var(dims, getattr(sol, k), k)
     data["limit_phase"] = _var(dims, lim.phase, "phase")
@@ -173,38 +218,50 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
 
     lo, hi = float(x.values.min()), float(x.values.max())
     log = x.log or lo > 0
-    tr = ts.solve_transition(rows, along=x.name, lo=lo, hi=hi, log=log, make=make, num_scan=129)
-    data["boundary_x"] = xr.Variable((y.name,), tr.value,
-                                     {"long_name": f"{x.name} at the scaling-limit transition (NaN: none in range)"})
+    for ap in ts.APPROXIMATIONS:
+        tr = ts.solve_transition(rows, along=x.name, lo=lo, hi=hi, log=log, make=make, num_scan=129, approximation=ap)
+        data[f"boundary_x_{ap}"] = xr.Variable((y.name,), tr.value, {
+            "long_name": f"{x.name} at the scaling-limit transition, {ap} approximation (NaN: none in range)"})
+    data["boundary_x"] = xr.Variable((y.name,), data[f"boundary_x_{approximation}"].values, {
+        "long_name": f"{x.name} at the scaling-limit transition ({approximation}; NaN: none in range)"})
     coords = {x.name: (x.name, x.values), y.name: (y.name, y.values)}
     ds = xr.Dataset(data, coords=coords)
     return annotate(ds, kind="theory.teacher_student.phase_diagram", parameters={
         **_base_parameters(base), "x": x.name, "x_values": x.values.tolist(), "y": y.name,
         "y_values": y.values.tolist(), "limit": bool(limit), "beta": beta, "alpha": alpha,
-        "sa2_times_N": sa2_times_N,
+        "sa2_times_N": sa2_times_N, "approximation": approximation,
     }, extra={"x_axis": x.name, "y_axis": y.name, "x_log": int(x.log), "y_log": int(y.log),
-              "solver": "limit" if limit else "finite-d"})
+              "solver": "limit" if limit else "finite-d", "approximation": approximation})
 
 
-def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], n: Iterable[float]) -> xr.Dataset:
-    """GP (EK) learned fractions on the (s2, n) grid, the Rayleigh quotients and the half-learning n."""
+def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], n: Iterable[float], *,
+                            approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
+    """GP (EK) learned fractions on the (s2, n) grid, the Rayleigh quotients and the half-learning n.
+
+    ``approximation="exact"``: the exact NNGP Rayleigh quotients (:func:`gp.rayleigh_quotients`);
+    "concentrated": the u -> 0 kernel of the paper's one-variable theory (|w_perp|^2 = sw2,
+    :func:`ts.prior_kernel`), O(1/d) off."""
+    ts.check_approximation(approximation)
     s2 = np.atleast_1d(np.asarray(s2, dtype=float))
     n = np.atleast_1d(np.asarray(n, dtype=float))
     base = base.broadcast()
-    params = base.replace(s2=s2[:, None], n=n[None, :])
-    sol = gp.solve_gp(params)
+    if approximation == "exact":
+        eig = gp.rayleigh_quotients(base.d, base.sa2, base.sw2)
+        l1, l3, l13 = float(eig.lambda1), float(eig.lambda3), float(eig.lambda13)
+    else:
+        Q = ts.prior_kernel(base, approximation)
+        l1, l3, l13 = float(Q[0, 0]), float(Q[1, 1]), float(Q[0, 1])
     data = {
-        "linear_learned": xr.Variable(("s2", "n"), sol.linear_learned),
-        "cubic_learned": xr.Variable(("s2", "n"), sol.cubic_learned),
-        "n_half_linear": xr.Variable(("s2",), sol.n_half_linear[:, 0]),
-        "n_half_cubic": xr.Variable(("s2",), sol.n_half_cubic[:, 0]),
+        "linear_learned": xr.Variable(("s2", "n"), np.asarray(gp.ek_learned_fraction(l1, s2[:, None], n[None, :]))),
+        "cubic_learned": xr.Variable(("s2", "n"), np.asarray(gp.ek_learned_fraction(l3, s2[:, None], n[None, :]))),
+        "n_half_linear": xr.Variable(("s2",), s2 / l1),
+        "n_half_cubic": xr.Variable(("s2",), s2 / l3),
     }
     ds = xr.Dataset(data, coords={"s2": s2, "n": n})
-    eig = gp.rayleigh_quotients(base.d, base.sa2, base.sw2)
     return annotate(ds, kind="theory.teacher_student.gp", parameters={
-        **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist()},
-        extra={"lambda1": float(eig.lambda1), "lambda3": float(eig.lambda3), "lambda13": float(eig.lambda13),
-               "approximation": "equivalent kernel: lambda/(lambda + s2/n)"})
+        **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist(), "approximation": approximation},
+        extra={"lambda1": l1, "lambda3": l3, "lambda13": l13, "approximation": approximation,
+               "learning_curve": "equivalent kernel: lambda/(lambda + s2/n)"})
 
 
 # ------------------------------------------------------------------------------------------------
