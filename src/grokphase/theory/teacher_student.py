@@ -423,8 +423,9 @@ def _prior_logp(params, q, logw):
 # nearly Gaussian bump of width sqrt(2/(d-1)), whose tilt by the interaction moves droplet neurons
 # to t ~ sw2/2 (s ~ -0.7) without making it any sharper.  A trapezoid rule in s is spectrally
 # accurate for such integrands (error ~ exp(-2 pi^2 sigma^2/h^2)); the range covers where the
-# prior is within exp(-SUPPORT_CONTRAST) of its mode, extended on the low side to t0/4 (and by
-# T_LEVEL_STEP more per refinement level), with the truncation check below guarding both ends.
+# prior is within exp(-SUPPORT_CONTRAST) of its mode, extended on the low side by the same margin
+# below t0/4 (droplet neurons sit at t* ~ sw2/2 or lower, in a bump at least as wide as the prior's),
+# and by T_LEVEL_STEP more per refinement level, with the truncation check guarding both ends.
 
 #: t-node spacing in prior standard deviations sqrt(2/(d-1)); halved per refinement level.  At
 #: 0.5 the half-grid check (spacing 1 sd) has error ~ exp(-2 pi^2) ~ 3e-9 << RESOLUTION_TOL.
@@ -446,7 +447,7 @@ def _s_roots(a, xp=jnp, iters: int = 60):
 def _t_range(d, level: int, xp=jnp):
     a = SUPPORT_CONTRAST / (0.5 * (d - 1.0))
     lo, hi = _s_roots(a, xp)
-    return xp.minimum(lo, T_FLOOR) - level * T_LEVEL_STEP, hi
+    return xp.minimum(lo, T_FLOOR + lo) - level * T_LEVEL_STEP, hi
 
 
 def t_grid_size(params: TeacherStudentParams, level: int = 0) -> np.ndarray:
@@ -876,6 +877,31 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
     if check:
         _raise_on_failure(sol.status, flat, f"finite-d ({approximation})")
     return FiniteDSolution(*[None if a is None else a.reshape(shape + a.shape[1:]) for a in sol])
+
+
+@jax.jit(static_argnames=("K", "J", "exact"))
+def _prior_kernel_batch(params, K: int, J: int, exact: bool):
+    def one(p):
+        p = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), p)
+        g, _, logp0 = _flat(_grid(p, K, J, 0, exact))
+        return p.sa2 * jnp.einsum("k,ki,kj->ij", jnp.exp(logp0), g, g)
+    return jax.vmap(one)(params)
+
+
+def prior_kernel(params: TeacherStudentParams, approximation: str = DEFAULT_APPROXIMATION,
+                 grid_size: int | None = None, t_size: int | None = None):
+    """The reduced kernel Qt = sa2 E_prior[g g^T] at u -> 0 (the theory's GP limit), shape ``(..., 2, 2)``.
+
+    Exact approximation: the prior law of (q, |w_perp|^2), so Qt = [[lambda1, lambda13], [lambda13,
+    lambda3]] are the exact NNGP Rayleigh quotients of THEORY.md §3; concentrated: q ~ N(0, sw2/d)
+    with |w_perp|^2 = sw2, off by O(1/d)."""
+    exact = check_approximation(approximation) == "exact"
+    shape, flat = _flat_params(params)
+    padded, M = _padded(flat)
+    K = grid_size or default_grid_size(flat)
+    J = (t_size or int(t_grid_size(flat).max())) if exact else 1
+    Q = np.asarray(_prior_kernel_batch(padded, K, J, exact))[:M]
+    return Q.reshape(shape + (2, 2))
 
 
 def _raise_on_failure(status: np.ndarray, flat: TeacherStudentParams, what: str) -> None:
