@@ -151,17 +151,19 @@ def plot_pd_ts(ds: xr.Dataset, path) -> list[Path]:
     _check(ds, "reproduce.phase_diagram_ts")
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     s2, beta = ds["s2"].values, ds["beta"].values
-    vmax = max(float(np.nanmax(ds["cubic_learned"].values)),
+    vmax = max(float(np.nanmax(ds["exact_cubic_learned"].values)),
                float(np.nanmax(ds["sim_cubic"].values)) if "sim_cubic" in ds and ds.sizes.get("sim_point") else 0.0)
-    mesh = ax.pcolormesh(s2, beta, ds["cubic_learned"].values, shading="auto", cmap="viridis", vmin=0, vmax=vmax)
-    fig.colorbar(mesh, ax=ax, label="cubic learned fraction 1 − c/ε")
-    ph = ds["phase"].values.astype(float)
-    if ph.min() < 0.5 < ph.max():
-        ax.contour(s2, beta, ph, levels=[0.5], colors="w", linewidths=1.2, linestyles="--")
-        ax.plot([], [], "w--", label="finite-d theory: GFL | GMFL-I")
-    sc = float(ds.attrs.get("limit_s2_c", np.nan))
-    if np.isfinite(sc):
-        ax.axvline(sc, color="crimson", lw=1.5, label=f"scaling limit σ²_c = {sc:.3f}")
+    mesh = ax.pcolormesh(s2, beta, ds["exact_cubic_learned"].values, shading="auto", cmap="viridis", vmin=0,
+                         vmax=vmax)
+    fig.colorbar(mesh, ax=ax, label="cubic learned fraction 1 − c/ε (exact theory)")
+    for ap, ls, col in (("exact", "-", "w"), ("concentrated", "--", "orange")):
+        ph = ds[f"{ap}_phase"].values.astype(float)
+        if ph.min() < 0.5 < ph.max():
+            ax.contour(s2, beta, ph, levels=[0.5], colors=col, linewidths=1.3, linestyles=ls)
+            ax.plot([], [], ls, color=col, label=f"finite d, {ap}: GFL | GMFL-I")
+        sc = float(ds.attrs.get(f"limit_s2_c_{ap}", np.nan))
+        if np.isfinite(sc):
+            ax.axvline(sc, color="crimson", lw=1.3, ls=ls, label=f"scaling limit, {ap}: σ²_c = {sc:.3f}")
     if "sim_s2" in ds and ds.sizes.get("sim_point"):
         ax.scatter(ds["sim_s2"].values, ds["sim_beta"].values, c=ds["sim_cubic"].values, cmap="viridis", vmin=0,
                    vmax=vmax, s=70, edgecolors="k", linewidths=1.2, zorder=5, label="Langevin (colour: measured)")
@@ -215,9 +217,11 @@ def plot_sample_complexity(ds: xr.Dataset, path) -> list[Path]:
                            (axes[1], "sim", "(b) the simulations' configuration")):
         n = ds[f"{tag}_n"].values
         ax.plot(n, ds[f"{tag}_gp_cubic"], color="tab:gray", lw=2, label="GP (NNGP, EK)")
-        ax.plot(n, ds[f"{tag}_finite_cubic"], color="tab:blue", lw=2, label="finite-width theory (finite d)")
-        ax.plot(n, ds[f"{tag}_limit_cubic"], "k--", lw=1, label="scaling limit")
-        for kind, col in (("gp", "tab:gray"), ("finite", "tab:blue")):
+        ax.plot(n, ds[f"{tag}_finite_exact_cubic"], color="tab:blue", lw=2, label="finite width, finite d (exact)")
+        ax.plot(n, ds[f"{tag}_finite_concentrated_cubic"], color="tab:orange", lw=1.5,
+                label="finite width, finite d (concentrated, paper)")
+        ax.plot(n, ds[f"{tag}_limit_exact_cubic"], "k--", lw=1, label="scaling limit (exact)")
+        for kind, col in (("gp", "tab:gray"), ("finite_exact", "tab:blue"), ("finite_concentrated", "tab:orange")):
             v = float(ds.attrs.get(f"{tag}_{kind}_n_half_cubic", np.nan))
             if np.isfinite(v):
                 ax.axvline(v, color=col, ls=":", lw=1)

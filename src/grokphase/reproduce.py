@@ -278,21 +278,25 @@ def _interior_point(labels: np.ndarray, code: int) -> tuple[int, int] | None:
     return int(i), int(j)
 
 
+def _num(cfg: dict, key: str, default):
+    """A scalar parameter from a figure table (sweep strings such as "100:1e7:61:log" are axes, not values)."""
+    v = cfg.get(key, default)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
 def _ts_base(cfg: dict):
     from grokphase.theory.teacher_student import TeacherStudentParams
 
-    return TeacherStudentParams(N=float(cfg.get("N", 700.0)), n=float(cfg.get("n", 3000.0)),
-                                d=float(cfg.get("d", 150.0)), s2=float(cfg.get("s2", 0.14)),
-                                sa2=cfg.get("sa2"), sw2=float(cfg.get("sw2", 0.5)), eps=float(cfg.get("eps", -0.3)))
+    return TeacherStudentParams(N=_num(cfg, "N", 700.0), n=_num(cfg, "n", 3000.0), d=_num(cfg, "d", 150.0),
+                                s2=_num(cfg, "s2", 0.14), sa2=cfg.get("sa2"), sw2=_num(cfg, "sw2", 0.5),
+                                eps=_num(cfg, "eps", -0.3))
 
 
 def _modular_base(cfg: dict):
     from grokphase.theory.modular import ModularParams
 
-    s2 = cfg.get("s2", 0.2)
-    return ModularParams(N=float(cfg.get("N", 1000.0)), P=float(cfg.get("P", 401.0)),
-                         s2=float(s2) if isinstance(s2, (int, float)) else 0.2,
-                         sa2=cfg.get("sa2"), gamma=float(cfg.get("gamma", 1e-4)))
+    return ModularParams(N=_num(cfg, "N", 1000.0), P=_num(cfg, "P", 401.0), s2=_num(cfg, "s2", 0.2),
+                         sa2=cfg.get("sa2"), gamma=_num(cfg, "gamma", 1e-4))
 
 
 def _sub(cfg: dict, prefix: str) -> dict:
@@ -316,7 +320,8 @@ def fig1_data(ctx: Context) -> Step:
     with Shat at the deepest interior point of each phase region."""
     from grokphase.theory import modular as md
     from grokphase.theory import teacher_student as ts
-    from grokphase.theory.results import build_modular_phase_diagram, build_teacher_student_phase_diagram
+    from grokphase.theory.results import (build_modular_phase_diagram, build_teacher_student_phase_diagram,
+                                          limit_profile)
 
     cfg = ctx.config("fig1")
     tcfg, mcfg = _sub(cfg, "ts_"), _sub(cfg, "modular_")
@@ -328,11 +333,14 @@ def fig1_data(ctx: Context) -> Step:
     ts_sa2N = None if tcfg.get("sa2") is not None else float(tcfg.get("sa2_times_N", 8.0))
     m_sa2N = None if mcfg.get("sa2") is not None else float(mcfg.get("sa2_times_N", 0.002))
     conv = str(mcfg.get("convention", "paper"))
+    approx = str(tcfg.get("approximation", "concentrated"))
+    ts.check_approximation(approx)
 
     ts_step = ctx.step("theory_ts_phase_diagram", {"base": ts_base.as_dict(),
                                                     "x": tcfg.get("x"), "y": tcfg.get("y"), "sa2_times_N": ts_sa2N,
-                                                    "limit": True},
-                       lambda: build_teacher_student_phase_diagram(ts_base, ts_x, ts_y, limit=True, sa2_times_N=ts_sa2N))
+                                                    "limit": True, "approximation": approx},
+                       lambda: build_teacher_student_phase_diagram(ts_base, ts_x, ts_y, limit=True, sa2_times_N=ts_sa2N,
+                                                                   approximation=approx))
     m_step = ctx.step("theory_modular_phase_diagram", {"base": dataclasses.asdict(m_base), "x": mcfg.get("x"),
                                                        "y": mcfg.get("y"), "sa2_times_N": m_sa2N, "convention": conv},
                       lambda: build_modular_phase_diagram(m_base, m_x, m_y, convention=conv, sa2_times_N=m_sa2N))
@@ -350,7 +358,7 @@ def fig1_data(ctx: Context) -> Step:
             i, j = ij
             b, c = float(tsd["b"].values[i, j]), float(tsd["c"].values[i, j])
             u, sw2 = float(tsd["u"].values[i, j]), float(ts_base.sw2)
-            ts_curves.append(np.asarray(ts.reduced_action(q, b, c, u, sw2)))
+            ts_curves.append(np.asarray(limit_profile(q, b, c, u, sw2, approx)))
             ts_pts.append((float(xs[j]), float(ys[i])))
             ts_codes.append(code)
         xm, ym = mdd[m_x.name].values, mdd[m_y.name].values
@@ -390,7 +398,7 @@ def fig1_data(ctx: Context) -> Step:
         return _annotated(ds, "reproduce.fig1", {"scale": ctx.scale, **cfg},
                           extra={"ts_x": ts_x.name, "ts_y": ts_y.name, "modular_x": m_x.name, "modular_y": m_y.name,
                                  "ts_x_log": int(ts_x.log), "ts_y_log": int(ts_y.log), "modular_x_log": int(m_x.log),
-                                 "modular_y_log": int(m_y.log), "modular_convention": conv,
+                                 "modular_y_log": int(m_y.log), "modular_convention": conv, "ts_approximation": approx,
                                  "phase_meanings": "GFL GMFL-I GMFL-II"})
 
     return ctx.step("fig1", {"scale": ctx.scale, **cfg}, compute, deps=[ts_step, m_step])
@@ -525,24 +533,28 @@ def pd_ts_data(ctx: Context) -> Step:
     base = _ts_base(cfg)
     s2 = _range(cfg.get("s2", "0.05:0.4:48"), "phase-diagram-ts s2")
     betas = _range(cfg.get("beta", "0.0625:8:25:log"), "phase-diagram-ts beta")
-    theory_cfg = {"base": base.as_dict(), "s2": s2, "beta": betas}
+    theory_cfg = {"base": base.as_dict(), "s2": s2, "beta": betas, "approximations": list(ts.APPROXIMATIONS)}
 
     def theory():
         S, B = np.meshgrid(s2, betas)
         grid = base.broadcast().replace(s2=S).scaled(alpha=B, beta=B)
-        sol = ts.solve_finite_d(grid)
-        lim = ts.solve_limit(grid)
-        tr = ts.solve_transition(base.broadcast(), along="s2", lo=float(s2.min()), hi=float(s2.max()))
         dims = ("beta", "s2")
-        ds = xr.Dataset({
-            "phase": (dims, np.asarray(sol.phase, np.int32)), "cubic_learned": (dims, np.asarray(sol.cubic_learned)),
-            "linear_learned": (dims, np.asarray(sol.linear_learned)),
-            "droplet_fraction": (dims, np.asarray(sol.droplet_fraction)),
-            "limit_phase": (dims, np.asarray(lim.phase, np.int32)),
-            "limit_cubic_learned": (dims, np.asarray(lim.cubic_learned)),
-        }, coords={"beta": betas, "s2": s2})
-        return _annotated(ds, "reproduce.theory_ts_beta_diagram", {"scale": ctx.scale, **theory_cfg},
-                          extra={"limit_s2_c": float(np.asarray(tr.value)), "limit_u_c": float(np.asarray(tr.u))})
+        data, extra = {}, {}
+        for ap in ts.APPROXIMATIONS:
+            sol = ts.solve_finite_d(grid, approximation=ap)
+            lim = ts.solve_limit(grid, approximation=ap)
+            tr = ts.solve_transition(base.broadcast(), along="s2", lo=float(s2.min()), hi=float(s2.max()),
+                                     approximation=ap)
+            data.update({f"{ap}_phase": (dims, np.asarray(sol.phase, np.int32)),
+                         f"{ap}_cubic_learned": (dims, np.asarray(sol.cubic_learned)),
+                         f"{ap}_linear_learned": (dims, np.asarray(sol.linear_learned)),
+                         f"{ap}_droplet_fraction": (dims, np.asarray(sol.droplet_fraction)),
+                         f"{ap}_limit_phase": (dims, np.asarray(lim.phase, np.int32)),
+                         f"{ap}_limit_cubic_learned": (dims, np.asarray(lim.cubic_learned))})
+            extra[f"limit_s2_c_{ap}"] = float(np.asarray(tr.value))
+            extra[f"limit_u_c_{ap}"] = float(np.asarray(tr.u))
+        ds = xr.Dataset(data, coords={"beta": betas, "s2": s2})
+        return _annotated(ds, "reproduce.theory_ts_beta_diagram", {"scale": ctx.scale, **theory_cfg}, extra=extra)
 
     th = ctx.step("theory_ts_beta_diagram", theory_cfg, theory)
     sims = []
@@ -665,21 +677,22 @@ def sample_complexity_data(ctx: Context) -> Step:
     base = _ts_base(cfg)
     n = _range(cfg.get("n", "100:1e7:61:log"), "sample-complexity n")
     sim_beta = float(cfg.get("sim_beta", 0.125))
-    theory_cfg = {"base": base.as_dict(), "n": n, "sim_beta": sim_beta}
+    theory_cfg = {"base": base.as_dict(), "n": n, "sim_beta": sim_beta, "approximations": list(ts.APPROXIMATIONS)}
 
     def theory():
         out = {}
         for tag, beta in (("paper", 1.0), ("sim", sim_beta)):
             grid = base.broadcast().replace(n=n).scaled(alpha=beta, beta=beta)
             g = gp.solve_gp(grid)
-            fd = ts.solve_finite_d(grid)
-            lim = ts.solve_limit(grid)
             out[f"{tag}_n"] = (("n",), np.asarray(grid.n, np.float64))
             out[f"{tag}_gp_cubic"] = (("n",), np.asarray(g.cubic_learned))
             out[f"{tag}_gp_linear"] = (("n",), np.asarray(g.linear_learned))
-            out[f"{tag}_finite_cubic"] = (("n",), np.asarray(fd.cubic_learned))
-            out[f"{tag}_finite_linear"] = (("n",), np.asarray(fd.linear_learned))
-            out[f"{tag}_limit_cubic"] = (("n",), np.asarray(lim.cubic_learned))
+            for ap in ts.APPROXIMATIONS:
+                fd = ts.solve_finite_d(grid, approximation=ap)
+                lim = ts.solve_limit(grid, approximation=ap)
+                out[f"{tag}_finite_{ap}_cubic"] = (("n",), np.asarray(fd.cubic_learned))
+                out[f"{tag}_finite_{ap}_linear"] = (("n",), np.asarray(fd.linear_learned))
+                out[f"{tag}_limit_{ap}_cubic"] = (("n",), np.asarray(lim.cubic_learned))
         ds = xr.Dataset(out, coords={"n_base": n})
         return _annotated(ds, "reproduce.theory_sample_complexity", theory_cfg)
 
@@ -706,7 +719,7 @@ def sample_complexity_data(ctx: Context) -> Step:
         extra = {}
         for tag in ("paper", "sim"):
             nn = ds[f"{tag}_n"].values
-            for kind in ("gp", "finite", "limit"):
+            for kind in ("gp", "finite_exact", "finite_concentrated", "limit_exact", "limit_concentrated"):
                 extra[f"{tag}_{kind}_n_half_cubic"] = _crossing(nn, ds[f"{tag}_{kind}_cubic"].values)
         return _annotated(ds, "reproduce.sample_complexity", {"scale": ctx.scale, **cfg}, extra=extra)
 
@@ -757,7 +770,9 @@ def reproduce_one(ctx: Context, name: str) -> dict:
         st = pd_ts_data(ctx)
         files = pr.plot_pd_ts(load_dataset(st.path), path)
         summary.update({k: _finite(v) for k, v in st.ds.attrs.items() if k.startswith("limit_")})
-        summary["phase_counts"] = {lab: int((st.ds["phase"].values == c).sum()) for c, lab in _labels().items()}
+        for ap in ("exact", "concentrated"):
+            summary[f"phase_counts_{ap}"] = {lab: int((st.ds[f"{ap}_phase"].values == c).sum())
+                                             for c, lab in _labels().items()}
         summary["simulated_points"] = int(st.ds.sizes.get("sim_point", 0))
     elif name == "phase-diagram-modular":
         st = pd_modular_data(ctx)
