@@ -97,6 +97,7 @@ def tiny():
     from grokphase.sims.teacher_student import run_teacher_student
 
     spec = _spec("tiny/appD.toml")
+    spec["appd"]["widths"] = [2800, 700]       # two widths keep the suite's compile time down
     sims = appd.appd_sims(spec)
     results = [run_teacher_student(s) for s in sims]
     return sims, results, appd.combine(results[::-1])        # order of the inputs must not matter

@@ -177,7 +177,9 @@ def _theory(sims_params: list[dict], q_line: np.ndarray) -> dict:
                                       sa2=float(p["sa2"]), sw2=float(p["sw2"]), eps=float(p["eps"]))
         out["u"][i], out["r"][i] = float(params.u), float(params.r)
         try:
-            sol = solve_finite_d(params)
+            # the same call as the simulation's droplet_thresholds (one point, density grid): its
+            # compiled solver is reused instead of compiling one per grid size
+            sol = solve_finite_d(params, density=True)
         except SolverError as err:
             out["status"][i] = str(err)
             continue
