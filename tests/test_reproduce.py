@@ -236,6 +236,17 @@ def test_fig2_and_cli_json(tmp_path):
     sim = load_dataset(next((tmp_path / "cache").glob("sim_ts-*.nc")), "sims.teacher_student")
     got = sorted(p["sim_cubic_learned"] for p in out["points"])
     assert got == pytest.approx(sorted(sim["cubic_learned"].values.tolist()), rel=1e-12)
+    # both theories at the simulated sizes: the primary (exact) in theory_*, the paper's next to it
+    from grokphase.theory import teacher_student as ts
+
+    params = ts.TeacherStudentParams(N=float(sim.attrs["N"]), n=float(sim.attrs["n"]), d=float(sim.attrs["d"]),
+                                     sa2=float(sim.attrs["sa2"]), s2=sim["s2"].values, sw2=0.5, eps=-0.3)
+    by_s2 = {round(p["s2"], 6): p for p in out["points"]}
+    for ap, key in (("exact", "theory_cubic_learned"), ("concentrated", "theory_concentrated_cubic_learned")):
+        ref = np.asarray(ts.solve_finite_d(params, approximation=ap).cubic_learned)
+        got = [by_s2[round(float(v), 6)][key] for v in sim["s2"].values]
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    assert out["approximation"] == "exact" and out["limit_s2_c_concentrated"] < out["limit_s2_c_exact"]
     assert (tmp_path / "fig" / "fig2_tiny.png").stat().st_size > 10_000
     res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res2.returncode == 0 and "computed" not in res2.stderr and "cached" in res2.stderr

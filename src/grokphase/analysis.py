@@ -70,9 +70,11 @@ def _sim_beta(ds: xr.Dataset) -> tuple[float, float]:
     return float(ds.attrs.get("param_beta", 1.0)), float(ds.attrs.get("param_alpha", 1.0))
 
 
-def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: int = 61):
-    """Finite-d theory at exactly the simulated (integer) sizes: at the simulated s2 points (with
-    p(q) on the quadrature grid) and on a line of ``num_line`` s2 values spanning them."""
+def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: int = 61,
+                   approximation: str = "exact", density: bool = True):
+    """Finite-d theory (``approximation`` exact or concentrated) at exactly the simulated (integer)
+    sizes: at the simulated s2 points (with p(q) on the quadrature grid unless ``density=False``) and
+    on a line of ``num_line`` s2 values spanning them."""
     from grokphase.theory import teacher_student as ts
 
     N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
@@ -83,9 +85,10 @@ def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: 
         pad = 0.1 * (hi - lo) if hi > lo else 0.1 * lo
         s2_line = np.linspace(max(lo - pad, 1e-3), hi + pad, num_line)
     base = dict(N=N, n=n, d=d, sa2=sa2, sw2=sw2, eps=eps)
-    points = ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base))
-    line = ts.solve_finite_d(ts.TeacherStudentParams(s2=np.asarray(s2_line), **base))
-    dens = ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base), density=True)
+    points = ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base), approximation=approximation)
+    line = ts.solve_finite_d(ts.TeacherStudentParams(s2=np.asarray(s2_line), **base), approximation=approximation)
+    dens = (ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base), density=True, approximation=approximation)
+            if density else None)
     return points, line, np.asarray(s2_line), dens
 
 
@@ -129,8 +132,13 @@ def _theory_from_file(theory: xr.Dataset, beta: float, alpha: float, s2_sim: np.
     return s2_line, lin, cub, np.interp(s2_sim, s2_line, lin), np.interp(s2_sim, s2_line, cub)
 
 
-def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None) -> xr.Dataset:
+def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None,
+                            approximations: Sequence[str] = ("exact", "concentrated")) -> xr.Dataset:
     """Simulations vs the finite-d theory (paper Fig. 2).
+
+    ``approximations[0]`` (default ``exact``, THEORY.md §3b) gives the theory values, z-scores and
+    densities; every further one (default the paper's ``concentrated``) adds its own point values,
+    lines and scaling-limit transition as ``theory_<approximation>_*`` variables and attributes.
 
     For each simulation file (one beta each): per simulated s2 the simulated learned fractions and
     droplet fraction with standard errors, the theory's values at the same (integer) sizes, their
@@ -143,6 +151,11 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     K = len(sims)
     if K == 0:
         raise ResultFileError("no simulation files given")
+    approximations = tuple(approximations)
+    if not approximations or any(a not in ts.APPROXIMATIONS for a in approximations):
+        raise ResultFileError(f"approximations must be among {', '.join(ts.APPROXIMATIONS)}, got {approximations}")
+    primary, others = approximations[0], approximations[1:]
+    extra_vals: dict[str, dict] = {a: {} for a in others}
     for ds in sims:
         if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
             raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
@@ -167,7 +180,13 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         alphas.append(alpha)
         s2 = np.asarray(ds["s2"].values, np.float64)
         m = s2.size
-        points, line, s2_line, dens = theory_for_sim(ds, num_line=L)
+        points, line, s2_line, dens = theory_for_sim(ds, num_line=L, approximation=primary)
+        for a in others:
+            p2, l2, _, _ = theory_for_sim(ds, s2_line=s2_line, approximation=a, density=False)
+            ev = extra_vals[a]
+            for name in ("linear_learned", "cubic_learned"):
+                ev.setdefault(f"theory_{a}_{name}", np.full((K, S), np.nan))[k, :m] = np.asarray(getattr(p2, name))
+                ev.setdefault(f"theory_{a}_{name}_line", np.full((K, L), np.nan))[k] = np.asarray(getattr(l2, name))
         th_lin, th_cub = np.asarray(points.linear_learned), np.asarray(points.cubic_learned)
         lines = (s2_line, np.asarray(line.linear_learned), np.asarray(line.cubic_learned))
         if theory is not None:
@@ -214,8 +233,16 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     ref = ts.TeacherStudentParams(s2=0.14, sw2=float(ds0.attrs["param_sw2"]), eps=float(ds0.attrs["param_eps"]),
                                   N=float(ds0.attrs["N"]) / beta0, n=float(ds0.attrs["n"]) / alpha0,
                                   d=float(ds0.attrs["d"]) / np.sqrt(beta0), sa2=float(ds0.attrs["sa2"]) * np.sqrt(beta0))
-    tr = ts.solve_transition(ref, along="s2")
+    tr = ts.solve_transition(ref, along="s2", approximation=primary)
+    extra_attrs = {}
+    for a in others:
+        tr2 = ts.solve_transition(ref, along="s2", approximation=a)
+        extra_attrs[f"limit_s2_c_{a}"] = float(tr2.value) if bool(np.asarray(tr2.found)) else float("nan")
+    extra_attrs[f"limit_s2_c_{primary}"] = float(tr.value) if bool(np.asarray(tr.found)) else float("nan")
     data = {name: (("sim", "point"), v) for name, v in out.items()}
+    for a in others:
+        for name, v in extra_vals[a].items():
+            data[name] = (("sim", "s2_line" if name.endswith("_line") else "point"), v)
     data["theory_s2_line"] = (("sim", "s2_line"), line_s2)
     data["theory_s2_line_reference"] = (("sim", "s2_line"), line_s2 * (np.asarray(betas) / np.asarray(alphas))[:, None])
     data["theory_linear_learned_line"] = (("sim", "s2_line"), line_lin)
@@ -228,8 +255,10 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     from grokphase.io import annotate
 
     return annotate(cmp, kind="analysis.teacher_student.compare",
-                    parameters={"sims": labels, "theory_file": theory is not None},
+                    parameters={"sims": labels, "theory_file": theory is not None,
+                                "approximations": list(approximations)},
                     extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
+                           "approximation": primary, "approximations": " ".join(approximations), **extra_attrs,
                            "sim_attrs_json": json.dumps([{k: str(v) for k, v in ds.attrs.items()
                                                           if k.startswith("param_") or k in ("N", "n", "d", "sa2",
                                                           "git_revision", "seconds")} for ds in sims])})
@@ -255,8 +284,17 @@ def compare_summary(cmp: xr.Dataset) -> dict:
             row["sim_test_mse"] = float(cmp["test_mse"].values[k, i])
             row["sim_ensemble_test_mse"] = float(cmp["ensemble_test_mse"].values[k, i])
             row["theory_test_mse_ek"] = float(cmp["theory_test_mse"].values[k, i])
+            for name in cmp.data_vars:
+                if name.startswith("theory_") and name.count("_") >= 3 and not name.endswith("_line") \
+                        and name.split("_")[1] in ("exact", "concentrated"):
+                    row[name] = float(cmp[name].values[k, i])
             rows.append(row)
-    return {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c")}
+    out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),
+           "approximation": cmp.attrs.get("approximation", "concentrated")}
+    for a in ("exact", "concentrated"):
+        if f"limit_s2_c_{a}" in cmp.attrs:
+            out[f"limit_s2_c_{a}"] = float(cmp.attrs[f"limit_s2_c_{a}"])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

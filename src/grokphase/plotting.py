@@ -336,11 +336,23 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
         inset.errorbar(ref[k][ok], cmp["linear_learned"].values[k][ok],
                        yerr=np.nan_to_num(cmp["linear_learned_sem"].values[k][ok], posinf=0.0), fmt="o", ms=2.5,
                        color=cols[k], capsize=1)
+    primary = cmp.attrs.get("approximation", "concentrated")
+    others = [a for a in str(cmp.attrs.get("approximations", primary)).split() if a != primary]
+    for a in others:
+        if f"theory_{a}_cubic_learned_line" not in cmp:
+            continue
+        for k in order:
+            ax.plot(cmp["theory_s2_line_reference"].values[k], cmp[f"theory_{a}_cubic_learned_line"].values[k], ":",
+                    color=cols[k], lw=1.2)
+        c_other = float(cmp.attrs.get(f"limit_s2_c_{a}", np.nan))
+        if np.isfinite(c_other):
+            ax.axvline(c_other, color="tab:red", lw=0.8, ls=":")
     if np.isfinite(s2_c):
         ax.axvline(s2_c, color="tab:red", lw=0.8, ls="--")
     ax.set_xlabel("σ² (β = 1 units)")
     ax.set_ylabel("cubic learned fraction 1 − c/ε")
-    ax.set_title("(c) markers: Langevin ensembles; lines: finite-d theory", fontsize=9)
+    ax.set_title(f"(c) markers: Langevin; lines: finite-d theory, — {primary}"
+                 + "".join(f", ··· {a}" for a in others), fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     inset.set_title("linear 1 − b", fontsize=7)
     inset.tick_params(labelsize=6)

@@ -41,23 +41,24 @@ def _legend_patches():
 
 
 def plot_fig1(ds: xr.Dataset, path) -> list[Path]:
-    """Fig. 1, computed: the phase regions of both models with the normalised action Shat at the
-    deepest point of each phase (insets; the marker on the map shows where)."""
+    """Fig. 1, computed: the phase regions of both models (bottom) with the normalised action Shat at
+    the deepest point of each phase region (top row; the numbered markers show where)."""
     _check(ds, "reproduce.fig1")
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 5.0))
-    for ax, model, title, var in ((axes[0], "ts", "teacher-student (scaling limit, App. C, σ_a² = 8/N)", "q"),
-                                  (axes[1], "modular", "modular addition (P → ∞, P = 401, σ_a² = 0.002/N)", "phi")):
+    fig = plt.figure(figsize=(12.5, 7.0))
+    gs = fig.add_gridspec(2, 6, height_ratios=[1.0, 2.6], hspace=0.35, wspace=0.5)
+    for col, model, title, var in ((0, "ts", "teacher-student (scaling limit, App. C, σ_a² = 8/N)", "q"),
+                                   (3, "modular", "modular addition (P → ∞, P = 401, σ_a² = 0.002/N)", "phi")):
+        ax = fig.add_subplot(gs[1, col:col + 3])
         xn, yn = ds.attrs[f"{model}_x"], ds.attrs[f"{model}_y"]
         x, y = ds[f"{model}_{xn}"].values, ds[f"{model}_{yn}"].values
-        _phase_map(ax, x, y, ds[f"{model}_phase"].values, int(ds.attrs[f"{model}_x_log"]), int(ds.attrs[f"{model}_y_log"]))
-        n = ds.sizes[f"{model}_inset"]
-        boxes = [[0.04, 0.60, 0.30, 0.33], [0.36, 0.60, 0.30, 0.33], [0.68, 0.60, 0.30, 0.33]]
-        for k in range(n):
+        _phase_map(ax, x, y, ds[f"{model}_phase"].values, int(ds.attrs[f"{model}_x_log"]),
+                   int(ds.attrs[f"{model}_y_log"]))
+        for k in range(ds.sizes[f"{model}_inset"]):
             code = int(ds[f"{model}_inset_phase"].values[k])
             px, py = float(ds[f"{model}_inset_x"].values[k]), float(ds[f"{model}_inset_y"].values[k])
-            ax.plot(px, py, "o", color="k", ms=6, mfc=PHASE_COLORS[code])
-            ax.annotate(str(k + 1), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
-            ins = ax.inset_axes(boxes[k] if n > 2 else boxes[2 * k])
+            ax.plot(px, py, "o", color="k", ms=7, mfc=PHASE_COLORS[code])
+            ax.annotate(str(k + 1), (px, py), xytext=(5, 5), textcoords="offset points", fontsize=9)
+            ins = fig.add_subplot(gs[0, col + k])
             grid = ds[var].values
             S = ds[f"{model}_inset_action"].values[k]
             ins.plot(grid, S, color="k", lw=1.2)
@@ -66,16 +67,16 @@ def plot_fig1(ds: xr.Dataset, path) -> list[Path]:
             R = max(1e-4, float(np.nanmax(np.abs(S[core]))))
             ins.set_ylim(min(-0.15 * R, 1.1 * float(np.nanmin(S))), R)
             ins.set_facecolor(PHASE_COLORS[code])
-            ins.set_title(f"{k + 1}: {PHASE_NAMES[code]}", fontsize=7, pad=2)
-            ins.tick_params(labelsize=5)
-            ins.set_xlabel("q" if var == "q" else "Φ = Ψ", fontsize=6, labelpad=0)
-            ins.set_ylabel("Ŝ", fontsize=6, labelpad=0)
+            ins.set_title(f"{k + 1}: {PHASE_NAMES[code]}", fontsize=8, pad=2)
+            ins.tick_params(labelsize=6)
+            ins.set_xlabel("q = w·w*" if var == "q" else "Φ = Ψ = |w_k|²", fontsize=7, labelpad=1)
+            ins.set_ylabel("Ŝ", fontsize=7, labelpad=1)
         ax.set_xlabel(xn if xn != "s2" else "σ²")
         ax.set_ylabel(yn)
         ax.set_title(title, fontsize=9)
-        ax.legend(handles=_legend_patches(), fontsize=7, loc="lower right")
-    fig.suptitle("Fig. 1 (computed): phases of the two models and the normalised action Ŝ in each", fontsize=10)
-    fig.tight_layout()
+        ax.legend(handles=_legend_patches(), fontsize=7, loc="upper right")
+    fig.suptitle("Fig. 1 (computed): phases of the two models; top: the normalised action Ŝ in each phase",
+                 fontsize=10)
     return _save(fig, path, also_pdf=True)
 
 
