@@ -297,6 +297,77 @@ def beta64_point(pairs, use_root):
     return rec
 
 
+RESULTS_APPROX = HERE / "results" / "theory_ts_exact.jsonl"
+
+
+def approximations_diagram(pairs: int, out: Path, no_write: bool) -> dict:
+    """The 64 x 64 finite-d diagram (the `diagram` workload's grid) in the exact two-variable
+    approximation (THEORY.md §3b, the default) against the paper's concentrated one, both through the
+    public ``solve_finite_d`` (per-point grids, refinement, status check); interleaved pairs after a
+    warm-up call of each (compile + first run, recorded)."""
+    s2, N = np.meshgrid(np.linspace(0.05, 0.4, 64), np.linspace(100, 3000, 64), indexing="ij")
+    p = flat_params(ts.TeacherStudentParams(s2=s2, N=N))
+    load = lambda: os.getloadavg()  # noqa: E731
+    start = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), load=load())
+
+    def run(ap):
+        c0, w0 = time.process_time(), time.perf_counter()
+        sol = ts.solve_finite_d(p, approximation=ap)
+        w = time.perf_counter() - w0
+        return sol, w, (time.process_time() - c0) / w
+
+    first = {}
+    sols = {}
+    for ap in ("exact", "concentrated"):
+        sols[ap], w, _ = run(ap)
+        first[ap] = w
+        print(f"  {ap}: first call (compile + run) {w:.1f} s", flush=True)
+    rows = []
+    for k in range(pairs):
+        e, we, ce = run("exact")
+        c, wc, cc = run("concentrated")
+        assert np.array_equal(e.b, sols["exact"].b) and np.array_equal(c.b, sols["concentrated"].b)
+        rows.append(dict(exact_s=we, concentrated_s=wc, ratio=we / wc, cpu_per_wall_exact=ce,
+                         cpu_per_wall_concentrated=cc, load1=load()[0]))
+        print(f"  pair {k}: exact {we:.2f} s (cpu/wall {ce:.2f}), concentrated {wc:.3f} s (cpu/wall {cc:.2f}), "
+              f"ratio {we / wc:.1f}, load {rows[-1]['load1']:.2f}", flush=True)
+    ex, co = sols["exact"], sols["concentrated"]
+    ratios = [r["ratio"] for r in rows]
+    rec = dict(
+        date=start["date"], workload="diagram_exact_vs_concentrated",
+        implementations=dict(A="ts.solve_finite_d(approximation='exact'): 2-D (q, log t) trapezoid, K x J nodes",
+                             B="ts.solve_finite_d(approximation='concentrated'): 1-D q trapezoid (paper's Claim II)"),
+        sizes=dict(points=int(s2.size), shape=list(s2.shape),
+                   q_grid_sizes=sorted(set(int(k) for k in ts.point_grid_sizes(p))),
+                   t_grid_sizes=sorted(set(int(j) for j in ts.t_grid_size(p)))),
+        dtype="float64", threads=dict(THREAD_ENV, cpu_affinity=sorted(os.sched_getaffinity(0)),
+                                      pinned=bool(PINNED)),
+        versions=versions(), provenance=PROVENANCE.record(),
+        first_call_s=first, pairs=rows,
+        exact_s=dict(zip(("median", "min", "max"), (statistics.median([r["exact_s"] for r in rows]),
+                                                    min(r["exact_s"] for r in rows), max(r["exact_s"] for r in rows)))),
+        concentrated_s=dict(zip(("median", "min", "max"),
+                                (statistics.median([r["concentrated_s"] for r in rows]),
+                                 min(r["concentrated_s"] for r in rows), max(r["concentrated_s"] for r in rows)))),
+        ratio_exact_over_concentrated=dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios)),
+        load_start=start["load"], load_end=load(), peak_rss_mb=peak_rss_mb(),
+        check=dict(all_converged=bool(np.all(ex.status == 0) and np.all(co.status == 0)),
+                   repeat_runs_bitwise_equal=True,
+                   max_abs_diff_b_exact_vs_concentrated=float(np.max(np.abs(ex.b - co.b))),
+                   max_abs_diff_cubic_learned=float(np.max(np.abs(ex.cubic_learned - co.cubic_learned))),
+                   exact_max_quad_error=float(np.max(ex.quad_error))),
+        target="exact 64 x 64 diagram < 120 s on this machine",
+    )
+    print(f"  exact {rec['exact_s']['median']:.1f} s, concentrated {rec['concentrated_s']['median']:.2f} s, "
+          f"ratio {rec['ratio_exact_over_concentrated']}", flush=True)
+    if not no_write:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"appended 1 record to {out}")
+    return rec
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5, help="interleaved A/B pairs after warm-up (>= 5 for results)")
@@ -309,7 +380,14 @@ def main(argv=None):
                     help="run the whole process on one core (sched_setaffinity), so both sides get <= 1 CPU")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--approximations", action="store_true",
+                    help="only the exact-vs-concentrated 64 x 64 diagram (-> results/theory_ts_exact.jsonl)")
     args = ap.parse_args(argv)
+    if args.approximations:
+        print(f"threads: {THREAD_ENV}")
+        approximations_diagram(args.pairs if not args.quick else 2, RESULTS_APPROX if args.out == RESULTS else args.out,
+                               args.no_write)
+        return
     pairs, subset = (2, 8) if args.quick else (args.pairs, args.subset)
     use_root = not args.no_root
 
