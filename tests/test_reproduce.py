@@ -252,3 +252,33 @@ def test_fig2_and_cli_json(tmp_path):
     assert res2.returncode == 0 and "computed" not in res2.stderr and "cached" in res2.stderr
     bad = subprocess.run([sys.executable, "-m", "grokphase.cli", "reproduce", "figX"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+@pytest.mark.slow
+def test_sample_complexity_gp_vs_network(tmp_path):
+    """The GP needs n = s2/lambda3 (exact Rayleigh quotient) for half the cubic part; the finite
+    network's GFL -> GMFL-I onset along n comes orders of magnitude earlier; the simulated points
+    carry both theories at exactly their sizes."""
+    from grokphase.theory import gp
+    from grokphase.theory import teacher_student as ts
+
+    out = _run(["sample-complexity"], tmp_path)["sample-complexity"]
+    lam = gp.rayleigh_quotients(150.0, 8.0 / 700.0, 0.5)
+    assert out["paper_gp_n_half_cubic"] == pytest.approx(0.1 / float(lam.lambda3), rel=1e-9)
+    for ap in ("exact", "concentrated"):
+        assert out[f"paper_limit_{ap}_n_onset"] < out["paper_gp_n_half_cubic"] / 100
+    # the onset is where the scaling-limit phase changes along n
+    n_c = out["paper_limit_concentrated_n_onset"]
+    phases = ts.solve_limit(ts.TeacherStudentParams(n=np.array([n_c * (1 - 1e-4), n_c * (1 + 1e-4)]), s2=0.1),
+                            approximation="concentrated").phase
+    assert np.asarray(phases).tolist() == [0, 1]
+    ds = load_dataset(out["data"], "reproduce.sample_complexity")
+    sims = {float(s.attrs["n"]): s for s in (load_dataset(f) for f in (tmp_path / "cache").glob("sim_ts-*.nc"))}
+    assert ds.sizes["sim_point"] == len(sims) == 2
+    for j in range(ds.sizes["sim_point"]):
+        sd = sims[float(ds["point_n"].values[j])]
+        at = ts.TeacherStudentParams(N=float(sd.attrs["N"]), n=float(sd.attrs["n"]), d=float(sd.attrs["d"]), s2=0.1,
+                                     sa2=float(sd.attrs["sa2"]))
+        ref = float(ts.solve_finite_d(at, approximation="concentrated").cubic_learned)
+        assert float(ds["point_theory_concentrated_cubic"].values[j]) == pytest.approx(ref, rel=1e-8)
+        assert float(ds["point_cubic"].values[j]) == float(sd["cubic_learned"].values[0])

@@ -97,13 +97,14 @@ def plot_fig3(theory: xr.Dataset, cmp: xr.Dataset | None, path) -> list[Path]:
     cols = _colors(theory.sizes["density_s2"])
     for i, v in enumerate(theory["density_s2"].values):
         ph = "GFL" if v > s1 else ("GMFL-I" if v > s2_ else "GMFL-II")
-        ax_a.plot(phi, theory["reduced_action"].values[i], color=cols[i], label=f"σ² = {v:g} ({ph})")
+        ax_a.plot(phi, theory["reduced_action"].values[i], color=cols[i], ls=("-", "--", "-.", ":")[i % 4], lw=1.6,
+                  label=f"σ² = {v:g} ({ph})")
     ax_a.axhline(0.0, color="0.6", lw=0.6)
     hi = float(np.nanmax(np.abs(theory["reduced_action"].values[:, : len(phi) // 2])))
     ax_a.set_ylim(-0.5 * max(hi, 1e-3), max(hi, 1e-3))
     ax_a.set_xlabel("Φ = Ψ = |w_k|²")
     ax_a.set_ylabel("Ŝ(Φ) = −log p(Φ, Φ)/P + const")
-    ax_a.set_title("(a) per-mode action", fontsize=9)
+    ax_a.set_title("(a) per-mode action (inside GMFL-I the curves coincide: a is pinned)", fontsize=9)
     ax_a.legend(fontsize=7)
     s2 = theory["s2"].values
     ax_b.plot(s2, theory["target_component"], color="tab:blue", lw=2, label="finite P")
@@ -179,32 +180,50 @@ def plot_pd_ts(ds: xr.Dataset, path) -> list[Path]:
 
 
 def plot_pd_modular(ds: xr.Dataset, path) -> list[Path]:
-    """Modular phase diagram over (sigma^2, P) at the simulations' width (sa2 P^2 fixed): the finite-P
-    droplet fraction, the P -> infinity boundaries, and the simulations coloured by their measured
-    droplet fraction."""
+    """Modular phase diagram over (sigma^2, P) at the simulations' width (sa2 P^2 fixed): (a) the
+    finite-P target component 1 + a with the simulations coloured by their measured target component;
+    (b) the finite-P droplet fraction (log scale) with the simulations coloured by their measured
+    droplet fraction; both with the P -> infinity boundaries."""
+    from matplotlib.colors import LogNorm
+
     _check(ds, "reproduce.phase_diagram_modular")
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
     s2, P = ds["s2"].values, ds["P"].values
-    mesh = ax.pcolormesh(s2, P, ds["droplet_fraction"].values, shading="nearest", cmap="magma", vmin=0, vmax=1)
-    fig.colorbar(mesh, ax=ax, label="droplet fraction")
-    for v, name, ls in ((float(ds.attrs["gmfl1_s2"]), "GMFL-I onset (P → ∞)", "-"),
-                        (float(ds.attrs["gmfl2_s2"]), "GMFL-II onset (P → ∞)", "--")):
-        if v > 0:
-            ax.axvline(v, color="deepskyblue", lw=1.5, ls=ls, label=f"{name}: σ² = {v:.3f}")
-    if "sim_s2" in ds and ds.sizes.get("sim_point"):
-        br = ds["sim_branch"].values.astype(str)
-        for b, mk, off in (("cooling", "v", -0.25), ("heating", "^", 0.25), ("independent", "o", 0.0)):
-            sel = br == b
-            if sel.any():
-                ax.scatter(ds["sim_s2"].values[sel], ds["sim_P"].values[sel] + off, c=ds["sim_droplet"].values[sel],
-                           cmap="magma", vmin=0, vmax=1, marker=mk, s=60, edgecolors="w", linewidths=1.0, zorder=5,
-                           label=f"Langevin, {b}")
-    ax.set_xlabel("σ²")
-    ax.set_ylabel("P")
-    ax.set_title(f"modular addition, N = {float(ds.attrs.get('param_N', 64)):g}, "
-                 f"{ds.attrs.get('convention', '')} normalisation", fontsize=9)
-    leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
-    leg.get_frame().set_alpha(0.8)
+    have = "sim_s2" in ds and ds.sizes.get("sim_point", 0) > 0
+    floor = 1e-4
+    specs = ((axes[0], "target_component", "sim_target", "target component 1 + a", None),
+             (axes[1], "droplet_fraction", "sim_droplet", "droplet fraction (log scale; sims at 0 drawn at 1e-4)",
+              LogNorm(vmin=floor, vmax=1.0)))
+    for ax, field, simfield, label, norm in specs:
+        vals = ds[field].values
+        if norm is None:
+            vmax = max(float(np.nanmax(vals)), float(np.nanmax(ds[simfield].values)) if have else 0.0, 1e-6)
+            kw = dict(vmin=0.0, vmax=vmax, cmap="viridis")
+        else:
+            kw = dict(norm=norm, cmap="magma")
+            vals = np.clip(vals, floor, 1.0)
+        mesh = ax.pcolormesh(s2, P, vals, shading="nearest", **kw)
+        fig.colorbar(mesh, ax=ax, label=label)
+        for v, name, ls in ((float(ds.attrs["gmfl1_s2"]), "GMFL-I onset (P → ∞)", "-"),
+                            (float(ds.attrs["gmfl2_s2"]), "GMFL-II onset (P → ∞)", "--")):
+            if v > 0:
+                ax.axvline(v, color="deepskyblue", lw=1.5, ls=ls, label=f"{name}: σ² = {v:.3f}")
+        if have:
+            br = ds["sim_branch"].values.astype(str)
+            for b, mk, off in (("cooling", "v", -0.3), ("heating", "^", 0.3), ("independent", "o", 0.0)):
+                sel = br == b
+                if sel.any():
+                    c = ds[simfield].values[sel]
+                    ax.scatter(ds["sim_s2"].values[sel], ds["sim_P"].values[sel] + off,
+                               c=np.clip(c, floor, 1.0) if norm is not None else c, marker=mk, s=70,
+                               edgecolors="w", linewidths=1.0, zorder=5, label=f"Langevin, {b}", **kw)
+        ax.set_xlabel("σ²")
+        ax.set_ylabel("P")
+        leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
+        leg.get_frame().set_alpha(0.8)
+    fig.suptitle(f"modular addition: finite-P theory ({ds.attrs.get('convention', '')} normalisation) at "
+                 f"N = {float(ds.attrs.get('param_N', 64)):g}, γ = {float(ds.attrs.get('param_gamma', 0.01)):g}, "
+                 f"σ_a²P² fixed, and Langevin simulations", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf=True)
 
@@ -227,8 +246,8 @@ def plot_sample_complexity(ds: xr.Dataset, path) -> list[Path]:
             if np.isfinite(v):
                 ax.axvline(v, color=col, ls=":", lw=1)
                 ax.text(v, 0.55, f" n½ = {v:.3g}", color=col, fontsize=7, rotation=90, va="bottom")
-        if tag == "sim" and "sim_n" in ds and ds.sizes.get("sim_point"):
-            ax.errorbar(ds["sim_n"].values, ds["sim_cubic"].values, yerr=ds["sim_cubic_sem"].values, fmt="o",
+        if tag == "sim" and "point_n" in ds and ds.sizes.get("sim_point"):
+            ax.errorbar(ds["point_n"].values, ds["point_cubic"].values, yerr=ds["point_cubic_sem"].values, fmt="o",
                         color="tab:red", capsize=2, label="Langevin")
         ax.set_xscale("log")
         ax.set_ylim(-0.05, 1.05)

@@ -680,7 +680,7 @@ def sample_complexity_data(ctx: Context) -> Step:
     theory_cfg = {"base": base.as_dict(), "n": n, "sim_beta": sim_beta, "approximations": list(ts.APPROXIMATIONS)}
 
     def theory():
-        out = {}
+        out, extra = {}, {}
         for tag, beta in (("paper", 1.0), ("sim", sim_beta)):
             grid = base.broadcast().replace(n=n).scaled(alpha=beta, beta=beta)
             g = gp.solve_gp(grid)
@@ -693,8 +693,14 @@ def sample_complexity_data(ctx: Context) -> Step:
                 out[f"{tag}_finite_{ap}_cubic"] = (("n",), np.asarray(fd.cubic_learned))
                 out[f"{tag}_finite_{ap}_linear"] = (("n",), np.asarray(fd.linear_learned))
                 out[f"{tag}_limit_{ap}_cubic"] = (("n",), np.asarray(lim.cubic_learned))
+            one = base.broadcast().scaled(alpha=beta, beta=beta)
+            extra[f"{tag}_gp_n_half_cubic"] = float(np.asarray(gp.solve_gp(one).n_half_cubic).ravel()[0])
+            for ap in ts.APPROXIMATIONS:        # GFL -> GMFL-I onset along n (scaling limit)
+                tr = ts.solve_transition(one, along="n", lo=float(one.n) / 1e3, hi=float(one.n) * 1e3,
+                                         approximation=ap)
+                extra[f"{tag}_limit_{ap}_n_onset"] = float(np.asarray(tr.value).ravel()[0])
         ds = xr.Dataset(out, coords={"n_base": n})
-        return _annotated(ds, "reproduce.theory_sample_complexity", theory_cfg)
+        return _annotated(ds, "reproduce.theory_sample_complexity", theory_cfg, extra=extra)
 
     th = ctx.step("theory_sample_complexity", theory_cfg, theory)
     sims = []
@@ -704,22 +710,32 @@ def sample_complexity_data(ctx: Context) -> Step:
 
     def compute():
         ds = th.ds.copy()
-        pts = {k: [] for k in ("n", "beta", "s2", "cubic", "cubic_sem", "linear", "linear_sem")}
+        pts = {k: [] for k in ("n", "beta", "s2", "cubic", "cubic_sem", "linear", "linear_sem",
+                               "theory_exact_cubic", "theory_concentrated_cubic", "gp_cubic")}
         for s in sims:
             sd = s.ds
+            at = ts.TeacherStudentParams(N=float(sd.attrs["N"]), n=float(sd.attrs["n"]), d=float(sd.attrs["d"]),
+                                         sa2=float(sd.attrs["sa2"]), s2=np.asarray(sd["s2"].values, np.float64),
+                                         sw2=float(sd.attrs["param_sw2"]), eps=float(sd.attrs["param_eps"]))
+            th_pts = {ap: np.asarray(ts.solve_finite_d(at, approximation=ap).cubic_learned)
+                      for ap in ts.APPROXIMATIONS}
+            gp_pts = np.asarray(gp.solve_gp(at).cubic_learned)
             for i, v in enumerate(sd["s2"].values):
+                for ap in ts.APPROXIMATIONS:    # the theories at exactly the simulated sizes
+                    pts[f"theory_{ap}_cubic"].append(float(th_pts[ap][i]))
+                pts["gp_cubic"].append(float(gp_pts[i]))
                 pts["n"].append(float(sd.attrs["n"]))
                 pts["beta"].append(float(sd.attrs.get("param_beta", 1.0)))
                 pts["s2"].append(float(v))
                 for k, name in (("cubic", "cubic_learned"), ("linear", "linear_learned")):
                     pts[k].append(float(sd[name].values[i]))
                     pts[f"{k}_sem"].append(float(sd[f"{name}_sem"].values[i]))
-        for k, v in pts.items():
-            ds[f"sim_{k}"] = (("sim_point",), np.asarray(v, np.float64))
-        extra = {}
+        for k, v in pts.items():        # (not sim_*: the theory's curves at the sims' configuration are sim_*)
+            ds[f"point_{k}"] = (("sim_point",), np.asarray(v, np.float64))
+        extra = {k: v for k, v in th.ds.attrs.items() if k.endswith("_n_half_cubic") or k.endswith("_n_onset")}
         for tag in ("paper", "sim"):
             nn = ds[f"{tag}_n"].values
-            for kind in ("gp", "finite_exact", "finite_concentrated", "limit_exact", "limit_concentrated"):
+            for kind in ("finite_exact", "finite_concentrated", "limit_exact", "limit_concentrated"):
                 extra[f"{tag}_{kind}_n_half_cubic"] = _crossing(nn, ds[f"{tag}_{kind}_cubic"].values)
         return _annotated(ds, "reproduce.sample_complexity", {"scale": ctx.scale, **cfg}, extra=extra)
 
@@ -785,7 +801,11 @@ def reproduce_one(ctx: Context, name: str) -> dict:
     elif name == "sample-complexity":
         st = sample_complexity_data(ctx)
         files = pr.plot_sample_complexity(load_dataset(st.path), path)
-        summary.update({k: _finite(v) for k, v in st.ds.attrs.items() if "n_half" in k})
+        summary.update({k: _finite(v) for k, v in st.ds.attrs.items() if "n_half" in k or "n_onset" in k})
+        if st.ds.sizes.get("sim_point", 0):
+            summary["points"] = [{k: float(st.ds[f"point_{k}"].values[j]) for k in
+                                  ("n", "beta", "s2", "cubic", "cubic_sem", "theory_exact_cubic",
+                                   "theory_concentrated_cubic", "gp_cubic")} for j in range(st.ds.sizes["sim_point"])]
     else:
         raise ParameterError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)} or all")
     summary["data"] = str(st.path)
