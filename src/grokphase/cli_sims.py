@@ -140,6 +140,18 @@ def add_parsers(groups, positive, finite) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = csub.add_parser("perp-norm", help="t = |w_perp|^2 of droplet and bulk neurons vs the exact and concentrated "
+                                          "theories (THEORY.md §3b)",
+                        description="Compare teacher-student simulation files (recorded with t = |w_perp|^2) with "
+                                    "the exact and the concentrated finite-d theory at the simulated sizes: mean t of "
+                                    "droplet and bulk neurons, droplet and learned fractions, EK controls (same N, d, "
+                                    "u, r at larger n) and the transition the simulations imply under each theory.")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_perp_norm)
+
 
 def _add_run_options(p, positive) -> None:
     g = p.add_argument_group("ensemble and dynamics")
@@ -490,6 +502,8 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
         if cspec.get("plot"):
             plot_result(cmp, cspec["plot"])
             summary["plot"] = str(cspec["plot"])
+    if spec.get("perp_norm") is not None:
+        summary["perp_norm"] = perp_norm_comparison(results, spec["perp_norm"], out_dir)
     return summary
 
 
@@ -585,5 +599,43 @@ def cmd_run(args) -> int:
         lines.append(f"wrote {summary['plot']}")
     if "modular_compare" in summary:
         lines.extend(_modular_lines(summary["modular_compare"]))
+    if "perp_norm" in summary:
+        from grokphase.perp_norm import perp_norm_lines
+
+        lines.extend(perp_norm_lines(summary["perp_norm"]))
     _emit(args, summary, lines)
+    return 0
+
+
+def perp_norm_comparison(results, pspec: dict, out_dir: Path) -> dict:
+    """The ``[perp_norm]`` table of an experiment file (``out``, ``plot``): compare_perp_norm of all
+    its simulations, saved and summarised."""
+    from grokphase.io import save_dataset
+    from grokphase.perp_norm import compare_perp_norm, perp_norm_summary, plot_perp_norm
+
+    cmp = compare_perp_norm(results)
+    out = Path(pspec.get("out", out_dir / "perp_norm.nc"))
+    save_dataset(cmp, out)
+    summary = {**perp_norm_summary(cmp), "out": str(out)}
+    if pspec.get("plot"):
+        plot_perp_norm(cmp, pspec["plot"])
+        summary["plot"] = str(pspec["plot"])
+    return summary
+
+
+def cmd_compare_perp_norm(args) -> int:
+    from grokphase.cli import _emit
+    from grokphase.io import load_dataset, save_dataset
+    from grokphase.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary, plot_perp_norm
+
+    sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
+    cmp = compare_perp_norm(sims)
+    summary = perp_norm_summary(cmp)
+    if args.out:
+        save_dataset(cmp, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_perp_norm(cmp, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, perp_norm_lines(summary))
     return 0

@@ -17,7 +17,11 @@ Observables at every record time (per network):
 * ``train_mse``, ``test_mse`` (mean squared error), ``w_norm2`` (mean |w_i|^2 over neurons).
 
 Accumulated after burn-in over every record time: the histogram of q over all neurons, time
-averages of every recorded scalar, and the time-averaged test and training outputs (the posterior
+averages of every recorded scalar, the second order parameter t = |w_perp|^2 = |w|^2 - q^2 of every
+neuron (THEORY.md §3b) as the sum of t per q bin (``t_sum_q``: with ``q_hist`` it gives the mean t of
+the neurons beyond and inside any |q| threshold on the q grid, e.g. the droplet threshold below) and
+as a coarse 2-D histogram on (q, t) (``qt_hist``, ``qt_q_bins`` x ``t_bins`` bins over
+[-q_max, q_max] x [0, t_max]; bounded memory, one scatter-add of N entries per record), and the time-averaged test and training outputs (the posterior
 mean predictor of each network; averaged over a data set's initialisations it is the ensemble-mean
 predictor, whose test MSE is reported as ``ensemble_test_mse``).
 
@@ -121,6 +125,9 @@ class TeacherStudentSim:
     n_test: int = 3000
     q_bins: int = 240
     q_max: float = 1.5
+    qt_q_bins: int = 60
+    t_bins: int = 50
+    t_max: float = 1.25
     droplet_threshold: float | None = None
     beta: float = 1.0
     alpha: float = 1.0
@@ -137,7 +144,7 @@ class TeacherStudentSim:
                                      f"got {list(self.s2)}")
         if isinstance(self.swap_every, bool) or int(self.swap_every) != self.swap_every or self.swap_every < 1:
             raise ParameterError(f"swap_every must be an integer >= 1, got {self.swap_every!r}")
-        for name in ("N", "n", "d", "datasets", "inits", "n_test", "q_bins"):
+        for name in ("N", "n", "d", "datasets", "inits", "n_test", "q_bins", "qt_q_bins", "t_bins"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
@@ -149,7 +156,7 @@ class TeacherStudentSim:
         if not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
             raise ParameterError(f"s2 must be finite and > 0, got {s2.tolist()}")
         object.__setattr__(self, "s2", tuple(float(v) for v in s2))
-        for name in ("sw2", "lr", "q_max"):
+        for name in ("sw2", "lr", "q_max", "t_max"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
@@ -226,14 +233,16 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
     per-network array arguments), and is cached on them, so a second simulation with the same sizes
     reuses the compiled executables."""
     model = TwoLayerNet(sim.N) if model is None else model
-    return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model)
+    return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
+                      sim.qt_q_bins, sim.t_bins, float(sim.t_max))
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
-               model) -> Task:
+               model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25) -> Task:
     dtype = DTYPES[dtype_name]
     edges_lo, width = -q_max, 2.0 * q_max / q_bins
+    qt_width, t_width = 2.0 * q_max / qt_q_bins, t_max / t_bins
 
     def make_data(key, hyper):
         k_w, k_x, k_t = jax.random.split(key, 3)
@@ -274,6 +283,8 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
         return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
                 "q_hist": jnp.zeros((q_bins,), jnp.float64), "q_overflow": jnp.zeros((), jnp.float64),
+                "t_sum_q": jnp.zeros((q_bins,), jnp.float64), "t_overflow_sum": jnp.zeros((), jnp.float64),
+                "qt_hist": jnp.zeros((qt_q_bins * t_bins,), jnp.float64), "qt_overflow": jnp.zeros((), jnp.float64),
                 "f_train": jnp.zeros(f_train.shape, jnp.float64), "f_test": jnp.zeros(f_test.shape, jnp.float64)}
 
     def observe(theta, data, hyper, accum, weight):
@@ -297,14 +308,26 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         q = w_star @ w
         k = jnp.floor((q - edges_lo) / width).astype(jnp.int32)
         inside = (k >= 0) & (k < q_bins)
-        hist = jnp.zeros((q_bins,), jnp.float64).at[jnp.clip(k, 0, q_bins - 1)].add(
-            jnp.where(inside, 1.0, 0.0))
+        kc = jnp.clip(k, 0, q_bins - 1)
+        hist = jnp.zeros((q_bins,), jnp.float64).at[kc].add(jnp.where(inside, 1.0, 0.0))
+        # second order parameter t = |w_perp|^2 (THEORY.md §3b), summed per q bin and binned in 2-D
+        t = (jnp.sum(w * w, axis=0) - q * q).astype(jnp.float64)
+        t_sum = jnp.zeros((q_bins,), jnp.float64).at[kc].add(jnp.where(inside, t, 0.0))
+        kq2 = jnp.floor((q - edges_lo) / qt_width).astype(jnp.int32)
+        kt = jnp.floor(t / t_width).astype(jnp.int32)
+        inside2 = (kq2 >= 0) & (kq2 < qt_q_bins) & (kt >= 0) & (kt < t_bins)
+        flat = jnp.clip(kq2, 0, qt_q_bins - 1) * t_bins + jnp.clip(kt, 0, t_bins - 1)
+        hist2 = jnp.zeros((qt_q_bins * t_bins,), jnp.float64).at[flat].add(jnp.where(inside2, 1.0, 0.0))
         wt = weight.astype(jnp.float64)
         accum = {
             "count": accum["count"] + wt,
             "sums": {name: accum["sums"][name] + wt * record[name].astype(jnp.float64) for name in SCALAR_RECORDS},
             "q_hist": accum["q_hist"] + wt * hist,
             "q_overflow": accum["q_overflow"] + wt * jnp.sum(~inside),
+            "t_sum_q": accum["t_sum_q"] + wt * t_sum,
+            "t_overflow_sum": accum["t_overflow_sum"] + wt * jnp.sum(jnp.where(inside, 0.0, t)),
+            "qt_hist": accum["qt_hist"] + wt * hist2,
+            "qt_overflow": accum["qt_overflow"] + wt * jnp.sum(~inside2),
             "f_train": accum["f_train"] + wt * f_train.astype(jnp.float64),
             "f_test": accum["f_test"] + wt * f_test.astype(jnp.float64),
         }
@@ -451,6 +474,34 @@ def _sem(values: np.ndarray) -> np.ndarray:
     return np.full(values.shape[:-2], np.inf)
 
 
+def _ratio_mean_sem(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled ratio sum(num)/sum(den) over the last two axes (dataset, init) and its jackknife
+    standard error over data sets (each pooled over its inits) when there are >= 2 data sets, else
+    over inits (inf with a single network).  Units without any count (den = 0) carry no weight, so
+    a network without droplet neurons does not make the ensemble value undefined; NaN where no
+    network has a count."""
+    D, I = num.shape[-2:]
+    if D >= 2:
+        nu, de = num.sum(axis=-1), den.sum(axis=-1)
+    elif I >= 2:
+        nu, de = num[..., 0, :], den[..., 0, :]
+    else:
+        tot = den.sum(axis=(-2, -1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, num.sum(axis=(-2, -1)) / tot, np.nan), np.full(tot.shape, np.inf)
+    M = nu.shape[-1]
+    NU, DE = nu.sum(axis=-1, keepdims=True), de.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        full = np.where(DE[..., 0] > 0, NU[..., 0] / DE[..., 0], np.nan)
+        loo = (NU - nu) / (DE - de)                                     # leave-one-out ratios
+        loo = np.where(DE - de > 0, loo, np.nan)
+        ok = np.sum(np.isfinite(loo), axis=-1)
+        dev = np.nansum((loo - np.nanmean(np.where(np.isfinite(loo), loo, np.nan), axis=-1, keepdims=True)) ** 2,
+                        axis=-1)
+        sem = np.where(ok >= 2, np.sqrt((M - 1) / M * dev), np.inf)
+    return full, sem
+
+
 def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> xr.Dataset:
     """Result Dataset with dims (s2, dataset, init, time, q): trajectories, time averages,
     q histograms, ensemble statistics with standard errors, and the run's parameters."""
@@ -484,6 +535,29 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     data_vars["droplet_fraction"] = (("s2",), frac.mean(axis=(1, 2)))
     data_vars["droplet_fraction_sem"] = (("s2",), _sem(frac))
     data_vars["droplet_threshold"] = (("s2",), thr)
+    # t = |w_perp|^2 of the droplet (|q| beyond the same threshold, overflow included) and bulk neurons
+    t_sum_q = np.asarray(acc["t_sum_q"]).reshape(shape + (sim.q_bins,))
+    t_over = np.asarray(acc["t_overflow_sum"]).reshape(shape)
+    data_vars["t_sum_q"] = (("s2", "dataset", "init", "q"), t_sum_q)
+    data_vars["t_overflow_sum"] = (("s2", "dataset", "init"), t_over)
+    bw = beyond[:, None, None, :]
+    n_drop = (q_hist * bw).sum(axis=-1) + data_vars["q_overflow"][1]
+    t_drop = (t_sum_q * bw).sum(axis=-1) + t_over
+    n_bulk = (q_hist * ~bw).sum(axis=-1)
+    t_bulk = (t_sum_q * ~bw).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        data_vars["t_droplet_network"] = (("s2", "dataset", "init"), np.where(n_drop > 0, t_drop / n_drop, np.nan))
+        data_vars["t_bulk_network"] = (("s2", "dataset", "init"), np.where(n_bulk > 0, t_bulk / n_bulk, np.nan))
+    for name, (nu, de) in {"t_droplet": (t_drop, n_drop), "t_bulk": (t_bulk, n_bulk)}.items():
+        mean, sem = _ratio_mean_sem(nu, de)
+        data_vars[name], data_vars[f"{name}_sem"] = (("s2",), mean), (("s2",), sem)
+    qt_edges = np.linspace(-sim.q_max, sim.q_max, sim.qt_q_bins + 1)
+    t_edges = np.linspace(0.0, sim.t_max, sim.t_bins + 1)
+    coords["qt_q"] = 0.5 * (qt_edges[1:] + qt_edges[:-1])
+    coords["t"] = 0.5 * (t_edges[1:] + t_edges[:-1])
+    data_vars["qt_hist"] = (("s2", "dataset", "init", "qt_q", "t"),
+                            np.asarray(acc["qt_hist"]).reshape(shape + (sim.qt_q_bins, sim.t_bins)))
+    data_vars["qt_overflow"] = (("s2", "dataset", "init"), np.asarray(acc["qt_overflow"]).reshape(shape))
     # ensemble-mean predictor per data set: time- and init-averaged test outputs
     f_test = np.asarray(acc["f_test"]).reshape(shape + (-1,)) / count[..., None]
     keys = np.asarray(members.data_keys)[: D * I: I]
@@ -496,6 +570,12 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
                                           else np.full(S, np.inf))
     ds = xr.Dataset(data_vars, coords=coords)
     ds["q_edges"] = (("q_edge",), edges)
+    ds["qt_q_edges"] = (("qt_q_edge",), qt_edges)
+    ds["t_edges"] = (("t_edge",), t_edges)
+    ds["t_droplet"].attrs["long_name"] = ("mean t = |w_perp|^2 of the neurons with |q| beyond droplet_threshold "
+                                          "(pooled ratio; _sem: jackknife over data sets)")
+    ds["t_bulk"].attrs["long_name"] = "mean t = |w_perp|^2 of the neurons with |q| inside droplet_threshold"
+    ds["qt_hist"].attrs["long_name"] = "2-D histogram of (q, t = |w_perp|^2) over neurons and record times"
     ds["count"] = (("s2", "dataset", "init"), count)
     ds["theory_droplet_fraction"] = (("s2",), theory_droplet)
     ds["theory_droplet_fraction"].attrs["long_name"] = "finite-d theory's mass of p(q) beyond droplet_threshold"
