@@ -491,7 +491,10 @@ def _ratio_mean_sem(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.nd
             return np.where(tot > 0, num.sum(axis=(-2, -1)) / tot, np.nan), np.full(tot.shape, np.inf)
     M = nu.shape[-1]
     NU, DE = nu.sum(axis=-1, keepdims=True), de.sum(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    import warnings
+
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN leave-one-out rows: sem = inf below
         full = np.where(DE[..., 0] > 0, NU[..., 0] / DE[..., 0], np.nan)
         loo = (NU - nu) / (DE - de)                                     # leave-one-out ratios
         loo = np.where(DE - de > 0, loo, np.nan)
