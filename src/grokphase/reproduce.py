@@ -33,8 +33,10 @@ import xarray as xr
 from grokphase import __version__
 from grokphase.errors import ParameterError, ResultFileError
 
-#: bump when a step's recipe changes in a way that changes its result (invalidates old caches)
+#: bump when a step's recipe changes in a way that changes its result (invalidates old caches):
+#: RECIPE_VERSION for every step, RECIPES[kind] for one kind of step (and what depends on it)
 RECIPE_VERSION = 1
+RECIPES = {"theory_sample_complexity": 2, "sample_complexity": 2}
 SCALES = ("tiny", "quick", "paper")
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "phase-diagram-ts", "phase-diagram-modular",
            "sample-complexity")
@@ -95,7 +97,7 @@ def _canonical(obj: Any) -> str:
 def step_key(kind: str, config: Any, deps: Sequence[str] = ()) -> str:
     """sha256 of the step kind, its configuration, its inputs' keys, the recipe and package versions."""
     text = _canonical({"kind": kind, "config": config, "deps": list(deps), "recipe": RECIPE_VERSION,
-                       "version": __version__})
+                       "kind_recipe": RECIPES.get(kind, 1), "version": __version__})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
