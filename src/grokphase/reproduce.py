@@ -96,8 +96,10 @@ def _canonical(obj: Any) -> str:
 
 def step_key(kind: str, config: Any, deps: Sequence[str] = ()) -> str:
     """sha256 of the step kind, its configuration, its inputs' keys, the recipe and package versions."""
-    text = _canonical({"kind": kind, "config": config, "deps": list(deps), "recipe": RECIPE_VERSION,
-                       "kind_recipe": RECIPES.get(kind, 1), "version": __version__})
+    payload = {"kind": kind, "config": config, "deps": list(deps), "recipe": RECIPE_VERSION, "version": __version__}
+    if RECIPES.get(kind, 1) != 1:
+        payload["kind_recipe"] = RECIPES[kind]
+    text = _canonical(payload)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
