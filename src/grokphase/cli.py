@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     from grokphase.cli_sims import add_parsers as _add_sim_parsers
 
     _add_sim_parsers(groups, _positive, _finite)
+    from grokphase.cli_reproduce import add_parser as _add_reproduce_parser
+
+    _add_reproduce_parser(groups)
 
     p = groups.add_parser("plot", help="draw the figure of a saved result file")
     p.add_argument("result", metavar="RESULT.nc")

@@ -241,11 +241,18 @@ def plot_sample_complexity(ds: xr.Dataset, path) -> list[Path]:
         ax.plot(n, ds[f"{tag}_finite_concentrated_cubic"], color="tab:orange", lw=1.5,
                 label="finite width, finite d (concentrated, paper)")
         ax.plot(n, ds[f"{tag}_limit_exact_cubic"], "k--", lw=1, label="scaling limit (exact)")
-        for kind, col in (("gp", "tab:gray"), ("finite_exact", "tab:blue"), ("finite_concentrated", "tab:orange")):
+        for kind, col, y, ha in (("gp", "tab:gray", 0.55, "right"), ("finite_exact", "tab:blue", 0.45, "right"),
+                                 ("finite_concentrated", "tab:orange", 0.62, "left")):
             v = float(ds.attrs.get(f"{tag}_{kind}_n_half_cubic", np.nan))
             if np.isfinite(v):
                 ax.axvline(v, color=col, ls=":", lw=1)
-                ax.text(v, 0.55, f" n½ = {v:.3g}", color=col, fontsize=7, rotation=90, va="bottom")
+                ax.text(v, y, f" n½ = {v:.3g} ", color=col, fontsize=7, ha=ha, va="center",
+                        bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.5))
+        for ap, col in (("exact", "tab:blue"), ("concentrated", "tab:orange")):
+            v = float(ds.attrs.get(f"{tag}_limit_{ap}_n_onset", np.nan))
+            if np.isfinite(v):
+                ax.plot([v], [0.0], "^", color=col, ms=8, mec="k",
+                        label=f"GFL → GMFL-I onset ({ap}): n = {v:.3g}")
         if tag == "sim" and "point_n" in ds and ds.sizes.get("sim_point"):
             ax.errorbar(ds["point_n"].values, ds["point_cubic"].values, yerr=ds["point_cubic_sem"].values, fmt="o",
                         color="tab:red", capsize=2, label="Langevin")
@@ -254,6 +261,6 @@ def plot_sample_complexity(ds: xr.Dataset, path) -> list[Path]:
         ax.set_xlabel("n (training points)")
         ax.set_ylabel("cubic learned fraction 1 − c/ε")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=6.5, loc="upper left")
     fig.tight_layout()
     return _save(fig, path, also_pdf=True)
