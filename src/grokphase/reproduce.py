@@ -23,7 +23,6 @@ import math
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -67,13 +66,9 @@ def find_definitions(root: str | os.PathLike | None = None) -> Path:
 
 
 def _load_toml(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ParameterError(f"experiment definition {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ParameterError(f"{path}: not valid TOML ({exc})") from None
+    from grokphase.cli_sims import _load_toml as load
+
+    return load(str(path))
 
 
 def figure_config(defs: dict, name: str, scale: str) -> dict:
@@ -172,6 +167,13 @@ class Context:
             raise ParameterError(f"{DEFINITIONS}: no '{what}' experiment file for scale {self.scale}")
         path = self.defs_root / rel
         return path, _load_toml(path)
+
+    def ts_runs(self, cfg: dict) -> list[Step]:
+        """The teacher-student runs of the figure's ``sims`` file (none if it names none)."""
+        if not cfg.get("sims"):
+            return []
+        path, spec = self.sims_file(cfg)
+        return ts_simulations(self, path, spec)
 
     def figure_paths(self, name: str) -> Path:
         return self.out_dir / f"{name.replace('-', '_')}_{self.scale}.png"
@@ -561,10 +563,7 @@ def pd_ts_data(ctx: Context) -> Step:
         return _annotated(ds, "reproduce.theory_ts_beta_diagram", {"scale": ctx.scale, **theory_cfg}, extra=extra)
 
     th = ctx.step("theory_ts_beta_diagram", theory_cfg, theory)
-    sims = []
-    if cfg.get("sims"):
-        path, spec = ctx.sims_file(cfg)
-        sims = ts_simulations(ctx, path, spec)
+    sims = ctx.ts_runs(cfg)
 
     def compute():
         ds = th.ds.copy()
@@ -707,10 +706,7 @@ def sample_complexity_data(ctx: Context) -> Step:
         return _annotated(ds, "reproduce.theory_sample_complexity", theory_cfg, extra=extra)
 
     th = ctx.step("theory_sample_complexity", theory_cfg, theory)
-    sims = []
-    if cfg.get("sims"):
-        path, spec = ctx.sims_file(cfg)
-        sims = ts_simulations(ctx, path, spec)
+    sims = ctx.ts_runs(cfg)
 
     def compute():
         ds = th.ds.copy()
