@@ -136,6 +136,9 @@ def add_parsers(groups, positive, finite) -> None:
                                       "figure.  Finished simulations are reused and interrupted ones resume.")
     p.add_argument("file", metavar="FILE.toml")
     p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--only", metavar="PREFIX", default=None,
+                   help="teacher-student files: run only the [[sim]] entries whose name starts with PREFIX (and "
+                        "the [[hysteresis]] tables that use only those), e.g. the CPU-sized part of a file")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -179,6 +182,21 @@ def _add_run_options(p, positive) -> None:
                    help="parallel tempering across the s2 ladder: each (dataset, init) is one ladder with one "
                         "replica per s2; swap statistics and round trips are recorded, a sparse ladder is reported")
     g.add_argument("--swap-every", type=_int_ge(1), default=10, help="steps between swap rounds (default 10)")
+    g.add_argument("--anneal", choices=("none", "down", "up", "both"), default="none",
+                   help="sweep the s2 values carrying the state from one to the next: down = cooling (from the "
+                        "prior), up = heating (from the ordered droplet start), both = the two branches side by side")
+    g.add_argument("--start", choices=("auto", "prior", "ordered"), default="auto",
+                   help="initial state: the prior, or the theory's droplet saddle (neurons at w.w* = +-q* with "
+                        "|w_perp|^2 = t*, readout drawn from its conditional posterior); auto = prior, except "
+                        "ordered for a heating branch")
+    g.add_argument("--ordered-droplets", choices=("all", "theory"), default="all",
+                   help="ordered start: every neuron at the droplet saddle (all) or the theory's number of droplet "
+                        "neurons at that s2 (theory), the rest prior draws")
+    g.add_argument("--ordered-theory", choices=("finite-d", "limit"), default="finite-d",
+                   help="theory of the ordered start's q*, t* and droplet fraction: finite-d at the simulated sizes "
+                        "(default) or the scaling limit")
+    g.add_argument("--ordered-approximation", choices=("exact", "concentrated"), default="exact",
+                   help="exact (q, t) theory (t* below sw2, default) or the concentrated one (t* = sw2)")
 
 
 def request_host_devices(k: int | None) -> None:
@@ -234,7 +252,11 @@ def _sim_from_options(opts: dict[str, Any]):
         steps=steps, burn_in=burn_in, lr=lr, record_every=int(opts.get("record_every", 100)),
         log_times=bool(opts.get("log_times", False)), optimizer=str(opts.get("optimizer", "langevin")),
         weight_decay=float(opts.get("weight_decay", 0.0)), dtype=str(opts.get("dtype", "float32")),
-        replica_exchange=bool(opts.get("replica_exchange", False)), swap_every=int(opts.get("swap_every", 10)))
+        replica_exchange=bool(opts.get("replica_exchange", False)), swap_every=int(opts.get("swap_every", 10)),
+        anneal=str(opts.get("anneal", "none")), start=str(opts.get("start", "auto")),
+        ordered_droplets=str(opts.get("ordered_droplets", "all")),
+        ordered_theory=str(opts.get("ordered_theory", "finite-d")),
+        ordered_approximation=str(opts.get("ordered_approximation", "exact")))
 
 
 def _run_sim(sim, *, devices, opts: dict[str, Any], progress: bool):
@@ -263,7 +285,8 @@ def cmd_sim_teacher_student(args) -> int:
     lines = [f"teacher-student Langevin: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
     for pt in points:
-        lines.append(f"  s2={pt['s2']:.4g}  linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
+        branch = f"{pt['branch']} " if "branch" in pt else ""
+        lines.append(f"  {branch}s2={pt['s2']:.4g}  linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
                      f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}  droplets "
                      f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
                      f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
@@ -417,7 +440,8 @@ def _load_toml(path: str) -> dict:
 
 _SIM_KEYS = {"N", "n", "d", "sa2", "sw2", "eps", "s2", "beta", "alpha", "datasets", "inits", "seed", "steps",
              "burn_in", "lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype", "ensemble_chunk",
-             "memory_gb", "checkpoint_every", "name", "replica_exchange", "swap_every"}
+             "memory_gb", "checkpoint_every", "name", "replica_exchange", "swap_every", "anneal", "start",
+             "ordered_droplets", "ordered_theory", "ordered_approximation"}
 
 
 def _experiment_devices(spec: dict, devices_k: int | None):
@@ -456,7 +480,8 @@ def _reusable(target: Path, kind: str, matches, name: str):
     return old
 
 
-def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = True) -> dict:
+def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = True,
+                   only: str | None = None) -> dict:
     """Run an experiment file: ``[[sim]]`` tables (options of ``grokphase sim teacher-student``, with
     ``[common]`` defaults), then ``[compare]`` (``plot``, ``out``).  ``host_devices = K`` shares each
     ensemble over K CPU host devices when no accelerator is present.  Outputs go to ``out_dir`` (relative
@@ -476,7 +501,19 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
     common = spec.get("common", {})
     out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
     if model == "modular":
+        if only is not None:
+            raise ParameterError("--only selects teacher-student [[sim]] entries; modular files run whole")
         return _run_modular_experiment(path, spec, sims, common, out_dir, devices_k, progress)
+    if only is not None:
+        sims = [e for i, e in enumerate(sims) if str(e.get("name", f"sim{i}")).startswith(only)]
+        if not sims:
+            raise ParameterError(f"{path}: no [[sim]] name starts with {only!r}")
+        keep = {str(e["name"]) for e in sims if "name" in e}
+        h = spec.get("hysteresis")
+        if h is not None:
+            tables = [t for t in (h if isinstance(h, list) else [h])
+                      if all(t[k] in keep for k in ("cooling", "heating", "replica") if k in t)]
+            spec = {**spec, "hysteresis": tables or None}
     devices = _experiment_devices(spec, devices_k)
     results, files = [], []
     for name, opts in _entries(path, sims, common, _SIM_KEYS):
@@ -504,7 +541,38 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
             summary["plot"] = str(cspec["plot"])
     if spec.get("perp_norm") is not None:
         summary["perp_norm"] = perp_norm_comparison(results, spec["perp_norm"], out_dir)
+    if spec.get("hysteresis") is not None:
+        names = [name for name, _ in _entries(path, sims, common, _SIM_KEYS)]
+        summary["hysteresis"] = ts_hysteresis_tables(path, spec["hysteresis"], dict(zip(names, results)), out_dir)
+        summary.setdefault("plots", []).extend(h["plot"] for h in summary["hysteresis"] if h.get("plot"))
     return summary
+
+
+def ts_hysteresis_tables(path: str, hspec, by_name: dict, out_dir: Path) -> list[dict]:
+    """The ``[hysteresis]`` table(s) of a teacher-student experiment file: ``cooling``, ``heating``,
+    ``replica`` name [[sim]] entries (an annealing run supplies both branches), ``approximation``
+    (exact or concentrated theory), ``out``, ``plot``.  A list of tables ([[hysteresis]]) gives one
+    analysis each (e.g. one per beta)."""
+    from grokphase.hysteresis import hysteresis_teacher_student
+    from grokphase.io import save_dataset
+    from grokphase.plotting_hysteresis import plot_hysteresis_teacher_student
+
+    tables = hspec if isinstance(hspec, list) else [hspec]
+    out = []
+    for i, h in enumerate(tables):
+        missing = [h[k] for k in ("cooling", "heating", "replica") if k in h and h[k] not in by_name]
+        if missing:
+            raise ParameterError(f"{path}: [hysteresis] names unknown [[sim]] entries: {', '.join(missing)}")
+        hyst = hysteresis_teacher_student({k: by_name[h[k]] for k in ("cooling", "heating", "replica") if k in h},
+                                          approximation=h.get("approximation", "exact"))
+        target = Path(h.get("out", out_dir / (f"hysteresis{i}.nc" if len(tables) > 1 else "hysteresis.nc")))
+        save_dataset(hyst, target)
+        entry = {"out": str(target), **json.loads(hyst.attrs["summary_json"])}
+        if h.get("plot"):
+            plot_hysteresis_teacher_student(hyst, h["plot"])
+            entry["plot"] = str(h["plot"])
+        out.append(entry)
+    return out
 
 
 _MODULAR_KEYS = {"P", "N", "alpha", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay",
@@ -586,7 +654,7 @@ def _jsonable_params(sim) -> dict:
 def cmd_run(args) -> int:
     from grokphase.cli import _emit
 
-    summary = run_experiment(args.file, devices_k=args.devices, progress=not args.no_progress)
+    summary = run_experiment(args.file, devices_k=args.devices, progress=not args.no_progress, only=args.only)
     lines = [f"simulations: {', '.join(summary['simulations'])}"]
     if summary.get("plots"):
         lines.append(f"wrote {', '.join(summary['plots'])}")
@@ -603,7 +671,28 @@ def cmd_run(args) -> int:
         from grokphase.perp_norm import perp_norm_lines
 
         lines.extend(perp_norm_lines(summary["perp_norm"]))
+    for h in summary.get("hysteresis", []) if isinstance(summary.get("hysteresis"), list) else []:
+        lines.extend(ts_hysteresis_lines(h))
     _emit(args, summary, lines)
+
+
+def ts_hysteresis_lines(h: dict) -> list[str]:
+    """Text lines of one teacher-student hysteresis summary."""
+    s2c = h["s2_c_limit"]
+    lines = [f"hysteresis N={h['N']:g} d={h['d']:g} n={h['n']:g} ({h['approximation']} theory; limit s2_c "
+             f"{s2c['exact']:.4g} exact, {s2c['concentrated']:.4g} concentrated) -> {h['out']}"]
+    th = dict(zip(h["theory"]["s2"], h["theory"]["cubic_learned"]))
+    for p, e in h["protocols"].items():
+        vals = ", ".join(f"{s:.4g}: {c:.4f}±{se:.4f} (th {th[s]:.4f})"
+                         for s, c, se in zip(e["s2"], e["cubic_learned"], e["cubic_learned_sem"]))
+        lines.append(f"  {p:8s} cubic {vals}; rms distance {e['rms_distance']:.4f}")
+        if p == "replica":
+            lines.append(f"           swap acceptance {', '.join(f'{a:.3f}' for a in e['swap_acceptance'])}; "
+                         f"{e['round_trips']} round trips; warning: {e['ladder_warning']}")
+    if "loop" in h:
+        lines.append(f"  loop (heating - cooling > {h['loop']['threshold_z']:g} SE): {h['loop']['loop_seen']} at "
+                     f"s2 {h['loop']['s2_open']}")
+    return lines
     return 0
 
 

@@ -1,6 +1,9 @@
-"""Hysteresis of the modular model (issue 8): cooling, heating and replica-exchange branches against
-the theory's equilibrium curve and metastable branches.  Reads saved simulation results; the theory
-is solved at exactly the simulated (N, P, sa2, gamma).
+"""Hysteresis (issue 8): cooling, heating and replica-exchange branches against the theory's
+equilibrium curve and metastable branches, for the modular model (:func:`hysteresis_modular`) and
+the teacher-student model (:func:`hysteresis_teacher_student`, below).  Reads saved simulation
+results; the theory is solved at exactly the simulated sizes.
+
+Modular model: the theory at exactly the simulated (N, P, sa2, gamma).
 
 Observables: the Rao-Blackwellised target component (``target_component_mean``) and the droplet
 fraction (fraction of neurons whose spectrum sits at the theory's Phi_+ in one mode; the theory's
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -114,3 +118,282 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
     ds.attrs["gmfl1_s2"] = s1
     return annotate(ds, kind="analysis.modular_hysteresis", parameters={"P": P, "N": N, "sa2": sa2, "gamma": gamma,
                                                                       "convention": convention})
+
+
+# ---------------------------------------------------------------------------------------------
+# teacher-student (THEORY.md §3, §3b)
+
+
+class FrozenBranch(NamedTuple):
+    """A metastable branch of the finite-d teacher-student theory with the droplet occupation frozen
+    (see :func:`solve_frozen_branch`); ``exists`` is False where the restricted droplet basin has no
+    interior minimum of S(q) (the branch's spinodal is passed) or Newton did not converge."""
+
+    b: np.ndarray
+    c: np.ndarray
+    linear_learned: np.ndarray
+    cubic_learned: np.ndarray
+    q_droplet: np.ndarray
+    exists: np.ndarray
+
+
+def _frozen_functions(K: int, J: int, exact: bool):
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+
+    from grokphase.theory import teacher_student as tst
+
+    def parts(params, q_cut):
+        grid = tst._grid(params, K, J, 0, exact)
+        g, _, logp0 = tst._flat(grid)
+        # the node cell containing the cut is split linearly between the basins (a hard mask would make
+        # the rule first order in the spacing and jagged as the cut moves through the nodes)
+        frac = jnp.clip((q_cut - grid.q) / jnp.gradient(grid.q) + 0.5, 0.0, 1.0)
+        frac = jnp.repeat(frac, J)
+        return grid, g, logp0, frac
+
+    def objective(v, params, p, q_cut):
+        _, g, logp0, frac = parts(params, q_cut)
+        s = g @ v
+        a = 0.5 * params.u * params.d * s * s + logp0
+        lz_in = logsumexp(a, b=frac)
+        lz_out = logsumexp(a, b=1.0 - frac)
+        lz_out = jnp.where(p > 0, lz_out, 0.0)
+        return v @ tst._yhat(params.eps) - 0.5 * v @ v - params.r * ((1.0 - p) * lz_in + p * lz_out)
+
+    def action_q(v, params, q_cut):
+        grid, _, _, _ = parts(params, q_cut)
+        s = grid.g @ v
+        S2 = -(grid.prior + 0.5 * params.u * params.d * s * s)
+        S = -logsumexp(-S2 + grid.logw_t[None, :], axis=1) if exact else S2[:, 0]
+        return grid.q, S
+
+    vgh = jax.jit(lambda v, prm, p, qc: (objective(v, prm, p, qc), jax.grad(objective)(v, prm, p, qc),
+                                         jax.hessian(objective)(v, prm, p, qc)))
+    return vgh, jax.jit(action_q)
+
+
+def solve_frozen_branch(params, fraction, q_cut, *, approximation: str = "exact", grid_factor: int = 2,
+                        maxiter: int = 60) -> FrozenBranch:
+    r"""Finite-d teacher-student theory with the droplet occupation frozen: a fraction ``fraction`` of
+    the neurons confined to the droplet basins |q| > ``q_cut`` and the rest to the bulk |q| < q_cut.
+
+    Distinguishable neurons with a fixed occupation give the free energy (THEORY.md §2, reduced variables
+    v = [b, sqrt6 c]) F(v) = v.yhat - |v|^2/2 - r [(1 - p) log z_bulk(v) + p log z_drop(v)], z_X the
+    single-neuron partition function restricted to basin X: still a sum of convex log-partition
+    functions, so F is concave and its maximiser (damped Newton, autodiff gradient and Hessian, the
+    theory's own quadrature with the q-grid refined ``grid_factor`` times, the cell at the cut split
+    linearly between the basins) is unique.  p = 0 with
+    q_cut = inf is the equilibrium :func:`~grokphase.theory.teacher_student.solve_finite_d`; p = 0 with
+    a finite cut is the metastable GFL (supercooled, droplet-free) branch; p > 0 the superheated droplet
+    branch that a heating run follows while its droplets neither dissolve nor nucleate.  ``params``: a
+    1-D batch (TeacherStudentParams with array s2), ``fraction`` and ``q_cut`` broadcast against it."""
+    from grokphase.theory import teacher_student as tst
+
+    exact = tst.check_approximation(approximation) == "exact"
+    prm = params.broadcast()
+    M = int(np.asarray(prm.s2).size)
+    fraction = np.broadcast_to(np.asarray(fraction, np.float64), (M,))
+    q_cut = np.broadcast_to(np.asarray(q_cut, np.float64), (M,))
+    if np.any((fraction < 0) | (fraction > 1)):
+        raise ParameterError(f"frozen droplet fraction must be in [0, 1], got {fraction.tolist()}")
+    K = grid_factor * (tst.default_grid_size(prm) - 1) + 1
+    J = int(np.max(tst.t_grid_size(prm))) if exact else 1
+    vgh, action_q = _frozen_functions(K, J, exact)
+    out = {k: np.full(M, np.nan) for k in ("b", "c", "q_droplet")}
+    exists = np.zeros(M, bool)
+    for i in range(M):
+        pi = tst.TeacherStudentParams(**{k: float(np.ravel(np.asarray(getattr(prm, k)))[i]) for k in tst.PARAM_NAMES})
+        pi = jax_tree_float64(pi)
+        v = np.zeros(2)
+        F, g, H = (np.asarray(x) for x in vgh(v, pi, fraction[i], q_cut[i]))
+        ok = False
+        for _ in range(maxiter):
+            step = -np.linalg.solve(H, g)
+            if np.linalg.norm(g) < 1e-11 * (1 + np.linalg.norm(v)):
+                ok = True
+                break
+            t = 1.0
+            while t > 1e-10:
+                Fn, gn, Hn = (np.asarray(x) for x in vgh(v + t * step, pi, fraction[i], q_cut[i]))
+                if np.isfinite(Fn) and Fn >= F + 1e-4 * t * (g @ step) - 1e-13 * (1 + abs(F)):
+                    break
+                t *= 0.5
+            v, F, g, H = v + t * step, Fn, gn, Hn
+        ok = ok or np.linalg.norm(g) < 1e-8
+        q, S = (np.asarray(x) for x in action_q(v, pi, q_cut[i]))
+        interior = True
+        if fraction[i] > 0:     # a local minimum of S(q) inside the droplet basin (not piled up at the cut)
+            k = np.arange(1, q.size - 1)
+            is_min = (q[k - 1] >= q_cut[i]) & (S[k - 1] > S[k]) & (S[k] <= S[k + 1])
+            interior = bool(is_min.any())
+            if interior:
+                kk = k[is_min]
+                out["q_droplet"][i] = q[kk[np.argmin(S[kk])]]
+        exists[i] = ok and interior
+        out["b"][i], out["c"][i] = v[0], v[1] / np.sqrt(6.0)
+    eps = np.broadcast_to(np.asarray(prm.eps, np.float64), (M,))
+    return FrozenBranch(out["b"], out["c"], 1.0 - out["b"], 1.0 - out["c"] / eps, out["q_droplet"], exists)
+
+
+def jax_tree_float64(params):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+
+
+TS_OBSERVABLES = ("cubic_learned", "linear_learned", "droplet_fraction", "t_droplet")
+
+
+def _ts_branch(ds: xr.Dataset, protocol: str) -> xr.Dataset:
+    if "branch" in ds.dims:
+        return _branch(ds, protocol)
+    if protocol != "replica" or ds.attrs.get("protocol") != "replica exchange":
+        raise ParameterError(f"the {protocol} result must be an annealing run (branch dimension) "
+                             f"{'or a replica-exchange run' if protocol == 'replica' else ''}".strip())
+    return ds
+
+
+def _threshold_mass(branches: dict, s2_all: np.ndarray) -> np.ndarray:
+    """The theory's mass of p(q) beyond each simulation's own droplet threshold (the value its
+    droplet fraction estimates; stored by the simulation as ``theory_droplet_fraction``)."""
+    out = np.full(s2_all.size, np.nan)
+    for ds in branches.values():
+        for j, s in enumerate(ds["s2"].values):
+            out[int(np.flatnonzero(np.isclose(s2_all, s))[0])] = float(np.ravel(ds["theory_droplet_fraction"].values)[j])
+    return out
+
+
+def hysteresis_teacher_student(results: dict, approximation: str = "exact", n_theory: int = 25,
+                               loop_z: float = 3.0, q_cut: float | None = None) -> xr.Dataset:
+    """``results``: protocol name (cooling, heating, replica) -> teacher-student simulation Dataset (an
+    annealing run with a branch dimension supplies cooling and heating; a replica-exchange run the
+    replica points).  Returns per-protocol points (protocol, s2) of the cubic and linear learned
+    fractions, the droplet fraction and t_droplet with standard errors; the finite-d theory
+    (``approximation``) at exactly the simulated sizes: equilibrium at the points and on a fine s2
+    grid, the metastable GFL branch (droplet-free, bulk confined to |q| < the droplet threshold) and
+    the superheated droplet branch (the heating start's droplet fraction frozen;
+    :func:`solve_frozen_branch`); the scaling limit's equilibrium and transition s2_c (both
+    approximations); distances to the equilibrium (absolute, in SEs, rms) and the loop: heating minus
+    cooling per s2 in combined SEs, ``loop_seen`` where it exceeds ``loop_z``."""
+    from grokphase.io import annotate
+    from grokphase.sims.teacher_student import DEFAULT_DROPLET_THRESHOLD
+    from grokphase.theory import teacher_student as tst
+
+    tst.check_approximation(approximation)
+    if not results:
+        raise ParameterError("hysteresis_teacher_student needs at least one of cooling, heating, replica")
+    unknown = sorted(set(results) - set(PROTOCOLS))
+    if unknown:
+        raise ParameterError(f"unknown protocol(s) {unknown}; use {PROTOCOLS}")
+    keys = ("N", "n", "d", "sa2")
+    first = next(iter(results.values()))
+    ref = [float(first.attrs[k]) for k in keys] + [float(first.attrs[f"param_{k}"]) for k in ("sw2", "eps")]
+    for name, ds in results.items():
+        got = [float(ds.attrs[k]) for k in keys] + [float(ds.attrs[f"param_{k}"]) for k in ("sw2", "eps")]
+        if not np.allclose(got, ref):
+            raise ParameterError(f"{name}: (N, n, d, sa2, sw2, eps) = {got} differ from {ref}")
+    N, n, d, sa2, sw2, eps = ref
+    protos = [p for p in PROTOCOLS if p in results]
+    branches = {p: _ts_branch(results[p], p) for p in protos}
+    s2_all = np.unique(np.concatenate([np.asarray(b["s2"].values) for b in branches.values()]))
+    shape = (len(protos), s2_all.size)
+    pts = {k: np.full(shape, np.nan) for name in TS_OBSERVABLES for k in (name, f"{name}_sem")}
+    for i, p in enumerate(protos):
+        ds = branches[p]
+        for j, s in enumerate(ds["s2"].values):
+            k = int(np.flatnonzero(np.isclose(s2_all, s))[0])
+            for name in TS_OBSERVABLES:
+                pts[name][i, k] = float(ds[name].values[j])
+                pts[f"{name}_sem"][i, k] = float(ds[f"{name}_sem"].values[j])
+    grid = np.linspace(0.8 * s2_all.min(), 1.15 * s2_all.max(), n_theory)
+    s2_both = np.concatenate([grid, s2_all])
+    prm = tst.TeacherStudentParams(N=N, n=n, d=d, s2=s2_both, sa2=sa2, sw2=sw2, eps=eps)
+    G = grid.size
+    fin = tst.solve_finite_d(prm, approximation=approximation)
+    lim = tst.solve_limit(prm, approximation=approximation, check=False)
+    # one fixed basin boundary for the metastable branches (smooth in s2; the equilibrium barrier of
+    # the finite-d S(q) disappears at small d well below the limit's s2_c)
+    q_cut = np.full(s2_both.size, float(q_cut if q_cut is not None else DEFAULT_DROPLET_THRESHOLD))
+    gfl = solve_frozen_branch(prm, 0.0, q_cut, approximation=approximation)
+    heat = results.get("heating")
+    p_drop = float(heat.attrs["heating_start_droplet_fraction"]) if (
+        heat is not None and "heating_start_droplet_fraction" in heat.attrs) else np.nan
+    if np.isfinite(p_drop):
+        drop = solve_frozen_branch(prm, p_drop, q_cut, approximation=approximation)
+        drop_cubic = np.where(drop.exists, drop.cubic_learned, np.nan)
+    else:
+        drop_cubic = np.full(s2_both.size, np.nan)
+    at = tst.TeacherStudentParams(N=N, n=n, d=d, s2=float(np.median(s2_all)), sa2=sa2, sw2=sw2, eps=eps)
+    s2c = {a: float(np.asarray(tst.solve_transition(at, approximation=a).value)) for a in tst.APPROXIMATIONS}
+    data = {name: (("protocol", "s2"), arr) for name, arr in pts.items()}
+    data.update({
+        "theory_cubic_learned": (("s2",), np.asarray(fin.cubic_learned)[G:]),
+        "theory_linear_learned": (("s2",), np.asarray(fin.linear_learned)[G:]),
+        "theory_droplet_fraction": (("s2",), np.asarray(fin.droplet_fraction)[G:]),
+        "theory_droplet_fraction_threshold": (("s2",), _threshold_mass(branches, s2_all)),
+        "theory_gfl_cubic_learned": (("s2",), gfl.cubic_learned[G:]),
+        "theory_droplet_branch_cubic_learned": (("s2",), drop_cubic[G:]),
+        "theory_fine_cubic_learned": (("s2_theory",), np.asarray(fin.cubic_learned)[:G]),
+        "theory_fine_droplet_fraction": (("s2_theory",), np.asarray(fin.droplet_fraction)[:G]),
+        "theory_fine_t_droplet": (("s2_theory",), np.asarray(fin.t_droplet)[:G]),
+        "gfl_branch_cubic_learned": (("s2_theory",), gfl.cubic_learned[:G]),
+        "droplet_branch_cubic_learned": (("s2_theory",), drop_cubic[:G]),
+        "limit_cubic_learned": (("s2_theory",), np.asarray(lim.cubic_learned)[:G]),
+        "limit_droplet_fraction": (("s2_theory",), np.asarray(lim.droplet_fraction)[:G]),
+        "q_cut": (("s2_theory",), q_cut[:G]),
+    })
+    eq = np.asarray(fin.cubic_learned)[G:]
+    dist = pts["cubic_learned"] - eq[None, :]
+    sem = pts["cubic_learned_sem"]
+    data["distance"] = (("protocol", "s2"), dist)
+    data["distance_z"] = (("protocol", "s2"), dist / np.where(sem > 0, sem, np.nan))
+    ds = xr.Dataset(data, coords={"protocol": protos, "s2": s2_all, "s2_theory": grid})
+    ds["gfl_branch_cubic_learned"].attrs["long_name"] = ("metastable GFL branch: no droplets, bulk confined to "
+                                                         "|q| < q_cut (finite-d theory)")
+    ds["droplet_branch_cubic_learned"].attrs["long_name"] = (f"superheated droplet branch: droplet fraction frozen at "
+                                                             f"{p_drop:.4g} (NaN past its spinodal)")
+    summary = {"N": N, "n": n, "d": d, "sa2": sa2, "sw2": sw2, "eps": eps, "approximation": approximation,
+               "s2_c_limit": s2c, "frozen_droplet_fraction": p_drop if np.isfinite(p_drop) else None,
+               "theory": {"s2": s2_all.tolist(), "cubic_learned": eq.tolist(),
+                          "droplet_fraction": np.asarray(fin.droplet_fraction)[G:].tolist(),
+                          "gfl_branch_cubic_learned": gfl.cubic_learned[G:].tolist(),
+                          "droplet_branch_cubic_learned": [None if not np.isfinite(x) else float(x)
+                                                           for x in drop_cubic[G:]]},
+               "protocols": {}}
+    for i, p in enumerate(protos):
+        ok = np.isfinite(dist[i])
+        entry = {"s2": s2_all[ok].tolist()}
+        for name in TS_OBSERVABLES:
+            entry[name] = pts[name][i, ok].tolist()
+            entry[f"{name}_sem"] = pts[f"{name}_sem"][i, ok].tolist()
+        entry["distance"] = dist[i, ok].tolist()
+        entry["distance_z"] = (dist[i, ok] / np.where(sem[i, ok] > 0, sem[i, ok], np.nan)).tolist()
+        entry["rms_distance"] = float(np.sqrt(np.mean(dist[i, ok] ** 2))) if ok.any() else None
+        if p == "replica":
+            r = results[p]
+            entry["swap_acceptance"] = [float(x) for x in r["swap_acceptance_pooled"].values]
+            entry["round_trips"] = int(r["round_trips"].values.sum())
+            entry["ladder_warning"] = str(r.attrs.get("ladder_warning", "none"))
+        summary["protocols"][p] = entry
+    if "cooling" in protos and "heating" in protos:
+        ic, ih = protos.index("cooling"), protos.index("heating")
+        gap = pts["cubic_learned"][ih] - pts["cubic_learned"][ic]
+        se = np.sqrt(pts["cubic_learned_sem"][ih] ** 2 + pts["cubic_learned_sem"][ic] ** 2)
+        z = gap / np.where(se > 0, se, np.nan)
+        ok = np.isfinite(z)
+        ds["loop_gap"] = (("s2",), gap)
+        ds["loop_gap_z"] = (("s2",), z)
+        summary["loop"] = {"s2": s2_all[ok].tolist(), "heating_minus_cooling": gap[ok].tolist(),
+                           "z": z[ok].tolist(), "threshold_z": loop_z,
+                           "loop_seen": bool(np.any(z[ok] > loop_z)),
+                           "s2_open": s2_all[ok][z[ok] > loop_z].tolist()}
+    ds.attrs["summary_json"] = json.dumps(summary)
+    ds.attrs["s2_c_exact"] = s2c["exact"]
+    ds.attrs["s2_c_concentrated"] = s2c["concentrated"]
+    ds.attrs["frozen_droplet_fraction"] = p_drop
+    return annotate(ds, kind="analysis.teacher_student_hysteresis",
+                    parameters={"N": N, "n": n, "d": d, "sa2": sa2, "sw2": sw2, "eps": eps,
+                                "approximation": approximation})

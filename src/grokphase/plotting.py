@@ -254,7 +254,14 @@ def plot_modular_gp(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
 
 def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
     """A simulation on its own: trajectories of the learned fractions and losses (ensemble mean
-    per s2) and the time-averaged learned fractions vs s2 with standard errors."""
+    per s2) and the time-averaged learned fractions vs s2 with standard errors.  An annealing run
+    (``branch`` dimension) gives one figure per branch, ``<stem>_<branch><suffix>``."""
+    if "branch" in ds.dims:
+        out = []
+        for b in ds["branch"].values:
+            p = Path(path)
+            out.extend(plot_teacher_student_sim(ds.sel(branch=b), p.with_name(f"{p.stem}_{b}{p.suffix}"), also_pdf))
+        return out
     s2 = ds["s2"].values
     t = ds["time"].values
     cols = _colors(s2.size)

@@ -6,7 +6,7 @@ transition temperature."""
 
 from __future__ import annotations
 
-from grokphase.hysteresis import hysteresis_modular  # noqa: F401  (re-exported for the CLI)
+from grokphase.hysteresis import hysteresis_modular, hysteresis_teacher_student  # noqa: F401  (re-exported for the CLI)
 from grokphase.plotting import _save, plt
 
 STYLE = {"cooling": dict(color="tab:blue", marker="v", label="cooling (from the prior)"),
@@ -35,5 +35,44 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
     axes[1].set_ylabel("droplet fraction (neurons)")
     axes[0].legend(fontsize=7)
     axes[0].set_title(f"P={ds.attrs['param_P']:g}, N={ds.attrs['param_N']:g}, γ={ds.attrs['param_gamma']:g}")
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
+def plot_hysteresis_teacher_student(ds, path, also_pdf: bool = False):
+    """Teacher-student loop from a saved :func:`grokphase.hysteresis.hysteresis_teacher_student` result:
+    (a) the cubic learned fraction 1 - c/eps of the cooling and heating branches (error bars: standard
+    errors over data sets), the replica-exchange points, the finite-d equilibrium theory, its metastable
+    GFL (droplet-free) and superheated droplet branches, the scaling limit, and the limit's s2_c in
+    both approximations; (b) the droplet fraction against the theory's."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    appr = ds.attrs.get("param_approximation", "exact")
+    s2t = ds["s2_theory"]
+    ax = axes[0]
+    ax.plot(s2t, ds["theory_fine_cubic_learned"], "-", color="0.3", lw=1.5, label=f"equilibrium, finite d ({appr})")
+    ax.plot(s2t, ds["gfl_branch_cubic_learned"], ":", color="tab:blue", lw=1.2, label="GFL branch (no droplets)")
+    frozen = float(ds.attrs.get("frozen_droplet_fraction", float("nan")))
+    ax.plot(s2t, ds["droplet_branch_cubic_learned"], ":", color="tab:red", lw=1.2,
+            label=f"droplet branch (fraction {frozen:.3g} frozen)")
+    ax.plot(s2t, ds["limit_cubic_learned"], "--", color="0.6", lw=1, label="scaling limit")
+    for k, col in (("s2_c_exact", "0.5"), ("s2_c_concentrated", "0.8")):
+        if k in ds.attrs:
+            ax.axvline(float(ds.attrs[k]), color=col, lw=0.8, ls="-" if "exact" in k else "--")
+    for a, var, theory in ((axes[0], "cubic_learned", None), (axes[1], "droplet_fraction", "theory_fine_droplet_fraction")):
+        if theory is not None:
+            a.plot(s2t, ds[theory], "-", color="0.3", lw=1.5, label=f"theory: mass beyond its barrier ({appr})")
+            a.plot(ds["s2"], ds["theory_droplet_fraction_threshold"], "s--", color="0.5", ms=3, lw=0.8,
+                   label="theory: mass beyond each run's threshold")
+        for p in ds["protocol"].values:
+            st = dict(STYLE.get(str(p), {}))
+            a.errorbar(ds["s2"], ds[var].sel(protocol=p), yerr=ds[f"{var}_sem"].sel(protocol=p), capsize=2,
+                       ls="-" if p != "replica" else "none", lw=0.8, **st)
+        a.set_xlabel("σ²")
+    axes[0].set_ylabel("cubic learned fraction 1 − c/ε")
+    axes[1].set_ylabel("droplet fraction (|q| beyond the threshold)")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    axes[0].set_title(f"teacher-student N={ds.attrs['param_N']:g}, d={ds.attrs['param_d']:g}, "
+                      f"n={ds.attrs['param_n']:g}; lines: σ²_c (limit)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf)

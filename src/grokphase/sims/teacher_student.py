@@ -46,7 +46,8 @@ import optax
 import xarray as xr
 
 from grokphase.errors import ParameterError
-from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, run_ensemble
+from grokphase.sims import special
+from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, prior_z, run_ensemble, run_ladder
 from grokphase.sims.langevin import langevin
 from grokphase.sims.models import TwoLayerNet, erf_prior_std
 from grokphase.theory.teacher_student import TeacherStudentParams
@@ -57,6 +58,14 @@ from grokphase.theory.teacher_student import TeacherStudentParams
 DEFAULT_DROPLET_THRESHOLD = 0.4
 OPTIMIZERS = ("langevin", "sgd", "adam", "adamw")
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+ANNEALS = ("none", "down", "up", "both")
+STARTS = ("auto", "prior", "ordered")
+ORDERED_DROPLETS = ("all", "theory")
+ORDERED_THEORIES = ("finite-d", "limit")
+#: options added with the annealing ladders (issue 8); left out of ``parameters()`` at their defaults so
+#: that the checkpoints and result files of earlier plain runs keep their hashes and stay reusable
+LADDER_DEFAULTS = {"anneal": "none", "start": "auto", "ordered_droplets": "all", "ordered_theory": "finite-d",
+                   "ordered_approximation": "exact"}
 SCALAR_RECORDS = ("train_mse", "test_mse", "linear_learned", "cubic_learned", "linear_learned_test",
                   "cubic_learned_test", "linear_learned_train", "cubic_learned_train", "w_norm2")
 
@@ -133,8 +142,28 @@ class TeacherStudentSim:
     alpha: float = 1.0
     replica_exchange: bool = False
     swap_every: int = 10
+    anneal: str = "none"
+    start: str = "auto"
+    ordered_droplets: str = "all"
+    ordered_theory: str = "finite-d"
+    ordered_approximation: str = "exact"
 
     def __post_init__(self):
+        for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
+                              ("ordered_theory", ORDERED_THEORIES),
+                              ("ordered_approximation", ("exact", "concentrated"))):
+            if getattr(self, name) not in allowed:
+                raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.anneal != "none":
+            if self.replica_exchange:
+                raise ParameterError("--replica-exchange and --anneal are separate protocols; choose one")
+            if self.optimizer != "langevin":
+                raise ParameterError("--anneal sweeps the Langevin temperature s2: it needs --optimizer langevin")
+            if len(self.s2) < 2 or len(set(self.s2)) != len(self.s2):
+                raise ParameterError(f"--anneal needs a ladder of at least two distinct s2 values, got {list(self.s2)}")
+        if self.replica_exchange and self.start == "ordered":
+            raise ParameterError("teacher-student replica exchange starts every rung from the prior: --start ordered "
+                                 "applies to plain runs and --anneal ladders")
         if self.replica_exchange:
             if self.optimizer != "langevin":
                 raise ParameterError("replica exchange swaps states between Langevin temperatures: it needs "
@@ -210,6 +239,25 @@ class TeacherStudentSim:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
+        for name, default in LADDER_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
+
+    def branches(self) -> list[tuple[str, np.ndarray, str]]:
+        """(branch name, s2 ladder in run order, start) of every chain family, as in the modular
+        model: anneal="none": one "independent" family, every s2 started afresh (from the ordered
+        start only with start="ordered"); "down": cooling (s2 decreasing, from the prior unless
+        start="ordered"); "up": heating (s2 increasing, from the ordered droplet start unless
+        start="prior"); "both": the two side by side."""
+        s2 = np.asarray(self.s2)
+        if self.anneal == "none":
+            return [("independent", s2, "ordered" if self.start == "ordered" else "prior")]
+        out = []
+        if self.anneal in ("down", "both"):
+            out.append(("cooling", np.sort(s2)[::-1], "ordered" if self.start == "ordered" else "prior"))
+        if self.anneal in ("up", "both"):
+            out.append(("heating", np.sort(s2), "prior" if self.start == "prior" else "ordered"))
         return out
 
     def bytes_per_network(self) -> int:
@@ -395,6 +443,180 @@ def droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
     return thr, mass
 
 
+# ---------------------------------------------------------------------------------------------
+# ordered starts and annealing ladders (issue 8)
+
+
+class DropletSaddle(NamedTuple):
+    """The theory's droplet saddle per s2: overlap q* = |w.w*| of a droplet neuron, its
+    t* = |w_perp|^2, and the droplet fraction (NaN / 0 where the theory has no droplet saddle)."""
+
+    q_star: np.ndarray
+    t_star: np.ndarray
+    fraction: np.ndarray
+
+
+def droplet_saddle(sim: TeacherStudentSim, s2) -> DropletSaddle:
+    """Droplet saddle of the theory chosen by ``sim.ordered_theory`` / ``sim.ordered_approximation`` at
+    the simulated (N, n, d, sa2, sw2, eps) and each ``s2``.
+
+    * "finite-d" (default): :func:`~grokphase.theory.teacher_student.solve_finite_d` at exactly these
+      sizes: q* = the minimum of the (t-marginal) action S(q) beyond its barrier (``q_droplet``),
+      t* = the mean |w_perp|^2 of the neurons beyond the barrier (``t_droplet``; sw2 in the
+      concentrated approximation), fraction = the mass beyond the barrier.  No saddle where S(q) has
+      no barrier (at small d that happens already somewhat below the scaling limit's s2_c).
+    * "limit": the scaling limit (:func:`~grokphase.theory.teacher_student.solve_limit`): q*, t* of the
+      droplet saddle of Shat(q, t) (below s2_c: the GMFL-I saddle, above it: the metastable droplet
+      minimum of the GFL branch while it exists) and fraction = pi1/d (0 above s2_c)."""
+    from grokphase.theory import teacher_student as tst
+
+    s2 = np.atleast_1d(np.asarray(s2, np.float64))
+    prm = dataclasses.replace(sim.theory_params(), s2=s2)
+    appr = sim.ordered_approximation
+    if sim.ordered_theory == "finite-d":
+        sol = tst.solve_finite_d(prm, approximation=appr)
+        has = (np.asarray(sol.q_barrier) > 0) & (np.asarray(sol.q_droplet) > 0)
+        q, t, f = sol.q_droplet, sol.t_droplet, sol.droplet_fraction
+    else:
+        sol = tst.solve_limit(prm, approximation=appr, check=False)
+        has = np.asarray(sol.q_star) > 0
+        q, t, f = sol.q_star, sol.t_star, sol.droplet_fraction
+    nan = lambda a: np.where(has, np.asarray(a, np.float64), np.nan)  # noqa: E731
+    return DropletSaddle(nan(q), nan(t), np.where(has, np.asarray(f, np.float64), 0.0))
+
+
+def conditional_readout(w, x, y, c, s2, xi):
+    r"""Exact draw of the readout's unit variables z_a from p(z_a | w) (one network, float64).
+
+    With a = c z_a (c = sqrt(sa2/N), the prior std) and features Phi = erf(x w) (n, N), the output
+    f = c Phi z_a is linear in z_a, so given the input layer the readout posterior
+    exp(-|f - y|^2/(2 s2) - |z_a|^2/2) is Gaussian: precision Lambda = I + (c^2/s2) Phi^T Phi, mean
+    Lambda^{-1} (c/s2) Phi^T y.  Returns mean + chol(Lambda)^{-T} xi for a standard normal xi."""
+    w, x, y, xi = (jnp.asarray(v, jnp.float64) for v in (w, x, y, xi))
+    phi = special.erf(x @ w)
+    N = phi.shape[1]
+    Lam = jnp.eye(N) + (c * c / s2) * phi.T @ phi
+    chol = jnp.linalg.cholesky(Lam)
+    mean = jax.scipy.linalg.cho_solve((chol, True), (c / s2) * phi.T @ y)
+    return mean + jax.scipy.linalg.solve_triangular(chol.T, xi, lower=False)
+
+
+def _ordered_member(z_prior, w_star, x, y, key, q_star, t_star, n_drop, s2, sw2, sa2, d, N):
+    """One network's ordered start: neurons 0..n_drop-1 at overlap w.w* = +-q* (random signs) with
+    |w_perp|^2 = t* exactly, along the direction of their prior draw's component perpendicular to
+    w*; the other neurons keep their prior draws; the readout is the exact conditional draw
+    (:func:`conditional_readout`) with the prior's unit draw as its noise."""
+    std_w = math.sqrt(sw2 / d)
+    zw = jnp.asarray(z_prior["w"], jnp.float64)
+    ws = jnp.asarray(w_star, jnp.float64)
+    w = std_w * zw                                              # physical prior draw (d, N)
+    perp = w - jnp.outer(ws, ws @ w)
+    perp = perp / jnp.linalg.norm(perp, axis=0, keepdims=True)
+    sign = jnp.where(jax.random.bernoulli(key, 0.5, (N,)), 1.0, -1.0)
+    w_drop = ws[:, None] * (sign * q_star)[None, :] + jnp.sqrt(t_star) * perp
+    w = jnp.where((jnp.arange(N) < n_drop)[None, :], w_drop, w)
+    za = conditional_readout(w, x, y, math.sqrt(sa2 / N), s2, z_prior["a"])
+    return {"w": w / std_w, "a": za}
+
+
+def ordered_start(sim: TeacherStudentSim, members: Members, task: Task | None = None) -> dict:
+    r"""Unit-variance parameters of the ordered (droplet-saddle) start of every member (THEORY.md §3,
+    §3b), for the member's own data set and s2.
+
+    ``sim.ordered_droplets``: "all" puts every neuron at the saddle, "theory" the theory's number
+    round(N x droplet fraction) (at least 1), the rest stay prior draws.  A droplet neuron is
+    w = +-q* w* + sqrt(t*) e_perp with a random sign and a random unit e_perp perpendicular to w*
+    (the direction of its prior draw's perpendicular part), q* and t* from :func:`droplet_saddle`
+    (the exact approximation's t* below sw2, the concentrated one's t* = sw2).  Since p(q) is
+    symmetric and flipping (w_i, a_i) -> (-w_i, -a_i) leaves f unchanged, the sign carries no
+    physics once the readout matches it.
+
+    Readout: the exact conditional posterior draw given the input layer (:func:`conditional_readout`).
+    The mean-field theory integrates the readout out at fixed input weights, so this is the readout
+    the saddle describes; a prior draw of a would start the network from f ~ 0 (all learned fractions
+    near zero) and let the fast readout relax first, while the conditional draw starts the network
+    already at the saddle's function.  The engine samples unit variables z (theta = prior std x z,
+    :mod:`grokphase.sims.models`): the input layer is returned as w / sqrt(sw2/d), the readout as z_a.
+
+    Returns (z, droplet neurons per member, the :class:`DropletSaddle` at the distinct s2 values,
+    the index of each member's s2 among them).  Raises ParameterError where the theory has no
+    droplet saddle at a member's s2 (or, with ordered_droplets = "theory", predicts fewer than half
+    a droplet neuron)."""
+    task = make_task(sim) if task is None else task
+    s2 = np.asarray(members.hyper.s2, np.float64)
+    values = np.unique(s2)
+    sad = droplet_saddle(sim, values)
+    where = f"the {sim.ordered_theory} theory ({sim.ordered_approximation})"
+    for v, q, f in zip(values, sad.q_star, sad.fraction):
+        if not np.isfinite(q):
+            raise ParameterError(f"an ordered start needs the theory's droplet saddle, and {where} has none at "
+                                 f"s2 = {v:g} (N = {sim.N}, d = {sim.d}, n = {sim.n}); start that branch at a lower "
+                                 "s2, or use ordered_theory = 'limit'")
+        if sim.ordered_droplets == "theory" and sim.N * f < 0.5:
+            raise ParameterError(f"ordered_droplets = 'theory': {where} predicts {sim.N * f:.2g} droplet neurons at "
+                                 f"s2 = {v:g}; use ordered_droplets = 'all' or a lower s2")
+    idx = np.searchsorted(values, s2)
+    if sim.ordered_droplets == "theory":
+        n_drop = np.clip(np.round(sim.N * sad.fraction[idx]), 1, sim.N).astype(int)
+    else:
+        n_drop = np.full(s2.size, sim.N)
+    prior = prior_z(task, members)
+    one = jax.jit(_ordered_member, static_argnames=("sw2", "sa2", "d", "N"))
+    out = []
+    for j in range(s2.size):
+        hyp = jax.tree_util.tree_map(lambda a, j=j: jnp.asarray(np.asarray(a)[j]), members.hyper)
+        data = task.make_data(jnp.asarray(members.data_keys[j]), hyp)
+        key = jax.random.fold_in(jnp.asarray(members.init_keys[j]), 0x0D0)
+        zj = jax.tree_util.tree_map(lambda a, j=j: a[j], prior)
+        z = one(zj, data["w_star"], data["x"], data["y"], key, float(sad.q_star[idx[j]]), float(sad.t_star[idx[j]]),
+                int(n_drop[j]), float(s2[j]), sw2=float(sim.sw2), sa2=float(sim.sa2_value), d=sim.d, N=sim.N)
+        out.append(jax.tree_util.tree_map(np.asarray, z))
+    dtype = DTYPES[sim.dtype]
+    return {name: np.stack([o[name] for o in out]).astype(dtype) for name in ("w", "a")}, n_drop, sad, idx
+
+
+def build_ladder_members(sim: TeacherStudentSim) -> tuple[Members, list[TSHyper], list[str]]:
+    """Annealing chains: datasets x inits per branch (cooling first), the same data sets in every
+    branch, branch-specific init and noise keys; one hyperparameter set per ladder stage."""
+    base, _ = build_members(dataclasses.replace(sim, s2=sim.s2[:1], anneal="none", start="auto"))
+    K = sim.datasets * sim.inits
+    fams = sim.branches()
+    tag = {"cooling": 1, "heating": 2}
+    fold = lambda keys, t: np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, t))(jnp.asarray(keys)))  # noqa: E731
+    members = Members(np.concatenate([base.data_keys] * len(fams)),
+                      np.concatenate([fold(base.init_keys, tag[b]) for b, _, _ in fams]),
+                      np.concatenate([fold(base.noise_keys, tag[b]) for b, _, _ in fams]), None)
+    stages = []
+    for s in range(len(sim.s2)):
+        s2 = np.concatenate([np.full(K, ladder[s]) for _, ladder, _ in fams])
+        const = lambda v: np.full(s2.size, v, dtype=np.float64)  # noqa: E731
+        stages.append(TSHyper(s2=s2, sa2=const(sim.sa2_value), sw2=const(sim.sw2), eps=const(sim.eps),
+                              lr=const(sim.lr), weight_decay=const(sim.weight_decay)))
+    labels = [f"{b} chain (dataset {j // sim.inits}, init {j % sim.inits})" for b, _, _ in fams for j in range(K)]
+    return members._replace(hyper=stages[0]), stages, labels
+
+
+def _initial_z(sim: TeacherStudentSim, task: Task, members: Members, starts: list[str]):
+    """Stage-0 parameters per block of datasets x inits members (the prior or the ordered start) and the
+    ordered-start record {branch index: (droplet neurons per member, q*, t*)}; (None, {}) when every
+    member starts from the prior."""
+    if all(s == "prior" for s in starts):
+        return None, {}
+    K = len(members.data_keys) // len(starts)
+    prior = prior_z(task, members)
+    blocks, info = [], {}
+    for b, start in enumerate(starts):
+        sl = slice(b * K, (b + 1) * K)
+        if start == "ordered":
+            part = jax.tree_util.tree_map(lambda a, sl=sl: np.asarray(a)[sl], members)
+            z, n_drop, sad, idx = ordered_start(sim, part, task)
+            info[b] = (n_drop, sad.q_star[idx], sad.t_star[idx])
+            blocks.append(z)
+        else:
+            blocks.append(jax.tree_util.tree_map(lambda a, sl=sl: np.asarray(a)[sl], prior))
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *blocks), info
+
+
 def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk: int | None = None,
                         memory_budget: float = 2e9, checkpoint_dir: str | None = None,
                         checkpoint_every: float = 60.0, progress: bool = False, model=None,
@@ -406,11 +628,15 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     ``checkpoint_dir`` enables periodic atomic checkpoints and resumption."""
     if sim.replica_exchange:
         return _run_replica(sim, model, checkpoint_dir, checkpoint_every, progress, _stop_after_records)
-    members, labels = build_members(sim)
     task = make_task(sim, model)
     n_dev = len(devices) if devices is not None else len(jax.devices())
     if ensemble_chunk is None:
         ensemble_chunk = max(n_dev, int(memory_budget // sim.bytes_per_network()))
+    if sim.anneal != "none":
+        return _run_ladder(sim, task, devices, ensemble_chunk, checkpoint_dir, checkpoint_every, progress,
+                           _stop_after_records)
+    members, labels = build_members(sim)
+    z0, info = _initial_z(sim, task, members, [sim.branches()[0][2]])
     ckpt = None
     if checkpoint_dir is not None:
         config = sim.parameters()
@@ -420,11 +646,79 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     out = run_ensemble(task, members, sim.schedule, ensemble_chunk=ensemble_chunk, devices=devices,
                        checkpoint=ckpt, member_labels=labels, progress=progress,
                        progress_desc=f"teacher-student N={sim.N} d={sim.d} n={sim.n}",
-                       stop_after_records=_stop_after_records)
+                       stop_after_records=_stop_after_records, initial_z=z0)
     ds = build_dataset(sim, out, task, members)
+    if info:
+        n_drop, q, t = info[0]
+        _ordered_attrs(ds, "independent", sim, n_drop, q, t)
     ds.attrs["seconds"] = float(out.seconds)
     ds.attrs["network_steps_per_second"] = float(out.network_steps / max(out.seconds, 1e-9))
     return ds
+
+
+def _ordered_attrs(ds: xr.Dataset, branch: str, sim: TeacherStudentSim, n_drop, q, t) -> None:
+    """Record an ordered start in the attributes: droplet neurons per network (mean) and q*, t*."""
+    ds.attrs[f"{branch}_start"] = "ordered"
+    ds.attrs[f"{branch}_start_droplet_neurons"] = float(np.mean(n_drop))
+    ds.attrs[f"{branch}_start_droplet_fraction"] = float(np.mean(n_drop)) / sim.N
+    ds.attrs[f"{branch}_start_q_star"] = np.asarray(q, np.float64)
+    ds.attrs[f"{branch}_start_t_star"] = np.asarray(t, np.float64)
+
+
+def _run_ladder(sim: TeacherStudentSim, task: Task, devices, ensemble_chunk, checkpoint_dir, checkpoint_every,
+                progress, stop_after_records) -> xr.Dataset:
+    """The s2 ladder with the state carried from one s2 to the next
+    (:func:`grokphase.sims.driver.run_ladder`; each stage runs the whole schedule, burn-in included);
+    the Dataset gains a ``branch`` dimension (cooling, heating), each branch with s2 ascending."""
+    members, stages, labels = build_ladder_members(sim)
+    fams = sim.branches()
+    z0, info = _initial_z(sim, task, members, [start for _, _, start in fams])
+    stage_labels = [" / ".join(f"{b} s2={ladder[s]:g}" for b, ladder, _ in fams) for s in range(len(sim.s2))]
+    config = {**sim.parameters(), "kind": "sims.teacher_student", "protocol": "anneal"}
+    if ensemble_chunk is not None:
+        n_dev = len(devices) if devices is not None else len(jax.devices())
+        config["ensemble_chunk"] = int(math.ceil(min(ensemble_chunk, len(labels)) / n_dev) * n_dev)
+    outs = run_ladder(task, members, stages, sim.schedule, initial_z=z0, checkpoint_dir=checkpoint_dir,
+                      checkpoint_config=config, checkpoint_every=checkpoint_every, stage_labels=stage_labels,
+                      ensemble_chunk=ensemble_chunk, devices=devices, member_labels=labels, progress=progress,
+                      progress_desc=f"teacher-student N={sim.N} d={sim.d} n={sim.n}",
+                      stop_after_records=stop_after_records)
+    ds = _ladder_dataset(sim, task, outs, members)
+    for b, (n_drop, q, t) in info.items():
+        _ordered_attrs(ds, fams[b][0], sim, n_drop, q, t)
+    ds.attrs["protocol"] = "anneal"
+    seconds = sum(o.seconds for o in outs)
+    ds.attrs["seconds"] = float(seconds)
+    ds.attrs["network_steps_per_second"] = float(sum(o.network_steps for o in outs) / max(seconds, 1e-9))
+    return ds
+
+
+def _ladder_dataset(sim: TeacherStudentSim, task: Task, outs: list, members: Members) -> xr.Dataset:
+    """Reorder the stages of each branch by s2 (ascending) and stack the branches along ``branch``."""
+    K = sim.datasets * sim.inits
+    ordered = dataclasses.replace(sim, s2=tuple(sorted(sim.s2)), anneal="none", start="auto")
+    parts, names = [], []
+    for b, (name, ladder, _) in enumerate(sim.branches()):
+        sl = slice(b * K, (b + 1) * K)
+        order = [int(np.flatnonzero(ladder == v)[0]) for v in ordered.s2]   # stage of each s2
+        take = lambda tree, sl=sl, order=order: jax.tree_util.tree_map(  # noqa: E731
+            lambda *a: np.concatenate([x[sl] for x in a]), *[tree(outs[s]) for s in order])
+        out = outs[0]._replace(records=take(lambda o: o.records), accum=take(lambda o: o.accum),
+                               z=take(lambda o: o.z))
+        part_members = Members(np.tile(members.data_keys[sl], (len(order), 1)), None, None, None)
+        parts.append(build_dataset(ordered, out, task, part_members))
+        names.append(name)
+    ds = xr.concat(parts, dim="branch", data_vars="all", coords="minimal", combine_attrs="override")
+    ds = ds.assign_coords(branch=names)
+    for name in ("droplet_threshold", "theory_droplet_fraction", "q_edges", "qt_q_edges", "t_edges"):
+        ds[name] = parts[0][name]
+    from grokphase.io import annotate
+
+    params = sim.parameters()
+    return annotate(ds, kind="sims.teacher_student", parameters=params,
+                    seeds={"seed": sim.seed, "datasets": sim.datasets, "inits": sim.inits},
+                    extra={"N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
+                           "record_times": "log" if sim.log_times else "linear"})
 
 
 def _run_replica(sim: TeacherStudentSim, model, checkpoint_dir, checkpoint_every, progress, stop_after_records):
@@ -615,7 +909,13 @@ def _test_target_fn(task: Task, eps: float):
 
 
 def summary_points(ds: xr.Dataset) -> list[dict]:
-    """The CLI's JSON points: per s2 the learned fractions, droplet fraction (with SEMs) and MSEs."""
+    """The CLI's JSON points: per s2 the learned fractions, droplet fraction (with SEMs) and MSEs
+    (and per branch of an annealing run: the point gains "branch")."""
+    if "branch" in ds.dims:
+        pts = []
+        for b in ds["branch"].values:
+            pts.extend({"branch": str(b), **pt} for pt in summary_points(ds.sel(branch=b)))
+        return pts
     pts = []
     for i, s2 in enumerate(ds["s2"].values):
         pt = {"s2": float(s2)}
