@@ -619,10 +619,11 @@ def _run_modular_experiment(path, spec, sims, common, out_dir: Path, devices_k, 
         from grokphase.plotting_hysteresis import hysteresis_modular, plot_hysteresis_modular
 
         by_name = dict(zip(names, results))
-        missing = [hspec[k] for k in ("cooling", "heating", "replica") if k in hspec and hspec[k] not in by_name]
+        keys = ("cooling", "heating", "replica", "replica_ordered")
+        missing = [hspec[k] for k in keys if k in hspec and hspec[k] not in by_name]
         if missing:
             raise ParameterError(f"{path}: [hysteresis] names unknown [[sim]] entries: {', '.join(missing)}")
-        hyst = hysteresis_modular({k: by_name[hspec[k]] for k in ("cooling", "heating", "replica") if k in hspec},
+        hyst = hysteresis_modular({k: by_name[hspec[k]] for k in keys if k in hspec},
                                   convention=hspec.get("convention", "network"))
         out = Path(hspec.get("out", out_dir / "hysteresis.nc"))
         save_dataset(hyst, out)

@@ -23,6 +23,9 @@ import xarray as xr
 from grokphase.errors import ParameterError
 
 PROTOCOLS = ("cooling", "heating", "replica")
+# modular only: replica exchange started at the theory's droplet saddle (teacher-student replica
+# exchange starts from the prior)
+MODULAR_PROTOCOLS = PROTOCOLS + ("replica_ordered",)
 
 
 def _branch(ds: xr.Dataset, protocol: str) -> xr.Dataset:
@@ -34,19 +37,48 @@ def _branch(ds: xr.Dataset, protocol: str) -> xr.Dataset:
     return ds
 
 
+def _modular_loop(protos: list, s2: np.ndarray, pts: dict) -> dict:
+    """The loop in numbers: heating minus cooling target component per s2 in combined standard errors
+    (the loop window is where it exceeds 3), and for each replica protocol the s2 where it lies inside
+    [cooling - 2 SE, heating + 2 SE] ("between the branches")."""
+    out: dict = {}
+    if "cooling" not in protos or "heating" not in protos:
+        return out
+    ic, ih = protos.index("cooling"), protos.index("heating")
+    tc, se = pts["tc"], pts["tc_sem"]
+    both = np.isfinite(tc[ic]) & np.isfinite(tc[ih])
+    gap = tc[ih] - tc[ic]
+    z = gap / np.sqrt(np.maximum(se[ic] ** 2 + se[ih] ** 2, 1e-30))
+    out["s2"] = s2[both].tolist()
+    out["heating_minus_cooling"] = gap[both].tolist()
+    out["z"] = z[both].tolist()
+    out["window_s2"] = s2[both & (z > 3)].tolist()
+    for p in protos:
+        if not p.startswith("replica"):
+            continue
+        i = protos.index(p)
+        ok = both & np.isfinite(tc[i])
+        inside = (tc[i] >= tc[ic] - 2 * se[ic] - 2 * se[i]) & (tc[i] <= tc[ih] + 2 * se[ih] + 2 * se[i])
+        out[f"{p}_between_s2"] = s2[ok & inside].tolist()
+        out[f"{p}_outside_s2"] = s2[ok & ~inside].tolist()
+    return out
+
+
 def hysteresis_modular(results: dict, convention: str = "network", n_theory: int = 121) -> xr.Dataset:
-    """``results``: protocol name (cooling, heating, replica) -> modular simulation Dataset (an
-    annealing result with a branch dimension, or a replica-exchange result).  Returns per-protocol
+    """``results``: protocol name (cooling, heating, replica, replica_ordered) -> modular simulation
+    Dataset (an annealing result with a branch dimension, or a replica-exchange result; replica_ordered
+    is a replica-exchange run started from the ordered droplet saddle, so that the two replica starts
+    bracket the equilibrium when the ladder does not mix).  Returns per-protocol
     points (protocol, s2) with standard errors, the theory on a fine s2 grid (finite-P equilibrium,
     P -> infinity equilibrium, the supercooled disordered branch and its barrier) and the distances."""
     from grokphase.io import annotate
     from grokphase.theory import modular as mt
 
     if not results:
-        raise ParameterError("hysteresis_modular needs at least one of cooling, heating, replica")
-    unknown = sorted(set(results) - set(PROTOCOLS))
+        raise ParameterError("hysteresis_modular needs at least one of cooling, heating, replica, replica_ordered")
+    unknown = sorted(set(results) - set(MODULAR_PROTOCOLS))
     if unknown:
-        raise ParameterError(f"unknown protocol(s) {unknown}; use {PROTOCOLS}")
+        raise ParameterError(f"unknown protocol(s) {unknown}; use {MODULAR_PROTOCOLS}")
     first = next(iter(results.values()))
     P, N = float(first.attrs["param_P"]), float(first.attrs["param_N"])
     sa2, gamma = float(first.attrs["param_sa2"]), float(first.attrs["param_gamma"])
@@ -55,7 +87,7 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
         if not np.allclose(same, [P, N, sa2, gamma]):
             raise ParameterError(f"{name}: (P, N, sa2, gamma) = {same} differ from {[P, N, sa2, gamma]}")
     s2_all = np.unique(np.concatenate([np.asarray(ds["s2"].values) for ds in results.values()]))
-    protos = [p for p in PROTOCOLS if p in results]
+    protos = [p for p in MODULAR_PROTOCOLS if p in results]
     shape = (len(protos), s2_all.size)
     pts = {k: np.full(shape, np.nan) for k in ("tc", "tc_sem", "drop", "drop_sem")}
     for i, p in enumerate(protos):
@@ -109,11 +141,14 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
             "rms_distance_below_transition": (float(np.sqrt(np.mean(dist[i, ok & below] ** 2)))
                                               if (ok & below).any() else None),
         }
-        if p == "replica":
+        if p.startswith("replica"):
             r = results[p]
             summary["protocols"][p]["swap_acceptance"] = [float(x) for x in r["swap_acceptance_pooled"].values]
             summary["protocols"][p]["round_trips"] = int(r["round_trips"].values.sum())
             summary["protocols"][p]["ladder_warning"] = str(r.attrs.get("ladder_warning", "none"))
+    summary["spinodal_s2"] = float(np.asarray(tr.spinodal_s2))           # superheated (ordered) branch
+    summary["supercooled_spinodal_s2"] = float(np.asarray(tr.supercooled_spinodal_s2))
+    summary["loop"] = _modular_loop(protos, s2_all, pts)
     ds.attrs["summary_json"] = json.dumps(summary)
     ds.attrs["gmfl1_s2"] = s1
     return annotate(ds, kind="analysis.modular_hysteresis", parameters={"P": P, "N": N, "sa2": sa2, "gamma": gamma,

@@ -11,7 +11,9 @@ from grokphase.plotting import _save, plt
 
 STYLE = {"cooling": dict(color="tab:blue", marker="v", label="cooling (from the prior)"),
          "heating": dict(color="tab:red", marker="^", label="heating (from the ordered start)"),
-         "replica": dict(color="k", marker="o", label="replica exchange", mfc="none")}
+         "replica": dict(color="k", marker="o", label="replica exchange (from the prior)", mfc="none"),
+         "replica_ordered": dict(color="tab:purple", marker="s", label="replica exchange (from the ordered start)",
+                                 mfc="none")}
 
 
 def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
@@ -28,7 +30,7 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
         for p in ds["protocol"].values:
             st = dict(STYLE.get(str(p), {}))
             ax.errorbar(ds["s2"], ds[var].sel(protocol=p), yerr=ds[f"{var}_sem"].sel(protocol=p), capsize=2,
-                        ls="-" if p != "replica" else "none", lw=0.8, **st)
+                        ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
         ax.axvline(s1, color="0.7", lw=0.8)
         ax.set_xlabel("σ²")
     axes[0].set_ylabel("target component 1 + a")
@@ -66,7 +68,7 @@ def plot_hysteresis_teacher_student(ds, path, also_pdf: bool = False):
         for p in ds["protocol"].values:
             st = dict(STYLE.get(str(p), {}))
             a.errorbar(ds["s2"], ds[var].sel(protocol=p), yerr=ds[f"{var}_sem"].sel(protocol=p), capsize=2,
-                       ls="-" if p != "replica" else "none", lw=0.8, **st)
+                       ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
         a.set_xlabel("σ²")
     axes[0].set_ylabel("cubic learned fraction 1 − c/ε")
     axes[1].set_ylabel("droplet fraction (|q| beyond the threshold)")
