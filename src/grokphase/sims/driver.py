@@ -468,6 +468,37 @@ def run_ensemble(
     return RunOutput(record_steps, records, accum, z, seconds, M * schedule.steps)
 
 
+def ladder_branches(s2, anneal: str, start: str) -> list[tuple[str, np.ndarray, str]]:
+    """(branch name, s2 ladder in run order, start) of every chain family of an annealing protocol
+    (both models): anneal="none": one "independent" family, every s2 started afresh (from the ordered
+    start only with start="ordered"); "down": cooling (s2 decreasing, from the prior unless
+    start="ordered"); "up": heating (s2 increasing, from the ordered droplet start unless
+    start="prior"); "both": the two side by side."""
+    s2 = np.asarray(s2)
+    if anneal == "none":
+        return [("independent", s2, "ordered" if start == "ordered" else "prior")]
+    out = []
+    if anneal in ("down", "both"):
+        out.append(("cooling", np.sort(s2)[::-1], "ordered" if start == "ordered" else "prior"))
+    if anneal in ("up", "both"):
+        out.append(("heating", np.sort(s2), "prior" if start == "prior" else "ordered"))
+    return out
+
+
+def ladder_branch_output(outs: Sequence[RunOutput], ladder, s2_sorted, members: slice) -> tuple[RunOutput, list]:
+    """One branch of an annealing run as a single RunOutput: members ``members`` of every stage
+    output in ``outs`` (stage s ran at ``ladder[s]``), stages reordered to ``s2_sorted`` and
+    concatenated along the member axis.  Returns it and the stage index of each s2."""
+    order = [int(np.flatnonzero(np.asarray(ladder) == v)[0]) for v in s2_sorted]   # stage of each s2
+
+    def take(tree):
+        return jax.tree_util.tree_map(lambda *a: np.concatenate([x[members] for x in a]),
+                                      *[tree(outs[s]) for s in order])
+
+    out = outs[0]._replace(records=take(lambda o: o.records), accum=take(lambda o: o.accum), z=take(lambda o: o.z))
+    return out, order
+
+
 def prior_z(task: Task, members: Members):
     """The members' prior draws of the unit-variance parameters (what ``run_ensemble`` starts from
     without ``initial_z``), as host arrays with a leading member axis."""

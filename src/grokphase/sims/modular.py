@@ -32,7 +32,8 @@ import optax
 import xarray as xr
 
 from grokphase.errors import ParameterError
-from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, prior_z, run_ensemble, run_ladder
+from grokphase.sims.driver import (Checkpointer, Members, Schedule, Task, ladder_branch_output, ladder_branches, prior_z,
+                                   run_ensemble, run_ladder)
 from grokphase.sims.langevin import langevin
 
 PARAMETRISATIONS = ("paper", "gromov")
@@ -209,19 +210,9 @@ class ModularSim:
         return Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
 
     def branches(self) -> list[tuple[str, np.ndarray, str]]:
-        """(branch name, s2 ladder in run order, start) of every chain family.  anneal="none": one
-        "independent" family, every s2 started afresh; "down": cooling (s2 decreasing, from the prior
-        unless start="ordered"); "up": heating (s2 increasing, from the ordered droplet start unless
-        start="prior"); "both": the two side by side."""
-        s2 = np.asarray(self.s2)
-        if self.anneal == "none":
-            return [("independent", s2, "ordered" if self.start == "ordered" else "prior")]
-        out = []
-        if self.anneal in ("down", "both"):
-            out.append(("cooling", np.sort(s2)[::-1], "ordered" if self.start == "ordered" else "prior"))
-        if self.anneal in ("up", "both"):
-            out.append(("heating", np.sort(s2), "prior" if self.start == "prior" else "ordered"))
-        return out
+        """(branch name, s2 ladder in run order, start) of every chain family
+        (:func:`grokphase.sims.driver.ladder_branches`)."""
+        return ladder_branches(self.s2, self.anneal, self.start)
 
     def parameters(self) -> dict:
         out = dataclasses.asdict(self)
@@ -734,11 +725,7 @@ def _ladder_dataset(sim: ModularSim, outs: list, stages: list[ModHyper]) -> xr.D
     parts, names = [], []
     for b, (name, ladder, _) in enumerate(sim.branches()):
         sl = slice(b * K, (b + 1) * K)
-        order = [int(np.flatnonzero(ladder == v)[0]) for v in ordered.s2]   # stage of each s2
-        take = lambda tree, sl=sl, order=order: jax.tree_util.tree_map(  # noqa: E731
-            lambda *a: np.concatenate([x[sl] for x in a]), *[tree(outs[s]) for s in order])
-        out = outs[0]._replace(records=take(lambda o: o.records), accum=take(lambda o: o.accum),
-                               z=take(lambda o: o.z))
+        out, order = ladder_branch_output(outs, ladder, ordered.s2, sl)
         hyper = jax.tree_util.tree_map(lambda *a: np.concatenate([x[sl] for x in a]),
                                        *[stages[s] for s in order])
         parts.append(build_dataset(ordered, out, Members(None, None, None, hyper)))

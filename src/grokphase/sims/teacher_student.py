@@ -47,7 +47,8 @@ import xarray as xr
 
 from grokphase.errors import ParameterError
 from grokphase.sims import special
-from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, prior_z, run_ensemble, run_ladder
+from grokphase.sims.driver import (Checkpointer, Members, Schedule, Task, ladder_branch_output, ladder_branches, prior_z,
+                                   run_ensemble, run_ladder)
 from grokphase.sims.langevin import langevin
 from grokphase.sims.models import TwoLayerNet, erf_prior_std
 from grokphase.theory.teacher_student import TeacherStudentParams
@@ -245,20 +246,9 @@ class TeacherStudentSim:
         return out
 
     def branches(self) -> list[tuple[str, np.ndarray, str]]:
-        """(branch name, s2 ladder in run order, start) of every chain family, as in the modular
-        model: anneal="none": one "independent" family, every s2 started afresh (from the ordered
-        start only with start="ordered"); "down": cooling (s2 decreasing, from the prior unless
-        start="ordered"); "up": heating (s2 increasing, from the ordered droplet start unless
-        start="prior"); "both": the two side by side."""
-        s2 = np.asarray(self.s2)
-        if self.anneal == "none":
-            return [("independent", s2, "ordered" if self.start == "ordered" else "prior")]
-        out = []
-        if self.anneal in ("down", "both"):
-            out.append(("cooling", np.sort(s2)[::-1], "ordered" if self.start == "ordered" else "prior"))
-        if self.anneal in ("up", "both"):
-            out.append(("heating", np.sort(s2), "prior" if self.start == "prior" else "ordered"))
-        return out
+        """(branch name, s2 ladder in run order, start) of every chain family
+        (:func:`grokphase.sims.driver.ladder_branches`)."""
+        return ladder_branches(self.s2, self.anneal, self.start)
 
     def bytes_per_network(self) -> int:
         """Rough device memory per network of a step (data, parameters, and activations)."""
@@ -700,11 +690,7 @@ def _ladder_dataset(sim: TeacherStudentSim, task: Task, outs: list, members: Mem
     parts, names = [], []
     for b, (name, ladder, _) in enumerate(sim.branches()):
         sl = slice(b * K, (b + 1) * K)
-        order = [int(np.flatnonzero(ladder == v)[0]) for v in ordered.s2]   # stage of each s2
-        take = lambda tree, sl=sl, order=order: jax.tree_util.tree_map(  # noqa: E731
-            lambda *a: np.concatenate([x[sl] for x in a]), *[tree(outs[s]) for s in order])
-        out = outs[0]._replace(records=take(lambda o: o.records), accum=take(lambda o: o.accum),
-                               z=take(lambda o: o.z))
+        out, order = ladder_branch_output(outs, ladder, ordered.s2, sl)
         part_members = Members(np.tile(members.data_keys[sl], (len(order), 1)), None, None, None)
         parts.append(build_dataset(ordered, out, task, part_members))
         names.append(name)
