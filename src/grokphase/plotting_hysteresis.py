@@ -7,6 +7,8 @@ transition temperature."""
 from __future__ import annotations
 
 from grokphase.hysteresis import hysteresis_modular, hysteresis_teacher_student  # noqa: F401  (re-exported for the CLI)
+import numpy as np
+
 from grokphase.plotting import _save, plt
 
 STYLE = {"cooling": dict(color="tab:blue", marker="v", label="cooling (from the prior)"),
@@ -29,8 +31,10 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
                     label="supercooled branch (metastable)")
         for p in ds["protocol"].values:
             st = dict(STYLE.get(str(p), {}))
-            ax.errorbar(ds["s2"], ds[var].sel(protocol=p), yerr=ds[f"{var}_sem"].sel(protocol=p), capsize=2,
-                        ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
+            y = ds[var].sel(protocol=p)
+            ok = np.isfinite(y.values)           # protocols share the union of their s2 grids
+            ax.errorbar(ds["s2"].values[ok], y.values[ok], yerr=ds[f"{var}_sem"].sel(protocol=p).values[ok],
+                        capsize=2, ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
         ax.axvline(s1, color="0.7", lw=0.8)
         ax.set_xlabel("σ²")
     axes[0].set_ylabel("target component 1 + a")
