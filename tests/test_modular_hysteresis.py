@@ -118,6 +118,12 @@ def test_hysteresis_analysis_loop_window_bracket_and_theory(theory):
     assert summ["gmfl1_s2"] == pytest.approx(S1)
     # the ordered branch's spinodal lies below the transition here: no superheated ordered state above s1
     assert summ["spinodal_s2"] < S1 < summ["supercooled_spinodal_s2"]
+    # the text report of `grokphase run` carries the same window and each protocol's numbers
+    from grokphase.cli_sims import modular_hysteresis_lines
+
+    text = modular_hysteresis_lines({"out": "h.nc", **summ})
+    assert text[-1].endswith(str(loop["window_s2"]))
+    assert any(line.strip().startswith("replica ") and "0.500±0.002" in line for line in text)
 
 
 def test_hysteresis_analysis_rejects_unknown_protocol_and_mismatched_runs():

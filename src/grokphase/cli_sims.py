@@ -672,9 +672,31 @@ def cmd_run(args) -> int:
         from grokphase.perp_norm import perp_norm_lines
 
         lines.extend(perp_norm_lines(summary["perp_norm"]))
-    for h in summary.get("hysteresis", []) if isinstance(summary.get("hysteresis"), list) else []:
-        lines.extend(ts_hysteresis_lines(h))
+    hyst = summary.get("hysteresis")
+    if isinstance(hyst, list):                      # teacher-student: one summary per [[hysteresis]] table
+        for h in hyst:
+            lines.extend(ts_hysteresis_lines(h))
+    elif isinstance(hyst, dict):                    # modular
+        lines.extend(modular_hysteresis_lines(hyst))
     _emit(args, summary, lines)
+    return 0
+
+
+def modular_hysteresis_lines(h: dict) -> list[str]:
+    """Text lines of a modular hysteresis summary: target component per protocol against the
+    finite-P theory, the replica ladders' acceptance, and the loop window."""
+    lines = [f"hysteresis P={h['P']:g} N={h['N']:g} gamma={h['gamma']:g} ({h['convention']} theory; "
+             f"s1 = {h['gmfl1_s2']:.4g}) -> {h['out']}"]
+    for p, e in h["protocols"].items():
+        vals = ", ".join(f"{s:.4g}: {c:.3f}±{se:.3f} (th {t:.3f})" for s, c, se, t in
+                         zip(e["s2"], e["target_component"], e["target_component_sem"], e["theory_target_component"]))
+        lines.append(f"  {p:15s} {vals}; rms distance {e['rms_distance']:.4f}")
+        if "swap_acceptance" in e:
+            lines.append(f"  {'':15s} swap acceptance {min(e['swap_acceptance']):.3f}-{max(e['swap_acceptance']):.3f}; "
+                         f"{e['round_trips']} round trips; warning: {e['ladder_warning']}")
+    if h.get("loop"):
+        lines.append(f"  loop window (heating - cooling > 3 SE): s2 {h['loop']['window_s2']}")
+    return lines
 
 
 def ts_hysteresis_lines(h: dict) -> list[str]:
@@ -694,7 +716,6 @@ def ts_hysteresis_lines(h: dict) -> list[str]:
         lines.append(f"  loop (heating - cooling > {h['loop']['threshold_z']:g} SE): {h['loop']['loop_seen']} at "
                      f"s2 {h['loop']['s2_open']}")
     return lines
-    return 0
 
 
 def perp_norm_comparison(results, pspec: dict, out_dir: Path) -> dict:
