@@ -7,14 +7,22 @@ an independent implementation (closed forms evaluated by scipy quadrature) rathe
 
 from __future__ import annotations
 
-import math
+import os
 
-import numpy as np
-import pytest
-from scipy import integrate
+# before NumPy/SciPy load their OpenBLAS (pytest imports this file before any test module imports
+# grokphase, whose own default comes too late once SciPy is loaded): JAX's CPU LAPACK kernels call
+# SciPy's OpenBLAS, and a multithreaded one competing with XLA's threads made a Gibbs-readout test
+# 3x slower (159 s vs 49 s, tests/test_modular_hysteresis.py, with another process on the second core)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import grokphase  # noqa: F401  (enables float64 in JAX before any test builds arrays)
-from grokphase.theory import teacher_student as ts
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy import integrate  # noqa: E402
+
+import grokphase  # noqa: F401,E402  (enables float64 in JAX before any test builds arrays)
+from grokphase.theory import teacher_student as ts  # noqa: E402
 
 SQRT6 = math.sqrt(6.0)
 

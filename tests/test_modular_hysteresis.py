@@ -138,3 +138,93 @@ def test_hysteresis_analysis_rejects_unknown_protocol_and_mismatched_runs():
     other.attrs["param_N"] = N + 1
     with pytest.raises(ParameterError, match="differ"):
         hysteresis_modular({"replica": good, "replica_ordered": other})
+
+
+# --- superheating (sims/modular_superheating.toml's regime, smaller N) --------------------------------
+# Above s1 a mode's droplets survive only while their saddle exists, u a^2 >= sqrt(gamma), i.e. below the
+# marginal target component 1 - (sqrt(gamma)/u)^(1/2) (0.069 at s1, 0 at the supercooled spinodal
+# 1.0746 s1).  One droplet neuron adds lambda_1/s2 = 4 sqrt(3) s1/sqrt(gamma) to its mode, so with
+# s1 = 4e-4 (0.005 per droplet) about ten droplets per mode fit under the bound above s1, and a heated
+# ordered network must stay ordered there — far above the equilibrium, which is at the GP level — and
+# melt beyond the spinodal.
+SH_S1, SH_N = 4e-4, 384
+SH_SA2 = SH_S1 ** 2 * SH_N * math.sqrt(GAMMA) / (math.sqrt(3) * P ** 2)
+SH_S2 = (0.95 * SH_S1, 1.02 * SH_S1, 1.12 * SH_S1)
+
+
+def _sh_params(s2):
+    return mt.ModularParams(N=SH_N, P=P, s2=np.asarray(s2, float), sa2=SH_SA2, gamma=GAMMA)
+
+
+def test_marginal_bound_closed_form():
+    """1 - (sqrt(gamma)/u)^(1/2): 1 - (sqrt(3)/2)^(1/2) at the transition, 0 at the supercooled spinodal
+    (NaN beyond), and exactly where the droplet saddle of :func:`saddles` appears and disappears."""
+    tr = mt.transitions(_sh_params(SH_S1), "network")
+    s1, s_sc = float(tr.gmfl1_s2), float(tr.supercooled_spinodal_s2)
+    assert s1 == pytest.approx(SH_S1, rel=1e-12)
+    b = mt.marginal_target_component(_sh_params([s1, 0.5 * (s1 + s_sc), s_sc * (1 - 1e-12), 1.01 * s_sc]))
+    assert b[0] == pytest.approx(1 - math.sqrt(math.sqrt(3) / 2), rel=1e-12)
+    assert b[1] == pytest.approx(0.5 * b[0], rel=1e-9)                      # linear in s2
+    assert abs(b[2]) < 1e-9 and np.isnan(b[3])
+    s2 = np.array([0.7, 0.95, 1.03]) * s1
+    prm = _sh_params(s2)
+    bound = mt.marginal_target_component(prm)
+    for delta, exists in ((-1e-6, True), (1e-6, False)):
+        _, _, ex = mt.saddles(-(1 - bound) + delta, np.asarray(prm.u), GAMMA)   # a = -(1 - bound) + delta
+        assert np.all(np.asarray(ex) == exists)
+
+
+def test_heated_ordered_state_stays_ordered_above_the_transition():
+    """Heating from the theory's droplet start at 0.95 s1: at 1.02 s1 the target component stays an
+    order of magnitude above the finite-P equilibrium (0.0023, the GP level) at every record — ordered
+    above the transition — and below the marginal bound (0.051); at 1.12 s1, past the spinodal, it melts
+    to the equilibrium.  Measured (seed 0): 0.026-0.033 at 1.02 s1, 0.0004 at the end of 1.12 s1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eq = np.asarray(mt.solve(_sh_params(SH_S2), "exact", convention="network", check=False).target_component)
+    bound = mt.marginal_target_component(_sh_params(SH_S2))
+    sim = ModularSim(P=P, N=SH_N, s2=SH_S2, sa2=SH_SA2, gamma=GAMMA, optimizer="langevin", lr=30.0, seeds=1,
+                     steps=400, burn_in=200, record_every=50, anneal="up", ordered_droplets="theory",
+                     theory_convention="network")
+    ds = run_modular(sim, progress=False)
+    tc = ds["target_component_mean_trajectory"].values[0, :, 0]          # (s2, time) of the heating branch
+    assert eq[1] < 0.005 and 0.04 < bound[1] < 0.06 and np.isnan(bound[2])
+    assert np.all(tc[1] > 5 * eq[1]), (tc[1], eq[1])
+    assert np.all(tc[1] < bound[1]), (tc[1], bound[1])
+    assert float(ds["droplet_fraction"].values[0, 1]) > 11 * 2 / SH_N          # > 2 droplet neurons per mode
+    assert tc[2, -1] < 2 * eq[2], (tc[2], eq[2])
+
+
+def test_hysteresis_analysis_superheating_summary():
+    """The superheating entry on synthetic branches (cooling at the equilibrium, heating above it by a
+    known gap, SE 0.002): ordered above s1 exactly where the gap exceeds 3 SE of both comparisons,
+    within the marginal bound unless a heating point is put above it, and in the text report."""
+    import json
+
+    from grokphase.cli_sims import modular_hysteresis_lines
+    from grokphase.hysteresis import hysteresis_modular
+
+    s2 = np.array([0.9, 1.02, 1.04, 1.2]) * S1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eq = np.asarray(mt.solve(mt.ModularParams(N=N, P=P, s2=s2, sa2=SA2, gamma=GAMMA), "exact",
+                                 convention="network", check=False).target_component)
+    bound = mt.marginal_target_component(mt.ModularParams(N=N, P=P, s2=s2, sa2=SA2, gamma=GAMMA))
+    gap = np.array([0.1, 0.03, 0.002, 0.0])
+    h = hysteresis_modular({"cooling": (a := _fake(s2, eq, [0.002] * 4, branch=gap)), "heating": a})
+    sh = json.loads(h.attrs["summary_json"])["superheating"]
+    np.testing.assert_allclose(sh["s2"], s2[1:])
+    np.testing.assert_allclose(sh["heating"], eq[1:] + gap[1:])
+    np.testing.assert_allclose(sh["z_vs_equilibrium"], gap[1:] / 0.002)
+    np.testing.assert_allclose(sh["ordered_s2"], s2[[1]])
+    assert sh["max_ordered_s2_over_s1"] == pytest.approx(1.02)
+    np.testing.assert_allclose(sh["marginal_bound"][:2], bound[1:3])
+    assert sh["marginal_bound"][2] is None and sh["within_bound"]
+    np.testing.assert_allclose(h["theory_marginal_target_component"].values[:3], bound[:3])
+    text = modular_hysteresis_lines({"out": "h.nc", **json.loads(h.attrs["summary_json"])})
+    assert any("superheating" in line and "up to 1.020 s1" in line and "bound: True" in line for line in text)
+    # a heating point above the bound (at 1.04 s1) is flagged
+    gap2 = gap.copy()
+    gap2[2] = bound[2] - eq[2] + 0.01
+    h2 = hysteresis_modular({"cooling": (b := _fake(s2, eq, [0.002] * 4, branch=gap2)), "heating": b})
+    assert not json.loads(h2.attrs["summary_json"])["superheating"]["within_bound"]

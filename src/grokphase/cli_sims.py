@@ -694,6 +694,14 @@ def modular_hysteresis_lines(h: dict) -> list[str]:
         if "swap_acceptance" in e:
             lines.append(f"  {'':15s} swap acceptance {min(e['swap_acceptance']):.3f}-{max(e['swap_acceptance']):.3f}; "
                          f"{e['round_trips']} round trips; warning: {e['ladder_warning']}")
+    sh = h.get("superheating")
+    if sh:
+        pts = ", ".join(f"{r:.3f} s1: {c:.4f} (eq {e:.4f}, bound {'-' if b is None else f'{b:.4f}'})"
+                        for r, c, e, b in zip(sh["s2_over_s1"], sh["heating"], sh["equilibrium"], sh["marginal_bound"]))
+        lines.append(f"  superheating: heating above s1 {pts}; ordered (> 3 SE above equilibrium"
+                     f"{' and cooling' if 'cooling' in sh else ''}) up to "
+                     f"{'-' if sh['max_ordered_s2_over_s1'] is None else format(sh['max_ordered_s2_over_s1'], '.3f')} s1; "
+                     f"within the bound: {sh['within_bound']}")
     if h.get("loop"):
         lines.append(f"  loop window (heating - cooling > 3 SE): s2 {h['loop']['window_s2']}")
     return lines

@@ -64,13 +64,52 @@ def _modular_loop(protos: list, s2: np.ndarray, pts: dict) -> dict:
     return out
 
 
+def _superheating(protos: list, s2: np.ndarray, pts: dict, eq: np.ndarray, bound: np.ndarray, s1: float) -> dict:
+    """The heating branch above the transition s1: its target component against the finite-P
+    equilibrium and (where run) the cooling branch, in the heating run's standard errors, and against the
+    marginal bound (:func:`grokphase.theory.modular.marginal_target_component`).  ``ordered_s2``: the
+    s2 > s1 where heating exceeds the equilibrium, and the cooling branch if present, by more than
+    3 SE (the ordered state superheated); ``within_bound``: every heating point above s1 at or below the
+    bound plus 2 SE where the bound exists, and at the equilibrium within 3 SE beyond it (melted)."""
+    if "heating" not in protos:
+        return {}
+    ih = protos.index("heating")
+    tc, se = pts["tc"][ih], pts["tc_sem"][ih]
+    above = (s2 > s1 * (1 + 1e-9)) & np.isfinite(tc)
+    if not above.any():
+        return {}
+    se_safe = np.maximum(se, 1e-30)
+    z_eq = (tc - eq) / se_safe
+    ordered = z_eq > 3
+    out = {"s2": s2[above].tolist(), "s2_over_s1": (s2[above] / s1).tolist(),
+           "heating": tc[above].tolist(), "heating_sem": se[above].tolist(),
+           "equilibrium": eq[above].tolist(), "z_vs_equilibrium": z_eq[above].tolist(),
+           "marginal_bound": [None if not np.isfinite(b) else float(b) for b in bound[above]]}
+    if "cooling" in protos:
+        ic = protos.index("cooling")
+        tcc, sec = pts["tc"][ic], pts["tc_sem"][ic]
+        z_c = (tc - tcc) / np.sqrt(np.maximum(se ** 2 + sec ** 2, 1e-30))
+        out["cooling"] = tcc[above].tolist()
+        out["z_vs_cooling"] = z_c[above].tolist()
+        ordered &= np.where(np.isfinite(tcc), z_c > 3, True)
+    out["ordered_s2"] = s2[above & ordered].tolist()
+    out["max_ordered_s2_over_s1"] = float(s2[above & ordered].max() / s1) if (above & ordered).any() else None
+    has = np.isfinite(bound)
+    ok = np.where(has, tc <= bound + 2 * se, z_eq <= 3)
+    out["within_bound"] = bool(np.all(ok[above]))
+    return out
+
+
 def hysteresis_modular(results: dict, convention: str = "network", n_theory: int = 121) -> xr.Dataset:
     """``results``: protocol name (cooling, heating, replica, replica_ordered) -> modular simulation
     Dataset (an annealing result with a branch dimension, or a replica-exchange result; replica_ordered
     is a replica-exchange run started from the ordered droplet saddle, so that the two replica starts
     bracket the equilibrium when the ladder does not mix).  Returns per-protocol
     points (protocol, s2) with standard errors, the theory on a fine s2 grid (finite-P equilibrium,
-    P -> infinity equilibrium, the supercooled disordered branch and its barrier) and the distances."""
+    P -> infinity equilibrium, the supercooled disordered branch and its barrier, and the marginal
+    bound under which a heated ordered state can keep droplets) and the distances; the summary's
+    ``superheating`` entry compares the heating branch above s1 with the equilibrium, the cooling
+    branch and that bound (:func:`_superheating`)."""
     from grokphase.io import annotate
     from grokphase.theory import modular as mt
 
@@ -106,6 +145,7 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
         fin = mt.solve(prm, "exact", convention=convention, check=False)
         lim = mt.solve_limit(prm, convention)
         tr = mt.transitions(mt.ModularParams(N=N, P=P, s2=float(s2_all[0]), sa2=sa2, gamma=gamma), convention)
+        marginal = mt.marginal_target_component(prm)
     G = grid.size
     eq_pts = np.asarray(fin.target_component)[G:]
     drop_pts = np.asarray(fin.droplet_fraction)[G:] * modes
@@ -121,6 +161,8 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
         "limit_target_component": (("s2_theory",), np.asarray(lim.target_component)[:G]),
         "limit_barrier_supercooled": (("s2_theory",), np.asarray(lim.barrier_supercooled)[:G]),
         "supercooled_target_component": (("s2_theory",), np.zeros(G)),
+        "marginal_target_component": (("s2_theory",), marginal[:G]),
+        "theory_marginal_target_component": (("s2",), marginal[G:]),
     }
     dist = pts["tc"] - eq_pts[None, :]
     data["distance"] = (("protocol", "s2"), dist)
@@ -149,6 +191,7 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
     summary["spinodal_s2"] = float(np.asarray(tr.spinodal_s2))           # superheated (ordered) branch
     summary["supercooled_spinodal_s2"] = float(np.asarray(tr.supercooled_spinodal_s2))
     summary["loop"] = _modular_loop(protos, s2_all, pts)
+    summary["superheating"] = _superheating(protos, s2_all, pts, eq_pts, marginal[G:], s1)
     ds.attrs["summary_json"] = json.dumps(summary)
     ds.attrs["gmfl1_s2"] = s1
     return annotate(ds, kind="analysis.modular_hysteresis", parameters={"P": P, "N": N, "sa2": sa2, "gamma": gamma,

@@ -29,6 +29,9 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
             ax.plot(ds["s2_theory"], ds[lim], "--", color="0.5", lw=1, label="theory, P → ∞")
             ax.plot(ds["s2_theory"], ds["supercooled_target_component"], ":", color="tab:blue", lw=1,
                     label="supercooled branch (metastable)")
+            if "marginal_target_component" in ds:
+                ax.plot(ds["s2_theory"], ds["marginal_target_component"], "-.", color="tab:red", lw=1,
+                        label="droplets' limit of stability (superheating bound)")
         for p in ds["protocol"].values:
             st = dict(STYLE.get(str(p), {}))
             y = ds[var].sel(protocol=p)

@@ -468,6 +468,27 @@ def transitions(params: ModularParams, convention: str = "paper") -> Transitions
                        supercooled_spinodal_s2=np.sqrt(C / np.sqrt(g)))
 
 
+def marginal_target_component(params: ModularParams) -> np.ndarray:
+    r"""The largest target component 1 + a at which a droplet saddle exists: 1 - (sqrt(gamma)/u)^(1/2).
+
+    A droplet neuron sits at w+^2, which exists only while u a^2 >= sqrt(gamma) (:func:`saddles`), i.e.
+    while |a| >= (sqrt(gamma)/u)^(1/2).  Droplets raise the target component (each adds to lambda), so a
+    state with any number of droplets is locally stable only below this bound; a heated ordered state
+    sheds droplets until it sits below it, and it holds some only up to the supercooled spinodal
+    u = sqrt(gamma), where the bound reaches 0 (NaN beyond: no droplet survives).  Since u = C/s2^2
+    (C = 2 sa2 P^2/N), the bound is 1 - sqrt(sqrt(gamma)/C) s2: linear in s2, 1 - (sqrt(3)/2)^(1/2) = 0.0694
+    at the GFL -> GMFL-I transition s1 (u = 2 sqrt(gamma/3)) and 0 at 1.0746 s1.  It involves only u, so it
+    is the same in both conventions; it is the P -> infinity, droplet-count-free superheating limit
+    (at finite P_eff the barrier to melting vanishes at the bound, so a finite network sheds droplets
+    somewhat below it)."""
+    p = params.broadcast()
+    u = np.asarray(p.u, dtype=float)
+    g = np.asarray(p.gamma, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = 1.0 - np.sqrt(np.sqrt(g) / u)
+    return np.where(u >= np.sqrt(g), bound, np.nan)
+
+
 class LimitSolution(NamedTuple):
     """P -> infinity equilibrium and metastable branches at each point (kappa, P_eff: :func:`mode_factors`).
 
