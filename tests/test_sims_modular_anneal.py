@@ -17,23 +17,30 @@ from grokphase.sims.modular import (ModularSim, build_ladder_members, build_memb
                                     ordered_start, run_modular)
 
 
-def test_gibbs_readout_is_the_exact_conditional_posterior():
+@pytest.mark.parametrize("N, n, seed", [(4, 17, 3), (23, 9, 5)])
+def test_gibbs_readout_is_the_exact_conditional_posterior(N, n, seed):
     """Given w, the readout posterior is Bayesian linear regression on the features h^2: precision
-    I + (c^2/s2) F^T F, mean Lambda^-1 (c/s2) F^T y per output.  The draw's mean (xi = 0) and its
-    linear map xi -> draw - mean (whose square is the covariance) are checked against NumPy."""
-    rng = np.random.default_rng(3)
-    P, N, n, c, s2 = 5, 4, 17, 0.3, 0.2
+    I + (c^2/s2) F^T F, mean Lambda^-1 (c/s2) F^T y per output.  The draw's mean (xi = eps = 0) and its
+    linear map (xi, eps) -> draw - mean (whose square is the covariance) are checked against NumPy's
+    N x N algebra, for N <= n (primal form; eps unused) and for N > n, where the draw is the dual form
+    z = xi + c F^T K^-1 (y - c F xi - sqrt(s2) eps), K = c^2 F F^T + s2 I (a wrong sign or a missing
+    sqrt(s2) there fails the covariance)."""
+    rng = np.random.default_rng(seed)
+    P, c, s2 = 5, 0.3, 0.2
     w = rng.normal(size=(2 * P, N))
     pairs = np.stack([rng.integers(0, P, n), rng.integers(0, P, n)], axis=1)
     y = rng.normal(size=(n, P))
     F = (w[pairs[:, 0]] + w[P + pairs[:, 1]]) ** 2
     Lam = np.eye(N) + (c * c / s2) * F.T @ F
     mean = np.linalg.solve(Lam, (c / s2) * F.T @ y)
+    args = (jnp.asarray(w), jnp.asarray(pairs), jnp.asarray(y), c, s2)
     draw = jax.jit(gibbs_readout)
-    got0 = np.asarray(draw(jnp.asarray(w), jnp.asarray(pairs), jnp.asarray(y), c, s2, jnp.zeros((N, P))))
-    np.testing.assert_allclose(got0, mean, rtol=1e-10, atol=1e-12)
-    M = np.stack([np.asarray(draw(jnp.asarray(w), jnp.asarray(pairs), jnp.asarray(y), c, s2,
-                                  jnp.zeros((N, P)).at[j, 2].set(1.0)))[:, 2] - mean[:, 2] for j in range(N)], axis=1)
+    zN, zn = jnp.zeros((N, P)), jnp.zeros((n, P))
+    np.testing.assert_allclose(np.asarray(draw(*args, zN, zn)), mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(draw(*args, zN, None)), mean, rtol=1e-10, atol=1e-12)
+    cols = [np.asarray(draw(*args, zN.at[j, 2].set(1.0), zn))[:, 2] for j in range(N)]
+    cols += [np.asarray(draw(*args, zN, zn.at[k, 2].set(1.0)))[:, 2] for k in range(n)]
+    M = np.stack(cols, axis=1) - mean[:, 2:3]
     np.testing.assert_allclose(M @ M.T, np.linalg.inv(Lam), rtol=1e-9, atol=1e-12)
 
 
@@ -125,3 +132,4 @@ def test_bad_anneal_input(kwargs, needle):
 def test_dataclass_replace_keeps_validation():
     with pytest.raises(ParameterError):
         dataclasses.replace(_theory_sim(), start="sideways")
+

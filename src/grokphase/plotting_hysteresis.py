@@ -19,8 +19,15 @@ STYLE = {"cooling": dict(color="tab:blue", marker="v", label="cooling (from the 
 
 
 def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Panels: target component and droplet fraction against s2; when a heating branch was run above
+    the transition, a third panel with the target component on a log scale from 0.9 s1 up (the
+    superheated branch against the equilibrium, which is at the GP level there, and the marginal bound)."""
     s1 = float(ds.attrs["gmfl1_s2"])
+    s2v = np.asarray(ds["s2"].values)
+    protos = [str(p) for p in ds["protocol"].values]
+    superheat = "heating" in protos and np.any(
+        np.isfinite(ds["target_component"].sel(protocol="heating").values) & (s2v > s1 * (1 + 1e-9)))
+    fig, axes = plt.subplots(1, 3 if superheat else 2, figsize=(16 if superheat else 11, 4.2))
     conv = ds.attrs.get("param_convention", "network")
     for ax, var, theory, lim in ((axes[0], "target_component", "theory_fine_target_component", "limit_target_component"),
                                  (axes[1], "droplet_fraction", "theory_fine_droplet_fraction", None)):
@@ -44,6 +51,24 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
     axes[1].set_ylabel("droplet fraction (neurons)")
     axes[0].legend(fontsize=7)
     axes[0].set_title(f"P={ds.attrs['param_P']:g}, N={ds.attrs['param_N']:g}, γ={ds.attrs['param_gamma']:g}")
+    if superheat:
+        ax = axes[2]
+        x = np.asarray(ds["s2_theory"].values) / s1
+        ax.semilogy(x, ds["theory_fine_target_component"], "-", color="0.3", lw=1.5, label="equilibrium, finite P")
+        if "marginal_target_component" in ds:
+            ax.semilogy(x, ds["marginal_target_component"], "-.", color="tab:red", lw=1, label="superheating bound")
+        for p in protos:
+            y = ds["target_component"].sel(protocol=p).values
+            ok = np.isfinite(y) & (y > 0)
+            st = dict(STYLE.get(p, {}))
+            ax.errorbar(s2v[ok] / s1, y[ok], yerr=ds["target_component_sem"].sel(protocol=p).values[ok], capsize=2,
+                        ls="none" if p.startswith("replica") else "-", lw=0.8, **st)
+        ax.axvline(1.0, color="0.7", lw=0.8)
+        ax.set_xlim(0.9, max(1.15, float(s2v.max() / s1) * 1.01))
+        ax.set_xlabel("σ²/σ²₁")
+        ax.set_ylabel("target component (log)")
+        ax.set_title("above the transition: superheated droplets", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path, also_pdf)
 
