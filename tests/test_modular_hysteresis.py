@@ -228,3 +228,8 @@ def test_hysteresis_analysis_superheating_summary():
     gap2[2] = bound[2] - eq[2] + 0.01
     h2 = hysteresis_modular({"cooling": (b := _fake(s2, eq, [0.002] * 4, branch=gap2)), "heating": b})
     assert not json.loads(h2.attrs["summary_json"])["superheating"]["within_bound"]
+    # and so is one still ordered beyond the supercooled spinodal (1.2 s1), where no droplet can survive
+    gap3 = gap.copy()
+    gap3[3] = 0.01
+    h3 = hysteresis_modular({"cooling": (b := _fake(s2, eq, [0.002] * 4, branch=gap3)), "heating": b})
+    assert not json.loads(h3.attrs["summary_json"])["superheating"]["within_bound"]

@@ -70,7 +70,8 @@ def _superheating(protos: list, s2: np.ndarray, pts: dict, eq: np.ndarray, bound
     marginal bound (:func:`grokphase.theory.modular.marginal_target_component`).  ``ordered_s2``: the
     s2 > s1 where heating exceeds the equilibrium, and the cooling branch if present, by more than
     3 SE (the ordered state superheated); ``within_bound``: every heating point above s1 at or below the
-    bound plus 2 SE where the bound exists, and at the equilibrium within 3 SE beyond it (melted)."""
+    bound plus 2 SE where the bound exists, and melted beyond it: within 3 combined SE of the cooling
+    branch (the same width's disordered state), or of the equilibrium when no cooling branch was run."""
     if "heating" not in protos:
         return {}
     ih = protos.index("heating")
@@ -95,7 +96,10 @@ def _superheating(protos: list, s2: np.ndarray, pts: dict, eq: np.ndarray, bound
     out["ordered_s2"] = s2[above & ordered].tolist()
     out["max_ordered_s2_over_s1"] = float(s2[above & ordered].max() / s1) if (above & ordered).any() else None
     has = np.isfinite(bound)
-    ok = np.where(has, tc <= bound + 2 * se, z_eq <= 3)
+    melted = np.abs(z_c if "cooling" in protos else z_eq) <= 3
+    if "cooling" in protos:
+        melted = np.where(np.isfinite(tcc), melted, np.abs(z_eq) <= 3)
+    ok = np.where(has, tc <= bound + 2 * se, melted)
     out["within_bound"] = bool(np.all(ok[above]))
     return out
 
