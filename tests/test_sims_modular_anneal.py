@@ -133,3 +133,33 @@ def test_dataclass_replace_keeps_validation():
     with pytest.raises(ParameterError):
         dataclasses.replace(_theory_sim(), start="sideways")
 
+
+
+def test_ordered_start_coldest_copies_the_heating_start_to_every_s2():
+    """ordered_droplets = "coldest": every member starts as a heating branch does — the theory's droplet
+    count per mode and Phi_+ at the lowest s2 — even at an s2 beyond the supercooled spinodal, where the
+    theory has no droplet saddle (there "theory" must refuse)."""
+    import math
+
+    P, N, gamma, s1 = 23, 384, 0.3, 4e-4
+    sa2 = s1 ** 2 * N * math.sqrt(gamma) / (math.sqrt(3) * P ** 2)
+    base = dict(P=P, N=N, s2=(0.9 * s1, 1.1 * s1), sa2=sa2, gamma=gamma, optimizer="langevin", lr=30.0, seeds=1,
+                steps=10, record_every=10, start="ordered", theory_convention="network")
+    sim = ModularSim(**base, ordered_droplets="coldest")
+    members, _ = build_members(sim)
+    assert np.isnan(np.asarray(members.hyper.phi_plus)[1])                  # no saddle at 1.1 s1
+    z = ordered_start(sim, members)
+    from grokphase.sims.modular import theory_droplets_per_mode, theory_phi_plus
+
+    cold = ModularSim(**{**base, "s2": (0.9 * s1,)}, ordered_droplets="theory")
+    phi = float(theory_phi_plus(cold)[0])
+    n_drop = 11 * int(round(float(theory_droplets_per_mode(cold, [0.9 * s1])[0])))
+    assert 200 < n_drop < 320                                  # ~22 per mode (saddle method) over 11 modes
+    for j in range(2):
+        w = z["w"][j]
+        u, v = w[:P].T, w[P:].T
+        mask = np.asarray(fourier.droplet_mask(u, v, phi))
+        # the droplet rule (power at Phi_+ within 50 %) misses a few droplets to the prior noise (1/P per mode)
+        assert mask[:n_drop].mean() > 0.95 and mask[n_drop:].mean() < 0.01, (j, mask[:n_drop].mean(), mask[n_drop:].mean())
+    with pytest.raises(ParameterError, match="s2 = 0.00044"):
+        ordered_start(dataclasses.replace(sim, ordered_droplets="theory"), members)

@@ -92,9 +92,10 @@ def add_parsers(groups, positive, finite) -> None:
                         "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
                         "acceptance, round trips and the replica trajectory, and warns when the ladder is too sparse")
     p.add_argument("--swap-every", type=_int_ge(1), default=10, help="steps between swap rounds (default 10)")
-    p.add_argument("--ordered-droplets", choices=("all", "theory"), default="all",
-                   help="ordered start: every neuron a droplet (all) or the theory's number of droplet neurons "
-                        "per mode at that s2 (theory), the rest prior draws")
+    p.add_argument("--ordered-droplets", choices=("all", "theory", "coldest"), default="all",
+                   help="ordered start: every neuron a droplet (all), the theory's number of droplet neurons "
+                        "per mode at that s2 (theory), the rest prior draws, or every run/rung as a heating branch "
+                        "starts: the theory's droplets at the lowest s2 (coldest)")
     p.add_argument("--theory-convention", choices=("paper", "network"), default="paper",
                    help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
     p.add_argument("--devices", type=_int_ge(1), default=None)

@@ -41,7 +41,7 @@ OPTIMIZERS = ("langevin", "adamw", "gd")
 ANNEALS = ("none", "down", "up", "both")
 STARTS = ("auto", "prior", "ordered")
 READOUTS = ("gibbs", "langevin")
-ORDERED_DROPLETS = ("all", "theory")
+ORDERED_DROPLETS = ("all", "theory", "coldest")
 THEORY_CONVENTIONS = ("paper", "network")
 BRANCHES = {"down": "cooling", "up": "heating"}
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -150,7 +150,7 @@ class ModularSim:
         if self.start not in STARTS:
             raise ParameterError(f"unknown start {self.start!r}; choose from {', '.join(STARTS)}")
         if self.ordered_droplets not in ORDERED_DROPLETS:
-            raise ParameterError(f"unknown ordered_droplets {self.ordered_droplets!r}; choose all or theory")
+            raise ParameterError(f"unknown ordered_droplets {self.ordered_droplets!r}; choose all, theory or coldest")
         if self.theory_convention not in THEORY_CONVENTIONS:
             raise ParameterError(f"unknown theory_convention {self.theory_convention!r}; choose paper or network")
         if self.swap_every < 1:
@@ -586,18 +586,25 @@ def ordered_start(sim: ModularSim, members: Members, task: Task | None = None) -
     droplet neurons per mode at the member's s2 (N p in ``sim.theory_convention``, rounded, at least 1
     per mode), the rest prior draws — the droplet saddle of the mixed phase, whose eigenvalue is the
     self-consistent one (with every neuron a droplet the target eigenvalue overshoots and the droplets
-    melt, as seen at P <= 23)."""
+    melt, as seen at P <= 23); "coldest" every member as a heating branch starts: the theory's droplet
+    count and Phi_+ at the lowest s2 of ``sim.s2``, whatever the member's own s2 (its readout is still
+    drawn at its own s2) — above the transition that state is superheated."""
     task = make_task(sim) if task is None else task
     hyper = members.hyper
     phi = np.asarray(hyper.phi_plus, dtype=np.float64)
     s2 = np.asarray(hyper.s2, dtype=np.float64)
+    if sim.ordered_droplets == "coldest":
+        cold = dataclasses.replace(sim, s2=(float(min(sim.s2)),), ordered_droplets="theory", anneal="none",
+                                   replica_exchange=False)
+        phi = np.full(s2.size, theory_phi_plus(cold)[0])
     if not np.all(np.isfinite(phi) & (phi > 0)):
         bad = float(s2[np.flatnonzero(~(np.isfinite(phi) & (phi > 0)))[0]])
         raise ParameterError(f"an ordered start needs the theory's droplet saddle, and at s2 = {bad:g} the "
                              "theory has none (u a^2 < sqrt(gamma)); start that branch at a lower s2")
     modes = (sim.P - 1) // 2
-    if sim.ordered_droplets == "theory":
-        per_mode = np.maximum(1, np.round(theory_droplets_per_mode(sim, s2))).astype(int)
+    if sim.ordered_droplets in ("theory", "coldest"):
+        at = s2 if sim.ordered_droplets == "theory" else np.full(s2.size, min(sim.s2))
+        per_mode = np.maximum(1, np.round(theory_droplets_per_mode(sim, at))).astype(int)
         n_drop = np.minimum(per_mode * modes, sim.N)
     else:
         n_drop = np.full(phi.size, sim.N)
@@ -714,7 +721,8 @@ def _run_replica(sim: ModularSim, task: Task, config: dict, desc: str, checkpoin
     z0 = None
     if start == "ordered":          # rungs where the theory has a droplet saddle start there, the others at the prior
         z0 = prior_z(task, members)
-        has = np.flatnonzero(np.isfinite(np.asarray(members.hyper.phi_plus)))
+        has = (np.arange(np.asarray(members.hyper.phi_plus).size) if sim.ordered_droplets == "coldest"
+               else np.flatnonzero(np.isfinite(np.asarray(members.hyper.phi_plus))))
         if has.size == 0:
             raise ParameterError("an ordered replica-exchange start needs the theory's droplet saddle at some s2 "
                                  "of the ladder, and it has none")
