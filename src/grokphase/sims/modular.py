@@ -299,8 +299,8 @@ def gibbs_readout(w, pairs, y, c, s2, xi, eps=None):
     Wider than the data (N > n) the same posterior is drawn in the n-dimensional dual form
     (:func:`_dual_draw`, Matheron's rule): O(n^2 N + n^3) instead of O(N^2 n + N^3): 3.0x cheaper at
     P = 23, N = 1024 (n = P^2 = 529) and 9.8x at N = 2048 (benchmarks/bench_gibbs_readout.py).  It
-    needs a second set of standard normals ``eps`` (n, P) for a draw; ``eps=None`` means zeros, which with xi = 0 gives the conditional mean (for
-    N <= n ``eps`` is ignored)."""
+    needs a second set of standard normals ``eps`` (n, P) for a draw; ``eps=None`` means zeros, which
+    with xi = 0 gives the conditional mean (for N <= n ``eps`` is ignored)."""
     F = (w[pairs[:, 0]] + w[y.shape[-1] + pairs[:, 1]]) ** 2
     if F.shape[1] > F.shape[0]:
         return _dual_draw(F, y.astype(jnp.float64), c, s2, xi, eps)
