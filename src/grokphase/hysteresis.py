@@ -86,6 +86,7 @@ def _superheating(protos: list, s2: np.ndarray, pts: dict, eq: np.ndarray, bound
            "heating": tc[above].tolist(), "heating_sem": se[above].tolist(),
            "equilibrium": eq[above].tolist(), "z_vs_equilibrium": z_eq[above].tolist(),
            "marginal_bound": [None if not np.isfinite(b) else float(b) for b in bound[above]]}
+    z_melt = z_eq                      # melted: compared with the same width's cooling branch where run
     if "cooling" in protos:
         ic = protos.index("cooling")
         tcc, sec = pts["tc"][ic], pts["tc_sem"][ic]
@@ -93,13 +94,10 @@ def _superheating(protos: list, s2: np.ndarray, pts: dict, eq: np.ndarray, bound
         out["cooling"] = tcc[above].tolist()
         out["z_vs_cooling"] = z_c[above].tolist()
         ordered &= np.where(np.isfinite(tcc), z_c > 3, True)
+        z_melt = np.where(np.isfinite(tcc), z_c, z_eq)
     out["ordered_s2"] = s2[above & ordered].tolist()
     out["max_ordered_s2_over_s1"] = float(s2[above & ordered].max() / s1) if (above & ordered).any() else None
-    has = np.isfinite(bound)
-    melted = np.abs(z_c if "cooling" in protos else z_eq) <= 3
-    if "cooling" in protos:
-        melted = np.where(np.isfinite(tcc), melted, np.abs(z_eq) <= 3)
-    ok = np.where(has, tc <= bound + 2 * se, melted)
+    ok = np.where(np.isfinite(bound), tc <= bound + 2 * se, np.abs(z_melt) <= 3)
     out["within_bound"] = bool(np.all(ok[above]))
     return out
 
