@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grokphase import appd
+from grokphase.analysis import appd
+from grokphase.plotting import appd as appd_plots
 from grokphase.errors import ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,7 @@ def test_saved_and_reloaded(tiny, tmp_path):
 
 def test_figures_written(tiny, tmp_path):
     _, _, ds = tiny
-    for plot, name in ((appd.plot_fig4, "fig4"), (appd.plot_fig5, "fig5"), (appd.plot_fig6, "fig6")):
+    for plot, name in ((appd_plots.plot_fig4, "fig4"), (appd_plots.plot_fig5, "fig5"), (appd_plots.plot_fig6, "fig6")):
         files = plot(ds, tmp_path / f"{name}.png")
         assert [f.suffix for f in files] == [".png", ".pdf"]
         assert all(f.exists() and f.stat().st_size > 1000 for f in files)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quick_scale_orders_widths():
-    from grokphase import appd
+    from grokphase.analysis import appd
     from grokphase.sims.teacher_student import run_teacher_student
 
     spec = tomllib.loads((REPO / "sims" / "appD_quick.toml").read_text())

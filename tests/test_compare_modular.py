@@ -130,15 +130,14 @@ def test_cli_compare_modular(gfl_run, tmp_path, capsys):
 def test_modular_experiment_files_are_valid(name):
     """Every modular experiment file (including the GPU one, which is not run here) builds valid
     simulations with known options."""
-    from grokphase.cli_sims import _MODULAR_KEYS
+    from grokphase.experiments.files import entries
+    from grokphase.experiments.models import modular as modular_model
+    from grokphase.experiments.runner import check_file
 
     spec = tomllib.loads((ROOT / "sims" / name).read_text())
     assert spec["model"] == "modular"
-    for entry in spec["sim"]:
-        opts = {**spec.get("common", {}), **entry}
-        assert set(opts) <= _MODULAR_KEYS, set(opts) - _MODULAR_KEYS
-        kw = {k: v for k, v in opts.items() if k not in ("name", "plot")}
-        alphas = np.atleast_1d(kw.pop("alpha", 1.0))
-        s2 = tuple(np.atleast_1d(kw.pop("s2", 0.2)).tolist())
-        for a in alphas:
-            ModularSim(alpha=float(a), s2=s2, **kw)
+    model, sims, common = check_file(name, spec)          # unknown keys and wrong types are errors
+    assert model.name == "modular"
+    for sim_name, opts in entries(name, sims, common, set(model.options) | {"name"}):
+        for sim in modular_model.sims_from_options(opts, sim_name, strict=True):
+            assert isinstance(sim, ModularSim)

@@ -119,7 +119,7 @@ def test_hysteresis_analysis_loop_window_bracket_and_theory(theory):
     # the ordered branch's spinodal lies below the transition here: no superheated ordered state above s1
     assert summ["spinodal_s2"] < S1 < summ["supercooled_spinodal_s2"]
     # the text report of `grokphase run` carries the same window and each protocol's numbers
-    from grokphase.cli_sims import modular_hysteresis_lines
+    from grokphase.cli.text import modular_hysteresis_lines
 
     text = modular_hysteresis_lines({"out": "h.nc", **summ})
     assert text[-1].endswith(str(loop["window_s2"]))
@@ -201,7 +201,7 @@ def test_hysteresis_analysis_superheating_summary():
     within the marginal bound unless a heating point is put above it, and in the text report."""
     import json
 
-    from grokphase.cli_sims import modular_hysteresis_lines
+    from grokphase.cli.text import modular_hysteresis_lines
     from grokphase.hysteresis import hysteresis_modular
 
     s2 = np.array([0.9, 1.02, 1.04, 1.2]) * S1

@@ -17,7 +17,7 @@ import pytest
 
 from grokphase.cli import main
 from grokphase.io import load_dataset, save_dataset
-from grokphase.perp_norm import theory_t_split
+from grokphase.analysis.perp_norm import theory_t_split
 from grokphase.sims.teacher_student import TeacherStudentSim, _ratio_mean_sem, run_teacher_student
 from grokphase.theory import teacher_student as ts
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from grokphase import reproduce as rp
+from grokphase.experiments import reproduce as rp
 from grokphase.errors import ParameterError
 from grokphase.io import load_dataset
 

@@ -6,10 +6,9 @@ transition temperature."""
 
 from __future__ import annotations
 
-from grokphase.hysteresis import hysteresis_modular, hysteresis_teacher_student  # noqa: F401  (re-exported for the CLI)
 import numpy as np
 
-from grokphase.plotting import _save, plt
+from grokphase.plotting.base import _save, plt
 
 STYLE = {"cooling": dict(color="tab:blue", marker="v", label="cooling (from the prior)"),
          "heating": dict(color="tab:red", marker="^", label="heating (from the ordered start)"),

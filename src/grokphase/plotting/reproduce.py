@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
+from matplotlib.patches import Patch
 
 from grokphase.errors import ResultFileError
-from grokphase.plotting import _colors, _save, plot_teacher_student_compare, plt
+from grokphase.plotting.base import _colors, _save, plt
+from grokphase.plotting.sims import plot_teacher_student_compare
 
 PHASE_NAMES = ("GFL", "GMFL-I", "GMFL-II")
 PHASE_COLORS = ("#d9e6f2", "#f7d9a8", "#e8a3a3")
@@ -21,7 +24,6 @@ def _check(ds: xr.Dataset, kind: str) -> None:
 
 
 def _phase_map(ax, x, y, phase, xlog=False, ylog=False):
-    from matplotlib.colors import BoundaryNorm, ListedColormap
 
     cmap = ListedColormap(PHASE_COLORS)
     ax.pcolormesh(x, y, phase, shading="auto", cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3))
@@ -35,7 +37,6 @@ def _phase_map(ax, x, y, phase, xlog=False, ylog=False):
 
 
 def _legend_patches():
-    from matplotlib.patches import Patch
 
     return [Patch(facecolor=c, edgecolor="0.4", label=n) for c, n in zip(PHASE_COLORS, PHASE_NAMES)]
 
@@ -184,7 +185,6 @@ def plot_pd_modular(ds: xr.Dataset, path) -> list[Path]:
     finite-P target component 1 + a with the simulations coloured by their measured target component;
     (b) the finite-P droplet fraction (log scale) with the simulations coloured by their measured
     droplet fraction; both with the P -> infinity boundaries."""
-    from matplotlib.colors import LogNorm
 
     _check(ds, "reproduce.phase_diagram_modular")
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))

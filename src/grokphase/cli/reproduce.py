@@ -1,11 +1,14 @@
 """``grokphase reproduce NAME --scale tiny|quick|paper``: the paper's figures from the experiment
-definitions (:mod:`grokphase.reproduce`)."""
+definitions (:mod:`grokphase.experiments.reproduce`)."""
 
 from __future__ import annotations
 
+from grokphase.cli.common import _emit
+from grokphase.experiments.devices import request_host_devices
+from grokphase.experiments.reproduce import FIGURES, SCALES, reproduce
+
 
 def add_parser(groups) -> None:
-    from grokphase.reproduce import FIGURES, SCALES
 
     p = groups.add_parser(
         "reproduce", help="reproduce the paper's figures from theory/reproduce.toml and sims/ (cached)",
@@ -48,9 +51,6 @@ def _lines(name: str, s: dict) -> list[str]:
 
 
 def cmd_reproduce(args) -> int:
-    from grokphase.cli import _emit
-    from grokphase.cli_sims import request_host_devices
-    from grokphase.reproduce import reproduce
 
     request_host_devices(2)    # before JAX starts; runs use what each experiment file asks for
     out = reproduce(args.names, scale=args.scale, out_dir=args.out_dir, cache_dir=args.cache_dir, defs=args.defs,

@@ -14,6 +14,9 @@ import numpy as np
 import xarray as xr
 
 from grokphase.errors import ResultFileError
+from grokphase.io import annotate
+from grokphase.sims.modular import all_pairs
+from grokphase.theory import modular as mt, teacher_student as ts
 
 N_SUBENSEMBLES = 5
 
@@ -75,7 +78,6 @@ def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: 
     """Finite-d theory (``approximation`` exact or concentrated) at exactly the simulated (integer)
     sizes: at the simulated s2 points (with p(q) on the quadrature grid unless ``density=False``) and
     on a line of ``num_line`` s2 values spanning them."""
-    from grokphase.theory import teacher_student as ts
 
     N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
     sw2, eps = float(ds.attrs["param_sw2"]), float(ds.attrs["param_eps"])
@@ -100,7 +102,6 @@ def lr_bias_estimate(ds: xr.Dataset):
     prior part that way, the chain samples approximately the theory with sw2 and sa2 multiplied
     by k = 1/(1 - lr s2/2); the bias estimate is theory(k sw2, k sa2) - theory(sw2, sa2).
     (The data term's curvature adds to s2 in the readout; it is small in these models.)"""
-    from grokphase.theory import teacher_student as ts
 
     N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
     sw2, eps, lr = float(ds.attrs["param_sw2"]), float(ds.attrs["param_eps"]), float(ds.attrs["param_lr"])
@@ -146,7 +147,6 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     simulation (with sub-ensemble error bars) and from the theory; and theory lines over s2.
     ``theory`` (optional) is a saved finite-d sweep used for the lines and point values instead of
     solving (the densities are always solved at the simulated sizes)."""
-    from grokphase.theory import teacher_student as ts
 
     K = len(sims)
     if K == 0:
@@ -252,7 +252,6 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     data["theory_minus_log_p"] = (("sim", "point", "q"), th_mlp)
     cmp = xr.Dataset(data, coords={"beta": (("sim",), np.asarray(betas)), "alpha": (("sim",), np.asarray(alphas)),
                                    "q": q_grid, "q_bin": 0.5 * (q_grid[1:] + q_grid[:-1])})
-    from grokphase.io import annotate
 
     return annotate(cmp, kind="analysis.teacher_student.compare",
                     parameters={"sims": labels, "theory_file": theory is not None,
@@ -333,7 +332,6 @@ def random_feature_target_component(P: int, N: int, sa2: float, s2, draws: int =
     F^T F each, then every s2 in closed form).  Returns (mean, standard error) arrays over s2.  It
     differs from the NNGP value by the O(fitted degrees of freedom / N) of a rank-N kernel (the
     (0, 0) and one-sided modes' large eigenvalues included)."""
-    from grokphase.sims.modular import all_pairs
 
     s2 = np.atleast_1d(np.asarray(s2, np.float64))
     P, N = int(P), int(N)
@@ -363,7 +361,6 @@ def modular_theory_curves(N: float, P: float, sa2: float, gamma: float, s2: np.n
     to carry a droplet in some mode, 1 - (1 - p)^K with K = (P - 1)//2 mode pairs (what the
     simulations' droplet rule counts, as one neuron holds at most one dominant frequency), and the
     P -> infinity equilibrium, superheated (ordered) and supercooled (disordered) branches."""
-    from grokphase.theory import modular as mt
 
     s2 = np.asarray(s2, np.float64)
     K = max((int(round(P)) - 1) // 2, 1)
@@ -397,7 +394,6 @@ def compare_modular(sims: Sequence[xr.Dataset], conventions: Sequence[str] = MOD
     the disordered branch at the simulated width (:func:`random_feature_target_component`) and the
     NNGP value, and the z-scores (sim - reference)/SEM; and theory lines (dims run, convention,
     s2_line) of the equilibrium, both metastable branches and the expected droplet-neuron fraction."""
-    from grokphase.io import annotate
 
     if not sims:
         raise ResultFileError("compare modular needs at least one simulation file")

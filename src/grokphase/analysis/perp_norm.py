@@ -28,13 +28,16 @@ Two diagnostics go beyond point-by-point z-scores:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
 from grokphase.errors import ResultFileError
+import jax.numpy as jnp
+import jax
+from grokphase.io import annotate
+from grokphase.theory import teacher_student as ts
 
 APPROXIMATIONS = ("exact", "concentrated")
 #: the beta = 1 configuration the s2 values are reported in (paper's App. C): s2_beta1 = r n/N
@@ -43,7 +46,6 @@ SIM_FIELDS = ("t_droplet", "t_bulk", "droplet_fraction", "cubic_learned", "linea
 
 
 def _params(ds: xr.Dataset, s2=None):
-    from grokphase.theory import teacher_student as ts
 
     N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
     s2 = np.asarray(ds["s2"].values if s2 is None else s2, np.float64)
@@ -66,9 +68,6 @@ def theory_t_split(sol, params, threshold: float, q_max: float = 1.6, num_q: int
     density in the droplet region (|q| > threshold) and in the bulk, from :func:`log_density_qt` on
     a uniform (q, t) grid (q >= 0, the density is even in q).  The grid resolves the density:
     spacing 1.3e-3 in q and ~1.3e-3 in t against widths >= sqrt(sw2/d)/... ~ 0.05 for d <= 200."""
-    import jax.numpy as jnp
-
-    from grokphase.theory import teacher_student as ts
 
     sw2, d = float(params.sw2), float(params.d)
     q = np.linspace(0.0, q_max, num_q)
@@ -93,7 +92,6 @@ def theory_t_split(sol, params, threshold: float, q_max: float = 1.6, num_q: int
 
 
 def _take(sol, i):
-    import jax
 
     return jax.tree_util.tree_map(lambda a: None if a is None or np.ndim(a) == 0 else np.asarray(a)[i], sol)
 
@@ -130,7 +128,6 @@ def compare_perp_norm(sims: Sequence[xr.Dataset], num_line: int = 25) -> xr.Data
     sim/theory - 1; ``s2_match_<a>`` (+ ``_err``): the s2 at which theory a's cubic fraction equals
     the simulated one; the simulated density ``sim_log_p_qt`` (per unit q per unit t, pooled over
     networks) and the exact theory's ``exact_log_p_qt`` on the same bin centres."""
-    from grokphase.theory import teacher_student as ts
 
     if len(sims) == 0:
         raise ResultFileError("no simulation files given")
@@ -235,7 +232,6 @@ def compare_perp_norm(sims: Sequence[xr.Dataset], num_line: int = 25) -> xr.Data
         cmp.attrs[f"limit_s2_c_{a}"] = float(np.asarray(tr.value))
         cmp.attrs[f"limit_u_c_{a}"] = float(np.asarray(tr.u))
         cmp.attrs[f"limit_t_star_c_{a}"] = float(np.asarray(tr.t_star))
-    from grokphase.io import annotate
 
     return annotate(cmp, kind="compare.perp_norm", parameters={"files": len(sims)})
 
@@ -368,66 +364,3 @@ def perp_norm_lines(summary: dict) -> list[str]:
         lines.append(f"matched s2 ({a}): s2/s2_match = {m['s2_ratio']:.3f}±{m['s2_ratio_err']:.3f} over {m['points']} "
                      f"points (chi2 {m['chi2']:.1f}) -> implied s2_c = {m['implied_s2_c']:.4f}±{m['implied_s2_c_err']:.4f}")
     return lines
-
-
-def plot_perp_norm(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
-    """Per simulation file (row): the simulated log p(q, t) per s2 (pooled over networks and record
-    times after burn-in) with the exact finite-d theory's density as contours, the exact theory's
-    scaling-limit saddles (+-q*, t*) and the bulk (0, sw2) (white), the concentrated saddles
-    (+-q*, sw2) (cyan), the droplet threshold (dashed); last column: mean t of droplet and bulk neurons
-    vs s2, simulated (points, SEM) and exact theory (lines; the concentrated theory is sw2)."""
-    from grokphase.plotting import _save, plt
-
-    K, S = cmp.sizes["sim"], cmp.sizes["point"]
-    fig, axes = plt.subplots(K, S + 1, figsize=(2.6 * (S + 1), 2.4 * K), squeeze=False)
-    q, t = cmp["qt_q"].values, cmp["t"].values
-    for k in range(K):
-        sw2 = float(cmp["sw2"].values[k])
-        for i in range(S):
-            ax = axes[k, i]
-            s2 = cmp["s2"].values[k, i]
-            if not np.isfinite(s2):
-                ax.axis("off")
-                continue
-            lp = cmp["sim_log_p_qt"].values[k, i]
-            fin = lp[np.isfinite(lp)]
-            vmax = fin.max() if fin.size else 0.0
-            ax.pcolormesh(q, t, np.where(np.isfinite(lp), lp, np.nan).T, vmin=vmax - 10, vmax=vmax, cmap="viridis",
-                          shading="nearest")
-            th = cmp["exact_log_p_qt"].values[k, i]
-            if np.all(np.isfinite(th)):
-                ax.contour(q, t, th.T, levels=vmax - np.array([8, 6, 4, 2, 0.5]), colors="w", linewidths=0.5,
-                           alpha=0.7)
-            qs, ts_ = cmp["limit_exact_q_star"].values[k, i], cmp["limit_exact_t_star"].values[k, i]
-            qc = cmp["limit_concentrated_q_star"].values[k, i]
-            ax.plot([0], [sw2], "w+", ms=8, label="bulk (0, σw²)")
-            if qs > 0:
-                ax.plot([-qs, qs], [ts_, ts_], "wx", ms=8, label="exact (±q*, t*)")
-            if qc > 0:
-                ax.plot([-qc, qc], [sw2, sw2], "c^", ms=5, mfc="none", label="concentrated (±q*, σw²)")
-            thr = cmp["droplet_threshold"].values[k, i]
-            for sgn in (-1, 1):
-                ax.axvline(sgn * thr, color="w", ls="--", lw=0.6)
-            ax.set_xlim(-1.2, 1.2)
-            ax.set_ylim(0.0, min(t.max(), 2.2 * sw2))
-            ax.set_title(f"β={cmp['beta'].values[k]:.3g} n={int(cmp['n'].values[k])} σ²={s2:.3g}", fontsize=8)
-            if i == 0:
-                ax.set_ylabel("t = |w⊥|²")
-            if k == K - 1:
-                ax.set_xlabel("q = w·w*")
-            if k == 0 and i == 0:
-                ax.legend(fontsize=5, loc="lower left")
-        ax = axes[k, S]
-        s2 = cmp["s2"].values[k]
-        for name, color in (("t_droplet", "C3"), ("t_bulk", "C0")):
-            ax.errorbar(s2, cmp[f"sim_{name}"].values[k], cmp[f"sim_{name}_sem"].values[k], fmt="o", color=color,
-                        ms=3, label=f"sim {name}")
-            ax.plot(s2, cmp[f"exact_{name}"].values[k], "s-", color=color, lw=1, mfc="none", ms=5, label=f"exact {name}")
-        ax.axhline(sw2, color="k", ls=":", lw=0.8, label="concentrated (σw²)")
-        ax.set_xlabel("σ²")
-        ax.set_ylabel("mean t")
-        ax.set_ylim(0.0, 1.2 * sw2)
-        if k == 0:
-            ax.legend(fontsize=5)
-    fig.tight_layout()
-    return _save(fig, path, also_pdf)

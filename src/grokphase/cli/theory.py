@@ -1,141 +1,104 @@
-"""Command-line interface: ``grokphase <group> <command> [options]``.
-
-Every command accepts ``--json`` (one JSON object on stdout, nothing else there) and ``--out FILE.nc``
-(an annotated xarray Dataset).  Bad input exits with status 2 and a one-line message naming the
-problem, never a traceback.
-"""
+"""Theory commands: ``grokphase theory teacher-student | gp-teacher-student | modular | gp-modular |
+phase-diagram MODEL``."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from grokphase.axes import parse_axis, parse_list, parse_range
+from grokphase.errors import ParameterError, SolverError
+from grokphase.theory import modular as md, teacher_student as ts
+from grokphase.theory.modular import ModularParams
+from grokphase.theory.results import build_gp_learning_curve, build_modular_gp_curve, build_modular_phase_diagram, build_modular_sweep, build_teacher_student_phase_diagram, build_teacher_student_sweep
+from grokphase.theory.teacher_student import PHASE_LABELS
+from grokphase.cli.common import (_add_approximation, _add_output, _add_scaling, _add_ts_params, _base_params, _finish,
+                                  _log, _Parser, _phase_label, _positive, _s2_values, _status_label)
 
 DEFAULT_BETAS = (1 / 8, 1 / 2, 1.0, 2.0, 8.0)
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line: ``grokphase: error: ...`` (exit status 2)."""
+def add_parsers(groups) -> None:
+    theory = groups.add_parser("theory", help="mean-field theory solvers")
+    tsub = theory.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def error(self, message):  # noqa: D401
-        self.exit(2, f"grokphase: error: {message}\n")
+    p = tsub.add_parser("teacher-student", help="finite-d or scaling-limit theory of the cubic teacher / erf student",
+                        description="Solve the teacher-student theory at one sigma^2 or a sweep. With --plot: the "
+                                    "theory half of the paper's Fig. 2 (betas 1/8, 1/2, 1, 2, 8, the limit, the GP).")
+    _add_ts_params(p)
+    _add_scaling(p)
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
+    p.add_argument("--betas", metavar="B1,B2,...", default=None, help="several betas (fractions allowed, e.g. 1/8)")
+    p.add_argument("--limit", action="store_true", help="report the scaling-limit solver's points")
+    p.add_argument("--transition", action="store_true", help="report the limit transition s2_c and u_c")
+    p.add_argument("--density-s2", metavar="S1,S2", default=None,
+                   help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
+    _add_approximation(p)
+    _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
+    p.set_defaults(func=cmd_theory_teacher_student)
 
+    p = tsub.add_parser("gp-teacher-student", help="infinite-width GP (NNGP) baseline, EK learning curves",
+                        description="Exact Rayleigh quotients of the arcsine kernel and EK learned fractions.")
+    _add_ts_params(p)
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
+    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
+    _add_approximation(p)
+    _add_output(p, "plot the learning curves")
+    p.set_defaults(func=cmd_theory_gp)
 
-def _positive(text: str) -> float:
-    try:
-        if "/" in text:  # fractions such as 1/8
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    p = tsub.add_parser("modular", help="modular-addition theory (Fourier-mode action, GFL / GMFL-I / GMFL-II)",
+                        description="Solve the modular-addition theory at one sigma^2 or a sweep. With --plot: the "
+                                    "paper's Fig. 3 (default sweep 0.1:0.3:201).")
+    _add_modular_params(p)
+    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
+    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2 (beta = 1 units)")
+    p.add_argument("--method", choices=("saddle", "exact"), default="saddle",
+                   help="<Phi Psi> from the saddle mixture (eq. 41-42) or exact 2-D quadrature")
+    _add_convention(p)
+    p.add_argument("--transitions", action="store_true", help="report the P -> infinity transition sigma^2")
+    p.add_argument("--density-s2", metavar="S1,S2,...", default=None, help="sigma^2 values for panel (a)")
+    _add_output(p, "write the Fig. 3 figure")
+    p.set_defaults(func=cmd_theory_modular)
 
+    p = tsub.add_parser("gp-modular", help="NNGP kernel spectrum and EK learning curve of the modular model")
+    p.add_argument("--P", type=_positive, default=401.0)
+    p.add_argument("--Ps", metavar="P1,P2,...", default=None, help="several moduli")
+    p.add_argument("--N", type=_positive, default=1000.0)
+    p.add_argument("--sa2", type=_positive, default=None, help="default 0.002/N")
+    p.add_argument("--s2", type=_positive, default=None, help="default 0.2")
+    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None)
+    _add_output(p, "plot the learning curves")
+    p.set_defaults(func=cmd_theory_gp_modular)
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
+    pd = tsub.add_parser("phase-diagram", help="phase diagrams over two parameters")
+    pdsub = pd.add_subparsers(dest="model", required=True, parser_class=_Parser)
+    p = pdsub.add_parser("teacher-student", help="teacher-student phase diagram",
+                         description="Phase label and learned fractions over a 2-D grid of any two of "
+                                     "N, n, d, s2, sa2, sw2, eps, u, r (u varies sa2 at fixed r; r varies N at fixed u).")
+    p.add_argument("--x", default="s2:0.05:0.4:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--y", default="N:100:3000:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--limit", action="store_true", help="scaling-limit solver instead of finite d")
+    _add_approximation(p)
+    _add_ts_params(p)
+    _add_scaling(p)
+    _add_output(p, "plot the diagram")
+    p.set_defaults(func=cmd_phase_diagram_ts)
 
-
-def _add_ts_params(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model parameters (the beta = 1 configuration; defaults: paper App. C)")
-    g.add_argument("--N", type=_positive, default=700.0, help="hidden width (default 700)")
-    g.add_argument("--n", type=_positive, default=3000.0, help="training points (default 3000)")
-    g.add_argument("--d", type=_positive, default=150.0, help="input dimension (default 150)")
-    g.add_argument("--s2", type=_positive, default=None, help="sigma^2, noise variance / temperature (default 0.14)")
-    g.add_argument("--sa2", type=_positive, default=None,
-                   help="sigma_a^2, readout prior a_i ~ N(0, sa2/N) (default 8/N, following N when N varies)")
-    g.add_argument("--sw2", type=_positive, default=0.5, help="sigma_w^2, input prior (default 0.5)")
-    g.add_argument("--eps", type=_finite, default=-0.3, help="cubic strength of the teacher (default -0.3)")
-
-
-def _add_approximation(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--approximation", choices=("exact", "concentrated"), default="exact",
-                   help="exact (default): |w_perp|^2 integrated as a second order parameter (THEORY.md §3b); "
-                        "concentrated: the paper's reduction with |w_perp|^2 fixed at sw2 (Claim II)")
-
-
-def _add_scaling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beta", type=_positive, default=1.0, help="Table-1 scaling beta (default 1)")
-    p.add_argument("--alpha", type=_positive, default=None, help="Table-1 scaling alpha (default: alpha = beta)")
-
-
-def _add_output(p: argparse.ArgumentParser, plot_help: str) -> None:
-    p.add_argument("--plot", metavar="FILE.png", default=None, help=plot_help)
-    p.add_argument("--out", metavar="FILE.nc", default=None, help="save the results as an annotated netCDF Dataset")
-    p.add_argument("--json", action="store_true", help="print a one-object JSON summary on stdout")
-
-
-def _base_params(args):
-    from grokphase.theory.teacher_student import TeacherStudentParams
-
-    return TeacherStudentParams(N=args.N, n=args.n, d=args.d, s2=0.14 if args.s2 is None else args.s2,
-                                sa2=args.sa2, sw2=args.sw2, eps=args.eps)
-
-
-def _s2_values(args) -> np.ndarray:
-    from grokphase.axes import parse_range
-
-    if args.s2_sweep is not None:
-        if args.s2 is not None:
-            from grokphase.errors import ParameterError
-
-            raise ParameterError("give either --s2 or --s2-sweep, not both")
-        return parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
-    return np.array([0.14 if args.s2 is None else args.s2])
-
-
-def _emit(args, summary: dict[str, Any], text_lines: Sequence[str]) -> None:
-    from grokphase.io import to_json
-
-    if args.json:
-        sys.stdout.write(to_json(summary) + "\n")
-    else:
-        sys.stdout.write("\n".join(text_lines) + "\n")
-
-
-def _finish(args, ds, summary: dict[str, Any], lines: Sequence[str]) -> int:
-    """Save (--out), draw from the saved data (--plot) and print the summary; the shared tail of
-    every command."""
-    from grokphase.io import save_dataset
-    from grokphase.plotting import plot_result
-
-    if args.out:
-        save_dataset(ds, args.out)
-        summary["out"] = args.out
-    if args.plot:
-        plot_result(ds, args.plot)
-        summary["plot"] = args.plot
-    _emit(args, summary, lines)
-    return 0
-
-
-def _log(args, message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _phase_label(code) -> str:
-    from grokphase.theory.teacher_student import PHASE_LABELS
-
-    return PHASE_LABELS[int(code)]
-
-
-def _status_label(code) -> str:
-    from grokphase.theory.teacher_student import Status
-
-    return Status(int(code)).label
+    p = pdsub.add_parser("modular", help="modular-addition phase diagram",
+                         description="Finite-P phase, target component and droplet fraction over a 2-D grid of any "
+                                     "two of s2, N, P, sa2, gamma, with the P -> infinity boundaries.")
+    p.add_argument("--x", default="s2:0.1:0.3:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--y", default="N:500:2000:64", metavar="NAME:START:STOP:NUM[:log]")
+    p.add_argument("--method", choices=("saddle", "exact"), default="saddle")
+    _add_convention(p)
+    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
+    _add_modular_params(p)
+    _add_output(p, "plot the diagram")
+    p.set_defaults(func=cmd_phase_diagram_modular)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,8 +107,6 @@ def _status_label(code) -> str:
 
 
 def cmd_theory_teacher_student(args) -> int:
-    from grokphase.axes import parse_list
-    from grokphase.theory.results import build_teacher_student_sweep
 
     base = _base_params(args)
     s2 = _s2_values(args)
@@ -207,7 +168,6 @@ def cmd_theory_teacher_student(args) -> int:
         summary["q_star_c"] = float(ds.attrs["q_star_c"])
         summary["t_star_c"] = float(ds.attrs["t_star_c"])
         if not math.isfinite(summary["s2_c"]):
-            from grokphase.errors import SolverError
 
             raise SolverError("no GFL -> GMFL-I transition within s2/100 .. 100*s2 for these parameters")
         lines.append(f"scaling-limit transition ({args.approximation}): s2_c = {summary['s2_c']:.6f}, "
@@ -223,8 +183,6 @@ def cmd_theory_teacher_student(args) -> int:
 
 
 def cmd_theory_gp(args) -> int:
-    from grokphase.axes import parse_range
-    from grokphase.theory.results import build_gp_learning_curve
 
     base = _base_params(args)
     s2 = _s2_values(args)
@@ -258,9 +216,6 @@ def cmd_theory_gp(args) -> int:
 
 
 def cmd_phase_diagram_ts(args) -> int:
-    from grokphase.axes import parse_axis
-    from grokphase.theory import teacher_student as ts
-    from grokphase.theory.results import build_teacher_student_phase_diagram
 
     allowed = ts.PARAM_NAMES + ts.DERIVED_AXES
     x = parse_axis(args.x, allowed, "--x")
@@ -314,19 +269,15 @@ def _add_convention(p: argparse.ArgumentParser) -> None:
 
 
 def _modular_base(args):
-    from grokphase.theory.modular import ModularParams
 
     return ModularParams(N=args.N, P=args.P, s2=0.2 if args.s2 is None else args.s2, sa2=args.sa2, gamma=args.gamma)
 
 
 def cmd_theory_modular(args) -> int:
-    from grokphase.axes import parse_list, parse_range
-    from grokphase.theory.results import build_modular_sweep
 
     base = _modular_base(args)
     if args.s2_sweep is not None:
         if args.s2 is not None:
-            from grokphase.errors import ParameterError
 
             raise ParameterError("give either --s2 or --s2-sweep, not both")
         s2 = parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
@@ -365,8 +316,6 @@ def cmd_theory_modular(args) -> int:
 
 
 def cmd_theory_gp_modular(args) -> int:
-    from grokphase.axes import parse_list, parse_range
-    from grokphase.theory.results import build_modular_gp_curve
 
     P = parse_list(args.Ps, "--Ps") if args.Ps else np.array([args.P])
     sa2 = args.sa2 if args.sa2 is not None else 0.002 / args.N
@@ -383,9 +332,6 @@ def cmd_theory_gp_modular(args) -> int:
 
 
 def cmd_phase_diagram_modular(args) -> int:
-    from grokphase.axes import parse_axis
-    from grokphase.theory import modular as md
-    from grokphase.theory.results import build_modular_phase_diagram
 
     x = parse_axis(args.x, md.PARAM_NAMES, "--x")
     y = parse_axis(args.y, md.PARAM_NAMES, "--y")
@@ -407,152 +353,5 @@ def cmd_phase_diagram_modular(args) -> int:
 
 
 def _phase_labels():
-    from grokphase.theory.teacher_student import PHASE_LABELS
 
     return PHASE_LABELS
-
-
-# ------------------------------------------------------------------------------------------------
-# plot
-# ------------------------------------------------------------------------------------------------
-
-
-def cmd_plot(args) -> int:
-    from grokphase.io import load_dataset
-    from grokphase.plotting import plot_result
-
-    ds = load_dataset(args.result)
-    paths = plot_result(ds, args.out, also_pdf=args.pdf)
-    _emit(args, {"plots": [str(p) for p in paths]}, [f"wrote {p}" for p in paths])
-    return 0
-
-
-# ------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="grokphase", description="Theory and simulations of grokking as a first-order phase "
-                                                   "transition (Rubin, Seroussi & Ringel, ICLR 2024).")
-    from grokphase import __version__
-
-    parser.add_argument("--version", action="version", version=f"grokphase {__version__}")
-    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
-
-    theory = groups.add_parser("theory", help="mean-field theory solvers")
-    tsub = theory.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = tsub.add_parser("teacher-student", help="finite-d or scaling-limit theory of the cubic teacher / erf student",
-                        description="Solve the teacher-student theory at one sigma^2 or a sweep. With --plot: the "
-                                    "theory half of the paper's Fig. 2 (betas 1/8, 1/2, 1, 2, 8, the limit, the GP).")
-    _add_ts_params(p)
-    _add_scaling(p)
-    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
-    p.add_argument("--betas", metavar="B1,B2,...", default=None, help="several betas (fractions allowed, e.g. 1/8)")
-    p.add_argument("--limit", action="store_true", help="report the scaling-limit solver's points")
-    p.add_argument("--transition", action="store_true", help="report the limit transition s2_c and u_c")
-    p.add_argument("--density-s2", metavar="S1,S2", default=None,
-                   help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
-    _add_approximation(p)
-    _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
-    p.set_defaults(func=cmd_theory_teacher_student)
-
-    p = tsub.add_parser("gp-teacher-student", help="infinite-width GP (NNGP) baseline, EK learning curves",
-                        description="Exact Rayleigh quotients of the arcsine kernel and EK learned fractions.")
-    _add_ts_params(p)
-    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
-    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
-    _add_approximation(p)
-    _add_output(p, "plot the learning curves")
-    p.set_defaults(func=cmd_theory_gp)
-
-
-    p = tsub.add_parser("modular", help="modular-addition theory (Fourier-mode action, GFL / GMFL-I / GMFL-II)",
-                        description="Solve the modular-addition theory at one sigma^2 or a sweep. With --plot: the "
-                                    "paper's Fig. 3 (default sweep 0.1:0.3:201).")
-    _add_modular_params(p)
-    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
-    p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2 (beta = 1 units)")
-    p.add_argument("--method", choices=("saddle", "exact"), default="saddle",
-                   help="<Phi Psi> from the saddle mixture (eq. 41-42) or exact 2-D quadrature")
-    _add_convention(p)
-    p.add_argument("--transitions", action="store_true", help="report the P -> infinity transition sigma^2")
-    p.add_argument("--density-s2", metavar="S1,S2,...", default=None, help="sigma^2 values for panel (a)")
-    _add_output(p, "write the Fig. 3 figure")
-    p.set_defaults(func=cmd_theory_modular)
-
-    p = tsub.add_parser("gp-modular", help="NNGP kernel spectrum and EK learning curve of the modular model")
-    p.add_argument("--P", type=_positive, default=401.0)
-    p.add_argument("--Ps", metavar="P1,P2,...", default=None, help="several moduli")
-    p.add_argument("--N", type=_positive, default=1000.0)
-    p.add_argument("--sa2", type=_positive, default=None, help="default 0.002/N")
-    p.add_argument("--s2", type=_positive, default=None, help="default 0.2")
-    p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None)
-    _add_output(p, "plot the learning curves")
-    p.set_defaults(func=cmd_theory_gp_modular)
-
-    pd = tsub.add_parser("phase-diagram", help="phase diagrams over two parameters")
-    pdsub = pd.add_subparsers(dest="model", required=True, parser_class=_Parser)
-    p = pdsub.add_parser("teacher-student", help="teacher-student phase diagram",
-                         description="Phase label and learned fractions over a 2-D grid of any two of "
-                                     "N, n, d, s2, sa2, sw2, eps, u, r (u varies sa2 at fixed r; r varies N at fixed u).")
-    p.add_argument("--x", default="s2:0.05:0.4:64", metavar="NAME:START:STOP:NUM[:log]")
-    p.add_argument("--y", default="N:100:3000:64", metavar="NAME:START:STOP:NUM[:log]")
-    p.add_argument("--limit", action="store_true", help="scaling-limit solver instead of finite d")
-    _add_approximation(p)
-    _add_ts_params(p)
-    _add_scaling(p)
-    _add_output(p, "plot the diagram")
-    p.set_defaults(func=cmd_phase_diagram_ts)
-
-    p = pdsub.add_parser("modular", help="modular-addition phase diagram",
-                         description="Finite-P phase, target component and droplet fraction over a 2-D grid of any "
-                                     "two of s2, N, P, sa2, gamma, with the P -> infinity boundaries.")
-    p.add_argument("--x", default="s2:0.1:0.3:64", metavar="NAME:START:STOP:NUM[:log]")
-    p.add_argument("--y", default="N:500:2000:64", metavar="NAME:START:STOP:NUM[:log]")
-    p.add_argument("--method", choices=("saddle", "exact"), default="saddle")
-    _add_convention(p)
-    p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
-    _add_modular_params(p)
-    _add_output(p, "plot the diagram")
-    p.set_defaults(func=cmd_phase_diagram_modular)
-
-    from grokphase.cli_sims import add_parsers as _add_sim_parsers
-
-    _add_sim_parsers(groups, _positive, _finite)
-    from grokphase.cli_reproduce import add_parser as _add_reproduce_parser
-
-    _add_reproduce_parser(groups)
-
-    p = groups.add_parser("plot", help="draw the figure of a saved result file")
-    p.add_argument("result", metavar="RESULT.nc")
-    p.add_argument("--out", required=True, metavar="FILE.png")
-    p.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plot)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "devices", None):
-        from grokphase.cli_sims import request_host_devices
-
-        request_host_devices(args.devices)
-    from grokphase import enable_compilation_cache
-    from grokphase.errors import GrokphaseError
-
-    enable_compilation_cache()
-
-    try:
-        return int(args.func(args) or 0)
-    except GrokphaseError as exc:
-        print(f"grokphase: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("grokphase: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Command-line interface: ``grokphase <group> <command> [options]``.
+
+Every command accepts ``--json`` (one JSON object on stdout, nothing else there) and ``--out FILE.nc``
+(an annotated xarray Dataset).  Bad input exits with status 2 and a one-line message naming the
+problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from grokphase import __version__, enable_compilation_cache
+from grokphase.cli.common import _emit, _Parser
+from grokphase.cli.reproduce import add_parser as add_reproduce_parser
+from grokphase.cli.sims import add_parsers as add_sim_parsers
+from grokphase.cli.theory import add_parsers as add_theory_parsers
+from grokphase.errors import GrokphaseError
+from grokphase.experiments.devices import request_host_devices
+from grokphase.io import load_dataset
+from grokphase.plotting import plot_result
+
+# ------------------------------------------------------------------------------------------------
+# plot
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_plot(args) -> int:
+
+    ds = load_dataset(args.result)
+    paths = plot_result(ds, args.out, also_pdf=args.pdf)
+    _emit(args, {"plots": [str(p) for p in paths]}, [f"wrote {p}" for p in paths])
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="grokphase", description="Theory and simulations of grokking as a first-order phase "
+                                                   "transition (Rubin, Seroussi & Ringel, ICLR 2024).")
+
+    parser.add_argument("--version", action="version", version=f"grokphase {__version__}")
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    add_theory_parsers(groups)
+    add_sim_parsers(groups)
+    add_reproduce_parser(groups)
+
+
+    p = groups.add_parser("plot", help="draw the figure of a saved result file")
+    p.add_argument("result", metavar="RESULT.nc")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--pdf", action="store_true", help="also write a PDF next to the PNG")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "devices", None):
+
+        request_host_devices(args.devices)
+
+    enable_compilation_cache()
+
+    try:
+        return int(args.func(args) or 0)
+    except GrokphaseError as exc:
+        print(f"grokphase: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("grokphase: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

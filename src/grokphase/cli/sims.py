@@ -1,0 +1,326 @@
+"""Simulation commands: ``grokphase sim MODEL``, ``compare MODEL``, ``run FILE.toml``."""
+
+from __future__ import annotations
+
+import argparse
+
+from grokphase.analysis.compare import compare_summary, compare_teacher_student
+from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
+from grokphase.analysis.replica import replica_summary
+from grokphase.cli.common import _emit, _finish, _finite, _positive
+from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hysteresis_lines
+from grokphase.experiments.devices import configure_devices
+from grokphase.experiments.models import modular as modular_model
+from grokphase.experiments.models import teacher_student as ts_model
+from grokphase.experiments.runner import run_experiment
+from grokphase.io import load_dataset, save_dataset
+from grokphase.plotting.perp_norm import plot_perp_norm
+from grokphase.sims.teacher_student import summary_points
+
+def _int_ge(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+        return value
+
+    return parse
+
+
+def show_defaults(parser, options) -> None:
+    """Append each option's default, read from the model's schema (the configuration dataclasses), to its
+    help; the parser's own default stays None so that a missing option takes the dataclass default."""
+    for action in parser._actions:
+        opt = options.get(action.dest)
+        if opt is None or opt.default is None or action.default not in (None, False):
+            continue
+        value = ",".join(f"{v:g}" for v in opt.default) if isinstance(opt.default, tuple) else opt.default
+        action.help = f"{action.help + ' ' if action.help else ''}(default {value})"
+
+
+def add_parsers(groups, positive=_positive, finite=_finite) -> None:
+    sim = groups.add_parser("sim", help="Langevin ensemble simulations")
+    ssub = sim.add_subparsers(dest="command", required=True, parser_class=type(sim))
+    p = ssub.add_parser(
+        "teacher-student", help="Langevin ensembles of erf networks on the cubic teacher (paper App. C)",
+        description="Train datasets x inits networks per sigma^2 with preconditioned Langevin dynamics and record "
+                    "the learned fractions, losses, droplet fraction and the q histogram.  Model options describe "
+                    "the beta = 1 configuration (paper App. C); --beta/--alpha apply the Table-1 scaling (sizes "
+                    "rounded to integers).")
+    g = p.add_argument_group("model (beta = 1 configuration)")
+    g.add_argument("--N", type=positive)
+    g.add_argument("--n", type=positive)
+    g.add_argument("--d", type=positive)
+    g.add_argument("--sa2", type=positive, help="readout prior (default 8/N)")
+    g.add_argument("--sw2", type=positive)
+    g.add_argument("--eps", type=finite)
+    g.add_argument("--s2", metavar="S1,S2,...",
+                   help="sigma^2 values at beta = 1 (scaled by alpha/beta)")
+    p.add_argument("--beta", type=positive)
+    p.add_argument("--alpha", type=positive, help="default alpha = beta")
+    _add_run_options(p, positive)
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="plot trajectories and learned fractions")
+    p.add_argument("--out", metavar="FILE.nc", default=None)
+    p.add_argument("--json", action="store_true")
+    show_defaults(p, ts_model.OPTIONS)
+    p.set_defaults(func=cmd_sim_teacher_student)
+
+    p = ssub.add_parser(
+        "modular", help="modular-addition networks: Langevin (with the Gamma penalty) or AdamW / GD",
+        description="Train seeds networks per sigma^2 (Langevin) or per training fraction alpha (any optimiser) "
+                    "on modular addition and record accuracies, the target component, Fourier spectra, IPR, "
+                    "the phase constraint, the droplet fraction, and the times to memorise and to grok.")
+    p.add_argument("--P", type=_int_ge(2), help="modulus (need not be prime here)")
+    p.add_argument("--N", type=_int_ge(1))
+    p.add_argument("--alpha", metavar="A1,A2,...", help="training fraction(s) in (0, 1]")
+    p.add_argument("--s2", metavar="S1,S2,...", help="Langevin temperature(s)")
+    p.add_argument("--sa2", type=positive, help="readout prior (paper parametrisation; default 0.002/N)")
+    p.add_argument("--gamma", type=float, help="sextic Fourier penalty (Langevin)")
+    p.add_argument("--parametrisation", choices=("paper", "gromov"),
+                   help="default: paper for Langevin, gromov for the optimisers")
+    p.add_argument("--optimizer", choices=("langevin", "adamw", "gd"))
+    p.add_argument("--lr", type=positive)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--seeds", type=_int_ge(1), help="networks per point (own data split and init)")
+    p.add_argument("--seed", type=_int_ge(0))
+    p.add_argument("--steps", type=_int_ge(1))
+    p.add_argument("--burn-in", type=_int_ge(0))
+    p.add_argument("--record-every", type=_int_ge(1))
+    p.add_argument("--log-times", action="store_true")
+    p.add_argument("--dtype")
+    p.add_argument("--anneal", choices=("none", "down", "up", "both"),
+                   help="sweep the s2 values carrying the state from one to the next: down = cooling (from the "
+                        "prior), up = heating (from the ordered droplet start), both = the two branches side by side")
+    p.add_argument("--start", choices=("auto", "prior", "ordered"),
+                   help="initial state: the prior, or the theory's droplet saddle (each neuron a cosine at one "
+                        "frequency with |w_k|^2 = Phi_+); auto = prior, except ordered for a heating branch")
+    p.add_argument("--readout", choices=("gibbs", "langevin"),
+                   help="Langevin only: draw the readout exactly from its Gaussian conditional posterior before "
+                        "every step (gibbs, default) or move it by Langevin like the input layer")
+    p.add_argument("--replica-exchange", action="store_true",
+                   help="parallel tempering: one replica per s2 (sorted), --seeds independent ladders; every "
+                        "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
+                        "acceptance, round trips and the replica trajectory, and warns when the ladder is too sparse")
+    p.add_argument("--swap-every", type=_int_ge(1), help="steps between swap rounds")
+    p.add_argument("--ordered-droplets", choices=("all", "theory", "coldest"),
+                   help="ordered start: every neuron a droplet (all), the theory's number of droplet neurons "
+                        "per mode at that s2 (theory), the rest prior draws, or every run/rung as a heating branch "
+                        "starts: the theory's droplets at the lowest s2 (coldest)")
+    p.add_argument("--theory-convention", choices=("paper", "network"),
+                   help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
+    p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="plot trajectories (and both branches)")
+    p.add_argument("--out", metavar="FILE.nc", default=None)
+    p.add_argument("--json", action="store_true")
+    show_defaults(p, modular_model.OPTIONS)
+    p.set_defaults(func=cmd_sim_modular)
+
+    cmp = groups.add_parser("compare", help="simulations against the theory")
+    csub = cmp.add_subparsers(dest="command", required=True, parser_class=type(cmp))
+    p = csub.add_parser("teacher-student", help="paper Fig. 2: simulated -log p(q) and learned fractions vs theory",
+                        description="Compare teacher-student simulation files (one beta each) with the finite-d "
+                                    "theory at exactly the simulated sizes (solved unless --theory is given).")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--theory", default=None, metavar="THEORY.nc",
+                   help="a saved `grokphase theory teacher-student --s2-sweep ... --betas ...` result")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_teacher_student)
+    p = csub.add_parser("modular", help="modular Langevin branches vs the modular theory (target component, droplets)",
+                        description="Compare modular Langevin simulation files (whole table, gamma > 0; plain runs or "
+                                    "--anneal branches; one file per P for a finite-size trend) with the theory at "
+                                    "exactly the simulated (N, P, sa2, gamma), in the paper's and the "
+                                    "network-consistent normalisation of the self-consistency.  --plot also writes "
+                                    "FILE_diagnostics.png (accuracies, IPR vs time, spectra heat maps, phase "
+                                    "constraint) of the first file.")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--convention", choices=("both", "paper", "network"), default="both")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_modular)
+
+    p = groups.add_parser("run", help="run an experiment definition (TOML), e.g. sims/fig2_quick.toml",
+                          description="Run every simulation of an experiment file, then its comparison and "
+                                      "figure.  Finished simulations are reused and interrupted ones resume.")
+    p.add_argument("file", metavar="FILE.toml")
+    p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--only", metavar="PREFIX", default=None,
+                   help="teacher-student files: run only the [[sim]] entries whose name starts with PREFIX (and "
+                        "the [[hysteresis]] tables that use only those), e.g. the CPU-sized part of a file")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = csub.add_parser("perp-norm", help="t = |w_perp|^2 of droplet and bulk neurons vs the exact and concentrated "
+                                          "theories (THEORY.md §3b)",
+                        description="Compare teacher-student simulation files (recorded with t = |w_perp|^2) with "
+                                    "the exact and the concentrated finite-d theory at the simulated sizes: mean t of "
+                                    "droplet and bulk neurons, droplet and learned fractions, EK controls (same N, d, "
+                                    "u, r at larger n) and the transition the simulations imply under each theory.")
+    p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
+    p.add_argument("--plot", default=None, metavar="FILE.png")
+    p.add_argument("--out", default=None, metavar="FILE.nc")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare_perp_norm)
+
+
+def _add_run_options(p, positive) -> None:
+    g = p.add_argument_group("ensemble and dynamics")
+    g.add_argument("--datasets", type=_int_ge(1), help="independent data sets per sigma^2")
+    g.add_argument("--inits", type=_int_ge(1), help="initialisations per data set")
+    g.add_argument("--seed", type=_int_ge(0))
+    g.add_argument("--steps", type=_int_ge(1))
+    g.add_argument("--burn-in", type=_int_ge(0), help="default steps/4")
+    g.add_argument("--lr", type=positive, help="learning rate (dimensionless: preconditioned)")
+    g.add_argument("--record-every", type=_int_ge(1))
+    g.add_argument("--log-times", action="store_true", help="log-spaced record times (20 per decade from "
+                                                            "--record-every to --steps)")
+    g.add_argument("--optimizer", choices=("langevin", "sgd", "adam", "adamw"))
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--dtype", help="float32 or float64")
+    g.add_argument("--devices", type=_int_ge(1), default=None,
+                   help="share each ensemble chunk over K devices (on CPU: K host devices)")
+    g.add_argument("--ensemble-chunk", type=_int_ge(1),
+                   help="networks per chunk (default: what fits in --memory-gb)")
+    g.add_argument("--memory-gb", type=positive)
+    g.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="periodic checkpoints; re-run to resume")
+    g.add_argument("--checkpoint-every", type=positive, metavar="SECONDS")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--replica-exchange", action="store_true",
+                   help="parallel tempering across the s2 ladder: each (dataset, init) is one ladder with one "
+                        "replica per s2; swap statistics and round trips are recorded, a sparse ladder is reported")
+    g.add_argument("--swap-every", type=_int_ge(1), help="steps between swap rounds")
+    g.add_argument("--anneal", choices=("none", "down", "up", "both"),
+                   help="sweep the s2 values carrying the state from one to the next: down = cooling (from the "
+                        "prior), up = heating (from the ordered droplet start), both = the two branches side by side")
+    g.add_argument("--start", choices=("auto", "prior", "ordered"),
+                   help="initial state: the prior, or the theory's droplet saddle (neurons at w.w* = +-q* with "
+                        "|w_perp|^2 = t*, readout drawn from its conditional posterior); auto = prior, except "
+                        "ordered for a heating branch")
+    g.add_argument("--ordered-droplets", choices=("all", "theory"),
+                   help="ordered start: every neuron at the droplet saddle (all) or the theory's number of droplet "
+                        "neurons at that s2 (theory), the rest prior draws")
+    g.add_argument("--ordered-theory", choices=("finite-d", "limit"),
+                   help="theory of the ordered start's q*, t* and droplet fraction: finite-d at the simulated sizes "
+                        "(default) or the scaling limit")
+    g.add_argument("--ordered-approximation", choices=("exact", "concentrated"),
+                   help="exact (q, t) theory (t* below sw2, default) or the concentrated one (t* = sw2)")
+
+
+def cmd_sim_teacher_student(args) -> int:
+    opts = {k: v for k, v in vars(args).items() if v is not None}
+    sim = ts_model.sim_from_options(opts)
+    devices = configure_devices(args.devices)
+    ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+    points = summary_points(ds)
+    summary = {"points": points, "N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
+               "networks_per_s2": sim.datasets * sim.inits, "seconds": ds.attrs["seconds"],
+               "network_steps_per_second": ds.attrs["network_steps_per_second"]}
+    if ds.attrs.get("protocol") == "replica exchange":
+        summary["replica_exchange"] = replica_summary(ds)
+    lines = [f"teacher-student Langevin: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
+             f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
+    for pt in points:
+        branch = f"{pt['branch']} " if "branch" in pt else ""
+        lines.append(f"  {branch}s2={pt['s2']:.4g}  linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
+                     f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}  droplets "
+                     f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
+                     f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
+    return _finish(args, ds, summary, lines)
+
+
+def cmd_sim_modular(args) -> int:
+    opts = {k: v for k, v in vars(args).items() if v is not None}
+    sims = modular_model.sims_from_options(opts)
+    devices = configure_devices(args.devices)
+    ds = modular_model.run(opts, devices=devices, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress)
+    points = modular_model.points(ds)
+    lines = [f"modular addition P={sims[0].P} N={sims[0].N} ({sims[0].optimizer})"]
+    for pt in points:
+        branch = f"{pt['branch']} " if "branch" in pt else ""
+        lines.append(f"  {branch}alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
+                     f"{pt['test_acc']:.3f}, target component {pt['target_component']:.4f}, IPR {pt['ipr']:.3f}, "
+                     f"droplets {pt['droplet_fraction']:.3f}, t_memorise {pt['t_memorise']}, t_grok {pt['t_grok']}")
+    summary = {"points": points}
+    if ds.attrs.get("protocol") == "replica exchange":
+        summary["replica_exchange"] = replica_summary(ds)
+        r = summary["replica_exchange"]
+        lines.append(f"  replica exchange: swap acceptance per pair {', '.join(f'{x:.3f}' for x in r['acceptance'])}; "
+                     f"{r['round_trips']} round trips" + (f"; WARNING: {r['warning']}" if r["warning"] else ""))
+    return _finish(args, ds, summary, lines)
+
+
+def cmd_compare_teacher_student(args) -> int:
+
+    sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
+    theory = load_dataset(args.theory, "theory.teacher_student.sweep") if args.theory else None
+    cmp = compare_teacher_student(sims, theory)
+    summary = compare_summary(cmp)
+    lines = [f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
+    for r in summary["points"]:
+        lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['sim_cubic_learned']:8.4f}±{r['sim_cubic_learned_sem']:.4f} "
+                     f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
+                     f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}")
+    return _finish(args, cmp, summary, lines)
+
+
+def cmd_compare_modular(args) -> int:
+
+    sims = [load_dataset(p, "sims.modular") for p in args.sim]
+    convs = ("paper", "network") if args.convention == "both" else (args.convention,)
+    cmp, summary = modular_model.modular_comparison(sims, convs, args.plot)
+    if args.out:
+        save_dataset(cmp, args.out)
+        summary["out"] = args.out
+    _emit(args, summary, _modular_lines(summary))
+    return 0
+
+
+def cmd_run(args) -> int:
+
+    summary = run_experiment(args.file, devices_k=args.devices, progress=not args.no_progress, only=args.only)
+    lines = [f"simulations: {', '.join(summary['simulations'])}"]
+    if summary.get("plots"):
+        lines.append(f"wrote {', '.join(summary['plots'])}")
+    for r in (summary.get("points", []) if "compare" in summary else []):
+        lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
+                     f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, z={r['z_cubic']:.2f}); "
+                     f"linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "
+                     f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f})")
+    if "plot" in summary:
+        lines.append(f"wrote {summary['plot']}")
+    if "modular_compare" in summary:
+        lines.extend(_modular_lines(summary["modular_compare"]))
+    if "perp_norm" in summary:
+
+        lines.extend(perp_norm_lines(summary["perp_norm"]))
+    hyst = summary.get("hysteresis")
+    if isinstance(hyst, list):                      # teacher-student: one summary per [[hysteresis]] table
+        for h in hyst:
+            lines.extend(ts_hysteresis_lines(h))
+    elif isinstance(hyst, dict):                    # modular
+        lines.extend(modular_hysteresis_lines(hyst))
+    _emit(args, summary, lines)
+    return 0
+
+
+def cmd_compare_perp_norm(args) -> int:
+
+    sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
+    cmp = compare_perp_norm(sims)
+    summary = perp_norm_summary(cmp)
+    if args.out:
+        save_dataset(cmp, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        plot_perp_norm(cmp, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, perp_norm_lines(summary))
+    return 0

@@ -1,0 +1,60 @@
+"""Text reports of the commands' summaries (``--json`` prints the summaries themselves)."""
+
+from __future__ import annotations
+
+
+def _modular_lines(summary: dict) -> list[str]:
+    convs = summary["conventions"]
+    head = f"{'P':>4} {'branch':>11} {'s2':>7} {'target sim':>16} " + " ".join(f"{c:>8} {'z':>6}" for c in convs) \
+        + f" {'droplets':>8}"
+    lines = [head]
+    for r in summary["points"]:
+        lines.append(f"{r['P']:4g} {r['branch']:>11} {r['s2']:7.4g} {r['sim_target_component']:8.4f}±"
+                     f"{r['sim_target_component_sem']:.4f} " + " ".join(
+                         f"{r[f'theory_{c}_target_component']:8.4f} {r[f'z_{c}']:6.1f}" for c in convs)
+                     + f" {r['sim_droplet_fraction']:8.3f}")
+    return lines
+
+
+def modular_hysteresis_lines(h: dict) -> list[str]:
+    """Text lines of a modular hysteresis summary: target component per protocol against the
+    finite-P theory, the replica ladders' acceptance, and the loop window."""
+    lines = [f"hysteresis P={h['P']:g} N={h['N']:g} gamma={h['gamma']:g} ({h['convention']} theory; "
+             f"s1 = {h['gmfl1_s2']:.4g}) -> {h['out']}"]
+    for p, e in h["protocols"].items():
+        vals = ", ".join(f"{s:.4g}: {c:.3f}±{se:.3f} (th {t:.3f})" for s, c, se, t in
+                         zip(e["s2"], e["target_component"], e["target_component_sem"], e["theory_target_component"]))
+        lines.append(f"  {p:15s} {vals}; rms distance {e['rms_distance']:.4f}")
+        if "swap_acceptance" in e:
+            lines.append(f"  {'':15s} swap acceptance {min(e['swap_acceptance']):.3f}-{max(e['swap_acceptance']):.3f}; "
+                         f"{e['round_trips']} round trips; warning: {e['ladder_warning']}")
+    sh = h.get("superheating")
+    if sh:
+        pts = ", ".join(f"{r:.3f} s1: {c:.4f} (eq {e:.4f}, bound {'-' if b is None else f'{b:.4f}'})"
+                        for r, c, e, b in zip(sh["s2_over_s1"], sh["heating"], sh["equilibrium"], sh["marginal_bound"]))
+        lines.append(f"  superheating: heating above s1 {pts}; ordered (> 3 SE above equilibrium"
+                     f"{' and cooling' if 'cooling' in sh else ''}) up to "
+                     f"{'-' if sh['max_ordered_s2_over_s1'] is None else format(sh['max_ordered_s2_over_s1'], '.3f')} s1; "
+                     f"within the bound: {sh['within_bound']}")
+    if h.get("loop"):
+        lines.append(f"  loop window (heating - cooling > 3 SE): s2 {h['loop']['window_s2']}")
+    return lines
+
+
+def ts_hysteresis_lines(h: dict) -> list[str]:
+    """Text lines of one teacher-student hysteresis summary."""
+    s2c = h["s2_c_limit"]
+    lines = [f"hysteresis N={h['N']:g} d={h['d']:g} n={h['n']:g} ({h['approximation']} theory; limit s2_c "
+             f"{s2c['exact']:.4g} exact, {s2c['concentrated']:.4g} concentrated) -> {h['out']}"]
+    th = dict(zip(h["theory"]["s2"], h["theory"]["cubic_learned"]))
+    for p, e in h["protocols"].items():
+        vals = ", ".join(f"{s:.4g}: {c:.4f}±{se:.4f} (th {th[s]:.4f})"
+                         for s, c, se in zip(e["s2"], e["cubic_learned"], e["cubic_learned_sem"]))
+        lines.append(f"  {p:8s} cubic {vals}; rms distance {e['rms_distance']:.4f}")
+        if p == "replica":
+            lines.append(f"           swap acceptance {', '.join(f'{a:.3f}' for a in e['swap_acceptance'])}; "
+                         f"{e['round_trips']} round trips; warning: {e['ladder_warning']}")
+    if "loop" in h:
+        lines.append(f"  loop (heating - cooling > {h['loop']['threshold_z']:g} SE): {h['loop']['loop_seen']} at "
+                     f"s2 {h['loop']['s2_open']}")
+    return lines

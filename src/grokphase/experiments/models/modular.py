@@ -1,0 +1,147 @@
+"""The modular-addition model (square activation; paper Sec. 5, Fig. 3) in the experiments layer: its
+``[[sim]]`` options (derived from :class:`~grokphase.sims.modular.ModularSim`), its runs (one per
+training fraction alpha) and its analysis tables (``[hysteresis]``, ``[compare]``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import xarray as xr
+
+from grokphase.analysis.compare import compare_modular, compare_modular_summary
+from grokphase.hysteresis import hysteresis_modular
+from grokphase.analysis.replica import replica_summary
+from grokphase.errors import ParameterError
+from grokphase.experiments.options import Option, options_of, resolve
+from grokphase.experiments.registry import ModelSpec, register
+from grokphase.io import save_dataset
+from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
+from grokphase.plotting.hysteresis import plot_hysteresis_modular
+from grokphase.sims.modular import ModularSim, run_modular, summary_points
+from grokphase.theory import modular as md
+
+NAME = "modular"
+KIND = "sims.modular"
+
+_FIELDS = ("P", "N", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay", "seeds", "seed",
+           "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "replica_exchange",
+           "swap_every", "ordered_droplets", "theory_convention")
+
+#: the [[sim]] schema: ModularSim's fields and defaults; alpha may list several training fractions
+#: (one run each); parametrisation defaults to paper for Langevin and gromov for the plain optimisers
+OPTIONS: dict[str, Option] = {
+    **options_of(ModularSim, _FIELDS),
+    "alpha": Option("alpha", "floats", (ModularSim.alpha,), "training fraction(s) in (0, 1]; one run each"),
+    "parametrisation": Option("parametrisation", "str", None, "paper or gromov (default: paper for Langevin, "
+                              "gromov otherwise)", True),
+    "plot": Option("plot", "str", None, "figure of this run (FILE.png)", True),
+}
+TABLE_KEYS = set(OPTIONS) | {"name"}
+
+
+def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict: bool = False) -> list[ModularSim]:
+    """One ModularSim per training fraction of the options; missing options take ModularSim's defaults."""
+    o = resolve({k: v for k, v in opts.items() if k not in ("name", "plot")}, OPTIONS, where, strict=strict)
+    alphas = np.asarray(o["alpha"], dtype=float)
+    if np.any(alphas <= 0) or np.any(alphas > 1):
+        raise ParameterError(f"--alpha values must be in (0, 1], got {alphas.tolist()}")
+    par = o["parametrisation"] or ("paper" if o["optimizer"] == "langevin" else "gromov")
+    fields = {k: o[k] for k in _FIELDS if k != "parametrisation"}
+    return [ModularSim(alpha=float(a), parametrisation=par, **fields) for a in alphas]
+
+
+def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None, where: str = "options"
+        ) -> xr.Dataset:
+    """Run one modular simulation per training fraction; alpha is a dimension when several are given."""
+    sims = sims_from_options(opts, where)
+    results = [run_modular(sim, devices=devices, checkpoint_dir=checkpoint_dir, progress=progress) for sim in sims]
+    if len(results) == 1:
+        return results[0]
+    alphas = np.asarray([s.alpha for s in sims])
+    ds = xr.concat([r.expand_dims(alpha=[float(a)]) for r, a in zip(results, alphas)], dim="alpha",
+                   combine_attrs="override")
+    ds.attrs["param_alpha"] = alphas
+    return ds
+
+
+def points(ds: xr.Dataset) -> list[dict]:
+    """summary_points of a result, one alpha at a time."""
+    if "alpha" in ds.dims:
+        out = []
+        for j in range(ds.sizes["alpha"]):
+            out.extend(summary_points(ds.isel(alpha=j).assign_attrs(param_alpha=float(ds["alpha"].values[j]))))
+        return out
+    return summary_points(ds)
+
+
+def cache_config(opts: Mapping[str, Any]) -> dict:
+    """A run is identified by its table's own options (sorted; ``plot`` is not part of it)."""
+    return {k: opts[k] for k in sorted(opts) if k not in ("plot", "name")}
+
+
+HYSTERESIS_ROLES = ("cooling", "heating", "replica", "replica_ordered")
+
+
+def hysteresis_table(path: str, hspec: dict, by_name: Mapping[str, xr.Dataset], out_dir: Path, summary: dict) -> None:
+    """``[hysteresis]``: ``cooling``, ``heating``, ``replica``, ``replica_ordered`` name [[sim]]
+    entries; ``convention`` (network or paper theory), ``out``, ``plot``."""
+    missing = [hspec[k] for k in HYSTERESIS_ROLES if k in hspec and hspec[k] not in by_name]
+    if missing:
+        raise ParameterError(f"{path}: [hysteresis] names unknown [[sim]] entries: {', '.join(missing)}")
+    hyst = hysteresis_modular({k: by_name[hspec[k]] for k in HYSTERESIS_ROLES if k in hspec},
+                              convention=hspec.get("convention", "network"))
+    out = Path(hspec.get("out", out_dir / "hysteresis.nc"))
+    save_dataset(hyst, out)
+    summary["hysteresis"] = {"out": str(out), **json.loads(hyst.attrs["summary_json"])}
+    if hspec.get("plot"):
+        plot_hysteresis_modular(hyst, hspec["plot"])
+        summary.setdefault("plots", []).append(str(hspec["plot"]))
+
+
+def modular_comparison(sims, conventions=("paper", "network"), plot=None) -> tuple:
+    """compare_modular + its summary, and with ``plot`` the comparison figure and the diagnostics
+    figure of the first simulation (``<plot stem>_diagnostics.png``)."""
+    cmp = compare_modular(sims, conventions)
+    summary = compare_modular_summary(cmp)
+    if plot:
+        plot_modular_compare(cmp, plot)
+        diag = Path(plot).with_name(Path(plot).stem + "_diagnostics" + Path(plot).suffix)
+        plot_modular_sim(sims[0], diag)
+        summary["plot"], summary["diagnostics_plot"] = str(plot), str(diag)
+    return cmp, summary
+
+
+def compare_table(path: str, cspec: dict, by_name: Mapping[str, xr.Dataset], out_dir: Path, summary: dict) -> None:
+    """``[compare]``: the simulations against the finite-P theory (``conventions``, ``out``, ``plot``)."""
+    convs = cspec.get("conventions", ["paper", "network"])
+    cmp, csum = modular_comparison(list(by_name.values()), tuple(convs), cspec.get("plot"))
+    out = Path(cspec.get("out", out_dir / "compare.nc"))
+    save_dataset(cmp, out)
+    summary["modular_compare"] = {**csum, "out": str(out)}
+    summary.setdefault("plots", []).extend(p for p in (csum.get("plot"), csum.get("diagnostics_plot")) if p)
+
+
+def run_summary(names: list[str], results: list[xr.Dataset]) -> dict:
+    reps = {name: replica_summary(ds) for name, ds in zip(names, results) if ds.attrs.get("protocol") == "replica exchange"}
+    return {"replica_exchange": reps} if reps else {}
+
+
+SPEC = register(ModelSpec(
+    name=NAME,
+    description="square-activation networks learning modular addition (paper Sec. 5, Fig. 3)",
+    result_kind=KIND,
+    options=OPTIONS,
+    run=run,
+    cache_config=cache_config,
+    summary_points=summary_points,
+    tables={"hysteresis": hysteresis_table, "compare": compare_table},
+    sim_config=ModularSim,
+    theory_params=md.ModularParams,
+    theory={"solve": md.solve, "solve_limit": md.solve_limit, "transitions": md.transitions},
+    plot=plot_result,
+    points=points,
+    run_summary=run_summary,
+))

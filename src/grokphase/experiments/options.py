@@ -1,0 +1,142 @@
+"""Experiment options derived from the configuration dataclasses: one source of truth.
+
+The keys of a ``[[sim]]`` table (and the options of ``grokphase sim MODEL``) are the fields of the
+model's configuration dataclasses: their names, types and defaults are read from the dataclass
+(:func:`options_of`), so a default such as the paper's App. C ``N = 700`` is written once, in the
+dataclass.  :func:`resolve` checks a table against that schema: an unknown key, a value of the wrong
+type (``steps = "twenty"``, ``steps = 20.9``, ``inits = true``, ``beta = [1, 2]``) is a
+:class:`~grokphase.errors.ParameterError` that names the key; a missing key takes the dataclass
+default.  Ranges are checked by the dataclasses' own ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import types
+import typing
+from typing import Any, Mapping
+
+import numpy as np
+
+from grokphase.axes import parse_list
+from grokphase.errors import ParameterError
+
+#: option kinds: int, float, bool, str, floats (a list of numbers, or "a,b,c"), and the same with "?"
+#: (None allowed, meaning "the dataclass's rule", e.g. sa2 = 8/N)
+KINDS = ("int", "float", "bool", "str", "floats")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of an experiment table: its name, kind, default and help text."""
+
+    name: str
+    kind: str
+    default: Any = None
+    help: str = ""
+    optional: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"option {self.name}: unknown kind {self.kind!r}")
+
+
+def _kind_of(hint: Any, default: Any) -> tuple[str, bool]:
+    """(kind, optional) of a dataclass field's type hint."""
+    optional = False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else Any
+    if hint is bool:
+        return "bool", optional
+    if hint is int:
+        return "int", optional
+    if hint is float:
+        return "float", optional
+    if hint is str:
+        return "str", optional
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return "floats", optional
+    # untyped array leaves of the theory dataclasses (``Any``): numbers, None where the default is None
+    return "float", optional or default is None
+
+
+def options_of(cls, names: typing.Iterable[str] | None = None, *, helps: Mapping[str, str] | None = None
+               ) -> dict[str, Option]:
+    """The options of dataclass ``cls`` (all fields, or ``names`` in that order), typed from its
+    annotations, with its defaults."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for name in (fields if names is None else names):
+        if name not in fields:
+            raise ValueError(f"{cls.__name__} has no field {name!r}")
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind, optional = _kind_of(hints[name], default)
+        out[name] = Option(name, kind, default, (helps or {}).get(name, ""), optional)
+    return out
+
+
+def check_value(option: Option, value: Any, where: str) -> Any:
+    """``value`` as the option's kind, or a ParameterError naming ``where`` and the option."""
+    name, kind = option.name, option.kind
+
+    def bad(expected: str):
+        return ParameterError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if value is None:
+        if option.optional:
+            return None
+        raise bad(f"a value of kind {kind}")
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad("true or false")
+        return bool(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind == "int":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise bad("an integer")
+        if not float(value).is_integer():
+            raise bad("an integer (no fractional part)")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise bad("a number")
+        if not math.isfinite(float(value)):
+            raise bad("a finite number")
+        return float(value)
+    # floats: a list of numbers, one number, or a comma-separated string
+    if isinstance(value, str):
+        return tuple(float(v) for v in parse_list(value, f"{where}: {name}"))
+    items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise bad("a list of finite numbers")
+        out.append(float(v))
+    if not out:
+        raise bad("a non-empty list of numbers")
+    return tuple(out)
+
+
+def resolve(values: Mapping[str, Any], schema: Mapping[str, Option], where: str, *, strict: bool = True
+            ) -> dict[str, Any]:
+    """Every option of ``schema``: the checked value from ``values`` or the default.  With ``strict``
+    an unknown key of ``values`` is an error (an experiment file); without, extra keys are ignored
+    (the CLI's namespace holds output options too)."""
+    if strict:
+        unknown = sorted(set(values) - set(schema))
+        if unknown:
+            raise ParameterError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(schema))}")
+    out = {}
+    for name, opt in schema.items():
+        out[name] = check_value(opt, values[name], where) if values.get(name) is not None else opt.default
+    return out

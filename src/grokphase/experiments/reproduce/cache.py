@@ -1,0 +1,260 @@
+"""The cache of ``grokphase reproduce``: definitions, steps keyed by their configuration, and the
+simulations of experiment files as cached steps (any registered model)."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import xarray as xr
+from scipy.ndimage import distance_transform_edt
+
+from grokphase import __version__
+from grokphase.axes import parse_axis, parse_range
+from grokphase.errors import ParameterError, ResultFileError
+from grokphase.experiments.devices import cached_run_devices
+from grokphase.experiments.files import entries, load_toml
+from grokphase.experiments.runner import check_file
+from grokphase.io import _jsonable, annotate, load_dataset, save_dataset
+from grokphase.theory.modular import ModularParams
+from grokphase.theory.teacher_student import PHASE_LABELS, TeacherStudentParams
+
+#: bump when a step's recipe changes in a way that changes its result (invalidates old caches):
+#: RECIPE_VERSION for every step, RECIPES[kind] for one kind of step (and what depends on it)
+RECIPE_VERSION = 1
+RECIPES = {"theory_sample_complexity": 2, "sample_complexity": 2}
+SCALES = ("tiny", "quick", "paper")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "phase-diagram-ts", "phase-diagram-modular",
+           "sample-complexity")
+DEFINITIONS = "theory/reproduce.toml"
+
+#: how many times each step kind was computed (not loaded) in this process; tests read it
+COMPUTED: collections.Counter = collections.Counter()
+
+# ------------------------------------------------------------------------------------------------
+# definitions and the cache
+# ------------------------------------------------------------------------------------------------
+
+
+def find_definitions(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``theory/reproduce.toml`` and ``sims/``: ``root`` if given, else the
+    current directory or one of its parents, else the source checkout this package was installed from."""
+    if root is not None:
+        root = Path(root)
+        if not (root / DEFINITIONS).is_file():
+            raise ParameterError(f"--defs {root}: no {DEFINITIONS} there")
+        return root
+    here = Path.cwd().resolve()
+    for cand in (here, *here.parents, Path(__file__).resolve().parents[4]):
+        if (cand / DEFINITIONS).is_file() and (cand / "sims").is_dir():
+            return cand
+    raise ParameterError(f"cannot find {DEFINITIONS}: run from a grokphase checkout or pass --defs DIR")
+
+
+def figure_config(defs: dict, name: str, scale: str) -> dict:
+    """The table ``[name]`` with the ``[name.<scale>]`` overrides applied (other scales dropped)."""
+    if scale not in SCALES:
+        raise ParameterError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    table = defs.get(name)
+    if not isinstance(table, dict):
+        raise ParameterError(f"{DEFINITIONS} has no [{name}] table")
+    base = {k: v for k, v in table.items() if k not in SCALES}
+    base.update(table.get(scale, {}))
+    return base
+
+
+def _canonical(obj: Any) -> str:
+
+    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def step_key(kind: str, config: Any, deps: Sequence[str] = ()) -> str:
+    """sha256 of the step kind, its configuration, its inputs' keys, the recipe and package versions."""
+    payload = {"kind": kind, "config": config, "deps": list(deps), "recipe": RECIPE_VERSION, "version": __version__}
+    if RECIPES.get(kind, 1) != 1:
+        payload["kind_recipe"] = RECIPES[kind]
+    text = _canonical(payload)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Step:
+    """A computed or loaded step result."""
+
+    ds: xr.Dataset
+    key: str
+    path: Path
+    computed: bool
+
+
+@dataclasses.dataclass
+class Context:
+    """Where a reproduction reads its definitions and writes its cache and figures."""
+
+    scale: str
+    defs_root: Path
+    cache_dir: Path
+    out_dir: Path
+    progress: bool = True
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+    defs: dict = dataclasses.field(default_factory=dict)
+    steps: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ParameterError(f"unknown scale {self.scale!r}; choose from {', '.join(SCALES)}")
+        if not self.defs:
+            self.defs = load_toml(self.defs_root / DEFINITIONS)
+
+    def config(self, name: str) -> dict:
+        return figure_config(self.defs, name, self.scale)
+
+    def step(self, kind: str, config: Any, compute: Callable[[], xr.Dataset], deps: Sequence[Step] = ()) -> Step:
+        """Load the step from the cache or compute and save it (atomically)."""
+
+        key = step_key(kind, config, [d.key for d in deps])
+        path = self.cache_dir / f"{kind}-{key[:16]}.nc"
+        if path.exists():
+            try:
+                ds = load_dataset(path)
+                if ds.attrs.get("reproduce_key") == key:
+                    self.log(f"[{kind}] cached {path}")
+                    st = Step(ds, key, path, False)
+                    self.steps.append(st)
+                    return st
+                self.log(f"[{kind}] {path} belongs to another configuration; recomputing")
+            except ResultFileError as exc:
+                self.log(f"[{kind}] unreadable cache file ({exc}); recomputing")
+        t0 = time.perf_counter()
+        ds = compute()
+        if "grokphase_kind" not in ds.attrs:
+            raise ResultFileError(f"step {kind} produced a dataset without provenance")
+        ds = ds.copy()
+        ds.attrs.update({"reproduce_key": key, "reproduce_step": kind, "reproduce_config": _canonical(config),
+                         "reproduce_deps": _canonical([d.key for d in deps]), "reproduce_seconds": time.perf_counter() - t0})
+        save_dataset(ds, path)
+        COMPUTED[kind] += 1
+        self.log(f"[{kind}] computed in {time.perf_counter() - t0:.1f} s -> {path}")
+        st = Step(load_dataset(path), key, path, True)
+        self.steps.append(st)
+        return st
+
+    def sims_file(self, cfg: dict, what: str = "sims") -> tuple[Path, dict]:
+        rel = cfg.get(what)
+        if not rel:
+            raise ParameterError(f"{DEFINITIONS}: no '{what}' experiment file for scale {self.scale}")
+        path = self.defs_root / rel
+        return path, load_toml(path)
+
+    def runs(self, cfg: dict, model: str) -> list[Step]:
+        """The runs of the figure's ``sims`` file, an experiment file of ``model`` (none if it names none)."""
+        if not cfg.get("sims"):
+            return []
+        path, spec = self.sims_file(cfg)
+        return simulations(self, path, spec, model)
+
+    def figure_paths(self, name: str) -> Path:
+        return self.out_dir / f"{name.replace('-', '_')}_{self.scale}.png"
+
+
+def _annotated(ds: xr.Dataset, kind: str, parameters: dict, extra: dict | None = None) -> xr.Dataset:
+    return annotate(ds, kind=kind, parameters=parameters, extra=extra)
+
+# ------------------------------------------------------------------------------------------------
+# simulations as cached steps
+# ------------------------------------------------------------------------------------------------
+
+
+def simulations(ctx: Context, path: Path, spec: dict, model: str) -> list[Step]:
+    """Every [[sim]] of an experiment file of ``model`` as a cached step (key: the model's
+    :attr:`~grokphase.experiments.registry.ModelSpec.cache_config` of the run, so the same run shared by
+    two figures is computed once)."""
+    spec_model, sims, common = check_file(str(path), spec)
+    if spec_model.name != model:
+        raise ParameterError(f"{path}: expected a {model} experiment file (model = \"{model}\"), "
+                             f"got {spec_model.name}")
+    kind = spec_model.cache_kind
+    out = []
+    for i, (name, opts) in enumerate(entries(str(path), sims, common, set(spec_model.options) | {"name"})):
+        config = spec_model.cache_config(opts)
+        key = step_key(kind, config)
+
+        def compute(opts=opts, key=key, name=name, where=f"{path}: [[sim]] #{i + 1}"):
+            ctx.log(f"[{kind}] {path.name}:{name}")
+            return spec_model.run(opts, devices=cached_run_devices(spec), progress=ctx.progress,
+                                  checkpoint_dir=str(ctx.cache_dir / "checkpoints" / key[:16]), where=where)
+
+        out.append(ctx.step(kind, config, compute))
+    return out
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _axis(spec: str, allowed, what: str):
+
+    return parse_axis(spec, allowed, what)
+
+
+def _range(spec, what: str, positive: bool = True) -> np.ndarray:
+
+    if isinstance(spec, (list, tuple)):
+        vals = np.asarray(spec, dtype=float)
+        if vals.size == 0 or not np.all(np.isfinite(vals)) or (positive and np.any(vals <= 0)):
+            raise ParameterError(f"{what}: expected finite numbers > 0, got {list(spec)}")
+        return vals
+    return parse_range(str(spec), what, positive=positive)[0]
+
+
+def _interior_point(labels: np.ndarray, code: int) -> tuple[int, int] | None:
+    """Grid index deepest inside the region ``labels == code`` (farthest from its edge), or None."""
+
+    mask = labels == code
+    if not mask.any():
+        return None
+    dist = distance_transform_edt(np.pad(mask, 1, constant_values=False))[1:-1, 1:-1]
+    i, j = np.unravel_index(int(np.argmax(dist)), mask.shape)
+    return int(i), int(j)
+
+
+def _num(cfg: dict, key: str, default):
+    """A scalar parameter from a figure table; a sweep string such as "100:1e7:61:log" is an axis (the
+    default is the base value then); anything else that is not a number is an error."""
+    v = cfg.get(key, default)
+    if isinstance(v, str) and ":" in v:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ParameterError(f"{DEFINITIONS}: {key} must be a finite number (or an axis A:B:K), got {v!r}")
+    return float(v)
+
+
+def _ts_base(cfg: dict):
+
+    return TeacherStudentParams(N=_num(cfg, "N", 700.0), n=_num(cfg, "n", 3000.0), d=_num(cfg, "d", 150.0),
+                                s2=_num(cfg, "s2", 0.14), sa2=cfg.get("sa2"), sw2=_num(cfg, "sw2", 0.5),
+                                eps=_num(cfg, "eps", -0.3))
+
+
+def _modular_base(cfg: dict):
+
+    return ModularParams(N=_num(cfg, "N", 1000.0), P=_num(cfg, "P", 401.0), s2=_num(cfg, "s2", 0.2),
+                         sa2=cfg.get("sa2"), gamma=_num(cfg, "gamma", 1e-4))
+
+
+def _sub(cfg: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in cfg.items() if k.startswith(prefix)}
+
+
+def _labels() -> dict[int, str]:
+
+    return PHASE_LABELS
