@@ -12,6 +12,7 @@ from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hyst
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
+from grokphase.experiments.registry import get_model, models
 from grokphase.experiments.runner import run_experiment
 from grokphase.io import load_dataset, save_dataset
 from grokphase.plotting.perp_norm import plot_perp_norm
@@ -39,6 +40,46 @@ def show_defaults(parser, options) -> None:
             continue
         value = ",".join(f"{v:g}" for v in opt.default) if isinstance(opt.default, tuple) else opt.default
         action.help = f"{action.help + ' ' if action.help else ''}(default {value})"
+
+
+#: models whose ``sim`` parser is written out here (richer help); every other registered model gets one
+#: derived from its option schema by :func:`add_model_parser`
+HAND_WRITTEN = ("teacher-student", "modular")
+_ARG_TYPES = {"int": int, "float": float, "str": str, "floats": str}
+
+
+def add_model_parser(ssub, model) -> None:
+    """``grokphase sim NAME`` for a registered model: one ``--option`` per schema entry."""
+    p = ssub.add_parser(model.name, help=model.description, description=model.description)
+    for opt in model.options.values():
+        flag = "--" + opt.name.replace("_", "-")
+        if opt.kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=opt.help)
+        else:
+            p.add_argument(flag, type=_ARG_TYPES[opt.kind], default=None, help=opt.help,
+                           metavar="V1,V2,..." if opt.kind == "floats" else None)
+    show_defaults(p, model.options)
+    p.add_argument("--devices", type=_int_ge(1), default=None)
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png", default=None)
+    p.add_argument("--out", metavar="FILE.nc", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_model, model=model.name)
+
+
+def cmd_sim_model(args) -> int:
+    """``grokphase sim NAME`` of a registered model: run, summarise its points, save / plot / print."""
+    model = get_model(args.model)
+    opts = {k: v for k, v in vars(args).items() if k in model.options and v is not None}
+    devices = configure_devices(args.devices)
+    ds = model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                   where=f"sim {model.name}")
+    points = model.summary_points(ds)
+    lines = [f"{model.name}: {len(points)} point(s)"]
+    lines += ["  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in pt.items())
+              for pt in points]
+    return _finish(args, ds, {"model": model.name, "points": points}, lines)
 
 
 def add_parsers(groups, positive=_positive, finite=_finite) -> None:
@@ -119,6 +160,10 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--json", action="store_true")
     show_defaults(p, modular_model.OPTIONS)
     p.set_defaults(func=cmd_sim_modular)
+
+    for name, model in models().items():       # any other registered model: options from its schema
+        if name not in HAND_WRITTEN:
+            add_model_parser(ssub, model)
 
     cmp = groups.add_parser("compare", help="simulations against the theory")
     csub = cmp.add_subparsers(dest="command", required=True, parser_class=type(cmp))

@@ -14,7 +14,9 @@ theory) through this module alone.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import warnings
 from typing import Any, Callable, Mapping
 
 import xarray as xr
@@ -96,6 +98,26 @@ class ModelSpec:
 
 
 _MODELS: dict[str, ModelSpec] = {}
+_PLUGINS_LOADED = False
+
+#: entry-point group through which an installed package registers its models: in its pyproject.toml,
+#: ``[project.entry-points."grokphase.models"] mymodel = "mypackage.grokphase_model"`` (a module whose
+#: import calls :func:`register`)
+ENTRY_POINTS = "grokphase.models"
+
+
+def load_plugins() -> None:
+    """Import the modules that installed packages list under the ``grokphase.models`` entry points
+    (once per process); each registers its model on import."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        try:
+            ep.load()
+        except Exception as err:  # noqa: BLE001 - a broken plug-in must not break the other models
+            warnings.warn(f"grokphase model plug-in {ep.name!r} ({ep.value}) failed to load: {err}", stacklevel=2)
 
 
 def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
@@ -115,6 +137,7 @@ def unregister(name: str) -> None:
 
 def get_model(name: str, where: str = "model") -> ModelSpec:
     """The registered model ``name``, or a ParameterError listing the registered ones."""
+    load_plugins()
     try:
         return _MODELS[name]
     except KeyError:
@@ -123,4 +146,5 @@ def get_model(name: str, where: str = "model") -> ModelSpec:
 
 def models() -> dict[str, ModelSpec]:
     """The registered models, by name (the paper's two first)."""
+    load_plugins()
     return dict(_MODELS)
