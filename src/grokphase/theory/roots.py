@@ -70,3 +70,17 @@ def chandrupatla(f: Callable[[jax.Array], jax.Array], lo, hi, *, f_lo=None, f_hi
 
     s = jax.lax.while_loop(cond, body, state)
     return s[9], s[7]
+
+
+def scan_roots(f: Callable[[jax.Array], jax.Array], xs, size: int) -> tuple[jax.Array, jax.Array]:
+    """The roots of ``f`` in the first ``size`` cells of the scan ``xs`` where f changes sign, each by
+    :func:`bisect` on its cell.
+
+    Fixed output size (jit/vmap-compatible): returns (roots, found), both of shape ``(size,)``, in the
+    order of the cells; where fewer than ``size`` cells change sign, the remaining entries are solved on
+    cell 0 and ``found`` says whether that cell changes sign (a duplicate root if so, junk if not)."""
+    fs = f(xs)
+    change = jnp.signbit(fs[:-1]) != jnp.signbit(fs[1:])
+    (idx,) = jnp.nonzero(change, size=size, fill_value=0)
+    roots = jax.vmap(lambda i: bisect(f, xs[i], xs[i + 1]))(idx)
+    return roots, change[idx]
