@@ -37,7 +37,8 @@ import numpy as np
 from scipy import special
 
 from grokphase.errors import ParameterError, SolverError
-from grokphase.theory.teacher_student import TeacherStudentParams, _flat_params
+from grokphase.theory.batching import flatten
+from grokphase.theory.teacher_student.params import TeacherStudentParams
 
 _LAGUERRE_ORDER = 96
 _LAG_T, _LAG_W = np.polynomial.laguerre.laggauss(_LAGUERRE_ORDER)
@@ -120,7 +121,7 @@ class GPSolution(NamedTuple):
 
 def solve_gp(params: TeacherStudentParams) -> GPSolution:
     """GP/EK learned fractions for every point of ``params`` (any broadcast shape)."""
-    shape, flat = _flat_params(params)
+    shape, flat = flatten(params)
     eig = rayleigh_quotients(flat.d, flat.sa2, flat.sw2)
     l1, l3, l13 = (np.asarray(a) for a in eig)
     out = GPSolution(
@@ -138,7 +139,7 @@ def subspace_discrepancy(params: TeacherStudentParams):
     """EK discrepancy (b, c) with the exact 2x2 kernel restricted to span(Hhat1, Hhat3):
     [b, sqrt6 c] = (s2/n)(K2 + s2/n)^{-1} [1, sqrt6 eps], K2 = [[l1, l13], [l13, l3]].
     The off-diagonal term is the 'leak' of THEORY.md §3 (negative cubic projection in the GP phase)."""
-    shape, flat = _flat_params(params)
+    shape, flat = flatten(params)
     l1, l3, l13 = (np.asarray(a) for a in rayleigh_quotients(flat.d, flat.sa2, flat.sw2))
     K2 = np.stack([np.stack([l1, l13], -1), np.stack([l13, l3], -1)], -2)
     noise = (flat.s2 / flat.n)[:, None, None] * np.eye(2)
@@ -417,7 +418,7 @@ def gp_regression_learned_fractions(params: TeacherStudentParams, n_draws: int =
     only on (n, d, n_draws), so sweeps over s2, sa2, sw2, eps reuse it.  About 5 s for 400 draws at
     d = 53, n = 375 and 7 s for 20 draws at d = 150, n = 3000 on a loaded 2-core CPU.
     """
-    shape, flat = _flat_params(params)
+    shape, flat = flatten(params)
     if int(np.prod(shape)) != 1:
         raise ParameterError(f"gp_regression_learned_fractions needs one parameter point (got shape {shape})")
     n = _as_count("n", flat.n[0])
