@@ -130,23 +130,28 @@ def is_prime(P) -> bool:
     return all(P % q for q in range(3, math.isqrt(P) + 1, 2))
 
 
-def warn_if_composite(P) -> None:
-    """Issue a ``UserWarning`` if the modulus P is not prime.
+def warn_if_composite(P, *, continuous: bool = False, stacklevel: int = 2) -> None:
+    """Issue one ``UserWarning`` naming the first modulus in P (any array shape) that is not prime.
 
     The paper's reduction of the adapted kernel to a single mode action (App. B.2) uses that all
     phi_{k,k}, k != 0, are related by the relabelling n -> q n, m -> q m (q != 0), which permutes the
-    nonzero frequencies only when P is prime.  The NNGP spectrum of this module holds for every P."""
-    P = _check_modulus(P)
-    if not isinstance(P, int):
-        for p in np.unique(P):
-            warn_if_composite(int(p))
-        return
-    if not is_prime(P):
+    nonzero frequencies only when P is prime.  The NNGP spectrum of this module holds for every P.
+
+    ``continuous=True`` (the mean-field theory of :mod:`grokphase.theory.modular`): P is a size
+    parameter that the Table-1 scaling makes non-integer, and non-integer values are not checked;
+    otherwise every P must be an integer >= 3 (ParameterError).  ``stacklevel`` is passed to
+    :func:`warnings.warn` (2: the warning points at the caller of this function)."""
+    if continuous:
+        values = np.unique(np.asarray(P, dtype=float))
+        P = values[values == np.round(values)]
+    values = np.unique(np.ravel(_check_modulus(P)))
+    bad = [int(v) for v in values if not is_prime(int(v))]
+    if bad:
         warnings.warn(
-            f"P = {P} is not prime: the paper's symmetry argument (all modes phi_(k,k), k != 0, related "
+            f"P = {bad[0]} is not prime: the paper's symmetry argument (all modes phi_(k,k), k != 0, related "
             f"by n -> q n, m -> q m) assumes a prime modulus, so the single-mode mean-field theory is not "
             f"justified for this P",
-            UserWarning, stacklevel=2)
+            UserWarning, stacklevel=stacklevel)
 
 
 # ----------------------------------------------------------------------------------------------
