@@ -12,8 +12,11 @@ import numpy as np
 import xarray as xr
 
 from grokphase.axes import Axis
+from grokphase.errors import ParameterError
 from grokphase.io import annotate
 from grokphase.theory import gp
+from grokphase.theory import modular as md
+from grokphase.theory import modular_gp as mgp
 from grokphase.theory import teacher_student as ts
 
 PHASE_ATTRS = {"flag_values": np.array([0, 1, 2], dtype=np.int32), "flag_meanings": "GFL GMFL-I GMFL-II"}
@@ -188,8 +191,6 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
     where no crossing lies inside the plotted x-range), in the chosen ``approximation``; the limit
     boundaries of both approximations are stored as ``boundary_x_exact`` / ``boundary_x_concentrated``
     so that a plot can show both."""
-    from grokphase.errors import ParameterError
-
     ts.check_approximation(approximation)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
@@ -273,8 +274,6 @@ MODULAR_VARS = ("a", "target_component", "lam", "droplet_fraction", "phi_plus", 
 
 
 def _modular_parameters(base) -> dict:
-    from grokphase.theory import modular as md
-
     return {k: np.asarray(getattr(base, k)).tolist() for k in md.PARAM_NAMES}
 
 
@@ -296,8 +295,6 @@ def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", co
     transition temperatures, and Shat(Phi) = -log p(Phi, Phi)/P_eff + const at ``density_s2``
     (Fig. 3a; P_eff = P or 2P).  ``base`` and ``s2`` describe the beta = 1 configuration, scaled by
     ``ModularParams.scaled(beta, convention)`` (s2 -> s2/beta in both conventions)."""
-    from grokphase.theory import modular as md
-
     md.check_convention(convention)
     s2 = np.asarray(s2, dtype=float)
     base = base.broadcast()
@@ -343,9 +340,6 @@ def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle
     """Phase label, target component and droplet fraction over a 2-D grid of any two of
     (s2, N, P, sa2, gamma) at finite P, with the P -> infinity phase (its level lines are the
     analytic GMFL-I and GMFL-II boundaries), in the paper or the network ``convention``."""
-    from grokphase.errors import ParameterError
-    from grokphase.theory import modular as md
-
     md.check_convention(convention)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
@@ -373,8 +367,6 @@ def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle
 
 def build_modular_gp_curve(P: Sequence[float], sa2: float, s2: float, n: Sequence[float]) -> xr.Dataset:
     """NNGP (eq. 21) spectrum and the EK learning curve of the modular target vs training pairs."""
-    from grokphase.theory import modular_gp as mgp
-
     P = np.atleast_1d(np.asarray(P, dtype=float))
     n = np.atleast_1d(np.asarray(n, dtype=float))
     curve = mgp.gp_learning_curve(P[:, None], sa2, s2, n[None, :])
