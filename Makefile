@@ -1,11 +1,12 @@
-# grokphase: `make demo` runs the main job on built-in defaults, `make test` runs the test suite.
-# Both create .venv if it is missing and install the package (with its test extra) into it.
+# grokphase: `make demo` runs the main job on built-in defaults, `make test` runs the test suite,
+# `make mutants` the mutation check (every planted wrong formula must fail the fast tests).
+# Each creates .venv if it is missing and install the package (with its test extra) into it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.grokphase-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test mutants install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants/run.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_theory_ts.py

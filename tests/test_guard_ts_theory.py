@@ -29,6 +29,24 @@ from grokphase.theory import teacher_student as ts
 SQRT6 = math.sqrt(6.0)
 
 
+@pytest.mark.parametrize("alpha,beta", [(0.5, 2.0), (4.0, 0.25), (2.0, 2.0)])
+def test_table1_scaling_keeps_u_and_r(alpha, beta):
+    """params.scaled(alpha, beta) (Table 1, eq. 11) leaves u = n^2 sa2/(s2^2 d N) and r = s2 N/n, computed
+    here from the scaled fields, invariant to rounding; and the theory's own u agrees with that formula."""
+    p = ts.TeacherStudentParams(N=700.0, n=3000.0, d=150.0, s2=0.14, sa2=8.0 / 700.0, sw2=0.5, eps=-0.3)
+    q = p.scaled(alpha, beta)
+
+    def u_r(x):
+        N, n, d, s2, sa2 = (float(np.asarray(getattr(x, k))) for k in ("N", "n", "d", "s2", "sa2"))
+        return n * n * sa2 / (s2 * s2 * d * N), s2 * N / n
+
+    (u0, r0), (u1, r1) = u_r(p), u_r(q)
+    assert (float(q.N), float(q.n)) == pytest.approx((700.0 * beta, 3000.0 * alpha), rel=1e-15)
+    assert u1 == pytest.approx(u0, rel=1e-12)
+    assert r1 == pytest.approx(r0, rel=1e-12)
+    assert float(np.asarray(q.u)) == pytest.approx(u1, rel=1e-12)
+
+
 def _overlaps_by_quadrature(q, t, order=200):
     """(g1, g3) = E[erf(q s + sqrt(t) z) (He1(s), He3(s)/sqrt6)] by Gauss-Hermite in (s, z)."""
     u, wt = np.polynomial.hermite_e.hermegauss(order)
@@ -93,21 +111,3 @@ def test_exact_theory_kernel_at_vanishing_u_is_the_prior_moment():
     Q = np.asarray(ts.prior_kernel(ts.TeacherStudentParams(d=float(d), sa2=sa2, sw2=sw2), "exact")) / sa2
     ref = _prior_moments(d, sw2)
     np.testing.assert_allclose([Q[0, 0], Q[1, 1], Q[0, 1]], [ref["11"], ref["33"], ref["13"]], rtol=1e-7)
-
-
-@pytest.mark.parametrize("alpha,beta", [(0.5, 2.0), (4.0, 0.25), (2.0, 2.0)])
-def test_table1_scaling_keeps_u_and_r(alpha, beta):
-    """params.scaled(alpha, beta) (Table 1, eq. 11) leaves u = n^2 sa2/(s2^2 d N) and r = s2 N/n, computed
-    here from the scaled fields, invariant to rounding; and the theory's own u agrees with that formula."""
-    p = ts.TeacherStudentParams(N=700.0, n=3000.0, d=150.0, s2=0.14, sa2=8.0 / 700.0, sw2=0.5, eps=-0.3)
-    q = p.scaled(alpha, beta)
-
-    def u_r(x):
-        N, n, d, s2, sa2 = (float(np.asarray(getattr(x, k))) for k in ("N", "n", "d", "s2", "sa2"))
-        return n * n * sa2 / (s2 * s2 * d * N), s2 * N / n
-
-    (u0, r0), (u1, r1) = u_r(p), u_r(q)
-    assert (float(q.N), float(q.n)) == pytest.approx((700.0 * beta, 3000.0 * alpha), rel=1e-15)
-    assert u1 == pytest.approx(u0, rel=1e-12)
-    assert r1 == pytest.approx(r0, rel=1e-12)
-    assert float(np.asarray(q.u)) == pytest.approx(u1, rel=1e-12)
