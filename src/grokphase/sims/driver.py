@@ -39,6 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
 from grokphase.errors import GrokphaseError, ParameterError, ResultFileError
 from grokphase.sims.models import scale_params
@@ -307,8 +310,6 @@ class Checkpointer:
 
 
 def _mesh_sharding(devices):
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     mesh = Mesh(np.asarray(devices), ("member",))
     return NamedSharding(mesh, PartitionSpec("member"))
 
@@ -326,8 +327,6 @@ def _shard(tree, sharding):
 def _fetch(tree):
     """Device arrays -> host NumPy (gathering every process's shards in a multi-host run)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), tree)
     return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
@@ -387,8 +386,6 @@ def run_ensemble(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=M * schedule.steps, unit="net-step", unit_scale=True, desc=progress_desc,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
@@ -421,10 +418,7 @@ def run_ensemble(
         if saved is not None:
             state = _arrays_to_tree("s", saved, state)
             state = _shard(state, sharding) if sharding is not None else jax.tree_util.tree_map(jnp.asarray, state)
-            n_rec = int(saved["n_records"])
-            names = [str(n) for n in saved["record_names"]] if n_rec else []
-            for k in range(n_rec):
-                recs.append({name: saved[f"r_{name}"][k] for name in names})
+            recs = checkpoint_records(saved)
             if bar is not None:
                 bar.update(int(saved["step"]) * idx.size)
         done_step = int(_fetch(state.step)[0])
@@ -553,7 +547,9 @@ def run_ladder(
     return outputs
 
 
-def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:
+def checkpoint_arrays(state, recs: list, step: int) -> dict:
+    """The arrays of a checkpoint: the carried state's leaves (``s0``, ``s1``, ...), the records so far
+    (``r_<name>``, stacked over record times) and the step reached."""
     arrays = _tree_to_arrays("s", _fetch(state))
     names = sorted(recs[0]) if recs else []
     arrays["n_records"] = np.asarray(len(recs))
@@ -561,4 +557,15 @@ def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list,
     arrays["step"] = np.asarray(step)
     for name in names:
         arrays[f"r_{name}"] = np.stack([np.asarray(r[name]) for r in recs])
-    checkpoint.save(c, arrays)
+    return arrays
+
+
+def checkpoint_records(saved: dict) -> list[dict]:
+    """The records of a loaded checkpoint (:func:`checkpoint_arrays`), one dict per record time."""
+    n_rec = int(saved["n_records"])
+    names = [str(n) for n in saved["record_names"]] if n_rec else []
+    return [{name: saved[f"r_{name}"][k] for name in names} for k in range(n_rec)]
+
+
+def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:
+    checkpoint.save(c, checkpoint_arrays(state, recs, step))

@@ -52,10 +52,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from grokphase.errors import ParameterError
 from grokphase.sims.driver import (Checkpointer, Members, Schedule, SimulationError, Task, _arrays_to_tree,
-                                   _fetch, _make_functions, _Interrupt, _save_npz_atomic, _tree_to_arrays,
+                                   _fetch, _Interrupt, _make_functions, checkpoint_arrays, checkpoint_records,
                                    default_group)
 from grokphase.sims.models import scale_params
 
@@ -236,9 +237,7 @@ def run_replica_exchange(
     saved = checkpoint.load(0) if checkpoint is not None else None
     if saved is not None:
         state = jax.tree_util.tree_map(jnp.asarray, _arrays_to_tree("s", saved, state))
-        n_rec = int(saved["n_records"])
-        names = [str(n) for n in saved["record_names"]] if n_rec else []
-        recs = [{name: saved[f"r_{name}"][k] for name in names} for k in range(n_rec)]
+        recs = checkpoint_records(saved)
         history = list(np.asarray(saved["slot_replica"]))
         attempts, accepts = np.array(saved["attempts"]), np.array(saved["accepts"])
         labels = jnp.asarray(history[-1].reshape(-1), jnp.int32)
@@ -246,8 +245,6 @@ def run_replica_exchange(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=M * schedule.steps, initial=M * done_step, unit="net-step", unit_scale=True,
                    desc=progress_desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     t_start = time.perf_counter()
@@ -296,17 +293,10 @@ def run_replica_exchange(
 
 
 def _save(checkpoint: Checkpointer, state, recs, step, history, attempts, accepts):
-    arrays = _tree_to_arrays("s", _fetch(state))
-    names = sorted(recs[0]) if recs else []
-    arrays["n_records"] = np.asarray(len(recs))
-    arrays["record_names"] = np.asarray(names, dtype=str)
-    arrays["step"] = np.asarray(step)
-    for name in names:
-        arrays[f"r_{name}"] = np.stack([np.asarray(r[name]) for r in recs])
+    arrays = checkpoint_arrays(state, recs, step)
     arrays["slot_replica"] = np.stack(history)
     arrays["attempts"], arrays["accepts"] = attempts, accepts
-    if jax.process_index() == 0:
-        _save_npz_atomic(checkpoint.path(0), arrays)
+    checkpoint.save(0, arrays)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""The modular-addition task: the square-activation network on two-hot inputs, the data (all pairs,
+a random training fraction) and the per-network pure functions that
+:func:`grokphase.sims.driver.run_ensemble` lifts over the ensemble."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from grokphase.sims import fourier
+from grokphase.sims.driver import Task
+from grokphase.sims.langevin import langevin
+from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, ModularSim
+from grokphase.sims.modular.readout import (_draw_from_gram, full_table_Fy, full_table_gram, full_table_loss,
+                                            gibbs_readout)
+
+class SquareNet(nn.Module):
+    """f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2 for integer pairs x = (n, m).
+
+    Parameters ``w`` (2P, N) (rows 0..P-1: the first operand's half, rows P..2P-1: the second's) and
+    ``a`` (N, P), initialised as unit normals (the engine multiplies by the prior std)."""
+
+    N: int
+    P: int
+    scale: float = 1.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param("w", nn.initializers.normal(1.0), (2 * self.P, self.N), self.dtype)
+        a = self.param("a", nn.initializers.normal(1.0), (self.N, self.P), self.dtype)
+        h = w[x[..., 0]] + w[self.P + x[..., 1]]          # (..., N): w_i . x_nm without one-hot
+        return jnp.asarray(self.scale, self.dtype) * ((h * h) @ a)
+
+
+def one_hot_forward(params, x, P: int, scale: float = 1.0):
+    """Reference formulation with explicit one-hot inputs X (..., 2P): scale * ((X w)^2) a."""
+    X = jax.nn.one_hot(x[..., 0], 2 * P) + jax.nn.one_hot(P + x[..., 1], 2 * P)
+    return scale * ((X.astype(params["w"].dtype) @ params["w"]) ** 2) @ params["a"]
+
+
+def all_pairs(P: int) -> np.ndarray:
+    n, m = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+    return np.stack([n.ravel(), m.ravel()], axis=1).astype(np.int32)
+
+
+def targets(pairs, P: int, dtype=jnp.float32):
+    """y_p = delta_{p, (n+m) mod P} - 1/P."""
+    return jax.nn.one_hot((pairs[..., 0] + pairs[..., 1]) % P, P, dtype=dtype) - jnp.asarray(1.0 / P, dtype)
+
+
+
+def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
+    """Per-network functions (cached on the static sizes and choices).  On the whole table (alpha = 1)
+    the loss and the Gibbs readout's Gram matrices can use the closed-form sums of
+    :func:`full_table_loss` / :func:`full_table_gram` (O(N^2 P) instead of O(N P^3) for the loss and
+    O(N^2 P^2) for the Gram matrix); ``full_table_algebra=None`` (default) uses them when that is
+    cheaper, N < P^2; True / False forces either form (same values to rounding)."""
+    gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
+    closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
+    return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
+                      float(sim.scale), sim.alpha < 1.0, gibbs, closed)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
+               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True) -> Task:
+    dtype = DTYPES[dtype_name]
+    model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
+    pairs_all = jnp.asarray(all_pairs(P))
+    y_all = targets(pairs_all, P, dtype)
+    y_norm2 = jnp.sum(y_all * y_all)
+    answer_all = (pairs_all[:, 0] + pairs_all[:, 1]) % P
+
+    def make_data(key, hyper):
+        perm = jax.random.permutation(key, P * P) if split else jnp.arange(P * P)
+        train = jnp.zeros(P * P, bool).at[perm[:n_train]].set(True)
+        return {"train_idx": perm[:n_train], "is_train": train}
+
+    def init(key, data, hyper):
+        return model.init(key, pairs_all[:1])["params"]
+
+    def prior_std(z, hyper):
+        if parametrisation == "gromov":
+            return {"w": jnp.asarray(1.0), "a": jnp.asarray(1.0)}
+        return {"w": jnp.asarray(1.0), "a": jnp.sqrt(hyper.sa2 / N)}
+
+    def loss(theta, data):
+        if not split and full_table:        # the whole table: closed-form sums, O(N^2 P), no (P^2, N) layer
+            half = full_table_loss(theta["w"], theta["a"], scale)
+        else:
+            idx = data["train_idx"]
+            f = model.apply({"params": theta}, pairs_all[idx])
+            r = f - y_all[idx]
+            half = 0.5 * jnp.sum(r * r)
+        if optimizer == "langevin":
+            return half                                     # the posterior's L (THEORY.md §1)
+        return 2.0 * half / n_train                         # mean over training pairs (optimisers)
+
+    def penalty(theta, hyper):
+        if optimizer != "langevin":
+            return jnp.zeros((), dtype)
+        return (hyper.s2 * fourier.gamma_penalty(theta["w"], hyper.gamma, axis=0)).astype(dtype)
+
+    def make_tx(hyper):
+        if optimizer == "langevin" and gibbs_a:      # the readout is drawn exactly by ``gibbs``
+            return optax.multi_transform({"langevin": langevin(hyper.lr, hyper.s2), "gibbs": optax.set_to_zero()},
+                                         {"w": "langevin", "a": "gibbs"})
+        if optimizer == "langevin":
+            return langevin(hyper.lr, hyper.s2)
+        if optimizer == "adamw":
+            return optax.adamw(hyper.lr, weight_decay=hyper.weight_decay)
+        return optax.sgd(hyper.lr)
+
+    def init_accum(theta, data, hyper):
+        zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
+        return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
+                "ipr_hist": jnp.zeros((ipr_bins,), jnp.float64),
+                "phase_hist": jnp.zeros((36,), jnp.float64)}
+
+    def observe(theta, data, hyper, accum, weight):
+        f = model.apply({"params": theta}, pairs_all)              # (P^2, P): the full table
+        r2 = jnp.sum((f - y_all) ** 2, axis=-1)
+        correct = (jnp.argmax(f, axis=-1) == answer_all).astype(jnp.float64)
+        is_train = data["is_train"]
+        n_tr = jnp.sum(is_train)
+        test_mask = jnp.where(n_tr < P * P, ~is_train, True)       # alpha = 1: test on the whole table
+        n_te = jnp.sum(test_mask)
+        u = theta["w"][:P].T                                       # (N, P) first-operand halves
+        v = theta["w"][P:].T
+        a = theta["a"]                                             # (N, P) readout vectors
+        ipr_n = 0.5 * (fourier.ipr(u) + fourier.ipr(v))            # (N,)
+        phases = fourier.phase_constraint(u, v, a)
+        phi_plus = hyper.phi_plus
+        has_theory = jnp.isfinite(phi_plus)
+        drop = fourier.droplet_mask(u, v, jnp.where(has_theory, phi_plus, 1.0),
+                                    rel_tol=jnp.where(has_theory, 0.5, jnp.inf))
+        tc = jnp.sum(f * y_all) / y_norm2
+        if optimizer == "langevin":
+            # Rao-Blackwellised target component: the readout's conditional posterior mean given w
+            # (gibbs_readout with xi = 0), same expectation as the sampled network's, without the
+            # readout's sampling noise
+            c = scale * prior_std(theta, hyper)["a"]
+            za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)))
+            tc_mean = c * jnp.sum(full_table_Fy(theta["w"]) * za_mean) / y_norm2    # <F z, y> = sum (F^T y) z
+        else:
+            tc_mean = tc
+        record = {
+            "train_mse": jnp.sum(jnp.where(is_train, r2, 0.0)) / (n_tr * P),
+            "test_mse": jnp.sum(jnp.where(test_mask, r2, 0.0)) / (n_te * P),
+            "train_acc": jnp.sum(jnp.where(is_train, correct, 0.0)) / n_tr,
+            "test_acc": jnp.sum(jnp.where(test_mask, correct, 0.0)) / n_te,
+            "target_component": tc,
+            "target_component_mean": tc_mean,
+            "ipr": jnp.mean(ipr_n),
+            "w_norm2": jnp.mean(jnp.sum(theta["w"] ** 2, axis=0)),
+            "a_norm2": jnp.mean(jnp.sum(a * a, axis=1)),
+            "droplet_fraction": jnp.mean(drop.astype(jnp.float64)),
+            "spectrum_u": fourier.power_spectrum(u),              # (N, P//2 + 1)
+            "spectrum_v": fourier.power_spectrum(v),
+            "spectrum_a": fourier.power_spectrum(a),
+            "frequency": phases.k,
+        }
+        record = {k: (val.astype(jnp.float64) if k != "frequency" else val) for k, val in record.items()}
+        wt = weight.astype(jnp.float64)
+        ipr_idx = jnp.clip(jnp.floor(ipr_n * ipr_bins).astype(jnp.int32), 0, ipr_bins - 1)
+        ph_idx = jnp.clip(jnp.floor((phases.delta + jnp.pi) / (2 * jnp.pi) * 36).astype(jnp.int32), 0, 35)
+        accum = {
+            "count": accum["count"] + wt,
+            "sums": {name: accum["sums"][name] + wt * record[name] for name in SCALAR_RECORDS},
+            "ipr_hist": accum["ipr_hist"] + wt * jnp.zeros((ipr_bins,), jnp.float64).at[ipr_idx].add(1.0),
+            "phase_hist": accum["phase_hist"] + wt * jnp.zeros((36,), jnp.float64).at[ph_idx].add(1.0),
+        }
+        return record, accum
+
+    def readout_draw(w, data, c, s2, xi, eps=None):
+        if not split and full_table:
+            G, Fy = full_table_gram(w)
+            return _draw_from_gram(G, Fy, c, s2, xi)
+        idx = data["train_idx"]
+        return gibbs_readout(w, pairs_all[idx], y_all[idx], c, s2, xi, eps)
+
+    def gibbs(z, data, hyper, key):
+        std = prior_std(z, hyper)
+        xi = jax.random.normal(key, (N, P), jnp.float64)
+        # the dual (N > n) form of gibbs_readout also needs the likelihood's noise
+        eps = (jax.random.normal(jax.random.fold_in(key, 1), (n_train, P), jnp.float64)
+               if N > n_train and not (not split and full_table) else None)
+        z_a = readout_draw(std["w"] * z["w"], data, scale * std["a"], hyper.s2, xi, eps)
+        return {**z, "a": z_a.astype(z["a"].dtype)}
+
+    # one network per lax.map step on a CPU: a network's (P^2, N) temporaries already exceed the
+    # caches (benchmarks/README.md: 1.4-1.55x over groups of 4 at P = 97, N = 500), and batched
+    # float64 LAPACK calls of the Gibbs readout across networks were seen to hang XLA:CPU
+    # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
+                cpu_group=1)
+

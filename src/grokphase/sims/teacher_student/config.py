@@ -1,0 +1,201 @@
+"""Teacher-student simulation config: :class:`TeacherStudentSim` (sizes, s2 list, ensemble, schedule,
+protocol options), its option tuples and the per-network hyperparameters :class:`TSHyper`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from grokphase.errors import ParameterError
+from grokphase.sims.driver import Schedule, ladder_branches
+from grokphase.theory.teacher_student import TeacherStudentParams
+
+#: |q| threshold of the droplet fraction where the theory has no barrier: about half the droplet
+#: position q* ~ 0.72-0.83 of the paper's configuration, > 4 prior standard deviations sqrt(sw2/d)
+#: for d >= 53.
+DEFAULT_DROPLET_THRESHOLD = 0.4
+OPTIMIZERS = ("langevin", "sgd", "adam", "adamw")
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+ANNEALS = ("none", "down", "up", "both")
+STARTS = ("auto", "prior", "ordered")
+ORDERED_DROPLETS = ("all", "theory")
+ORDERED_THEORIES = ("finite-d", "limit")
+#: options added with the annealing ladders (issue 8); left out of ``parameters()`` at their defaults so
+#: that the checkpoints and result files of earlier plain runs keep their hashes and stay reusable
+LADDER_DEFAULTS = {"anneal": "none", "start": "auto", "ordered_droplets": "all", "ordered_theory": "finite-d",
+                   "ordered_approximation": "exact"}
+SCALAR_RECORDS = ("train_mse", "test_mse", "linear_learned", "cubic_learned", "linear_learned_test",
+                  "cubic_learned_test", "linear_learned_train", "cubic_learned_train", "w_norm2")
+
+SQRT6 = math.sqrt(6.0)
+
+
+class TSHyper(NamedTuple):
+    """Per-network hyperparameters (array leaves: an ensemble may mix them)."""
+
+    s2: Any
+    sa2: Any
+    sw2: Any
+    eps: Any
+    lr: Any
+    weight_decay: Any
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherStudentSim:
+    """A teacher-student simulation: the model at given (integer) sizes, a list of s2 values, and
+    an ensemble of ``datasets`` x ``inits`` networks per s2.
+
+    Sizes N, n, d are integers; :meth:`from_scaling` builds them from the beta = 1 configuration with
+    the Table-1 scaling (rounded to the nearest integer; sa2 and s2 are scaled exactly).  The
+    defaults are the paper's App. C configuration at beta = 1.
+    """
+
+    N: int = 700
+    n: int = 3000
+    d: int = 150
+    s2: tuple = (0.1, 0.15, 0.2, 0.25, 0.3)
+    sa2: float | None = None       # default 8/N
+    sw2: float = 0.5
+    eps: float = -0.3
+    datasets: int = 4
+    inits: int = 2
+    seed: int = 0
+    steps: int = 20000
+    burn_in: int = 5000
+    lr: float = 2e-3
+    record_every: int = 100
+    log_times: bool = False
+    optimizer: str = "langevin"
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+    n_test: int = 3000
+    q_bins: int = 240
+    q_max: float = 1.5
+    qt_q_bins: int = 60
+    t_bins: int = 50
+    t_max: float = 1.25
+    droplet_threshold: float | None = None
+    beta: float = 1.0
+    alpha: float = 1.0
+    replica_exchange: bool = False
+    swap_every: int = 10
+    anneal: str = "none"
+    start: str = "auto"
+    ordered_droplets: str = "all"
+    ordered_theory: str = "finite-d"
+    ordered_approximation: str = "exact"
+
+    def __post_init__(self):
+        for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
+                              ("ordered_theory", ORDERED_THEORIES),
+                              ("ordered_approximation", ("exact", "concentrated"))):
+            if getattr(self, name) not in allowed:
+                raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.anneal != "none":
+            if self.replica_exchange:
+                raise ParameterError("--replica-exchange and --anneal are separate protocols; choose one")
+            if self.optimizer != "langevin":
+                raise ParameterError("--anneal sweeps the Langevin temperature s2: it needs --optimizer langevin")
+            if len(self.s2) < 2 or len(set(self.s2)) != len(self.s2):
+                raise ParameterError(f"--anneal needs a ladder of at least two distinct s2 values, got {list(self.s2)}")
+        if self.replica_exchange and self.start == "ordered":
+            raise ParameterError("teacher-student replica exchange starts every rung from the prior: --start ordered "
+                                 "applies to plain runs and --anneal ladders")
+        if self.replica_exchange:
+            if self.optimizer != "langevin":
+                raise ParameterError("replica exchange swaps states between Langevin temperatures: it needs "
+                                     "optimizer langevin")
+            if len(self.s2) < 2 or len(set(self.s2)) != len(self.s2):
+                raise ParameterError(f"replica exchange needs a ladder of at least two distinct s2 values, "
+                                     f"got {list(self.s2)}")
+        if isinstance(self.swap_every, bool) or int(self.swap_every) != self.swap_every or self.swap_every < 1:
+            raise ParameterError(f"swap_every must be an integer >= 1, got {self.swap_every!r}")
+        for name in ("N", "n", "d", "datasets", "inits", "n_test", "q_bins", "qt_q_bins", "t_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
+        s2 = np.atleast_1d(np.asarray(self.s2, dtype=np.float64))
+        if s2.ndim != 1 or s2.size == 0:
+            raise ParameterError("s2 must be a non-empty list of numbers")
+        if not np.all(np.isfinite(s2)) or np.any(s2 <= 0):
+            raise ParameterError(f"s2 must be finite and > 0, got {s2.tolist()}")
+        object.__setattr__(self, "s2", tuple(float(v) for v in s2))
+        for name in ("sw2", "lr", "q_max", "t_max"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.sa2 is not None and not (math.isfinite(self.sa2) and self.sa2 > 0):
+            raise ParameterError(f"sa2 must be a finite number > 0, got {self.sa2!r}")
+        if not math.isfinite(self.eps) or self.eps == 0:
+            raise ParameterError(f"eps must be finite and nonzero (cubic_learned divides by it), got {self.eps!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ParameterError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ParameterError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.dtype not in DTYPES:
+            raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        Schedule(self.steps, self.burn_in, self.record_every, self.log_times)   # validates
+        object.__setattr__(self, "N", int(self.N))
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "d", int(self.d))
+
+    @classmethod
+    def from_scaling(cls, base: TeacherStudentParams | None = None, *, beta: float = 1.0,
+                     alpha: float | None = None, s2: Sequence[float] = (0.1, 0.15, 0.2, 0.25, 0.3),
+                     **kwargs) -> "TeacherStudentSim":
+        """Table-1 scaling of the beta = 1 configuration ``base`` (default: the paper's App. C):
+        N -> beta N, d -> sqrt(beta) d, n -> alpha n (rounded), sa2 -> sa2/sqrt(beta),
+        s2 -> (alpha/beta) s2 for every listed s2."""
+        base = TeacherStudentParams() if base is None else base
+        alpha = beta if alpha is None else alpha
+        if not (beta > 0 and alpha > 0 and math.isfinite(beta) and math.isfinite(alpha)):
+            raise ParameterError(f"beta and alpha must be finite and > 0, got beta={beta!r}, alpha={alpha!r}")
+        sc = base.scaled(alpha, beta)
+        s2 = [float(v) * alpha / beta for v in np.atleast_1d(np.asarray(s2, dtype=np.float64))]
+        return cls(N=int(round(float(sc.N))), n=int(round(float(sc.n))), d=int(round(float(sc.d))), s2=tuple(s2),
+                   sa2=float(sc.sa2), sw2=float(sc.sw2), eps=float(sc.eps), beta=float(beta), alpha=float(alpha),
+                   **kwargs)
+
+    @property
+    def sa2_value(self) -> float:
+        return 8.0 / self.N if self.sa2 is None else float(self.sa2)
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
+
+    def theory_params(self) -> TeacherStudentParams:
+        """The finite-d theory at exactly these (integer) sizes, one point per s2."""
+        s2 = np.asarray(self.s2)
+        return TeacherStudentParams(N=float(self.N), n=float(self.n), d=float(self.d), s2=s2,
+                                    sa2=self.sa2_value, sw2=self.sw2, eps=self.eps)
+
+    def parameters(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["sa2"] = self.sa2_value
+        out["s2"] = list(self.s2)
+        for name, default in LADDER_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
+
+    def branches(self) -> list[tuple[str, np.ndarray, str]]:
+        """(branch name, s2 ladder in run order, start) of every chain family
+        (:func:`grokphase.sims.driver.ladder_branches`)."""
+        return ladder_branches(self.s2, self.anneal, self.start)
+
+    def bytes_per_network(self) -> int:
+        """Rough device memory per network of a step (data, parameters, and activations)."""
+        item = 4 if self.dtype == "float32" else 8
+        data = (self.n + self.n_test) * (self.d + 1)
+        act = 6 * max(self.n, self.n_test) * self.N
+        return item * (data + act + 4 * self.d * self.N)
+
