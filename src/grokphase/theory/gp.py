@@ -67,9 +67,14 @@ class GPEigen(NamedTuple):
 
 
 def _laguerre(power, expo):
-    t = jnp.asarray(_LAG_T)
-    w = jnp.asarray(_LAG_W)
-    return lambda s, d: jnp.sum(w * t**power * (1.0 + 4.0 * s * t) ** (-(d + expo) / 2.0))
+    # the nodes become JAX arrays at call time, not at import: creating one here would initialise the
+    # JAX backend on import, before the CLI can set the host device count (--devices K)
+    def integral(s, d):
+        t = jnp.asarray(_LAG_T)
+        w = jnp.asarray(_LAG_W)
+        return jnp.sum(w * t**power * (1.0 + 4.0 * s * t) ** (-(d + expo) / 2.0))
+
+    return integral
 
 
 _I1 = _laguerre(0, 2.0)
