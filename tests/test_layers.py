@@ -24,7 +24,6 @@ PREFIXES = {
     "grokphase.theory": "theory",
     "grokphase.sims": "sims",
     "grokphase.analysis": "analysis",
-    "grokphase.hysteresis": "analysis",
     "grokphase.plotting": "plotting",
     "grokphase.experiments": "experiments",
     "grokphase.cli": "cli",

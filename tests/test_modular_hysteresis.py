@@ -95,7 +95,7 @@ def test_hysteresis_analysis_loop_window_bracket_and_theory(theory):
     combined SEs, a replica point between the branches is flagged as such and one outside as outside,
     the distances are to the finite-P exact theory solved at the same (N, P, sa2, gamma), and the
     summary carries the theory's transition and spinodals."""
-    from grokphase.hysteresis import hysteresis_modular
+    from grokphase.analysis.hysteresis import hysteresis_modular
 
     s2 = np.array([0.8, 0.85, 0.9, 1.05]) * S1
     gap = np.array([0.2, 0.15, 0.001, 0.0])                       # a loop at 0.8 and 0.85 s1 only
@@ -128,7 +128,7 @@ def test_hysteresis_analysis_loop_window_bracket_and_theory(theory):
 
 def test_hysteresis_analysis_rejects_unknown_protocol_and_mismatched_runs():
     from grokphase.errors import ParameterError
-    from grokphase.hysteresis import hysteresis_modular
+    from grokphase.analysis.hysteresis import hysteresis_modular
 
     s2 = np.array([0.8, 0.9]) * S1
     good = _fake(s2, [0.01, 0.01], [0.001, 0.001], replica=True)
@@ -202,7 +202,7 @@ def test_hysteresis_analysis_superheating_summary():
     import json
 
     from grokphase.cli.text import modular_hysteresis_lines
-    from grokphase.hysteresis import hysteresis_modular
+    from grokphase.analysis.hysteresis import hysteresis_modular
 
     s2 = np.array([0.9, 1.02, 1.04, 1.2]) * S1
     with warnings.catch_warnings():

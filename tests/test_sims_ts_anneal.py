@@ -14,7 +14,7 @@ import pytest
 
 from grokphase.cli import main
 from grokphase.errors import ParameterError
-from grokphase.hysteresis import solve_frozen_branch
+from grokphase.theory.teacher_student import solve_frozen_branch
 from grokphase.sims.driver import prior_z, run_ensemble
 from grokphase.sims.teacher_student import (TeacherStudentSim, build_ladder_members, build_members,
                                             conditional_readout, droplet_saddle, make_task, ordered_start,

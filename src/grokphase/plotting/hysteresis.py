@@ -1,4 +1,4 @@
-"""Figure of the modular hysteresis loop (issue 8), drawn from a saved :func:`grokphase.hysteresis.
+"""Figure of the modular hysteresis loop (issue 8), drawn from a saved :func:`grokphase.analysis.hysteresis.
 hysteresis_modular` result: target component and droplet fraction against s2 for the cooling and
 heating branches (error bars: standard errors over seeds), the replica-exchange points, the finite-P
 equilibrium theory, the P -> infinity equilibrium and the supercooled (disordered) branch, and the
@@ -73,7 +73,7 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
 
 
 def plot_hysteresis_teacher_student(ds, path, also_pdf: bool = False):
-    """Teacher-student loop from a saved :func:`grokphase.hysteresis.hysteresis_teacher_student` result:
+    """Teacher-student loop from a saved :func:`grokphase.analysis.hysteresis.hysteresis_teacher_student` result:
     (a) the cubic learned fraction 1 - c/eps of the cooling and heating branches (error bars: standard
     errors over data sets), the replica-exchange points, the finite-d equilibrium theory, its metastable
     GFL (droplet-free) and superheated droplet branches, the scaling limit, and the limit's s2_c in

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from grokphase.analysis.compare import compare_modular, compare_modular_summary
-from grokphase.hysteresis import hysteresis_modular
+from grokphase.analysis.hysteresis import hysteresis_modular
 from grokphase.analysis.replica import replica_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.options import Option, options_of, resolve

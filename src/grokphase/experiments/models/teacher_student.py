@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import xarray as xr
 
 from grokphase.analysis.compare import compare_summary, compare_teacher_student
-from grokphase.hysteresis import hysteresis_teacher_student
+from grokphase.analysis.hysteresis import hysteresis_teacher_student
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.options import Option, options_of, resolve

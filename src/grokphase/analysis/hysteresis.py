@@ -20,9 +20,11 @@ import numpy as np
 import xarray as xr
 
 from grokphase.errors import ParameterError
-# the frozen-branch theory lives in the theory layer; its names stay importable from here
-from grokphase.theory.batching import to_float64 as jax_tree_float64  # noqa: F401
-from grokphase.theory.teacher_student.frozen import FrozenBranch, solve_frozen_branch  # noqa: F401
+from grokphase.io import annotate
+from grokphase.sims.teacher_student import DEFAULT_DROPLET_THRESHOLD
+from grokphase.theory import modular as mt
+from grokphase.theory import teacher_student as tst
+from grokphase.theory.teacher_student.frozen import solve_frozen_branch
 
 PROTOCOLS = ("cooling", "heating", "replica")
 # modular only: replica exchange started at the theory's droplet saddle (teacher-student replica
@@ -114,8 +116,6 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
     bound under which a heated ordered state can keep droplets) and the distances; the summary's
     ``superheating`` entry compares the heating branch above s1 with the equilibrium, the cooling
     branch and that bound (:func:`_superheating`)."""
-    from grokphase.io import annotate
-    from grokphase.theory import modular as mt
 
     if not results:
         raise ParameterError("hysteresis_modular needs at least one of cooling, heating, replica, replica_ordered")
@@ -240,9 +240,6 @@ def hysteresis_teacher_student(results: dict, approximation: str = "exact", n_th
     :func:`solve_frozen_branch`); the scaling limit's equilibrium and transition s2_c (both
     approximations); distances to the equilibrium (absolute, in SEs, rms) and the loop: heating minus
     cooling per s2 in combined SEs, ``loop_seen`` where it exceeds ``loop_z``."""
-    from grokphase.io import annotate
-    from grokphase.sims.teacher_student import DEFAULT_DROPLET_THRESHOLD
-    from grokphase.theory import teacher_student as tst
 
     tst.check_approximation(approximation)
     if not results:
