@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 
 import grokphase  # noqa: F401  (float64)
-from grokphase.hysteresis import hysteresis_modular, hysteresis_teacher_student
+from grokphase.analysis.hysteresis import hysteresis_modular, hysteresis_teacher_student
 
 # z = gap / sqrt(se_c^2 + se_h^2) with se_c = 0.003, se_h = 0.004, so sqrt(...) = 0.005 exactly
 SE_C, SE_H, SE = 0.003, 0.004, 0.005

@@ -1,6 +1,6 @@
 """Metastable branches of the finite-d teacher-student theory with the droplet occupation frozen
 (THEORY.md §2, §3b): the supercooled droplet-free GFL branch and the superheated droplet branch that
-a heating run follows (used by :mod:`grokphase.hysteresis`)."""
+a heating run follows (used by :mod:`grokphase.analysis.hysteresis`)."""
 
 from __future__ import annotations
 
