@@ -48,14 +48,15 @@ def _finite(text: str) -> float:
 
 def _add_ts_params(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model parameters (the beta = 1 configuration; defaults: paper App. C)")
-    g.add_argument("--N", type=_positive, default=700.0, help="hidden width (default 700)")
-    g.add_argument("--n", type=_positive, default=3000.0, help="training points (default 3000)")
-    g.add_argument("--d", type=_positive, default=150.0, help="input dimension (default 150)")
-    g.add_argument("--s2", type=_positive, default=None, help="sigma^2, noise variance / temperature (default 0.14)")
+    P = TeacherStudentParams       # the defaults live in the dataclass (App. C)
+    g.add_argument("--N", type=_positive, default=P.N, help=f"hidden width (default {P.N:g})")
+    g.add_argument("--n", type=_positive, default=P.n, help=f"training points (default {P.n:g})")
+    g.add_argument("--d", type=_positive, default=P.d, help=f"input dimension (default {P.d:g})")
+    g.add_argument("--s2", type=_positive, default=None, help=f"sigma^2, noise variance / temperature (default {P.s2:g})")
     g.add_argument("--sa2", type=_positive, default=None,
                    help="sigma_a^2, readout prior a_i ~ N(0, sa2/N) (default 8/N, following N when N varies)")
-    g.add_argument("--sw2", type=_positive, default=0.5, help="sigma_w^2, input prior (default 0.5)")
-    g.add_argument("--eps", type=_finite, default=-0.3, help="cubic strength of the teacher (default -0.3)")
+    g.add_argument("--sw2", type=_positive, default=P.sw2, help=f"sigma_w^2, input prior (default {P.sw2:g})")
+    g.add_argument("--eps", type=_finite, default=P.eps, help=f"cubic strength of the teacher (default {P.eps:g})")
 
 
 def _add_approximation(p: argparse.ArgumentParser) -> None:
@@ -77,7 +78,7 @@ def _add_output(p: argparse.ArgumentParser, plot_help: str) -> None:
 
 def _base_params(args):
 
-    return TeacherStudentParams(N=args.N, n=args.n, d=args.d, s2=0.14 if args.s2 is None else args.s2,
+    return TeacherStudentParams(N=args.N, n=args.n, d=args.d, s2=TeacherStudentParams.s2 if args.s2 is None else args.s2,
                                 sa2=args.sa2, sw2=args.sw2, eps=args.eps)
 
 
@@ -88,7 +89,7 @@ def _s2_values(args) -> np.ndarray:
 
             raise ParameterError("give either --s2 or --s2-sweep, not both")
         return parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
-    return np.array([0.14 if args.s2 is None else args.s2])
+    return np.array([TeacherStudentParams.s2 if args.s2 is None else args.s2])
 
 
 def _emit(args, summary: dict[str, Any], text_lines: Sequence[str]) -> None:

@@ -65,11 +65,11 @@ def add_parsers(groups) -> None:
     p.set_defaults(func=cmd_theory_modular)
 
     p = tsub.add_parser("gp-modular", help="NNGP kernel spectrum and EK learning curve of the modular model")
-    p.add_argument("--P", type=_positive, default=401.0)
+    p.add_argument("--P", type=_positive, default=ModularParams.P)
     p.add_argument("--Ps", metavar="P1,P2,...", default=None, help="several moduli")
-    p.add_argument("--N", type=_positive, default=1000.0)
+    p.add_argument("--N", type=_positive, default=ModularParams.N)
     p.add_argument("--sa2", type=_positive, default=None, help="default 0.002/N")
-    p.add_argument("--s2", type=_positive, default=None, help="default 0.2")
+    p.add_argument("--s2", type=_positive, default=None, help=f"default {ModularParams.s2:g}")
     p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None)
     _add_output(p, "plot the learning curves")
     p.set_defaults(func=cmd_theory_gp_modular)
@@ -249,12 +249,13 @@ def cmd_phase_diagram_ts(args) -> int:
 
 def _add_modular_params(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model parameters (defaults: the paper's Fig. 3)")
-    g.add_argument("--N", type=_positive, default=1000.0, help="hidden width (default 1000)")
-    g.add_argument("--P", type=_positive, default=401.0, help="modulus (default 401; prime for the theory)")
-    g.add_argument("--s2", type=_positive, default=None, help="sigma^2 (default 0.2)")
+    M = ModularParams              # the defaults live in the dataclass (Fig. 3)
+    g.add_argument("--N", type=_positive, default=M.N, help=f"hidden width (default {M.N:g})")
+    g.add_argument("--P", type=_positive, default=M.P, help=f"modulus (default {M.P:g}; prime for the theory)")
+    g.add_argument("--s2", type=_positive, default=None, help=f"sigma^2 (default {M.s2:g})")
     g.add_argument("--sa2", type=_positive, default=None,
                    help="readout prior a ~ N(0, sa2/N) (default 0.002/N, following N when N varies)")
-    g.add_argument("--gamma", type=_positive, default=1e-4, help="sextic Fourier penalty strength (default 1e-4)")
+    g.add_argument("--gamma", type=_positive, default=M.gamma, help=f"sextic Fourier penalty strength (default {M.gamma:g})")
 
 
 _BETA_HELP = ("scaling along which the chosen convention's P -> infinity solution is invariant: paper (Table 1) "
@@ -270,7 +271,7 @@ def _add_convention(p: argparse.ArgumentParser) -> None:
 
 def _modular_base(args):
 
-    return ModularParams(N=args.N, P=args.P, s2=0.2 if args.s2 is None else args.s2, sa2=args.sa2, gamma=args.gamma)
+    return ModularParams(N=args.N, P=args.P, s2=ModularParams.s2 if args.s2 is None else args.s2, sa2=args.sa2, gamma=args.gamma)
 
 
 def cmd_theory_modular(args) -> int:
@@ -284,7 +285,7 @@ def cmd_theory_modular(args) -> int:
     elif args.plot:
         s2 = np.linspace(0.1, 0.3, 201)
     else:
-        s2 = np.array([0.2 if args.s2 is None else args.s2])
+        s2 = np.array([ModularParams.s2 if args.s2 is None else args.s2])
     density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
     t0 = time.perf_counter()
     ds = build_modular_sweep(base, s2, method=args.method, convention=args.convention, beta=args.beta,
@@ -319,7 +320,7 @@ def cmd_theory_gp_modular(args) -> int:
 
     P = parse_list(args.Ps, "--Ps") if args.Ps else np.array([args.P])
     sa2 = args.sa2 if args.sa2 is not None else 0.002 / args.N
-    s2 = 0.2 if args.s2 is None else args.s2
+    s2 = ModularParams.s2 if args.s2 is None else args.s2
     n = parse_range(args.n_sweep, "--n-sweep", positive=True)[0] if args.n_sweep else np.geomspace(1.0, 1e12, 97)
     ds = build_modular_gp_curve(P, sa2, s2, n)
     summary = {"P": P.tolist(), "sa2": sa2, "s2": s2, "n_half": ds["n_half"].values.tolist(),

@@ -240,15 +240,17 @@ def _num(cfg: dict, key: str, default):
 
 def _ts_base(cfg: dict):
 
-    return TeacherStudentParams(N=_num(cfg, "N", 700.0), n=_num(cfg, "n", 3000.0), d=_num(cfg, "d", 150.0),
-                                s2=_num(cfg, "s2", 0.14), sa2=cfg.get("sa2"), sw2=_num(cfg, "sw2", 0.5),
-                                eps=_num(cfg, "eps", -0.3))
+    P = TeacherStudentParams       # defaults: the dataclass's (App. C)
+    return TeacherStudentParams(N=_num(cfg, "N", P.N), n=_num(cfg, "n", P.n), d=_num(cfg, "d", P.d),
+                                s2=_num(cfg, "s2", P.s2), sa2=cfg.get("sa2"), sw2=_num(cfg, "sw2", P.sw2),
+                                eps=_num(cfg, "eps", P.eps))
 
 
 def _modular_base(cfg: dict):
 
-    return ModularParams(N=_num(cfg, "N", 1000.0), P=_num(cfg, "P", 401.0), s2=_num(cfg, "s2", 0.2),
-                         sa2=cfg.get("sa2"), gamma=_num(cfg, "gamma", 1e-4))
+    M = ModularParams              # defaults: the dataclass's (Fig. 3)
+    return ModularParams(N=_num(cfg, "N", M.N), P=_num(cfg, "P", M.P), s2=_num(cfg, "s2", M.s2),
+                         sa2=cfg.get("sa2"), gamma=_num(cfg, "gamma", M.gamma))
 
 
 def _sub(cfg: dict, prefix: str) -> dict:
