@@ -56,13 +56,14 @@ class TeacherStudentSim:
     defaults are the paper's App. C configuration at beta = 1.
     """
 
-    N: int = 700
-    n: int = 3000
-    d: int = 150
+    # the model's defaults are the theory's (App. C at beta = 1), written once in TeacherStudentParams
+    N: int = int(TeacherStudentParams.N)
+    n: int = int(TeacherStudentParams.n)
+    d: int = int(TeacherStudentParams.d)
     s2: tuple = (0.1, 0.15, 0.2, 0.25, 0.3)
     sa2: float | None = None       # default 8/N
-    sw2: float = 0.5
-    eps: float = -0.3
+    sw2: float = TeacherStudentParams.sw2
+    eps: float = TeacherStudentParams.eps
     datasets: int = 4
     inits: int = 2
     seed: int = 0
