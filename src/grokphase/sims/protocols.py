@@ -84,7 +84,7 @@ class SimModel(NamedTuple):
     hyper: Callable[[Any], Callable[[np.ndarray], Any]]
     start_ordered: Callable[[Any, Members, Task], tuple[Any, dict]]
     build_dataset: Callable[[Any, Any, Task, Members], xr.Dataset]
-    checkpoint_config: Callable[[Any, str, "int | None"], dict]
+    checkpoint_config: Callable[[Any, str, int | None], dict]
     describe: Callable[[Any], str]
     replica_set_dim: str
     ladder_shared: tuple[str, ...]
