@@ -25,6 +25,7 @@ from scipy.special import erf
 
 import grokphase  # noqa: F401  (float64)
 from grokphase.sims.teacher_student import TeacherStudentSim, TSHyper, make_task, population_projections
+from grokphase.theory.teacher_student import TeacherStudentParams
 
 SQRT6 = math.sqrt(6.0)
 
@@ -106,8 +107,9 @@ def test_table1_scaling_of_a_simulation_keeps_u_and_r(alpha, beta):
     leaves u = n^2 sa2/(s2^2 d N) and r = s2 N/n invariant (THEORY.md §3).  Computed here from the
     simulation's own integer sizes: with the rounding of N, n, d divided out, u and r must be invariant
     to rounding (1e-12); any other power of alpha or beta in s2 moves them by a factor >= 2^(1/2)."""
-    base = TeacherStudentSim(N=700, n=3000, d=150, s2=(0.1, 0.2))
-    sim = TeacherStudentSim.from_scaling(beta=beta, alpha=alpha, s2=base.s2)
+    base = TeacherStudentSim(N=700, n=3000, d=150, s2=(0.1, 0.2), sa2=8.0 / 700, sw2=0.5, eps=-0.3)
+    params = TeacherStudentParams(N=700.0, n=3000.0, d=150.0, s2=0.1, sa2=8.0 / 700, sw2=0.5, eps=-0.3)
+    sim = TeacherStudentSim.from_scaling(params, beta=beta, alpha=alpha, s2=base.s2)
     s2_0 = np.asarray(base.s2)
     s2 = np.asarray(sim.s2)
     # the exact (unrounded) sizes and the integer ones actually simulated

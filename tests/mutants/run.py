@@ -15,7 +15,7 @@ failures (exit code 1); passing, a timeout, or any other exit code (collection/u
 caught.  The unmutated copy runs the guard files first: they must pass, or the harness is broken.
 
     python tests/mutants/run.py                 # all mutants, guard files then the whole fast tier
-    python tests/mutants/run.py --fast-only     # guard files only (quick iteration)
+    python tests/mutants/run.py --fast-only     # each mutant's own files + the guard files (quick iteration)
     python tests/mutants/run.py --only ts_cubic_projection,langevin_noise
     python tests/mutants/run.py --list          # ids, descriptions, where each snippet is now
 
@@ -143,15 +143,14 @@ def run_pytest(src: Path, files: list[str], timeout: float) -> tuple[int | None,
 
 
 def ordered(files: list[str], first: tuple[str, ...]) -> list[str]:
-    """The mutant's ``first`` files (the tests expected to catch it) that are in the selection, then
-    the rest in their order: a caught mutant then costs one pytest start-up and one file."""
-    head = [f for f in first if f in files]
-    return head + [f for f in files if f not in head]
+    """The mutant's ``first`` files (the tests expected to catch it), then the rest of the selection in
+    its order: a caught mutant then costs one pytest start-up and one file."""
+    return list(first) + [f for f in files if f not in first]
 
 
-def run_mutant(m: Mutant, sources: dict[Path, str], files: list[str], timeout: float, keep: bool
-               ) -> tuple[str, float, str]:
-    files = ordered(files, m.first)
+def run_mutant(m: Mutant, sources: dict[Path, str], files: list[str], timeout: float, keep: bool,
+               use_first: bool = True) -> tuple[str, float, str]:
+    files = ordered(files, m.first if use_first else ())
     hits = locate(m, sources)
     if len(hits) != 1:
         where = ", ".join(f"{p.relative_to(REPO)}:{ln}" for p, ln in hits) or "nowhere"
@@ -180,11 +179,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated mutant ids")
     ap.add_argument("--list", action="store_true", help="list the mutants and where each snippet is; run nothing")
-    ap.add_argument("--fast-only", action="store_true", help="run only the guard files tests/test_guard_*.py")
+    ap.add_argument("--fast-only", action="store_true", help="run only each mutant's 'first' files and the guard files tests/test_guard_*.py, "
+                         "not the rest of the fast tier")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant (a timeout is not caught)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copies (for debugging)")
-    ap.add_argument("--files", help="comma-separated test files to run instead of the default selection "
-                                    "(for finding which existing tests catch a mutant)")
+    ap.add_argument("--files", help="comma-separated test files to run instead of the default selection and the "
+                                    "mutants' 'first' files (for finding which existing tests catch a mutant)")
     args = ap.parse_args(argv)
 
     mutants = load_mutants()
@@ -230,11 +230,11 @@ def main(argv=None) -> int:
 
     counts = {"caught": 0, "SURVIVED": 0, "stale": 0}
     for m in mutants:
-        verdict, dt, first = run_mutant(m, sources, files, args.timeout, args.keep)
+        verdict, dt, first = run_mutant(m, sources, files, args.timeout, args.keep, use_first=not args.files)
         counts[verdict] += 1
         print(f"{m.id:28s} {verdict:8s} {dt:6.1f} s  {first}", flush=True)
     total = time.perf_counter() - t_start
-    tier = "guard files only" if args.fast_only else "guard files + fast tier"
+    tier = "own + guard files only" if args.fast_only else "own + guard files + fast tier"
     print(f"summary: {counts['caught']}/{len(mutants)} caught, {counts['SURVIVED']} survived, "
           f"{counts['stale']} stale ({tier}, {total:.0f} s)")
     return 0 if counts["caught"] == len(mutants) else 1
