@@ -193,6 +193,39 @@ def test_bad_requests_name_the_problem(tmp_path):
     (defs / "sims" / "bad.toml").write_text('model = "teacher-student"\n[[sim]]\nbeta = 0.03125\nsteps = 10\nwidth = 3\n')
     with pytest.raises(ParameterError, match="unknown option"):
         _run(["fig2"], tmp_path, defs=defs)
+    (defs / "sims" / "bad.toml").write_text('model = "teacher-student"\n[[sim]]\nsteps = 10.5\n')
+    with pytest.raises(ParameterError, match="steps must be an integer"):
+        _run(["fig2"], tmp_path, defs=defs)
+    # reproduce.toml itself: a misspelled key or a non-number where a number belongs is an error
+    (defs / rp.DEFINITIONS).write_text('[fig3]\nsa2_times_n = 0.002\n')
+    with pytest.raises(ParameterError, match="unknown key.*sa2_times_n.*fig3"):
+        _run(["fig3"], tmp_path, defs=defs)
+    (defs / rp.DEFINITIONS).write_text('[fig3]\nN = "wide"\n')
+    with pytest.raises(ParameterError, match="N must be a finite number"):
+        _run(["fig3"], tmp_path, defs=defs)
+
+
+def test_every_definition_table_is_valid():
+    """Every figure table of the repository's reproduce.toml, at every scale, uses known keys, and every
+    experiment file (those it names and all of sims/) passes the schema of its model."""
+    import tomllib
+
+    from grokphase.experiments.runner import check_file
+
+    defs = tomllib.loads((REPO / rp.DEFINITIONS).read_text())
+    files = set()
+    for name in rp.cache.FIGURE_KEYS:
+        for scale in rp.SCALES:
+            cfg = rp.figure_config(defs, name, scale)
+            if cfg.get("sims"):
+                files.add(cfg["sims"])
+    assert files
+    for rel in sorted(files | {str(p.relative_to(REPO)) for p in (REPO / "sims").rglob("*.toml")}):
+        spec = tomllib.loads((REPO / rel).read_text())
+        if "appd" in spec:              # App. D files: one run per width, read by analysis.appd.appd_sims
+            continue
+        model, sims, _ = check_file(rel, spec)
+        assert sims and model.name in ("teacher-student", "modular"), rel
 
 
 @pytest.mark.slow

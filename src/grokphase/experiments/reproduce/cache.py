@@ -60,13 +60,40 @@ def find_definitions(root: str | os.PathLike | None = None) -> Path:
     raise ParameterError(f"cannot find {DEFINITIONS}: run from a grokphase checkout or pass --defs DIR")
 
 
+_TS_BASE = tuple(f.name for f in dataclasses.fields(TeacherStudentParams))
+_MODULAR_BASE = tuple(f.name for f in dataclasses.fields(ModularParams))
+
+#: the keys each figure table of reproduce.toml may set (the model parameters are the dataclasses'
+#: fields); anything else is a typo, reported instead of silently ignored
+FIGURE_KEYS = {
+    "fig1": {*(f"ts_{k}" for k in (*_TS_BASE, "x", "y", "sa2_times_N", "approximation")),
+             *(f"modular_{k}" for k in (*_MODULAR_BASE, "x", "y", "sa2_times_N", "convention"))},
+    "fig2": {"sims"},
+    "fig3": {*_MODULAR_BASE, "sa2_times_N", "method", "convention", "density_s2", "sims", "sim_conventions",
+             "compare_num_line", "compare_rf_draws"},
+    "appD": {"sims"},
+    "phase-diagram-ts": {*_TS_BASE, "beta", "sims"},
+    "phase-diagram-modular": {"s2", "P", "N", "gamma", "sa2_times_P2", "convention", "method", "sims"},
+    "sample-complexity": {*_TS_BASE, "sim_beta", "sims"},
+}
+
+
 def figure_config(defs: dict, name: str, scale: str) -> dict:
-    """The table ``[name]`` with the ``[name.<scale>]`` overrides applied (other scales dropped)."""
+    """The table ``[name]`` with the ``[name.<scale>]`` overrides applied (other scales dropped); an
+    unknown key in either is an error."""
     if scale not in SCALES:
         raise ParameterError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     table = defs.get(name)
     if not isinstance(table, dict):
         raise ParameterError(f"{DEFINITIONS} has no [{name}] table")
+    allowed = FIGURE_KEYS.get(name)
+    for sub in (table, *(table.get(sc, {}) for sc in SCALES)):
+        if not isinstance(sub, dict):
+            raise ParameterError(f"{DEFINITIONS}: [{name}.<scale>] must be a table, got {sub!r}")
+        unknown = sorted(k for k in sub if k not in SCALES and allowed is not None and k not in allowed)
+        if unknown:
+            raise ParameterError(f"{DEFINITIONS}: unknown key(s) {', '.join(unknown)} in [{name}]; "
+                                 f"allowed: {', '.join(sorted(allowed))}")
     base = {k: v for k, v in table.items() if k not in SCALES}
     base.update(table.get(scale, {}))
     return base
