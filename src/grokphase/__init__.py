@@ -28,8 +28,6 @@ def enable_compilation_cache(path: str | None = None) -> str:
     """Keep compiled XLA executables on disk (JAX's persistent cache) so that later processes skip
     the few seconds each solver takes to compile.  Default location: ``$GROKPHASE_CACHE_DIR`` or
     ``~/.cache/grokphase/jax``.  The CLI calls this; set ``GROKPHASE_CACHE_DIR=off`` to disable."""
-    import os
-
     path = path or os.environ.get("GROKPHASE_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "grokphase", "jax")
     if path == "off":

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import xarray as xr
 
@@ -82,8 +83,6 @@ def _attr_value(value: Any):
 
 
 def provenance() -> dict[str, Any]:
-    import jax
-
     rev, dirty = git_revision()
     return {
         "grokphase_version": __version__,
