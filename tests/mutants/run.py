@@ -8,8 +8,9 @@ does not break the list): it must occur exactly once in the whole tree, otherwis
 
 For each mutant ``src/`` is copied to a temporary directory, the one replacement is applied there, and
 the fast tier of the suite (``-m "not slow"``) runs against the copy with ``PYTHONPATH=<tmp>/src``
-first, which shadows the editable install (checked once: the test interpreter must import grokphase
-from the copy).  The guard files ``tests/test_guard_*.py`` run first, the rest of ``tests/`` after
+first, which shadows the editable install (checked in every test process by the ``shadow_check``
+plugin, which stops the session, never counted as caught, if grokphase came from anywhere else; the
+baseline run prints where it came from).  The guard files ``tests/test_guard_*.py`` run first, the rest of ``tests/`` after
 them, with ``-x``: a caught mutant stops at its first failing test.  Caught means pytest reported test
 failures (exit code 1); passing, a timeout, or any other exit code (collection/usage errors) is not
 caught.  The unmutated copy runs the guard files first: they must pass, or the harness is broken.
@@ -42,7 +43,7 @@ PACKAGE = SRC / "grokphase"
 TESTS = REPO / "tests"
 MUTANTS = Path(__file__).resolve().with_name("mutants.toml")
 GUARD_GLOB = "test_guard_*.py"
-PYTEST_ARGS = ["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", "--tb=line"]
+PYTEST_ARGS = ["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "shadow_check", "--tb=line"]
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,21 @@ def test_files(fast_only: bool) -> list[str]:
 
 
 def env_for(src: Path) -> dict:
+    """The copy's src first on PYTHONPATH (ahead of the editable install's .pth entry), then this
+    directory for the ``shadow_check`` plugin, which verifies inside every test process that grokphase
+    came from ``GROKPHASE_MUTANT_SRC``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = [str(src), str(Path(__file__).resolve().parent)]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["GROKPHASE_MUTANT_SRC"] = str(src)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return env
 
 
 def check_shadowing(src: Path) -> str:
-    """The test interpreter, with the harness's environment, must import grokphase from ``src``."""
+    """A plain interpreter with the harness's environment imports grokphase from ``src`` (the test
+    processes check the same themselves, through the shadow_check plugin)."""
     out = subprocess.run([sys.executable, "-c", "import grokphase; print(grokphase.__file__)"], cwd=REPO,
                          env=env_for(src), capture_output=True, text=True, timeout=300)
     where = out.stdout.strip()
@@ -120,26 +127,28 @@ def check_shadowing(src: Path) -> str:
 
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
-_LINE_TB = re.compile(r"^(/\S+?\.py|tests/\S+?\.py):(\d+): (.*)$", re.M)
+MARKER = "grokphase-mutant-shadow-check: grokphase imported from "     # printed by shadow_check.py
 
 
-def run_pytest(src: Path, files: list[str], timeout: float) -> tuple[int | None, float, str]:
-    """(pytest exit code or None on timeout, seconds, first failing test or a short reason)."""
+def run_pytest(src: Path, files: list[str], timeout: float) -> tuple[int | None, float, str, str | None]:
+    """(pytest exit code or None on timeout, seconds, first failing test or a short reason, where the
+    test process imported grokphase from)."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *files]
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env_for(src), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, time.perf_counter() - t0, f"timeout after {timeout:.0f} s"
+        return None, time.perf_counter() - t0, f"timeout after {timeout:.0f} s", None
     dt = time.perf_counter() - t0
-    text = proc.stdout + proc.stderr
+    text = (proc.stdout + proc.stderr).replace("\r", "\n")
+    where = re.search("^" + re.escape(MARKER) + r"(.+)$", text, re.M)
     m = _FAILED.search(text)
     if m:
         first = m.group(1)
     else:
-        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(MARKER)]
         first = lines[-1] if lines else ""
-    return proc.returncode, dt, first
+    return proc.returncode, dt, first, where.group(1).strip() if where else None
 
 
 def ordered(files: list[str], first: tuple[str, ...]) -> list[str]:
@@ -162,7 +171,7 @@ def run_mutant(m: Mutant, sources: dict[Path, str], files: list[str], timeout: f
         target = src / path.relative_to(SRC)
         text = target.read_text()
         target.write_text(text.replace(m.original, m.replacement, 1))
-        rc, dt, first = run_pytest(src, files, timeout)
+        rc, dt, first, _ = run_pytest(src, files, timeout)
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -219,13 +228,17 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="grokphase-mutant-baseline-"))
     try:
         src = copy_src(tmp)
-        print(f"baseline: test interpreter imports grokphase from {check_shadowing(src)}", flush=True)
-        rc, dt, first = run_pytest(src, guards, args.timeout)
+        check_shadowing(src)
+        rc, dt, first, where = run_pytest(src, guards, args.timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if rc != 0:
         print(f"harness broken: the unmutated copy fails the guard tests (exit {rc}, {dt:.0f} s): {first}")
         return 2
+    if where is None or not Path(where).is_relative_to(tmp.resolve()):
+        print(f"harness broken: the test process imported grokphase from {where}, not from the copy in {tmp}")
+        return 2
+    print(f"baseline: the test process imports grokphase from {where}", flush=True)
     print(f"baseline: unmutated copy passes {len(guards)} guard files in {dt:.0f} s", flush=True)
 
     counts = {"caught": 0, "SURVIVED": 0, "stale": 0}
