@@ -37,10 +37,10 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-from grokphase.errors import ParameterError
-from grokphase.errors import SolverError
+from grokphase.errors import ParameterError, SolverError
 from grokphase.io import _jsonable, annotate, parameters_of
 from grokphase.sims.teacher_student import TeacherStudentSim
+from grokphase.stats import grouped_sem, sem
 from grokphase.theory.teacher_student import TeacherStudentParams, log_density, solve_finite_d
 
 #: the App. D configuration at beta = 1 (eq. 44 of the paper) and its three widths
@@ -287,12 +287,7 @@ def _mean_sem(values: np.ndarray, datasets: int, inits: int) -> tuple[float, flo
     """Ensemble mean and its standard error over data sets (each the mean of its inits; over inits
     when there is one data set; NaN with a single network)."""
     v = np.asarray(values, np.float64).reshape(datasets, inits)
-    if datasets >= 2:
-        per = v.mean(axis=1)
-        return float(per.mean()), float(per.std(ddof=1) / math.sqrt(datasets))
-    if inits >= 2:
-        return float(v.mean()), float(v[0].std(ddof=1) / math.sqrt(inits))
-    return float(v.mean()), float("nan")
+    return float(v.mean(axis=1).mean() if datasets >= 2 else v.mean()), float(grouped_sem(v, single=np.nan))
 
 
 def crossing_time(times: np.ndarray, values: np.ndarray) -> float:
@@ -370,7 +365,7 @@ def q_density_all_bins(ds: xr.Dataset, i: int, n_sub: int = 5):
         kept = sub[:, keep]
         finite = np.all(np.isfinite(kept), axis=0)
         err = np.full(kept.shape[1], np.nan)
-        err[finite] = kept[:, finite].std(axis=0, ddof=1) / np.sqrt(len(groups))
+        err[finite] = sem(kept[:, finite], axis=0)
     else:
         err = np.full(int(keep.sum()), np.nan)
     return q[keep], -np.log(p[keep]), err

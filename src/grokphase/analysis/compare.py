@@ -16,7 +16,9 @@ import xarray as xr
 from grokphase.errors import ResultFileError
 from grokphase.io import annotate
 from grokphase.sims.modular import all_pairs
-from grokphase.theory import modular as mt, teacher_student as ts
+from grokphase.stats import sem
+from grokphase.theory import modular as mt
+from grokphase.theory import teacher_student as ts
 
 N_SUBENSEMBLES = 5
 
@@ -48,7 +50,7 @@ def q_density(ds: xr.Dataset, s2_index: int, n_sub: int = N_SUBENSEMBLES):
             sub.append(-np.log(hist[g].sum(axis=0) / (tot * width)))
     sub = np.asarray(sub)
     keep = (p > 0) & np.all(np.isfinite(sub), axis=0)
-    err = sub[:, keep].std(axis=0, ddof=1) / np.sqrt(len(groups)) if len(groups) > 1 else np.zeros(keep.sum())
+    err = sem(sub[:, keep], axis=0, single=0.0)
     return q[keep], -np.log(p[keep]), err
 
 
@@ -351,7 +353,7 @@ def random_feature_target_component(P: int, N: int, sa2: float, s2, draws: int =
         ridge = s2[:, None] * N / sa2
         # <F A, y> with A = (G + ridge)^-1 F^T y:  sum_j energy_j / (g_j + ridge)
         vals[j] = np.sum(energy[None, :] / (g[None, :] + ridge), axis=1) / yy
-    return vals.mean(axis=0), (vals.std(axis=0, ddof=1) / np.sqrt(draws) if draws > 1 else np.zeros(s2.size))
+    return vals.mean(axis=0), sem(vals, axis=0, single=0.0)
 
 
 def modular_theory_curves(N: float, P: float, sa2: float, gamma: float, s2: np.ndarray,
