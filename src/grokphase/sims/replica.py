@@ -55,9 +55,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from grokphase.errors import ParameterError
-from grokphase.sims.driver import (Checkpointer, Members, Schedule, SimulationError, Task, _arrays_to_tree,
-                                   _fetch, _Interrupt, _make_functions, checkpoint_arrays, checkpoint_records,
-                                   default_group)
+from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree
+from grokphase.sims.driver import (Members, Schedule, SimulationError, Task, _fetch, _Interrupt, _make_functions,
+                                   checkpoint_arrays, checkpoint_records, default_group)
 from grokphase.sims.models import scale_params
 
 #: fold_in tags: the swap stream (per ladder) and the rung index folded into init and noise keys
