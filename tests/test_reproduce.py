@@ -232,13 +232,13 @@ def test_every_definition_table_is_valid():
 def test_modular_figures_share_one_simulation(tmp_path, monkeypatch):
     """fig3 and phase-diagram-modular use the same runs: one simulation, then cache hits; the data
     are the simulation's own numbers placed on the theory."""
-    import grokphase.sims.modular as sm
+    import grokphase.experiments.models.modular as mm      # where the experiments layer calls the engine
 
-    calls = _count_calls(monkeypatch, [(sm, "run_modular")])
+    calls = _count_calls(monkeypatch, [(mm, "run_modular")])
     out = _run(["fig3", "phase-diagram-modular"], tmp_path)
-    assert calls["grokphase.sims.modular.run_modular"] == 1
+    assert calls["grokphase.experiments.models.modular.run_modular"] == 1
     out2 = _run(["fig3", "phase-diagram-modular"], tmp_path)
-    assert calls["grokphase.sims.modular.run_modular"] == 1
+    assert calls["grokphase.experiments.models.modular.run_modular"] == 1
     assert out2["fig3"]["gmfl1_s2"] == out["fig3"]["gmfl1_s2"]
     # fig3: the P -> infinity transitions of the paper's Fig. 3 configuration in closed form
     sa2, P, N, g = 0.002 / 1000, 401.0, 1000.0, 1e-4

@@ -12,6 +12,7 @@ from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hyst
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
+from grokphase.experiments.options import COMMAND_LINE
 from grokphase.experiments.registry import get_model, models
 from grokphase.experiments.runner import run_experiment
 from grokphase.io import load_dataset, save_dataset
@@ -74,7 +75,7 @@ def cmd_sim_model(args) -> int:
     opts = {k: v for k, v in vars(args).items() if k in model.options and v is not None}
     devices = configure_devices(args.devices)
     ds = model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                   where=f"sim {model.name}")
+                   where=COMMAND_LINE)
     points = model.summary_points(ds)
     lines = [f"{model.name}: {len(points)} point(s)"]
     lines += ["  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in pt.items())
@@ -261,9 +262,10 @@ def _add_run_options(p, positive) -> None:
 
 def cmd_sim_teacher_student(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
-    sim = ts_model.sim_from_options(opts)
+    sim = ts_model.sim_from_options(opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
-    ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+    ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                      where=COMMAND_LINE)
     points = summary_points(ds)
     summary = {"points": points, "N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
                "networks_per_s2": sim.datasets * sim.inits, "seconds": ds.attrs["seconds"],
@@ -283,9 +285,10 @@ def cmd_sim_teacher_student(args) -> int:
 
 def cmd_sim_modular(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
-    sims = modular_model.sims_from_options(opts)
+    sims = modular_model.sims_from_options(opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
-    ds = modular_model.run(opts, devices=devices, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress)
+    ds = modular_model.run(opts, devices=devices, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress,
+                           where=COMMAND_LINE)
     points = modular_model.points(ds)
     lines = [f"modular addition P={sims[0].P} N={sims[0].N} ({sims[0].optimizer})"]
     for pt in points:

@@ -82,12 +82,18 @@ def options_of(cls, names: typing.Iterable[str] | None = None, *, helps: Mapping
     return out
 
 
+#: the ``where`` of options that come from the command line: errors then name the flag (``--burn-in``)
+COMMAND_LINE = "command line"
+
+
 def check_value(option: Option, value: Any, where: str) -> Any:
-    """``value`` as the option's kind, or a ParameterError naming ``where`` and the option."""
-    name, kind = option.name, option.kind
+    """``value`` as the option's kind, or a ParameterError naming ``where`` and the option (its flag
+    when ``where`` is :data:`COMMAND_LINE`)."""
+    kind = option.kind
+    label = ("--" + option.name.replace("_", "-")) if where == COMMAND_LINE else f"{where}: {option.name}"
 
     def bad(expected: str):
-        return ParameterError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+        return ParameterError(f"{label} must be {expected}, got {value!r} ({type(value).__name__})")
 
     if value is None:
         if option.optional:
@@ -115,7 +121,7 @@ def check_value(option: Option, value: Any, where: str) -> Any:
         return float(value)
     # floats: a list of numbers, one number, or a comma-separated string
     if isinstance(value, str):
-        return tuple(float(v) for v in parse_list(value, f"{where}: {name}"))
+        return tuple(float(v) for v in parse_list(value, label))
     items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
     out = []
     for v in items:
