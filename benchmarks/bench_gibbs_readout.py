@@ -39,9 +39,10 @@ from benchenv import REPO, PINNED, THREAD_ENV, SolverProvenance, stats, timed, v
 sys.path.insert(0, str(REPO / "src"))
 import grokphase  # noqa: E402,F401
 from grokphase.sims import modular  # noqa: E402
+from grokphase.sims.modular import readout  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "gibbs_readout.jsonl"
-PROVENANCE = SolverProvenance(modular.__file__)
+PROVENANCE = SolverProvenance(readout.__file__)
 
 
 def setup(P: int, N: int, s2: float = 4e-4):

@@ -77,22 +77,33 @@ def versions():
 
 
 class SolverProvenance:
-    """Which solver source a run timed: its sha256 as imported, the commit holding exactly that file
+    """Which solver source a run timed: its sha256 as imported, the commit holding exactly that source
     (None for an uncommitted edit) and the git state at import and at record time (src/ may be edited
-    or committed by others while a run is in progress)."""
+    or committed by others while a run is in progress).  A package's ``__init__.py`` stands for the
+    whole package: every ``.py`` file of its folder is hashed (a model is one package per layer)."""
 
     def __init__(self, module_file: str):
         self.path = Path(module_file).resolve()
-        self.rel = str(self.path.relative_to(REPO))
-        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.root = self.path.parent if self.path.name == "__init__.py" else self.path
+        self.rel = str(self.root.relative_to(REPO))
+        self.files = (sorted(p.relative_to(REPO) for p in self.root.rglob("*.py")) if self.root.is_dir()
+                      else [self.path.relative_to(REPO)])
+        self.sha256 = self._digest(lambda rel: (REPO / rel).read_bytes())
         self.at_import = dict(git_commit_at_import=git("rev-parse", "HEAD"),
                               src_dirty_at_import=bool(git("status", "--porcelain", "--", "src")))
 
+    def _digest(self, read) -> str:
+        h = hashlib.sha256()
+        for rel in self.files:
+            h.update(str(rel).encode() + b"\0" + read(rel) + b"\0")
+        return h.hexdigest()
+
     def _commit(self, depth: int = 30):
         for c in (git("log", f"-{depth}", "--format=%H", "--", self.rel) or "").split():
-            blob = subprocess.run(["git", "show", f"{c}:{self.rel}"], cwd=REPO, capture_output=True,
-                                  timeout=10).stdout
-            if hashlib.sha256(blob).hexdigest() == self.sha256:
+            def read(rel, c=c):
+                return subprocess.run(["git", "show", f"{c}:{rel}"], cwd=REPO, capture_output=True,
+                                      timeout=10).stdout
+            if self._digest(read) == self.sha256:
                 return c
         return None
 
@@ -100,7 +111,7 @@ class SolverProvenance:
         return dict(self.at_import, git_commit_at_record=git("rev-parse", "HEAD"), solver_file=self.rel,
                     solver_sha256=self.sha256, solver_matches_commit=self._commit(),
                     solver_tracked=bool(git("ls-files", self.rel)),
-                    solver_changed_since_import=hashlib.sha256(self.path.read_bytes()).hexdigest() != self.sha256)
+                    solver_changed_since_import=self._digest(lambda rel: (REPO / rel).read_bytes()) != self.sha256)
 
 
 def write_results(recs, common: dict, provenance: dict, t_start: float, out, no_write: bool, log=print) -> None:
