@@ -78,6 +78,7 @@ if WORKER == "devices":   # 2 host devices; before the JAX backend initialises (
     benchenv.jax.config.update("jax_num_cpu_devices", 2)   # (jax reads XLA_FLAGS at import: this is what counts)
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -734,7 +735,9 @@ def worker_memory(networks, steps):
     budget = 2e9
     chunk = max(1, int(budget // sim.bytes_per_network()))
     stages = {}
-    original = ts_sim.build_dataset
+    run_module = importlib.import_module("grokphase.sims.teacher_student.run")   # the protocol's model hooks
+    original_model = run_module.MODEL
+    original = original_model.build_dataset
 
     def probed_build_dataset(*a, **kw):   # peak RSS of the ensemble run, before the result Dataset is built
         stages["peak_rss_mb_before_build_dataset"] = hwm_mb()
@@ -743,12 +746,12 @@ def worker_memory(networks, steps):
         stages["build_dataset_s"] = time.perf_counter() - t
         return out
 
-    ts_sim.build_dataset = probed_build_dataset
+    run_module.MODEL = original_model._replace(build_dataset=probed_build_dataset)
     t0 = time.perf_counter()
     try:
         ds = ts_sim.run_teacher_student(sim)
     finally:
-        ts_sim.build_dataset = original
+        run_module.MODEL = original_model
     wall = time.perf_counter() - t0
     return [dict(workload="memory", implementation="run_teacher_student", beta=0.5, N=sim.N, d=sim.d, n=sim.n,
                  M=networks, dtype="float32", steps=steps, memory_budget=budget, ensemble_chunk=chunk,
