@@ -11,8 +11,11 @@ import argparse
 import sys
 from typing import Sequence
 
+import jax
+
 from grokphase import __version__, enable_compilation_cache
 from grokphase.cli.common import _emit, _Parser
+from grokphase.cli.preflight import preflight
 from grokphase.cli.reproduce import add_parser as add_reproduce_parser
 from grokphase.cli.sims import add_parsers as add_sim_parsers
 from grokphase.cli.theory import add_parsers as add_theory_parsers
@@ -68,9 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
 
     try:
+        preflight(args)                  # every output checked before any computation
         return int(args.func(args) or 0)
     except GrokphaseError as exc:
         print(f"grokphase: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:  # a full disk, a vanished folder, an array beyond memory
+        print(f"grokphase: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    except jax.errors.JaxRuntimeError as exc:
+        if "RESOURCE_EXHAUSTED" not in str(exc):
+            raise                        # not the user's input: keep the traceback
+        print("grokphase: error: out of device memory (lower --memory-gb / --ensemble-chunk or the sizes): "
+              + str(exc).splitlines()[0][:200], file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("grokphase: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 import numpy as np  # noqa: E402
 
 _BETA_CMAP = plt.get_cmap("viridis")
@@ -37,3 +38,7 @@ def _save(fig, path, also_pdf=False) -> list[Path]:
 def _colors(n):
     return [_BETA_CMAP(x) for x in np.linspace(0.05, 0.85, max(n, 1))]
 
+
+
+#: the file extensions a figure may be saved under (matplotlib's Agg canvas: png, pdf, svg, ...)
+FIGURE_FORMATS = frozenset(FigureCanvasBase.get_supported_filetypes())
