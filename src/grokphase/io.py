@@ -141,7 +141,9 @@ def load_dataset(path: str | os.PathLike, kind: str | tuple[str, ...] | None = N
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
             ds = ds.load()
-    except Exception as exc:  # h5py/h5netcdf raise a zoo of types for corrupt files
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, EOFError) as exc:
+        # what h5py / h5netcdf / xarray raise for a corrupt or foreign file; a MemoryError or another
+        # exception type is not a file problem and keeps its traceback
         raise ResultFileError(f"result file {path} is corrupt or not a netCDF file ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
     got = ds.attrs.get("grokphase_kind")

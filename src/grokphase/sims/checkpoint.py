@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -68,7 +69,7 @@ class Checkpointer:
         try:
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a truncated or foreign file
             raise ResultFileError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
                                   "delete it to restart this chunk") from None
 
