@@ -144,7 +144,9 @@ def hysteresis_modular(results: dict, convention: str = "network", n_theory: int
     modes = (P - 1) // 2
     grid = np.linspace(0.8 * s2_all.min(), 1.15 * s2_all.max(), n_theory)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # the theory grid runs past the supercooled spinodal, where the bound and the metastable branch
+        # are NaN by definition (numerical RuntimeWarnings only; other warnings still reach the user)
+        warnings.simplefilter("ignore", RuntimeWarning)
         prm = mt.ModularParams(N=N, P=P, s2=np.concatenate([grid, s2_all]), sa2=sa2, gamma=gamma)
         fin = mt.solve(prm, "exact", convention=convention, check=False)
         lim = mt.solve_limit(prm, convention)
