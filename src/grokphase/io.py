@@ -5,13 +5,30 @@ Every file carries in its attributes: ``grokphase_kind`` (what it holds), every 
 package version, the git revision of the source tree (and whether it had uncommitted changes), the
 command line, the JAX/NumPy/Python versions and the creation time.  Files are first written to a
 temporary name in the target directory and renamed into place, so an interrupted write never leaves
-a half-written result under the final name.
+a half-written result under the final name; the file gets the mode a plain ``open`` would give it
+(``0o666`` less the process umask), not the ``0o600`` of a temporary file.
+
+**Checksum.** Every file also carries ``data_sha256``, a SHA-256 of its data, which
+:func:`load_dataset` recomputes and compares: a file whose data changed on disk (a flipped bit, an
+overwritten block that HDF5 still opens) is a :class:`~grokphase.errors.ResultFileError` naming the
+file, not silently wrong numbers.  The recipe (:func:`data_checksum`), over the Dataset as
+``xr.open_dataset(path, engine="h5netcdf")`` decodes it: every variable, data variables and
+coordinates alike, in the order of their names (sorted by Python string order); for each, the UTF-8 of
+``name``, ``dtype`` and ``shape`` (``"{name}\\0{dtype}\\0{shape}\\0"``, dtype as NumPy's ``dtype.str``
+in little-endian order, shape as a comma-separated list), then the values in C order: numbers and
+booleans as their little-endian bytes; strings and other objects (dtype written ``str``) element by
+element as an 8-byte little-endian length followed by the UTF-8 of ``str(element)``.  Attributes are
+not hashed (``data_sha256`` cannot cover itself, and provenance may be re-annotated); re-saving a
+loaded Dataset recomputes the checksum from the data being written.  :func:`save_dataset` hashes the
+written file as read back, so the checksum does not depend on how xarray encodes a variable.  Files
+written before checksums existed have no ``data_sha256`` and load unverified.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import math
 import os
@@ -22,6 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import h5netcdf
 import jax
 import numpy as np
 import xarray as xr
@@ -30,6 +48,9 @@ from grokphase import __version__
 from grokphase.errors import ResultFileError
 
 ENGINE = "h5netcdf"
+
+#: the attribute holding the checksum of a result file's data (module docstring)
+CHECKSUM_ATTR = "data_sha256"
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,16 +133,75 @@ def annotate(ds: xr.Dataset, *, kind: str, parameters: dict[str, Any], seeds: An
     return ds
 
 
+def _umask() -> int:
+    """The process umask: from /proc/self/status where the kernel reports it (no side effect), else
+    by setting and restoring it (racy across threads, harmless here: both calls run back to back)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a file created by ``open(path, "w")`` gets: ``0o666`` less the umask."""
+    return 0o666 & ~_umask()
+
+
+def _element_bytes(values: np.ndarray) -> bytes:
+    out = bytearray()
+    for item in values.reshape(-1).tolist():
+        text = (item if isinstance(item, str) else str(item)).encode("utf-8", "surrogatepass")
+        out += len(text).to_bytes(8, "little") + text
+    return bytes(out)
+
+
+def data_checksum(ds: xr.Dataset) -> str:
+    """SHA-256 (hex) of every variable of ``ds`` (data variables and coordinates), by the recipe of the
+    module docstring.  Attributes do not enter it."""
+    h = hashlib.sha256()
+    for name in sorted(str(k) for k in ds.variables):
+        values = np.asarray(ds.variables[name].values)
+        shape = ",".join(str(n) for n in values.shape)
+        if values.dtype.kind in "OUS":
+            dtype, raw = "str", _element_bytes(values)
+        else:
+            le = values.dtype.newbyteorder("<")           # "=" and ">" -> "<"; one-byte types keep "|"
+            dtype, raw = le.str, np.ascontiguousarray(values, dtype=le).tobytes()
+        h.update(f"{name}\0{dtype}\0{shape}\0".encode("utf-8", "surrogatepass"))
+        h.update(raw)
+    return h.hexdigest()
+
+
+def _read(path: Path) -> xr.Dataset:
+    """The file's Dataset, fully loaded (as :func:`load_dataset` and the checksum see it)."""
+    with xr.open_dataset(path, engine=ENGINE) as ds:
+        return ds.load()
+
+
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` (netCDF4/HDF5) atomically: temp file in the same directory, fsync, rename."""
+    """Write ``ds`` to ``path`` (netCDF4/HDF5) atomically: temp file in the same directory, checksum of
+    its data as read back (``data_sha256``), mode ``0o666`` less the umask, fsync, rename."""
     path = Path(path)
     if "grokphase_kind" not in ds.attrs:
         raise ResultFileError(f"refusing to save {path}: dataset has no provenance (call annotate first)")
+    if CHECKSUM_ATTR in ds.attrs:           # a loaded Dataset written again: its data may have changed
+        ds = ds.copy()
+        del ds.attrs[CHECKSUM_ATTR]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         ds.to_netcdf(tmp, engine=ENGINE, invalid_netcdf=False)
+        digest = data_checksum(_read(Path(tmp)))
+        with h5netcdf.File(tmp, "a") as fh:
+            fh.attrs[CHECKSUM_ATTR] = digest
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -134,13 +214,13 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def load_dataset(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> xr.Dataset:
     """Load a grokphase result file fully into memory, with clear errors for missing, corrupt,
-    partial or foreign files."""
+    partial or foreign files; the data are checked against the file's ``data_sha256`` (module
+    docstring) when it has one (files written before checksums existed load unverified)."""
     path = Path(path)
     if not path.exists():
         raise ResultFileError(f"result file {path} does not exist")
     try:
-        with xr.open_dataset(path, engine=ENGINE) as ds:
-            ds = ds.load()
+        ds = _read(path)
     except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, EOFError) as exc:
         # what h5py / h5netcdf / xarray raise for a corrupt or foreign file; a MemoryError or another
         # exception type is not a file problem and keeps its traceback
@@ -149,6 +229,10 @@ def load_dataset(path: str | os.PathLike, kind: str | tuple[str, ...] | None = N
     got = ds.attrs.get("grokphase_kind")
     if got is None:
         raise ResultFileError(f"{path} is not a grokphase result file (no grokphase_kind attribute)")
+    stored = ds.attrs.get(CHECKSUM_ATTR)
+    if stored is not None and str(stored) != data_checksum(ds):
+        raise ResultFileError(f"result file {path} is corrupt: its data do not match the checksum stored when it "
+                              "was written")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds is not None and got not in kinds:
         raise ResultFileError(f"{path} holds '{got}' results, expected {' or '.join(kinds)}")
