@@ -9,7 +9,9 @@ figure-data file, never from in-memory results.
 
 The definitions live in the repository's top-level folders: ``theory/reproduce.toml`` (one table
 per figure, with ``[NAME.tiny]``, ``[NAME.quick]``, ``[NAME.paper]`` overrides) and the simulation
-experiment files in ``sims/`` that it names.  Scales: ``quick`` (this 2-core CPU, minutes per
+experiment files in ``sims/`` that it names; they ship in the package too, so that an installed
+grokphase reproduces outside a checkout (the checkout's files win inside one:
+:mod:`grokphase.experiments.files`).  Scales: ``quick`` (this 2-core CPU, minutes per
 figure), ``paper`` (the paper's sizes, for a GPU) and ``tiny`` (seconds; tests and smoke checks).
 """
 
@@ -27,9 +29,10 @@ import numpy as np
 from grokphase.analysis import appd
 from grokphase.analysis.compare import compare_summary
 from grokphase.errors import ParameterError
+from grokphase.experiments.files import definitions_root
 from grokphase.experiments.reproduce._fig1 import fig1_data, fig1_summary
 from grokphase.experiments.reproduce.cache import (COMPUTED, DEFINITIONS, FIGURES, RECIPE_VERSION, RECIPES,  # noqa: F401
-                                                   SCALES, Context, Step, figure_config, find_definitions, step_key)
+                                                   SCALES, Context, Step, figure_config, step_key)
 from grokphase.experiments.reproduce.modular import fig3_data, fig3_summary, pd_modular_data
 from grokphase.experiments.reproduce.teacher_student import (appd_data, fig2_data, pd_ts_data,
                                                              sample_complexity_data)
@@ -115,7 +118,7 @@ def reproduce(names: Sequence[str], *, scale: str = "quick", out_dir: str | os.P
     for name in names:
         if name not in FIGURES:
             raise ParameterError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)} or all")
-    root = find_definitions(defs)
+    root = definitions_root(defs)
     cache = Path(cache_dir) if cache_dir is not None else Path("results") / "reproduce" / scale
     ctx = Context(scale=scale, defs_root=root, cache_dir=cache, out_dir=Path(out_dir), progress=progress)
     out = {}
