@@ -22,7 +22,7 @@ from grokphase import __version__
 from grokphase.axes import parse_axis, parse_range
 from grokphase.errors import ParameterError, ResultFileError
 from grokphase.experiments.devices import cached_run_devices
-from grokphase.experiments.files import entries, load_toml
+from grokphase.experiments.files import definitions_root, entries, load_toml
 from grokphase.experiments.runner import check_file
 from grokphase.io import _jsonable, annotate, load_dataset, save_dataset
 from grokphase.theory.modular import ModularParams
@@ -45,19 +45,8 @@ COMPUTED: collections.Counter = collections.Counter()
 # ------------------------------------------------------------------------------------------------
 
 
-def find_definitions(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``theory/reproduce.toml`` and ``sims/``: ``root`` if given, else the
-    current directory or one of its parents, else the source checkout this package was installed from."""
-    if root is not None:
-        root = Path(root)
-        if not (root / DEFINITIONS).is_file():
-            raise ParameterError(f"--defs {root}: no {DEFINITIONS} there")
-        return root
-    here = Path.cwd().resolve()
-    for cand in (here, *here.parents, Path(__file__).resolve().parents[4]):
-        if (cand / DEFINITIONS).is_file() and (cand / "sims").is_dir():
-            return cand
-    raise ParameterError(f"cannot find {DEFINITIONS}: run from a grokphase checkout or pass --defs DIR")
+#: the folder holding ``theory/reproduce.toml`` and ``sims/``: the checkout, else the package's copy
+find_definitions = definitions_root
 
 
 _TS_BASE = tuple(f.name for f in dataclasses.fields(TeacherStudentParams))
