@@ -20,6 +20,14 @@ batched, how many devices share the ensemble, or where a run was interrupted and
 Ensembles larger than ``ensemble_chunk`` are run one chunk of members after the other (memory stays
 bounded); within a chunk the member axis is sharded over ``devices`` with ``jax.sharding``.
 Between record times the state advances inside one jitted ``lax.fori_loop`` with the state donated.
+
+**Time and provenance.**  ``RunOutput.seconds`` is the engine time of the whole run: with
+checkpoints, every chunk's checkpoint carries the engine time spent on it so far (``seconds``) and
+the number of segments (runs and resumes) that worked on the run (``segments``), so a resumed run
+reports the time of all its segments (up to each one's last checkpoint), how many there were, and
+that it was resumed.  The progress bar (stderr, only with ``progress``) shows "compiling" until
+every jitted function has run once and restarts its clock then: its rate and ETA count compiled
+steps only (the first call's compilation can take longer than the run).
 """
 
 from __future__ import annotations
@@ -137,8 +145,10 @@ class RunOutput(NamedTuple):
     records: dict              # name -> (M, T, ...)
     accum: Any                 # pytree with leading axis M
     z: Any                     # final unit-variance parameters, leading axis M
-    seconds: float
+    seconds: float             # engine time of every segment (the checkpointed part of an interrupted one)
     network_steps: int
+    segments: int = 1          # runs and resumes that produced the output (1: one uninterrupted run)
+    resumed: bool = False      # whether some checkpoint was loaded
 
 
 def _as_tx(tx):
@@ -271,6 +281,30 @@ class _Interrupt(Exception):
     """Raised by the test hook ``stop_after_records`` to simulate an interrupted run."""
 
 
+def progress_bar(total: int, desc: str, initial: int = 0):
+    """The engine's progress bar on stderr, in network steps, showing "compiling" until
+    :func:`advance_bar` restarts its clock."""
+    bar = tqdm(total=total, initial=initial, unit="net-step", unit_scale=True, desc=desc, file=sys.stderr,
+               dynamic_ncols=True, smoothing=0.1)
+    bar.set_postfix_str("compiling…")
+    return bar
+
+
+def advance_bar(bar, dn: int, timed: bool) -> None:
+    """Count ``dn`` more network steps.  ``timed=False`` (work that included compiling a jitted
+    function, or steps loaded from a checkpoint): the steps are counted but left out of the rate, and
+    the clock restarts now, so the rate and ETA measure compiled steps only."""
+    if bar is None:
+        return
+    if timed:
+        bar.update(dn)
+        return
+    bar.n = bar.initial = bar.last_print_n = bar.n + dn
+    bar.start_t = bar.last_print_t = time.time()          # tqdm's clock
+    bar.set_postfix_str("", refresh=False)
+    bar.refresh()
+
+
 def run_ensemble(
     task: Task,
     members: Members,
@@ -316,15 +350,18 @@ def run_ensemble(
     init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev, task))
     labels = list(member_labels) if member_labels is not None else [f"member {i}" for i in range(M)]
 
-    bar = None
-    if progress:
-        bar = tqdm(total=M * schedule.steps, unit="net-step", unit_scale=True, desc=progress_desc,
-                   file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(M * schedule.steps, progress_desc) if progress else None
+    compiled = False                 # whether advance and observe have run once in this call
 
     outputs = []
     t_start = time.perf_counter()
     records_done = 0
+    earlier_seconds = 0.0            # engine time of earlier segments (from loaded checkpoints)
+    segment = 1                      # this segment's number: 1 + the most any loaded checkpoint had seen
+    resumed = False
     for c, start in enumerate(range(0, M, chunk)):
+        t_chunk = time.perf_counter()
+        chunk_seconds = 0.0          # engine time earlier segments spent on this chunk
         idx = np.arange(start, min(start + chunk, M))
         pad = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])   # pad with copies of the last member
         hyper = _take(members.hyper, pad)
@@ -351,8 +388,11 @@ def run_ensemble(
             state = _arrays_to_tree("s", saved, state)
             state = _shard(state, sharding) if sharding is not None else jax.tree_util.tree_map(jnp.asarray, state)
             recs = checkpoint_records(saved)
-            if bar is not None:
-                bar.update(int(saved["step"]) * idx.size)
+            chunk_seconds, seen = checkpoint_timing(saved)
+            earlier_seconds += chunk_seconds
+            segment = max(segment, seen + 1)
+            resumed = True
+            advance_bar(bar, int(saved["step"]) * idx.size, timed=compiled)
         done_step = int(_fetch(state.step)[0])
         last_ckpt = time.perf_counter()
         for t in record_steps[len(recs):]:
@@ -369,17 +409,18 @@ def run_ensemble(
                     f"{labels[idx[j]]}: the loss became non-finite at step {int(diverged[j])} "
                     f"(of {schedule.steps}); the dynamics diverged — use a smaller learning rate (--lr)")
             recs.append(record)
-            if bar is not None:
-                bar.update(n_steps * idx.size)
+            advance_bar(bar, n_steps * idx.size, timed=compiled)
+            compiled = compiled or n_steps > 0
             done_step = int(t)
             records_done += 1
             now = time.perf_counter()
+            timing = (chunk_seconds + now - t_chunk, segment)
             if checkpoint is not None and (now - last_ckpt >= checkpoint.every_seconds or t == record_steps[-1]):
-                _checkpoint(checkpoint, c, state, recs, done_step)
+                _checkpoint(checkpoint, c, state, recs, done_step, timing)
                 last_ckpt = now
             if stop_after_records is not None and records_done >= stop_after_records:
                 if checkpoint is not None:
-                    _checkpoint(checkpoint, c, state, recs, done_step)
+                    _checkpoint(checkpoint, c, state, recs, done_step, timing)
                 raise _Interrupt(f"stopped after {records_done} records")
         stacked = {name: np.stack([np.asarray(r[name]) for r in recs], axis=1)[: idx.size] for name in recs[0]}
         accum = jax.tree_util.tree_map(lambda a: a[: idx.size], _fetch(state.accum))
@@ -390,8 +431,8 @@ def run_ensemble(
     records = {name: np.concatenate([o[0][name] for o in outputs], axis=0) for name in outputs[0][0]}
     accum = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *[o[1] for o in outputs])
     z = jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *[o[2] for o in outputs])
-    seconds = time.perf_counter() - t_start
-    return RunOutput(record_steps, records, accum, z, seconds, M * schedule.steps)
+    seconds = earlier_seconds + time.perf_counter() - t_start
+    return RunOutput(record_steps, records, accum, z, seconds, M * schedule.steps, segment, resumed)
 
 
 def ladder_branches(s2, anneal: str, start: str) -> list[tuple[str, np.ndarray, str]]:
@@ -457,7 +498,8 @@ def run_ladder(
     own); its noise keys are ``fold_in(noise_key, s)``, so no two stages share noise.  With
     ``checkpoint_dir`` every stage checkpoints under the hash of (``checkpoint_config``, stage), and a
     re-run resumes inside the interrupted stage after reloading the finished ones.  Other keyword
-    arguments go to :func:`run_ensemble`.  Returns one :class:`RunOutput` per stage.
+    arguments go to :func:`run_ensemble`.  Returns one :class:`RunOutput` per stage (each with its own
+    ``seconds``, ``segments`` and ``resumed``; :func:`ladder_timing` combines them).
     """
     if len(stage_hypers) < 1:
         raise ParameterError("a ladder needs at least one stage")
@@ -479,14 +521,25 @@ def run_ladder(
     return outputs
 
 
-def checkpoint_arrays(state, recs: list, step: int) -> dict:
+def ladder_timing(outs: Sequence[RunOutput]) -> tuple[float, int, int, bool]:
+    """(seconds, network steps, segments, resumed) of a ladder's stages together: the sums of time
+    and steps, the most segments any stage took, whether any stage was resumed."""
+    return (sum(o.seconds for o in outs), sum(o.network_steps for o in outs), max(o.segments for o in outs),
+            any(o.resumed for o in outs))
+
+
+def checkpoint_arrays(state, recs: list, step: int, timing: tuple[float, int] = (0.0, 1)) -> dict:
     """The arrays of a checkpoint: the carried state's leaves (``s0``, ``s1``, ...), the records so far
-    (``r_<name>``, stacked over record times) and the step reached."""
+    (``r_<name>``, stacked over record times), the step reached, and ``timing`` = (engine seconds spent
+    on this chunk by every segment so far, number of the segment writing it) as ``seconds`` and
+    ``segments``."""
     arrays = _tree_to_arrays("s", _fetch(state))
     names = sorted(recs[0]) if recs else []
     arrays["n_records"] = np.asarray(len(recs))
     arrays["record_names"] = np.asarray(names, dtype=str)
     arrays["step"] = np.asarray(step)
+    arrays["seconds"] = np.asarray(float(timing[0]), np.float64)
+    arrays["segments"] = np.asarray(int(timing[1]), np.int64)
     for name in names:
         arrays[f"r_{name}"] = np.stack([np.asarray(r[name]) for r in recs])
     return arrays
@@ -499,5 +552,14 @@ def checkpoint_records(saved: dict) -> list[dict]:
     return [{name: saved[f"r_{name}"][k] for name in names} for k in range(n_rec)]
 
 
-def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int) -> None:
-    checkpoint.save(c, checkpoint_arrays(state, recs, step))
+def checkpoint_timing(saved: dict) -> tuple[float, int]:
+    """(engine seconds, segments) recorded in a loaded checkpoint; a checkpoint written before they
+    were recorded counts as one segment of unknown (0) time."""
+    seconds = float(saved["seconds"]) if "seconds" in saved else 0.0
+    segments = int(saved["segments"]) if "segments" in saved else 1
+    return seconds, segments
+
+
+def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int,
+                timing: tuple[float, int]) -> None:
+    checkpoint.save(c, checkpoint_arrays(state, recs, step, timing))

@@ -41,8 +41,8 @@ import xarray as xr
 
 from grokphase.errors import ParameterError
 from grokphase.sims import replica as rx
-from grokphase.sims.driver import (Checkpointer, Members, Task, ladder_branch_output, prior_z, run_ensemble,
-                                   run_ladder)
+from grokphase.sims.driver import (Checkpointer, Members, Task, ladder_branch_output, ladder_timing, prior_z,
+                                   run_ensemble, run_ladder)
 
 #: fold_in tags of the init and noise keys of each annealing branch (the data keys are shared)
 BRANCH_TAGS = {"cooling": 1, "heating": 2}
@@ -154,10 +154,10 @@ def initial_z(model: SimModel, sim, task: Task, members: Members, starts: list[s
 def run(model: SimModel, sim, task: Task, *, devices=None, ensemble_chunk: int | None = None,
         checkpoint_dir: str | None = None, checkpoint_every: float = 60.0, progress: bool = False,
         stop_after_records: int | None = None) -> xr.Dataset:
-    """Run ``sim`` with the protocol it asks for (module docstring) and return its Dataset, with the
-    engine time (``seconds``) and throughput (``network_steps_per_second``) in the attributes.
-    ``devices`` and ``ensemble_chunk`` go to the driver (replica exchange runs on one device);
-    ``checkpoint_dir`` enables periodic atomic checkpoints and resumption."""
+    """Run ``sim`` with the protocol it asks for (module docstring) and return its Dataset, with its
+    timing in the attributes (:func:`write_timing`).  ``devices`` and ``ensemble_chunk`` go to the
+    driver (replica exchange runs on one device); ``checkpoint_dir`` enables periodic atomic
+    checkpoints and resumption."""
     if sim.replica_exchange:
         return _run_replica(model, sim, task, checkpoint_dir, checkpoint_every, progress, stop_after_records)
     if sim.anneal != "none":
@@ -180,9 +180,15 @@ def _write_start_attrs(ds: xr.Dataset, branch: str, attrs: dict) -> None:
         ds.attrs[f"{branch}_{name}"] = value
 
 
-def _write_timing(ds: xr.Dataset, seconds: float, network_steps: int) -> None:
+def write_timing(ds: xr.Dataset, seconds: float, network_steps: int, segments: int = 1, resumed: bool = False) -> None:
+    """The run's timing attributes: ``seconds`` (engine time of every segment that produced it: the
+    first run and each resume, up to its last checkpoint), ``network_steps_per_second`` (all network
+    steps over ``seconds``), ``segments`` (how many runs and resumes produced it; 1: uninterrupted) and
+    ``resumed`` (1 when it continued from checkpoints, else 0)."""
     ds.attrs["seconds"] = float(seconds)
     ds.attrs["network_steps_per_second"] = float(network_steps / max(seconds, 1e-9))
+    ds.attrs["segments"] = int(segments)
+    ds.attrs["resumed"] = int(bool(resumed))
 
 
 def _run_independent(model: SimModel, sim, task: Task, devices, ensemble_chunk, checkpoint_dir, checkpoint_every,
@@ -199,7 +205,7 @@ def _run_independent(model: SimModel, sim, task: Task, devices, ensemble_chunk, 
     ds = model.build_dataset(sim, out, task, members)
     if info:
         _write_start_attrs(ds, "independent", info[0])
-    _write_timing(ds, out.seconds, out.network_steps)
+    write_timing(ds, out.seconds, out.network_steps, out.segments, out.resumed)
     return ds
 
 
@@ -219,7 +225,7 @@ def _run_ladder(model: SimModel, sim, task: Task, devices, ensemble_chunk, check
     ds = ladder_dataset(model, sim, task, outs, members, stages)
     for b, attrs in info.items():
         _write_start_attrs(ds, fams[b][0], attrs)
-    _write_timing(ds, sum(o.seconds for o in outs), sum(o.network_steps for o in outs))
+    write_timing(ds, *ladder_timing(outs))
     return ds
 
 
@@ -291,7 +297,7 @@ def _run_replica(model: SimModel, sim, task: Task, checkpoint_dir, checkpoint_ev
     ds.attrs.update(swap_every=int(sim.swap_every), ladder_ok=int(report["ok"]),
                     ladder_warning=report["warning"] or "none", round_trips_total=int(report["round_trips"]),
                     min_swap_acceptance=float(report["min_acceptance"]))
-    _write_timing(ds, out.seconds, out.network_steps)
+    write_timing(ds, out.seconds, out.network_steps, out.segments, out.resumed)
     return ds
 
 

@@ -52,12 +52,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from grokphase.errors import ParameterError
 from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree
 from grokphase.sims.driver import (Members, Schedule, SimulationError, Task, _fetch, _Interrupt, _make_functions,
-                                   checkpoint_arrays, checkpoint_records, default_group)
+                                   advance_bar, checkpoint_arrays, checkpoint_records, checkpoint_timing,
+                                   default_group, progress_bar)
 from grokphase.sims.models import scale_params
 
 #: fold_in tags: the swap stream (per ladder) and the rung index folded into init and noise keys
@@ -148,6 +148,8 @@ class ReplicaOutput(NamedTuple):
     slot_replica: np.ndarray
     attempts: np.ndarray
     accepts: np.ndarray
+    segments: int = 1          # runs and resumes that produced the output (as RunOutput)
+    resumed: bool = False
 
 
 def _check_layout(members: Members, n_rungs: int):
@@ -234,8 +236,11 @@ def run_replica_exchange(
     accepts = np.zeros((n_rungs - 1, C), np.int64)
     recs: list[dict] = []
     done_step = 0
+    earlier_seconds, segment = 0.0, 1      # engine time and segments of earlier runs (from the checkpoint)
     saved = checkpoint.load(0) if checkpoint is not None else None
     if saved is not None:
+        earlier_seconds, seen = checkpoint_timing(saved)
+        segment = seen + 1
         state = jax.tree_util.tree_map(jnp.asarray, _arrays_to_tree("s", saved, state))
         recs = checkpoint_records(saved)
         history = list(np.asarray(saved["slot_replica"]))
@@ -243,18 +248,16 @@ def run_replica_exchange(
         labels = jnp.asarray(history[-1].reshape(-1), jnp.int32)
         done_step = int(saved["step"])
 
-    bar = None
-    if progress:
-        bar = tqdm(total=M * schedule.steps, initial=M * done_step, unit="net-step", unit_scale=True,
-                   desc=progress_desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    bar = progress_bar(M * schedule.steps, progress_desc, initial=M * done_step) if progress else None
+    ran: set[str] = set()                  # the jitted functions that have run (compiled) in this call
     t_start = time.perf_counter()
     last_ckpt = t_start
     records_done = 0
     for t in events[events > done_step]:
         t = int(t)
         state = advance_v(state, data, hyper, noise_keys, jnp.int32(t - done_step))
-        if bar is not None:
-            bar.update((t - done_step) * M)
+        dn = (t - done_step) * M
+        new = {"advance", *(["observe"] if t in rec_set else []), *(["swap"] if t in swap_set else [])} - ran
         done_step = t
         if t in rec_set:
             weight = 1.0 if t > schedule.burn_in else 0.0
@@ -276,24 +279,28 @@ def run_replica_exchange(
                 attempts[s] += 1
                 accepts[s] += acc[s]
             history.append(np.asarray(labels).reshape(n_rungs, C))
+        advance_bar(bar, dn, timed=not new)          # after the sync points above: a compile is left out
+        ran |= new
         now = time.perf_counter()
         last = t == events[-1]
         interrupt = stop_after_records is not None and records_done >= stop_after_records and t in rec_set
         if checkpoint is not None and (now - last_ckpt >= checkpoint.every_seconds or last or interrupt):
-            _save(checkpoint, state, recs, done_step, history, attempts, accepts)
+            _save(checkpoint, state, recs, done_step, history, attempts, accepts,
+                  (earlier_seconds + now - t_start, segment))
             last_ckpt = now
         if interrupt and not last:
             raise _Interrupt(f"stopped after {records_done} records")
     if bar is not None:
         bar.close()
     stacked = {name: np.stack([np.asarray(r[name]) for r in recs], axis=1) for name in recs[0]}
-    seconds = time.perf_counter() - t_start
+    seconds = earlier_seconds + time.perf_counter() - t_start
     return ReplicaOutput(record_steps, stacked, _fetch(state.accum), _fetch(state.z), seconds,
-                         M * (schedule.steps - 0), swap_steps, np.stack(history), attempts, accepts)
+                         M * (schedule.steps - 0), swap_steps, np.stack(history), attempts, accepts, segment,
+                         saved is not None)
 
 
-def _save(checkpoint: Checkpointer, state, recs, step, history, attempts, accepts):
-    arrays = checkpoint_arrays(state, recs, step)
+def _save(checkpoint: Checkpointer, state, recs, step, history, attempts, accepts, timing):
+    arrays = checkpoint_arrays(state, recs, step, timing)
     arrays["slot_replica"] = np.stack(history)
     arrays["attempts"], arrays["accepts"] = attempts, accepts
     checkpoint.save(0, arrays)
