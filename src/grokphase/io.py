@@ -51,6 +51,9 @@ ENGINE = "h5netcdf"
 
 #: the attribute holding the checksum of a result file's data (module docstring)
 CHECKSUM_ATTR = "data_sha256"
+#: attributes that describe one file or one loading of it, not a result: :func:`annotate` drops them
+#: (a new result computed from a loaded or reused one is neither that file nor reused)
+FILE_ATTRS = (CHECKSUM_ATTR, "reused", "reused_from")
 
 
 @functools.lru_cache(maxsize=1)
@@ -120,8 +123,11 @@ def provenance() -> dict[str, Any]:
 
 def annotate(ds: xr.Dataset, *, kind: str, parameters: dict[str, Any], seeds: Any = None,
              extra: dict[str, Any] | None = None) -> xr.Dataset:
-    """Attach kind, parameters, seeds and provenance to ``ds`` (returns a new Dataset)."""
+    """Attach kind, parameters, seeds and provenance to ``ds`` (returns a new Dataset; the attributes
+    of :data:`FILE_ATTRS` it may carry from a loaded file are dropped)."""
     ds = ds.copy()
+    for name in FILE_ATTRS:
+        ds.attrs.pop(name, None)
     attrs = {"grokphase_kind": kind, **provenance()}
     attrs["parameters_json"] = json.dumps(_jsonable(parameters))
     for k, v in parameters.items():

@@ -7,6 +7,12 @@ model's analysis tables (``[compare]``, ``[hysteresis]``, ...: :class:`~grokphas
 registry.ModelSpec.tables`).  Each run is saved to ``out_dir/NAME.nc`` (default
 ``results/<file stem>/``); a run whose result file exists and describes the same run is reused, an
 interrupted one resumes from its checkpoints.
+
+A reused result keeps the attributes it was written with (its ``seconds`` and
+``network_steps_per_second`` are those of the run that computed it); in memory it gains
+``reused = 1`` and ``reused_from`` (the file).  A result file that exists but cannot be read (corrupt,
+its data not matching their checksum, foreign, of another kind) is an error naming it, before
+anything runs: it is never silently overwritten.
 """
 
 from __future__ import annotations
@@ -28,18 +34,29 @@ from grokphase.io import load_dataset, save_dataset
 TOP_KEYS = {"model", "sim", "common", "out_dir", "host_devices", "description"}
 
 
+def mark_reused(ds, source: str | os.PathLike):
+    """``ds`` (a result loaded from ``source``) marked as reused: ``reused = 1``, ``reused_from`` =
+    the file; its own attributes (timing included) are kept."""
+    ds = ds.copy()
+    ds.attrs["reused"] = 1
+    ds.attrs["reused_from"] = str(source)
+    return ds
+
+
 def _reusable(target: Path, model: ModelSpec, config: dict, name: str):
-    """The saved result at ``target`` if it is readable, of the model's kind and the same run; else None."""
+    """The saved result at ``target`` if it is the same run (marked :func:`mark_reused`); None when
+    there is none or it describes another run.  A file there that cannot be read as the model's result
+    is an error naming it."""
     if not target.exists():
         return None
     try:
         old = load_dataset(target, model.result_kind)
-    except ResultFileError:
-        return None
+    except ResultFileError as exc:
+        raise ResultFileError(f"{exc}; delete it (or choose another out_dir) to run {name!r} again") from None
     if not model.matches(old, config):
         return None
     print(f"[{name}] reusing {target}", file=sys.stderr)
-    return old
+    return mark_reused(old, target)
 
 
 def check_file(path: str, spec: dict) -> tuple[ModelSpec, list, dict]:
@@ -75,16 +92,22 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
     out_dir = Path(spec.get("out_dir", os.path.join("results", Path(path).stem)))
     devices = experiment_devices(spec, devices_k)
     names, results, files, plots = [], [], [], []
-    for i, (name, opts) in enumerate(entries(path, sims, common, set(model.options) | {"name"})):
-        plot = opts.get("plot") if "plot" in model.options else None
+    runs = []
+    for name, opts in entries(path, sims, common, set(model.options) | {"name"}):
         config = model.cache_config(opts)
         target = out_dir / f"{name}.nc"
-        ds = _reusable(target, model, config, name)
+        runs.append((name, opts, config, target, _reusable(target, model, config, name)))  # every file before any run
+    written: dict[Path, Any] = {}           # results saved by this call (a name given twice is run once)
+    for i, (name, opts, config, target, ds) in enumerate(runs):
+        plot = opts.get("plot") if "plot" in model.options else None
+        if ds is None and target in written and model.matches(written[target], config):
+            ds = written[target]
         if ds is None:
             ds = model.run(opts, devices=devices, progress=progress, checkpoint_dir=str(out_dir / "checkpoints"),
                            where=f"{path}: [[sim]] #{i + 1}")
             ds = model.mark(ds, config)
             save_dataset(ds, target)
+            written[target] = ds
         names.append(name)
         results.append(ds)
         files.append(str(target))

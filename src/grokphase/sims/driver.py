@@ -290,18 +290,20 @@ def progress_bar(total: int, desc: str, initial: int = 0):
     return bar
 
 
-def advance_bar(bar, dn: int, timed: bool) -> None:
+def advance_bar(bar, dn: int, timed: bool, compiling: bool = False) -> None:
     """Count ``dn`` more network steps.  ``timed=False`` (work that included compiling a jitted
     function, or steps loaded from a checkpoint): the steps are counted but left out of the rate, and
-    the clock restarts now, so the rate and ETA measure compiled steps only."""
+    the clock restarts now, so the rate and ETA measure compiled steps only.  ``compiling``: the
+    functions have still to compile (keep showing "compiling")."""
     if bar is None:
         return
-    if timed:
+    if timed or bar.disable:            # a bar switched off (TQDM_DISABLE) keeps no clock
         bar.update(dn)
         return
     bar.n = bar.initial = bar.last_print_n = bar.n + dn
-    bar.start_t = bar.last_print_t = time.time()          # tqdm's clock
-    bar.set_postfix_str("", refresh=False)
+    bar.start_t = bar.last_print_t = bar._time()          # the bar's own clock (time.time)
+    if not compiling:
+        bar.set_postfix_str("", refresh=False)
     bar.refresh()
 
 
@@ -392,7 +394,7 @@ def run_ensemble(
             earlier_seconds += chunk_seconds
             segment = max(segment, seen + 1)
             resumed = True
-            advance_bar(bar, int(saved["step"]) * idx.size, timed=compiled)
+            advance_bar(bar, int(saved["step"]) * idx.size, timed=False, compiling=not compiled)
         done_step = int(_fetch(state.step)[0])
         last_ckpt = time.perf_counter()
         for t in record_steps[len(recs):]:

@@ -1,5 +1,11 @@
 """The cache of ``grokphase reproduce``: definitions, steps keyed by their configuration, and the
-simulations of experiment files as cached steps (any registered model)."""
+simulations of experiment files as cached steps (any registered model).
+
+A step loaded from the cache keeps the attributes it was computed with (a simulation's ``seconds``
+and ``network_steps_per_second`` are its own run's, over all the segments that produced it;
+``reproduce_seconds`` is the wall time of the call that computed the step); in memory it gains
+``reused = 1`` and ``reused_from`` (the cache file).  A cache file that cannot be read, or whose data
+do not match their checksum, is reported and recomputed."""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from grokphase.axes import parse_axis, parse_range
 from grokphase.errors import ParameterError, ResultFileError
 from grokphase.experiments.devices import cached_run_devices
 from grokphase.experiments.files import definitions_root, entries, load_toml
-from grokphase.experiments.runner import check_file
+from grokphase.experiments.runner import check_file, mark_reused
 from grokphase.io import _jsonable, annotate, load_dataset, save_dataset
 from grokphase.theory.modular import ModularParams
 from grokphase.theory.teacher_student import PHASE_LABELS, TeacherStudentParams
@@ -143,7 +149,7 @@ class Context:
                 ds = load_dataset(path)
                 if ds.attrs.get("reproduce_key") == key:
                     self.log(f"[{kind}] cached {path}")
-                    st = Step(ds, key, path, False)
+                    st = Step(mark_reused(ds, path), key, path, False)
                     self.steps.append(st)
                     return st
                 self.log(f"[{kind}] {path} belongs to another configuration; recomputing")
