@@ -15,7 +15,7 @@ import jax
 
 from grokphase import __version__, enable_compilation_cache
 from grokphase.cli.common import _emit, _Parser
-from grokphase.cli.preflight import preflight
+from grokphase.cli.preflight import given_dests, preflight
 from grokphase.cli.reproduce import add_parser as add_reproduce_parser
 from grokphase.cli.sims import add_parsers as add_sim_parsers
 from grokphase.cli.theory import add_parsers as add_theory_parsers
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
 
     try:
-        preflight(args)                  # every output checked before any computation
+        preflight(args, given_dests(parser, args, sys.argv[1:] if argv is None else argv))   # before any computation
         return int(args.func(args) or 0)
     except GrokphaseError as exc:
         print(f"grokphase: error: {exc}", file=sys.stderr)

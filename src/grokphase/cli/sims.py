@@ -73,6 +73,8 @@ def cmd_sim_model(args) -> int:
     """``grokphase sim NAME`` of a registered model: run, summarise its points, save / plot / print."""
     model = get_model(args.model)
     opts = {k: v for k, v in vars(args).items() if k in model.options and v is not None}
+    if model.check is not None:
+        model.check(opts, COMMAND_LINE, given=set(opts))       # before any device is set up
     devices = configure_devices(args.devices)
     ds = model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
                    where=COMMAND_LINE)
@@ -153,6 +155,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
                         "starts: the theory's droplets at the lowest s2 (coldest)")
     p.add_argument("--theory-convention", choices=("paper", "network"),
                    help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
+    p.add_argument("--memory-gb", type=positive, help="memory budget of one network, GB (checked before the run)")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -235,7 +238,8 @@ def _add_run_options(p, positive) -> None:
                    help="share each ensemble chunk over K devices (on CPU: K host devices)")
     g.add_argument("--ensemble-chunk", type=_int_ge(1),
                    help="networks per chunk (default: what fits in --memory-gb)")
-    g.add_argument("--memory-gb", type=positive)
+    g.add_argument("--memory-gb", type=positive, help="memory budget of an ensemble chunk, GB; one network over it "
+                                                       "is refused before the run")
     g.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="periodic checkpoints; re-run to resume")
     g.add_argument("--checkpoint-every", type=positive, metavar="SECONDS")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -262,7 +266,8 @@ def _add_run_options(p, positive) -> None:
 
 def cmd_sim_teacher_student(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
-    sim = ts_model.sim_from_options(opts, COMMAND_LINE)
+    sim = ts_model.sim_from_options(opts, COMMAND_LINE, given=set(opts))
+    ts_model.check_memory(sim, opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
     ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
                       where=COMMAND_LINE)
@@ -285,7 +290,8 @@ def cmd_sim_teacher_student(args) -> int:
 
 def cmd_sim_modular(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
-    sims = modular_model.sims_from_options(opts, COMMAND_LINE)
+    sims = modular_model.sims_from_options(opts, COMMAND_LINE, given=set(opts))
+    modular_model.check_memory(sims, opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
     ds = modular_model.run(opts, devices=devices, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress,
                            where=COMMAND_LINE)

@@ -16,12 +16,13 @@ import math
 import numbers
 import types
 import typing
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from grokphase.axes import parse_list
 from grokphase.errors import ParameterError
+from grokphase.sims.memory import format_bytes
 
 #: option kinds: int, float, bool, str, floats (a list of numbers, or "a,b,c"), and the same with "?"
 #: (None allowed, meaning "the dataclass's rule", e.g. sa2 = 8/N)
@@ -29,14 +30,33 @@ KINDS = ("int", "float", "bool", "str", "floats")
 
 
 @dataclasses.dataclass(frozen=True)
+class Applies:
+    """Where an option has an effect: ``test(resolved options)`` is true.  ``text`` says where ("with
+    optimizer = adamw"); ``names`` are the options the test reads (their values are quoted when a given
+    option does not apply)."""
+
+    text: str
+    test: Callable[[Mapping[str, Any]], bool]
+    names: tuple[str, ...] = ()
+
+
+def only_with(name: str, *values: Any) -> Applies:
+    """The option has an effect only where option ``name`` is one of ``values``."""
+    shown = " or ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+    return Applies(f"with {name} = {shown}", lambda o: o[name] in values, (name,))
+
+
+@dataclasses.dataclass(frozen=True)
 class Option:
-    """One option of an experiment table: its name, kind, default and help text."""
+    """One option of an experiment table: its name, kind, default, help text, and where it applies
+    (``applies``: None = everywhere; a given option that does not apply is an error, not ignored)."""
 
     name: str
     kind: str
     default: Any = None
     help: str = ""
     optional: bool = False
+    applies: Applies | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -90,7 +110,7 @@ def check_value(option: Option, value: Any, where: str) -> Any:
     """``value`` as the option's kind, or a ParameterError naming ``where`` and the option (its flag
     when ``where`` is :data:`COMMAND_LINE`)."""
     kind = option.kind
-    label = ("--" + option.name.replace("_", "-")) if where == COMMAND_LINE else f"{where}: {option.name}"
+    label = option_label(option.name, where)
 
     def bad(expected: str):
         return ParameterError(f"{label} must be {expected}, got {value!r} ({type(value).__name__})")
@@ -133,11 +153,51 @@ def check_value(option: Option, value: Any, where: str) -> Any:
     return tuple(out)
 
 
-def resolve(values: Mapping[str, Any], schema: Mapping[str, Option], where: str, *, strict: bool = True
-            ) -> dict[str, Any]:
+def with_rules(schema: Mapping[str, Option], rules: Mapping[str, Applies]) -> dict[str, Option]:
+    """``schema`` with ``applies`` set on the options named in ``rules``."""
+    unknown = sorted(set(rules) - set(schema))
+    if unknown:
+        raise ValueError(f"rules for unknown option(s) {', '.join(unknown)}")
+    return {name: dataclasses.replace(opt, applies=rules[name]) if name in rules else opt
+            for name, opt in schema.items()}
+
+
+def option_label(name: str, where: str) -> str:
+    """How errors name option ``name``: its flag on the command line, ``where: name`` in a file."""
+    return ("--" + name.replace("_", "-")) if where == COMMAND_LINE else f"{where}: {name}"
+
+
+def check_applicable(resolved: Mapping[str, Any], schema: Mapping[str, Option], where: str, given) -> None:
+    """Every option of ``given`` (the ones set explicitly: on the command line or in the table itself)
+    has an effect with the ``resolved`` options, or a ParameterError says where it would apply.  A
+    boolean given as false (a flag not set) changes nothing and is never an error."""
+    for name in sorted(given):
+        opt = schema.get(name)
+        if opt is None or opt.applies is None or resolved.get(name) is None:
+            continue
+        if opt.kind == "bool" and not resolved[name]:
+            continue
+        if not opt.applies.test(resolved):
+            here = ", ".join(f"{n} = {_show(resolved.get(n))}" for n in opt.applies.names)
+            raise ParameterError(f"{option_label(name, where)} {_show(resolved[name])} has no effect here: it applies only "
+                                 f"{opt.applies.text}" + (f" (here {here})" if here else "") + "; remove it")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resolve(values: Mapping[str, Any], schema: Mapping[str, Option], where: str, *, strict: bool = True,
+            given=None) -> dict[str, Any]:
     """Every option of ``schema``: the checked value from ``values`` or the default.  With ``strict``
     an unknown key of ``values`` is an error (an experiment file); without, extra keys are ignored
-    (the CLI's namespace holds output options too)."""
+    (the CLI's namespace holds output options too).  ``given``: the options set explicitly (the
+    command line's, or a [[sim]] table's own keys, not its [common] defaults); each must apply
+    (:func:`check_applicable`).  None: no applicability check."""
     if strict:
         unknown = sorted(set(values) - set(schema))
         if unknown:
@@ -145,4 +205,18 @@ def resolve(values: Mapping[str, Any], schema: Mapping[str, Option], where: str,
     out = {}
     for name, opt in schema.items():
         out[name] = check_value(opt, values[name], where) if values.get(name) is not None else opt.default
+    if given is not None:
+        check_applicable(out, schema, where, given)
     return out
+
+
+def check_fits(network: str, need: Mapping[str, int], memory_gb: float, where: str) -> None:
+    """One network (``network`` names its sizes; ``need``: its bytes by part, e.g. device and records)
+    within ``memory_gb``, or a ParameterError naming the sizes, the estimate and the budget."""
+    total = sum(need.values())
+    if total <= memory_gb * 1e9:
+        return
+    parts = ", ".join(f"{k} ~{format_bytes(v)}" for k, v in need.items())
+    prefix, flag = ("", "--memory-gb") if where == COMMAND_LINE else (f"{where}: ", "memory_gb")
+    raise ParameterError(f"{prefix}one network at {network} needs ~{format_bytes(total)} ({parts}), over {flag} "
+                         f"{memory_gb:g} (GB): lower the sizes or the number of records, or raise {flag}")

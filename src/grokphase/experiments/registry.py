@@ -68,6 +68,10 @@ class ModelSpec:
       cache_kind: the step kind of its runs in the ``reproduce`` cache (default ``sim_<name>``).
       run_summary: ``run_summary(names, results) -> dict``: entries a run's summary adds (e.g.
         replica-exchange diagnostics), or None.
+      check: ``check(opts, where, given)``: everything about one table's run that is known before it
+        starts (types and ranges, that each explicitly ``given`` option applies, that one network fits
+        the memory budget), raising a ParameterError; ``grokphase run`` checks every table with it
+        before the first run starts.  None: the options' types only.
     """
 
     name: str
@@ -88,6 +92,7 @@ class ModelSpec:
     points: Callable[[xr.Dataset], list] | None = None
     run_summary: Callable[[list, list], dict] | None = None
     cache_kind: str = ""
+    check: Callable[..., None] | None = None
 
     def __post_init__(self):
         if not self.cache_kind:

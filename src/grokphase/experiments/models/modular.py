@@ -15,11 +15,12 @@ from grokphase.analysis.compare import compare_modular, compare_modular_summary
 from grokphase.analysis.hysteresis import hysteresis_modular
 from grokphase.analysis.replica import replica_summary
 from grokphase.errors import ParameterError
-from grokphase.experiments.options import Option, options_of, resolve
+from grokphase.experiments.options import Applies, Option, check_fits, only_with, options_of, resolve, with_rules
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import save_dataset
 from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_modular
+from grokphase.sims.memory import modular_bytes
 from grokphase.sims.modular import ModularSim, run_modular, summary_points
 from grokphase.theory import modular as md
 
@@ -38,13 +39,42 @@ OPTIONS: dict[str, Option] = {
     "parametrisation": Option("parametrisation", "str", None, "paper or gromov (default: paper for Langevin, "
                               "gromov otherwise)", True),
     "plot": Option("plot", "str", None, "figure of this run (FILE.png)", True),
+    "memory_gb": Option("memory_gb", "float", 2.0, "memory budget of one network, GB (checked before the run)"),
 }
+#: options of the run, not of the result: left out of the ModularSim and of the run's identity
+RUN_OPTIONS = ("plot", "memory_gb")
+
+
+def _parametrisation(o) -> str:
+    return o["parametrisation"] or ("paper" if o["optimizer"] == "langevin" else "gromov")
+
+
+def _ordered_start(o) -> bool:
+    """Whether some chain starts from the droplet saddle (driver.ladder_branches; replica exchange
+    starts its rungs ordered only with start = ordered)."""
+    return o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+
+
+#: where an option has an effect: given elsewhere it is an error, not silently ignored (and recorded)
+OPTIONS = with_rules(OPTIONS, {
+    "weight_decay": only_with("optimizer", "adamw"),
+    "gamma": only_with("optimizer", "langevin"),
+    "readout": only_with("optimizer", "langevin"),
+    "swap_every": only_with("replica_exchange", True),
+    "sa2": Applies("with the paper parametrisation (gromov fixes the readout scale 1/((2P)^2 N))",
+                   lambda o: _parametrisation(o) == "paper", ("parametrisation", "optimizer")),
+    "ordered_droplets": Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both)",
+                                _ordered_start, ("start", "anneal")),
+})
 TABLE_KEYS = set(OPTIONS) | {"name"}
 
 
-def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict: bool = False) -> list[ModularSim]:
-    """One ModularSim per training fraction of the options; missing options take ModularSim's defaults."""
-    o = resolve({k: v for k, v in opts.items() if k not in ("name", "plot")}, OPTIONS, where, strict=strict)
+def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict: bool = False,
+                      given=None) -> list[ModularSim]:
+    """One ModularSim per training fraction of the options; missing options take ModularSim's defaults;
+    ``given`` options must apply (:func:`resolve`)."""
+    o = resolve({k: v for k, v in opts.items() if k not in ("name", "plot")}, OPTIONS, where, strict=strict,
+                given=given)
     alphas = np.asarray(o["alpha"], dtype=float)
     if np.any(alphas <= 0) or np.any(alphas > 1):
         raise ParameterError(f"--alpha values must be in (0, 1], got {alphas.tolist()}")
@@ -53,10 +83,26 @@ def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict
     return [ModularSim(alpha=float(a), parametrisation=par, **fields) for a in alphas]
 
 
+def check_memory(sims: list[ModularSim], opts: Mapping[str, Any], where: str) -> None:
+    """One network of each run within ``memory_gb`` (:mod:`grokphase.sims.memory`)."""
+    memory_gb = resolve({k: v for k, v in opts.items() if k == "memory_gb"}, {"memory_gb": OPTIONS["memory_gb"]},
+                        where)["memory_gb"]
+    for sim in sims:
+        check_fits(f"P={sim.P}, N={sim.N} ({sim.dtype}, {sim.steps} steps, record every {sim.record_every})",
+                   modular_bytes(sim), memory_gb, where)
+
+
+def check(opts: Mapping[str, Any], where: str, given=None) -> None:
+    """Everything about one run that is known before it starts: option types and ranges, that each
+    ``given`` option applies, and that one network fits the memory budget."""
+    check_memory(sims_from_options(opts, where, given=given), opts, where)
+
+
 def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None, where: str = "options"
         ) -> xr.Dataset:
     """Run one modular simulation per training fraction; alpha is a dimension when several are given."""
     sims = sims_from_options(opts, where)
+    check_memory(sims, opts, where)
     results = [run_modular(sim, devices=devices, checkpoint_dir=checkpoint_dir, progress=progress) for sim in sims]
     if len(results) == 1:
         return results[0]
@@ -79,7 +125,7 @@ def points(ds: xr.Dataset) -> list[dict]:
 
 def cache_config(opts: Mapping[str, Any]) -> dict:
     """A run is identified by its table's own options (sorted; ``plot`` is not part of it)."""
-    return {k: opts[k] for k in sorted(opts) if k not in ("plot", "name")}
+    return {k: opts[k] for k in sorted(opts) if k not in (*RUN_OPTIONS, "name")}
 
 
 HYSTERESIS_ROLES = ("cooling", "heating", "replica", "replica_ordered")
@@ -144,4 +190,5 @@ SPEC = register(ModelSpec(
     plot=plot_result,
     points=points,
     run_summary=run_summary,
+    check=check,
 ))

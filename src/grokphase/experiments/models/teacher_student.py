@@ -15,12 +15,13 @@ from grokphase.analysis.compare import compare_summary, compare_teacher_student
 from grokphase.analysis.hysteresis import hysteresis_teacher_student
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_summary
 from grokphase.errors import ParameterError
-from grokphase.experiments.options import Option, options_of, resolve
+from grokphase.experiments.options import Applies, Option, check_fits, only_with, option_label, options_of, resolve, with_rules
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import _jsonable, load_dataset, parameters_of, save_dataset
 from grokphase.plotting import plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_teacher_student
 from grokphase.plotting.perp_norm import plot_perp_norm
+from grokphase.sims.memory import format_bytes, teacher_student_bytes
 from grokphase.sims.teacher_student import TeacherStudentSim, run_teacher_student, summary_points
 from grokphase.theory import teacher_student as ts
 
@@ -44,13 +45,31 @@ OPTIONS: dict[str, Option] = {
     "memory_gb": Option("memory_gb", "float", 2.0, "device memory budget of one ensemble chunk, GB"),
     "checkpoint_every": Option("checkpoint_every", "float", 60.0, "seconds between checkpoints"),
 }
+
+
+def _ordered_start(o) -> bool:
+    """Whether some chain starts from the ordered droplet saddle (driver.ladder_branches)."""
+    return o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+
+
+ORDERED_START = Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both)",
+                        _ordered_start, ("start", "anneal"))
+#: where an option has an effect: given elsewhere it is an error, not silently ignored (and recorded)
+OPTIONS = with_rules(OPTIONS, {
+    "weight_decay": only_with("optimizer", "adamw"),
+    "swap_every": only_with("replica_exchange", True),
+    "ordered_droplets": ORDERED_START,
+    "ordered_theory": ORDERED_START,
+    "ordered_approximation": ORDERED_START,
+})
 TABLE_KEYS = set(OPTIONS) | {"name"}
 
 
-def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict: bool = False) -> TeacherStudentSim:
+def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict: bool = False,
+                     given=None) -> TeacherStudentSim:
     """TeacherStudentSim from CLI/TOML options (the beta = 1 configuration and the Table-1 scaling);
-    missing options take the dataclasses' defaults."""
-    o = resolve({k: v for k, v in opts.items() if k != "name"}, OPTIONS, where, strict=strict)
+    missing options take the dataclasses' defaults; ``given`` options must apply (:func:`resolve`)."""
+    o = resolve({k: v for k, v in opts.items() if k != "name"}, OPTIONS, where, strict=strict, given=given)
     base = ts.TeacherStudentParams(N=o["N"], n=o["n"], d=o["d"], s2=ts.TeacherStudentParams.s2, sa2=o["sa2"],
                                    sw2=o["sw2"], eps=o["eps"])
     burn_in = o["steps"] // 4 if o["burn_in"] is None else o["burn_in"]
@@ -69,12 +88,36 @@ def run_sim(sim: TeacherStudentSim, *, devices, progress: bool, checkpoint_dir=N
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress)
 
 
+def _run_options(opts: Mapping[str, Any], where: str) -> dict:
+    return resolve({k: v for k, v in opts.items() if k in ("ensemble_chunk", "memory_gb", "checkpoint_every")},
+                   {k: OPTIONS[k] for k in ("ensemble_chunk", "memory_gb", "checkpoint_every")}, where)
+
+
+def check_memory(sim: TeacherStudentSim, opts: Mapping[str, Any], where: str) -> None:
+    """One network within ``memory_gb`` (:mod:`grokphase.sims.memory`), and an explicit
+    ``ensemble_chunk`` of them within an explicit ``memory_gb``."""
+    o = _run_options(opts, where)
+    need = teacher_student_bytes(sim)
+    check_fits(f"N={sim.N}, n={sim.n}, d={sim.d} ({sim.dtype})", need, o["memory_gb"], where)
+    chunk = o["ensemble_chunk"]
+    if chunk is not None and opts.get("memory_gb") is not None and chunk * need["device"] > o["memory_gb"] * 1e9:
+        raise ParameterError(f"{option_label('ensemble_chunk', where)} {chunk} networks of ~"
+                             f"{format_bytes(need['device'])} each need ~{format_bytes(chunk * need['device'])}, over "
+                             f"{option_label('memory_gb', where)} {o['memory_gb']:g}: give one of the two")
+
+
+def check(opts: Mapping[str, Any], where: str, given=None) -> None:
+    """Everything about one run that is known before it starts: option types and ranges, that each
+    ``given`` option applies, and that one network fits the memory budget."""
+    check_memory(sim_from_options(opts, where, given=given), opts, where)
+
+
 def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None, where: str = "options"
         ) -> xr.Dataset:
     sim = sim_from_options(opts, where)
-    o = resolve({k: v for k, v in opts.items() if k in ("ensemble_chunk", "memory_gb", "checkpoint_every")},
-                {k: OPTIONS[k] for k in ("ensemble_chunk", "memory_gb", "checkpoint_every")}, where)
-    return run_sim(sim, devices=devices, progress=progress, checkpoint_dir=checkpoint_dir, **o)
+    check_memory(sim, opts, where)
+    return run_sim(sim, devices=devices, progress=progress, checkpoint_dir=checkpoint_dir,
+                   **_run_options(opts, where))
 
 
 def cache_config(opts: Mapping[str, Any]) -> dict:
@@ -175,4 +218,5 @@ SPEC = register(ModelSpec(
     mark=mark,
     select_only=select_only,
     cache_kind="sim_ts",
+    check=check,
 ))
