@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from grokphase.errors import ResultFileError
-from grokphase.io import annotate
+from grokphase.io import annotate, parameters_of
 from grokphase.sims.modular import all_pairs
 from grokphase.stats import sem
 from grokphase.theory import modular as mt
@@ -259,14 +259,28 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
                     parameters={"sims": labels, "theory_file": theory is not None,
                                 "approximations": list(approximations)},
                     extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
-                           "approximation": primary, "approximations": " ".join(approximations), **extra_attrs,
+                           "approximation": primary,
+                           "z_against": (f"{primary} finite-d theory" if theory is None else
+                                         f"the --theory file's {theory.attrs.get('approximation', '')} finite-d "
+                                         f"sweep".replace("  ", " ")), "approximations": " ".join(approximations), **extra_attrs,
                            "sim_attrs_json": json.dumps([{k: str(v) for k, v in ds.attrs.items()
                                                           if k.startswith("param_") or k in ("N", "n", "d", "sa2",
                                                           "git_revision", "seconds")} for ds in sims])})
 
 
+def z_against(cmp: xr.Dataset) -> str:
+    """Which theory the z-scores of a teacher-student comparison are against (its theory values): the
+    ``approximation`` finite-d theory at the simulated sizes, or the sweep of a ``--theory`` file."""
+    if "z_against" in cmp.attrs:
+        return str(cmp.attrs["z_against"])
+    if parameters_of(cmp).get("theory_file"):
+        return "the --theory file's finite-d sweep"
+    return f"{cmp.attrs.get('approximation', 'concentrated')} finite-d theory"
+
+
 def compare_summary(cmp: xr.Dataset) -> dict:
-    """JSON: per simulation (beta) and s2, simulated and theoretical values and z-scores."""
+    """JSON: per simulation (beta) and s2, simulated and theoretical values and z-scores (against the
+    theory ``z_against`` names)."""
     rows = []
     for k in range(cmp.sizes["sim"]):
         for i in range(cmp.sizes["point"]):
@@ -291,7 +305,7 @@ def compare_summary(cmp: xr.Dataset) -> dict:
                     row[name] = float(cmp[name].values[k, i])
             rows.append(row)
     out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),
-           "approximation": cmp.attrs.get("approximation", "concentrated")}
+           "approximation": cmp.attrs.get("approximation", "concentrated"), "z_against": z_against(cmp)}
     for a in ("exact", "concentrated"):
         if f"limit_s2_c_{a}" in cmp.attrs:
             out[f"limit_s2_c_{a}"] = float(cmp.attrs[f"limit_s2_c_{a}"])

@@ -14,7 +14,7 @@ from typing import Sequence
 import jax
 
 from grokphase import __version__, enable_compilation_cache
-from grokphase.cli.common import _emit, _Parser
+from grokphase.cli.common import _emit, _Parser, missing_variable
 from grokphase.cli.preflight import given_dests, preflight
 from grokphase.cli.reproduce import add_parser as add_reproduce_parser
 from grokphase.cli.sims import add_parsers as add_sim_parsers
@@ -32,7 +32,10 @@ from grokphase.plotting import plot_result
 def cmd_plot(args) -> int:
 
     ds = load_dataset(args.result)
-    paths = plot_result(ds, args.out, also_pdf=args.pdf)
+    try:
+        paths = plot_result(ds, args.out, also_pdf=args.pdf)
+    except KeyError as err:
+        raise missing_variable(err, {args.result: ds}) or err from None
     _emit(args, {"plots": [str(p) for p in paths]}, [f"wrote {p}" for p in paths])
     return 0
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from typing import Any, Sequence
 
 import numpy as np
 
 from grokphase.axes import parse_range
-from grokphase.errors import ParameterError
+from grokphase.errors import ParameterError, ResultFileError
 from grokphase.io import save_dataset, to_json
 from grokphase.plotting import plot_result
 from grokphase.theory.teacher_student import PHASE_LABELS, Status, TeacherStudentParams
@@ -90,6 +91,21 @@ def _s2_values(args) -> np.ndarray:
             raise ParameterError("give either --s2 or --s2-sweep, not both")
         return parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
     return np.array([TeacherStudentParams.s2 if args.s2 is None else args.s2])
+
+
+def missing_variable(err: KeyError, files: dict[str, Any]) -> ResultFileError | None:
+    """The error to report when ``err`` is xarray's "No variable named 'X'" for a variable that one of
+    ``files`` ({path: Dataset} read from the user's files) lacks; None otherwise (a bug: re-raise)."""
+    match = re.match(r"No variable named '([^']+)'", str(err.args[0]) if err.args else "")
+    if match is None:
+        return None
+    name = match.group(1)
+    lacking = [path for path, ds in files.items() if name not in ds.variables]
+    if not lacking:
+        return None
+    kind = files[lacking[0]].attrs.get("grokphase_kind", "result")
+    return ResultFileError(f"{lacking[0]} lacks the variable {name!r} that a {kind} file has; it is incomplete or "
+                           f"was not written by this grokphase")
 
 
 def _emit(args, summary: dict[str, Any], text_lines: Sequence[str]) -> None:

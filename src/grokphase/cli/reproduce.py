@@ -35,9 +35,11 @@ def _lines(name: str, s: dict) -> list[str]:
         for model in ("ts", "modular"):
             out.append(f"  {model}: " + ", ".join(f"{k} {v}" for k, v in s[model]["phase_counts"].items()))
     elif name == "fig2":
+        vs = s.get("z_against", "theory")
         for r in s.get("points", []):
             out.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
-                       f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f})")
+                       f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, "
+                       f"z={r['z_cubic']:.2f} vs {vs})")
     elif name == "fig3":
         out.append(f"  GMFL-I below s2 = {s['gmfl1_s2']:.4f}, GMFL-II below {s['gmfl2_s2']:.4f}")
     elif name in ("fig4", "fig5", "fig6"):

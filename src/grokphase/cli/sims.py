@@ -7,7 +7,7 @@ import argparse
 from grokphase.analysis.compare import compare_summary, compare_teacher_student
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
 from grokphase.analysis.replica import replica_summary
-from grokphase.cli.common import _emit, _finish, _finite, _positive
+from grokphase.cli.common import _emit, _finish, _finite, _positive, missing_variable
 from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hysteresis_lines
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
@@ -315,9 +315,14 @@ def cmd_compare_teacher_student(args) -> int:
 
     sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
     theory = load_dataset(args.theory, "theory.teacher_student.sweep") if args.theory else None
-    cmp = compare_teacher_student(sims, theory)
+    try:
+        cmp = compare_teacher_student(sims, theory)
+    except KeyError as err:
+        files = {**dict(zip(args.sim, sims)), **({args.theory: theory} if theory is not None else {})}
+        raise missing_variable(err, files) or err from None
     summary = compare_summary(cmp)
-    lines = [f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
+    lines = [f"z = (sim - theory) / SEM vs the {summary['z_against']} (theory columns)",
+             f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
     for r in summary["points"]:
         lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['sim_cubic_learned']:8.4f}±{r['sim_cubic_learned_sem']:.4f} "
                      f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
@@ -343,11 +348,12 @@ def cmd_run(args) -> int:
     lines = [f"simulations: {', '.join(summary['simulations'])}"]
     if summary.get("plots"):
         lines.append(f"wrote {', '.join(summary['plots'])}")
+    vs = f" vs {summary.get('z_against', 'theory')}"
     for r in (summary.get("points", []) if "compare" in summary else []):
         lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
-                     f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, z={r['z_cubic']:.2f}); "
-                     f"linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "
-                     f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f})")
+                     f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, "
+                     f"z={r['z_cubic']:.2f}{vs}); linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "
+                     f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f}{vs})")
     if "plot" in summary:
         lines.append(f"wrote {summary['plot']}")
     if "modular_compare" in summary:

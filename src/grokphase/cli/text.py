@@ -7,7 +7,8 @@ def _modular_lines(summary: dict) -> list[str]:
     convs = summary["conventions"]
     head = f"{'P':>4} {'branch':>11} {'s2':>7} {'target sim':>16} " + " ".join(f"{c:>8} {'z':>6}" for c in convs) \
         + f" {'droplets':>8}"
-    lines = [head]
+    lines = ["z = (sim - theory) / SEM vs the finite-P theory at the simulated (N, P, sa2, gamma), in the "
+             + " and the ".join(f"{c} normalisation (columns '{c}', 'z')" for c in convs), head]
     for r in summary["points"]:
         lines.append(f"{r['P']:4g} {r['branch']:>11} {r['s2']:7.4g} {r['sim_target_component']:8.4f}±"
                      f"{r['sim_target_component_sem']:.4f} " + " ".join(
