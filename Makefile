@@ -1,12 +1,13 @@
 # grokphase: `make demo` runs the main job on built-in defaults, `make test` runs the test suite,
-# `make mutants` the mutation check (every planted wrong formula must fail the fast tests).
+# `make mutants` the mutation check (every planted wrong formula must fail the fast tests),
+# `make docs` the documentation site (mkdocs build --strict: any warning is an error) into site/.
 # Each creates .venv if it is missing and install the package (with its test extra) into it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.grokphase-installed
 
-.PHONY: demo test mutants install bench clean
+.PHONY: demo test mutants docs install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +29,17 @@ test: $(STAMP)
 mutants: $(STAMP)
 	$(BIN)/python tests/mutants/run.py
 
+DOCS_STAMP := $(VENV)/.grokphase-docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_theory_ts.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache site
