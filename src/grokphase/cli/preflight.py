@@ -61,11 +61,11 @@ def check_file(value: str | None, flag: str, suffixes, kind: str) -> None:
     if not value.strip():
         raise ParameterError(f"{flag}: empty path")
     path = Path(value).expanduser().absolute()
+    if path.is_dir():
+        raise ParameterError(f"{flag} {value} is a directory, not a file")
     if path.suffix.lower().lstrip(".") not in suffixes:
         allowed = ", ".join("." + s for s in sorted(suffixes))
         raise ParameterError(f"{flag} {value}: expected a {kind} file name ending in {allowed}")
-    if path.is_dir():
-        raise ParameterError(f"{flag} {value} is a directory, not a file")
     _writable_dir(path.parent, flag, value)
 
 
@@ -162,7 +162,12 @@ def check_experiment_file(args) -> None:
     for i, (entry, (_, opts)) in enumerate(zip(sims, entries(path, sims, common, allowed))):
         where = f"{path}: [[sim]] #{i + 1}"
         if model.check is not None:
-            model.check(opts, where, given=set(entry) - {"name"})
+            try:
+                model.check(opts, where, given=set(entry) - {"name"})
+            except ParameterError as err:          # the configuration's own range checks name no table
+                if str(err).startswith(path):
+                    raise
+                raise ParameterError(f"{where}: {err}") from None
         _check_outputs(opts, where, ("plot",))
     for key in model.tables:
         value = spec.get(key)
