@@ -86,3 +86,36 @@ def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["theory", "teacher-student", "--s2", "0.14"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0]
+
+
+def test_z_scores_name_their_theory(monkeypatch, capsys):
+    """Every printed z-score says which theory it is against (issue 17): `run`'s fig2 lines, the
+    comparison's own record of it (new files) or its derivation from the attributes (older files), the
+    reproduce fig2 summary and the modular table's legend."""
+    import xarray as xr
+
+    from grokphase.analysis.compare import z_against
+    from grokphase.cli.reproduce import _lines
+    from grokphase.cli.text import _modular_lines
+    from grokphase.io import annotate
+
+    point = {"beta": 1.0, "s2": 0.2, "sim_cubic_learned": 0.1, "sim_cubic_learned_sem": 0.01,
+             "theory_cubic_learned": 0.3, "z_cubic": -20.0, "sim_linear_learned": 0.9, "sim_linear_learned_sem": 0.01,
+             "theory_linear_learned": 0.9, "z_linear": 0.0}
+    monkeypatch.setattr(cli_sims, "run_experiment", lambda *a, **k: {
+        "simulations": ["a.nc"], "compare": "c.nc", "points": [point], "z_against": "exact finite-d theory"})
+    args = cli_sims.argparse.Namespace(file="x.toml", devices=None, no_progress=True, only=None, json=False)
+    assert cli_sims.cmd_run(args) == 0
+    zlines = [line for line in capsys.readouterr().out.splitlines() if "z=" in line]
+    assert zlines and all(line.count("z=") == line.count("vs exact finite-d theory") for line in zlines)
+
+    ds = xr.Dataset()
+    assert z_against(annotate(ds, kind="analysis.teacher_student.compare", parameters={"theory_file": False},
+                              extra={"approximation": "concentrated"})) == "concentrated finite-d theory"
+    assert "--theory file" in z_against(annotate(ds, kind="analysis.teacher_student.compare",
+                                                 parameters={"theory_file": True}, extra={"approximation": "exact"}))
+    fig2 = _lines("fig2", {"scale": "tiny", "figures": [], "seconds": 1.0, "points": [point],
+                           "z_against": "exact finite-d theory"})
+    assert "z=-20.00 vs exact finite-d theory" in fig2[1]
+    legend = _modular_lines({"conventions": ["paper", "network"], "points": []})[0]
+    assert "finite-P theory" in legend and "paper normalisation" in legend and "network normalisation" in legend
