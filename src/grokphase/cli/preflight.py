@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from grokphase.errors import ParameterError
-from grokphase.experiments.files import entries, load_toml, table
+from grokphase.experiments.files import entries, find_experiment, load_toml, table
 from grokphase.experiments.runner import check_file as check_experiment
 from grokphase.plotting.base import FIGURE_FORMATS
 
@@ -221,6 +221,8 @@ def preflight(args, given: set[str] | None = None) -> None:
     defs = getattr(args, "defs", None)
     if defs is not None and not Path(defs).is_dir():
         raise ParameterError(f"--defs {defs}: not a folder")
+    if getattr(args, "group", None) == "run":        # `run NAME`: the checkout's or the shipped sims/NAME.toml
+        args.file = str(find_experiment(args.file))
     for dest, flag, kind in INPUT_FILES:
         values = getattr(args, dest, None)
         for value in (values if isinstance(values, list) else [values] if isinstance(values, str) else []):
