@@ -29,7 +29,8 @@ from grokphase.experiments import runner
 from grokphase.experiments.registry import get_model
 from grokphase.io import annotate, data_checksum, load_dataset, save_dataset
 from grokphase.sims import replica as rx
-from grokphase.sims.driver import Checkpointer, Members, Schedule, Task, _Interrupt, advance_bar, progress_bar
+from grokphase.sims.driver import (Checkpointer, Members, Schedule, Task, _Interrupt, advance_bar, ladder_timing,
+                                  progress_bar, run_ladder)
 from grokphase.sims.langevin import langevin
 from grokphase.sims.teacher_student import TeacherStudentSim, run_teacher_student
 
@@ -244,6 +245,24 @@ def test_replica_exchange_counts_three_segments(tmp_path):
     old = rx.run_replica_exchange(GAUSS, members, sched, 3, swap_every=7, checkpoint=ck_old)
     np.testing.assert_array_equal(old.records["x0"], ref.records["x0"])
     assert (old.segments, old.resumed) == (2, True)
+
+
+def test_ladder_resume_counts_the_interrupted_stage(tmp_path):
+    """An annealing ladder interrupted in its first stage: that stage resumes (two segments), the
+    second runs once; the ladder reports two segments, resumed, and the time of every stage."""
+    sched = Schedule(steps=60, burn_in=20, record_every=20)
+    members = _ladder_members(s2=(1.0,), n_sets=3)
+    stages = [members.hyper, members.hyper._replace(s2=np.full(3, 0.5))]
+    ref = run_ladder(GAUSS, members, stages, sched)
+    kw = dict(checkpoint_dir=str(tmp_path), checkpoint_config={"test": 4}, checkpoint_every=0.0)
+    with pytest.raises(_Interrupt):
+        run_ladder(GAUSS, members, stages, sched, stop_after_records=2, **kw)
+    outs = run_ladder(GAUSS, members, stages, sched, **kw)
+    for a, b in zip(outs, ref):
+        np.testing.assert_array_equal(a.records["x0"], b.records["x0"])
+    assert [(o.segments, o.resumed) for o in outs] == [(2, True), (1, False)]
+    seconds, steps, segments, resumed = ladder_timing(outs)
+    assert (steps, segments, resumed) == (2 * 3 * 60, 2, True) and seconds == sum(o.seconds for o in outs)
 
 
 def test_flipped_checkpoint_bytes_are_reported(tmp_path):
