@@ -4,13 +4,17 @@ phase-diagram MODEL``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
 import time
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from grokphase.axes import parse_axis, parse_list, parse_range
+from grokphase._params import plain
 from grokphase.errors import ParameterError, SolverError
 from grokphase.theory import modular as md, teacher_student as ts
 from grokphase.theory.modular import ModularParams
@@ -39,6 +43,7 @@ def add_parsers(groups) -> None:
                    help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
     _add_approximation(p)
     _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
+    _add_progress(p)
     p.set_defaults(func=cmd_theory_teacher_student)
 
     p = tsub.add_parser("gp-teacher-student", help="infinite-width GP (NNGP) baseline, EK learning curves",
@@ -62,6 +67,7 @@ def add_parsers(groups) -> None:
     p.add_argument("--transitions", action="store_true", help="report the P -> infinity transition sigma^2")
     p.add_argument("--density-s2", metavar="S1,S2,...", default=None, help="sigma^2 values for panel (a)")
     _add_output(p, "write the Fig. 3 figure")
+    _add_progress(p)
     p.set_defaults(func=cmd_theory_modular)
 
     p = tsub.add_parser("gp-modular", help="NNGP kernel spectrum and EK learning curve of the modular model")
@@ -86,6 +92,7 @@ def add_parsers(groups) -> None:
     _add_ts_params(p)
     _add_scaling(p)
     _add_output(p, "plot the diagram")
+    _add_progress(p)
     p.set_defaults(func=cmd_phase_diagram_ts)
 
     p = pdsub.add_parser("modular", help="modular-addition phase diagram",
@@ -98,7 +105,38 @@ def add_parsers(groups) -> None:
     p.add_argument("--beta", type=_positive, default=1.0, help=_BETA_HELP)
     _add_modular_params(p)
     _add_output(p, "plot the diagram")
+    _add_progress(p)
     p.set_defaults(func=cmd_phase_diagram_modular)
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (shown for solves that take more than 2 s)")
+
+
+def _check_scaled(make, args, betas) -> None:
+    """Build the Table-1 scaled parameters (``make()``) before any solve; a magnitude error there is
+    blamed on --beta / --alpha, which caused it."""
+    try:
+        make()
+    except ParameterError as exc:
+        what = " ".join(f"--beta {plain(float(b))}" for b in np.atleast_1d(betas))
+        if getattr(args, "alpha", None) is not None:
+            what += f", --alpha {plain(float(args.alpha))}"
+        raise ParameterError(f"{what} takes the scaled model out of range: {exc}") from None
+
+
+@contextlib.contextmanager
+def _progress(args, desc: str):
+    """A tqdm bar on stderr over the solver's points (as the simulations' bars; off with
+    --no-progress).  It appears only once the work has taken 2 s, so quick solves print nothing,
+    and is cleared when done: the result lines stay the only output."""
+    bar = tqdm(total=None, unit="point", desc=desc, file=sys.stderr, dynamic_ncols=True, delay=2.0,
+               leave=False, disable=args.no_progress)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,10 +157,19 @@ def cmd_theory_teacher_student(args) -> int:
     ratio = None if args.alpha is None else args.alpha / args.beta
     density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
     want_density = bool(args.plot) or density_s2 is not None
+    if (not args.limit) or args.plot:   # the limit is scale-invariant; finite d uses the scaled model
+        bb = np.asarray(betas, dtype=float)[:, None]
+        _check_scaled(lambda: base.replace(s2=s2[None, :]).scaled(alpha=bb * (1.0 if ratio is None else ratio),
+                                                                  beta=bb), args, betas)
     t0 = time.perf_counter()
-    ds = build_teacher_student_sweep(base, s2, betas, ratio, limit=True, finite_d=(not args.limit) or bool(args.plot),
-                                     gp_baseline=True, density_s2=density_s2 if want_density else None,
-                                     approximation=args.approximation)
+    # the limit curves are always computed (file and figure show them), but a limit failure is an
+    # error only with --limit: a finite-d solve never fails on a point the user did not ask for
+    with _progress(args, f"teacher-student theory ({args.approximation})") as bar:
+        ds = build_teacher_student_sweep(base, s2, betas, ratio, limit=True,
+                                         finite_d=(not args.limit) or bool(args.plot), gp_baseline=True,
+                                         density_s2=density_s2 if want_density else None,
+                                         approximation=args.approximation, check_limit=bool(args.limit),
+                                         progress=bar)
     if not want_density:
         ds = ds.drop_vars([v for v in ("log_p", "density_droplet_fraction", "density_t_droplet", "density_t_bulk",
                                        "limit_action") if v in ds])
@@ -221,10 +268,12 @@ def cmd_phase_diagram_ts(args) -> int:
     x = parse_axis(args.x, allowed, "--x")
     y = parse_axis(args.y, allowed, "--y")
     base = _base_params(args)
+    _check_scaled(lambda: base.scaled(alpha=args.alpha, beta=args.beta), args, [args.beta])
     t0 = time.perf_counter()
-    ds = build_teacher_student_phase_diagram(base, x, y, limit=args.limit, beta=args.beta, alpha=args.alpha,
-                                             sa2_times_N=8.0 if args.sa2 is None else None,
-                                             approximation=args.approximation)
+    with _progress(args, f"phase diagram {y.name} x {x.name}") as bar:
+        ds = build_teacher_student_phase_diagram(base, x, y, limit=args.limit, beta=args.beta, alpha=args.alpha,
+                                                 sa2_times_N=8.0 if args.sa2 is None else None,
+                                                 approximation=args.approximation, progress=bar)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in ts.PHASE_LABELS.items()}
     boundary = [{y.name: float(yv), x.name: (None if not math.isfinite(xv) else float(xv))}
@@ -277,6 +326,7 @@ def _modular_base(args):
 def cmd_theory_modular(args) -> int:
 
     base = _modular_base(args)
+    _check_scaled(lambda: base.scaled(args.beta, args.convention), args, [args.beta])
     if args.s2_sweep is not None:
         if args.s2 is not None:
 
@@ -336,8 +386,10 @@ def cmd_phase_diagram_modular(args) -> int:
 
     x = parse_axis(args.x, md.PARAM_NAMES, "--x")
     y = parse_axis(args.y, md.PARAM_NAMES, "--y")
+    base = _modular_base(args)
+    _check_scaled(lambda: base.scaled(args.beta, args.convention), args, [args.beta])
     t0 = time.perf_counter()
-    ds = build_modular_phase_diagram(_modular_base(args), x, y, method=args.method, convention=args.convention,
+    ds = build_modular_phase_diagram(base, x, y, method=args.method, convention=args.convention,
                                      beta=args.beta, sa2_times_N=0.002 if args.sa2 is None else None)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in _phase_labels().items()}

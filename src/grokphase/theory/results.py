@@ -74,21 +74,40 @@ def _var(dims, values, name):
 
 
 def default_density_s2(s2_c: float) -> tuple[float, float]:
-    """One sigma^2 on each side of the transition for the -log p(q) panels."""
-    return round(0.75 * s2_c, 3), round(1.35 * s2_c, 3)
+    """One sigma^2 on each side of the transition for the -log p(q) panels (rounded to 3 decimals,
+    or to 3 significant digits where that would round to 0)."""
+    def rounded(x):
+        r = round(x, 3)
+        return r if r > 0 else float(f"{x:.3g}")
+    return rounded(0.75 * s2_c), rounded(1.35 * s2_c)
+
+
+def _limit_or_nan(params: ts.TeacherStudentParams, approximation: str, check: bool) -> ts.LimitSolution:
+    """The scaling limit at every point; with ``check`` a failing point raises, without it the
+    failing points' fields are NaN (status records why), for curves drawn only where they exist."""
+    lim = ts.solve_limit(params, approximation=approximation, check=check)
+    ok = np.asarray(lim.status) == int(ts.Status.CONVERGED)
+    if ok.all():
+        return lim
+    keep = ("status", "phase", "degeneracy", "u", "r")   # defined on the GFL branch alone
+    return type(lim)(*[a if k in keep else np.where(ok, a, np.nan) for k, a in zip(lim._fields, lim)])
 
 
 def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[float], betas: Sequence[float],
                                 alpha_ratio: float | None = None, *, limit: bool = True, finite_d: bool = True,
                                 gp_baseline: bool = True, density_s2: Sequence[float] | None = None,
                                 q_plot: float = 1.4, num_q: int = 561,
-                                approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
+                                approximation: str = ts.DEFAULT_APPROXIMATION, check_limit: bool = True,
+                                progress=None) -> xr.Dataset:
     """Finite-d sweeps over sigma^2 for several beta (alpha = alpha_ratio * beta, default alpha = beta),
     the scaling limit, the GP baseline, the transition, and log p(q) at ``density_s2``, all in the
     chosen ``approximation`` ("exact" or "concentrated", recorded in the attributes; the transition
     of both is stored as ``s2_c_exact`` / ``s2_c_concentrated``).
 
     ``base`` and ``s2`` describe the beta = 1 configuration; scaling multiplies s2 by alpha/beta.
+    ``check_limit=False``: a sweep point where the scaling limit has no solution gets NaN limit
+    curves instead of an error (for callers that did not ask for the limit).  ``progress``: a
+    tqdm-like bar (``reset(total=...)``, ``update(n)``) counting the finite-d points solved.
     """
     ts.check_approximation(approximation)
     s2 = np.asarray(s2, dtype=float)
@@ -99,15 +118,22 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
     coords = {"s2": ("s2", s2, {"long_name": "sigma^2 at beta = 1 (scaled by alpha/beta)"}),
               "beta": ("beta", betas)}
     data = {}
+    bb = betas[:, None]
+    if finite_d and betas.size:  # every scaled configuration is validated before any work
+        params = ts.TeacherStudentParams(**{k: np.broadcast_to(getattr(sweep, k), s2.shape)[None, :]
+                                             for k in ts.PARAM_NAMES}).scaled(alpha=bb * ratio, beta=bb)
+        if density_s2 is not None:
+            _ = base.replace(s2=np.asarray(density_s2, dtype=float)[None, :]).scaled(alpha=bb * ratio, beta=bb)
     transitions = {ap: ts.solve_transition(base, along="s2", approximation=ap) for ap in ts.APPROXIMATIONS}
     transition = transitions[approximation]
     s2_c = float(transition.value) if transition.found else float("nan")
 
     if finite_d and betas.size:
-        bb = betas[:, None]
-        params = ts.TeacherStudentParams(**{k: np.broadcast_to(getattr(sweep, k), s2.shape)[None, :]
-                                             for k in ts.PARAM_NAMES}).scaled(alpha=bb * ratio, beta=bb)
-        sol = ts.solve_finite_d(params, approximation=approximation)
+        if density_s2 is None and np.isfinite(s2_c):
+            density_s2 = default_density_s2(s2_c)
+        if progress is not None:
+            progress.reset(total=betas.size * (s2.size + (0 if density_s2 is None else len(density_s2))))
+        sol = ts.solve_finite_d(params, approximation=approximation, progress=progress)
         for k in FINITE_D_VARS:
             data[k] = _var(("beta", "s2"), getattr(sol, k), k)
         for k in ("N", "n", "d", "sa2"):
@@ -115,13 +141,11 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
         data["s2_scaled"] = xr.Variable(("beta", "s2"), np.broadcast_to(params.s2, (betas.size, s2.size)))
         data["u"] = xr.Variable(("s2",), np.asarray(sweep.u) * np.ones(s2.size))
         data["r"] = xr.Variable(("s2",), np.asarray(sweep.r) * np.ones(s2.size))
-        if density_s2 is None and np.isfinite(s2_c):
-            density_s2 = default_density_s2(s2_c)
         if density_s2 is not None:
             dens_s2 = np.asarray(density_s2, dtype=float)
             dparams = ts.TeacherStudentParams(**{k: np.asarray(getattr(base, k)) for k in ts.PARAM_NAMES})
             dparams = dparams.replace(s2=dens_s2[None, :]).scaled(alpha=bb * ratio, beta=bb)
-            dsol = ts.solve_finite_d(dparams, approximation=approximation)
+            dsol = ts.solve_finite_d(dparams, approximation=approximation, progress=progress)
             q = np.linspace(-q_plot, q_plot, num_q)
             dp = dparams.broadcast()
             if approximation == "concentrated":
@@ -142,14 +166,14 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
             data["density_droplet_fraction"] = xr.Variable(("beta", "density_s2"), dsol.droplet_fraction)
             data["density_t_droplet"] = xr.Variable(("beta", "density_s2"), dsol.t_droplet)
             data["density_t_bulk"] = xr.Variable(("beta", "density_s2"), dsol.t_bulk)
-            lim_d = ts.solve_limit(base.replace(s2=dens_s2), approximation=approximation)
+            lim_d = _limit_or_nan(base.replace(s2=dens_s2), approximation, check=False)
             Shat = limit_profile(q[None, :], lim_d.b[:, None], lim_d.c[:, None],
                                  np.asarray(base.replace(s2=dens_s2).u)[:, None], float(base.sw2), approximation)
             data["limit_action"] = xr.Variable(("density_s2", "q"), Shat,
                                                {"long_name": "scaling-limit droplet profile Shat(q) = S/d "
                                                              "(exact: minimised over t, relative to the bulk)"})
     if limit:
-        lim = ts.solve_limit(sweep, approximation=approximation)
+        lim = _limit_or_nan(sweep, approximation, check=check_limit)
         for k in LIMIT_VARS:
             data[f"limit_{k}"] = _var(("s2",), getattr(lim, k), k)
     if gp_baseline:
@@ -182,7 +206,8 @@ def apply_axes(base: ts.TeacherStudentParams, values: dict[str, np.ndarray], *,
 def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, y: Axis, *, limit: bool = False,
                                         beta: float = 1.0, alpha: float | None = None,
                                         sa2_times_N: float | None = None,
-                                        approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
+                                        approximation: str = ts.DEFAULT_APPROXIMATION,
+                                        progress=None) -> xr.Dataset:
     """Phase label and learned fractions on the (y, x) grid, finite-d (default) or scaling limit.
 
     Axis values describe the beta = 1 configuration, which is then scaled by (alpha, beta) (Table 1).
@@ -190,7 +215,11 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
     for every y, the x at which the limit transition occurs (``boundary_x``, by root finding; NaN
     where no crossing lies inside the plotted x-range), in the chosen ``approximation``; the limit
     boundaries of both approximations are stored as ``boundary_x_exact`` / ``boundary_x_concentrated``
-    so that a plot can show both."""
+    so that a plot can show both.
+
+    With the finite-d solver, grid points where the scaling limit has no solution get NaN limit
+    fields instead of an error.  ``progress``: a tqdm-like bar (``reset(total=...)``, ``update(n)``)
+    counting the finite-d grid points solved."""
     ts.check_approximation(approximation)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
@@ -198,11 +227,13 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
     base = base.broadcast()
     X, Y = np.meshgrid(x.values, y.values)
     grid = apply_axes(base, {x.name: X, y.name: Y}, sa2_times_N=sa2_times_N).scaled(alpha=alpha, beta=beta)
-    lim = ts.solve_limit(grid, approximation=approximation)
+    lim = _limit_or_nan(grid, approximation, check=limit)
     dims = (y.name, x.name)
     data = {"degeneracy": _var(dims, lim.degeneracy, "degeneracy")}
-    sol, names = (lim, LIMIT_VARS) if limit else (ts.solve_finite_d(grid, approximation=approximation),
-                                                  FINITE_D_VARS)
+    if not limit and progress is not None:
+        progress.reset(total=X.size)
+    sol, names = (lim, LIMIT_VARS) if limit else (ts.solve_finite_d(grid, approximation=approximation,
+                                                                    progress=progress), FINITE_D_VARS)
     for k in names:
         data[k] = _var(dims, getattr(sol, k), k)
     data["limit_phase"] = _var(dims, lim.phase, "phase")

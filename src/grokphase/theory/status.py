@@ -25,7 +25,7 @@ class Status(enum.IntEnum):
     UNRESOLVED = 3      # the q-grid does not resolve p(q) (half-grid check failed)
     TRUNCATED = 4       # p(q) has mass beyond the grid's end
     NONFINITE = 5       # a non-finite number appeared
-    NO_BRANCH = 6       # scaling limit: no GMFL-I solution (e.g. eps >= 0, not covered)
+    NO_BRANCH = 6       # scaling limit: no GMFL-I solution continues the GFL branch
 
     @property
     def label(self) -> str:

@@ -8,19 +8,29 @@ from typing import Any
 
 import numpy as np
 
-from grokphase._params import broadcast_fields, check_positive, is_traced, register_params
+from grokphase._params import broadcast_fields, check_magnitudes, check_positive, is_traced, plain, register_params
 from grokphase.errors import ParameterError
 
 PARAM_NAMES = ("N", "P", "s2", "sa2", "gamma")
 METHODS = ("saddle", "exact")
 CONVENTIONS = ("paper", "network")
 
+#: derived quantities the solvers use, as power laws of the inputs: each must be a normal float64
+#: number (:func:`grokphase._params.check_magnitudes`), else the parameters are rejected up front
+MAGNITUDE_LAWS = {
+    "u": ("2 sa2 P^2/(N s2^2)", {"sa2": 1.0, "P": 2.0, "N": -1.0, "s2": -2.0}),
+    "u/gamma": ("2 sa2 P^2/(N s2^2 gamma)", {"sa2": 1.0, "P": 2.0, "N": -1.0, "s2": -2.0, "gamma": -1.0}),
+    "P u": ("2 sa2 P^3/(N s2^2)", {"sa2": 1.0, "P": 3.0, "N": -1.0, "s2": -2.0}),
+    "s2 gamma/sa2": ("s2 gamma/sa2", {"s2": 1.0, "gamma": 1.0, "sa2": -1.0}),
+    "P/gamma": ("P/gamma", {"P": 1.0, "gamma": -1.0}),
+}
+
 
 def check_convention(convention: str) -> None:
     """ParameterError unless ``convention`` is one of :data:`CONVENTIONS` (a static string, so this
     also runs at trace time under jit/vmap)."""
     if not isinstance(convention, str) or convention not in CONVENTIONS:
-        raise ParameterError(f"convention must be one of {CONVENTIONS} (got {convention!r})")
+        raise ParameterError(f"convention must be one of {CONVENTIONS} (got {plain(convention)})")
 
 
 def mode_factors(P, convention: str = "paper"):
@@ -35,7 +45,7 @@ def mode_factors(P, convention: str = "paper"):
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise ParameterError(f"method must be one of {METHODS} (got {method!r})")
+        raise ParameterError(f"method must be one of {METHODS} (got {plain(method)})")
 
 
 @register_params
@@ -53,20 +63,26 @@ class ModularParams:
     gamma: Any = 1e-4
 
     def __post_init__(self):
+        sa2_follows_N = self.sa2 is None
         if self.sa2 is None:
             if is_traced(self.N):
                 object.__setattr__(self, "sa2", 0.002 / self.N)
             else:
                 check_positive("N", self.N)
+                check_magnitudes({"N": self.N}, {}, {})   # a subnormal N: no sa2 = 0.002/N
                 object.__setattr__(self, "sa2", 0.002 / np.asarray(self.N, dtype=np.float64))
         for k in PARAM_NAMES:
             check_positive(k, getattr(self, k))
         if not is_traced(self.P):
             P = np.asarray(self.P, dtype=float)
             if np.any(P < 3):
-                raise ParameterError(f"P must be >= 3 (got {P.min()!r})")
+                raise ParameterError(f"P must be >= 3 (got {plain(P.min())})")
         if not any(is_traced(getattr(self, k)) for k in PARAM_NAMES):
             broadcast_fields(self, PARAM_NAMES)
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            defaults["sa2"] = 0.002 / defaults["N"]
+            check_magnitudes({k: getattr(self, k) for k in PARAM_NAMES}, MAGNITUDE_LAWS, defaults,
+                             tied={"sa2": ("N", -1.0)} if sa2_follows_N else None)
 
     @property
     def u(self):
@@ -94,6 +110,10 @@ class ModularParams:
         sa2 -> sa2/beta^2, s2 -> s2/beta keeps u, gamma and kappa sa2/s2 invariant."""
         check_positive("beta", beta)
         check_convention(convention)
+        try:
+            beta**2
+        except OverflowError:
+            raise ParameterError(f"beta = {plain(beta)} is too large: beta^2 overflows float64") from None
         if convention == "paper":
             return ModularParams(N=self.N * beta**2, P=self.P * np.sqrt(beta), s2=self.s2 / beta,
                                  sa2=self.sa2 / beta, gamma=self.gamma)

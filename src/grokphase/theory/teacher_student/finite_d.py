@@ -60,7 +60,8 @@ FAILURE_HINTS = {
     Status.MAX_ITER: "Newton did not converge; raise maxiter",
     Status.LINE_SEARCH: "the line search stalled",
     Status.NONFINITE: "a non-finite number appeared (parameters too extreme for float64?)",
-    Status.NO_BRANCH: "no GMFL-I branch: the scaling-limit mixed phase is implemented for eps < 0",
+    Status.NO_BRANCH: "no GMFL-I branch: no droplet degeneracy with kappa > 0 and pi1 >= 0 continues the "
+                      "GFL branch here",
 }
 
 
@@ -110,6 +111,12 @@ class FiniteDSolution(NamedTuple):
     log_p: jax.Array | None = None
     t: jax.Array | None = None
     log_p_qt: jax.Array | None = None
+
+
+def _cubic_learned(c, eps):
+    """1 - c/eps, the learned fraction of the cubic part; NaN for eps = 0 (no cubic part to learn,
+    although c, the network's own H3 component, need not vanish)."""
+    return jnp.where(eps == 0.0, jnp.nan, 1.0 - c / jnp.where(eps == 0.0, 1.0, eps))
 
 
 class _NewtonState(NamedTuple):
@@ -271,7 +278,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     else:
         q_full = logp = None
     return FiniteDSolution(
-        b=b, c=c, linear_learned=1.0 - b, cubic_learned=1.0 - c / params.eps,
+        b=b, c=c, linear_learned=1.0 - b, cubic_learned=_cubic_learned(c, params.eps),
         droplet_fraction=droplet, q_barrier=q_barrier, q_droplet=q_droplet,
         free_energy=F / params.r, log_norm=log_norm, Q=Q, residual=residual, quad_error=quad_error,
         iterations=st.it, status=status, phase=phase, t_droplet=t_drop, t_bulk=t_bulk,
@@ -313,12 +320,21 @@ def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: 
 MAX_GRID_SIZE = 2**16 + 1
 
 
+def _more(progress, n: int) -> None:
+    """Tell a progress bar that ``n`` more point solves are coming (refinement)."""
+    if progress is not None and getattr(progress, "total", None) is not None:
+        progress.total += n
+        if hasattr(progress, "refresh"):
+            progress.refresh()
+
+
 MAX_T_LEVEL = 3
 
 
 def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT_APPROXIMATION,
                    grid_size: int | None = None, t_size: int | None = None, maxiter: int = 100,
-                   density: bool = False, refine: bool = True, check: bool = True) -> FiniteDSolution:
+                   density: bool = False, refine: bool = True, check: bool = True,
+                   progress=None) -> FiniteDSolution:
     """Solve the finite-d theory (THEORY.md §3; §3b for ``approximation="exact"``, the default) at
     every point of ``params`` (any broadcast shape).
 
@@ -328,7 +344,9 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
     halved, range extended to lower t) until resolved; with ``check`` (default) a point that still
     fails raises :class:`SolverError` naming it.  ``grid_size`` / ``t_size`` fix the q / t node
     counts.  Use :func:`solve_finite_d_batch` directly inside your own jitted code (it returns
-    status codes and never raises).
+    status codes and never raises).  ``progress``: an object with ``update(n)`` (e.g. a tqdm bar),
+    told of every point solved, block by block; a point re-solved on a finer grid counts again and
+    raises its ``total`` (when it has one) by one.  It does not change the numbers.
     """
     exact = check_approximation(approximation) == "exact"
     shape, flat = flatten(params)
@@ -346,6 +364,8 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
             sub = pad_to(sub, block)
             parts.append(unpad(FiniteDSolution(*jax.device_get(
                 solve_finite_d_batch(sub, K, maxiter, density, chunk, approximation, J, level))), m))
+            if progress is not None:
+                progress.update(m)
         return FiniteDSolution(*[None if parts[0][i] is None else np.concatenate([pt[i] for pt in parts])
                                  for i in range(len(FiniteDSolution._fields))])
 
@@ -373,6 +393,7 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
                 break
             K = 2 * K - 1 if grow_q else K
             level += int(grow_t)
+            _more(progress, M)
     else:
         # each point on its own grid size; points are grouped by size, and only the points whose
         # quadrature check fails move on to a doubled grid
@@ -398,13 +419,16 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
                 bad = np.isin(part.status, [Status.UNRESOLVED, Status.TRUNCATED])
                 grow_q = K < MAX_GRID_SIZE
                 grow_t = can_refine_t and level < MAX_T_LEVEL
-                if refine and bad.any() and (grow_q or grow_t):
+                again = refine and bad.any() and (grow_q or grow_t)
+                if again:
                     if grow_q:
                         sizes[idx[bad]] = 2 * K - 1
                     if grow_t:
                         levels[idx[bad]] = level + 1
                         Js.setdefault(int(level) + 1, t_sizes(int(level) + 1))
                     next_todo.append(idx[bad])
+                if again:
+                    _more(progress, int(bad.sum()))
             todo = np.concatenate(next_todo) if next_todo else np.arange(0)
         sol = FiniteDSolution(**fields)
     if check:

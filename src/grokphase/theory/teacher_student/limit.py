@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from grokphase.theory.batching import flatten, padded, to_float64, unpad
 from grokphase.theory.roots import bisect, scan_roots
 from grokphase.theory.status import Phase, Status, raise_on_failure
-from grokphase.theory.teacher_student.finite_d import FAILURE_HINTS
+from grokphase.theory.teacher_student.finite_d import FAILURE_HINTS, _cubic_learned
 from grokphase.theory.teacher_student.params import (
     DEFAULT_APPROXIMATION,
     TeacherStudentParams,
@@ -107,14 +107,19 @@ def _mixed_branch(u, r, sw2, eps):
     and x* = q*^2/D = (b + 2c)/(6c); using g3/g1 = -2x*/sqrt6 the second row reduces to the scalar
     equation R(c) = c - eps - (x*/3)(1 - b(1 + u r c0/kappa(b))) = 0 on c in [eps, -sqrt(K_u/27)),
     where R(eps) < 0 above the transition and R > 0 as x* -> 0.  b may turn slightly negative at
-    very large u (the droplets' g1 g3 coupling makes the linear part overshoot).  Implemented for
-    eps < 0 (the paper's case); returns ok = False otherwise."""
+    very large u (the droplets' g1 g3 coupling makes the linear part overshoot).
+
+    eps > 0 is the mirror image: g3/g1 < 0 for every neuron, so a droplet neuron can only help the
+    cubic part with a readout of the opposite sign to the linear discrepancy (b - 2cx* < 0), trading
+    linear for cubic: b - c = -cbrt(Ku c) and c in (sqrt(Ku/27), eps].  eps = 0 has no droplet
+    branch (m is maximal at x = 0); returns ok = False there."""
     c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
     Ku = 27.0 * jnp.pi * (1.0 + 2.0 * sw2) / (16.0 * u * sw2)
 
     def parts(c):
         s = -c
-        b = jnp.cbrt(Ku * s) - s
+        # b - c = -sign(c) cbrt(Ku |c|): droplets sit where b - 2cx* has the sign of -c
+        b = jnp.where(eps < 0.0, jnp.cbrt(Ku * s) - s, c - jnp.cbrt(Ku * c))
         xs = (b + 2.0 * c) / (6.0 * c)
         kap = _kappa(b, u, sw2)
         return b, xs, kap
@@ -125,10 +130,11 @@ def _mixed_branch(u, r, sw2, eps):
         return kap * (c - eps) - xs / 3.0 * (kap - b * (kap + u * r * c0))
 
     # kappa vanishes quadratically at x* -> 0; stay 1e-5 inside so it is far above rounding.
-    c_end = -jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
-    ok = (eps < 0.0) & (c_end > eps)
-    lo = jnp.where(ok, eps, -1.0)
-    hi = jnp.where(ok, c_end, -0.5)
+    # For eps > 0 the mirror image: c in (sqrt(Ku/27), eps], b < c.
+    c_end = jnp.where(eps < 0.0, -1.0, 1.0) * jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
+    ok = ((eps < 0.0) & (c_end > eps)) | ((eps > 0.0) & (c_end < eps))
+    lo = jnp.where(ok, eps, jnp.where(eps < 0.0, -1.0, 1.0))
+    hi = jnp.where(ok, c_end, jnp.where(eps < 0.0, -0.5, 0.5))
     # Only kappa(b) > 0 is physical (then x* is the global maximum of m and the bulk is stable);
     # at large u, R also vanishes where kappa < 0.  Bisect every sign change of kappa*R on a scan,
     # keep the roots with kappa > 0 and pi1 >= 0, and take the one nearest c = eps (continuation
@@ -216,11 +222,15 @@ def _mixed_branch_exact(u, r, sw2, eps):
     g1^2 = 4x/pi, so the second row is the scalar equation c - eps - (x/3)(1 - b(1 + u r c0/kappa)) = 0,
     solved for x on a scan with bisection; roots must have kappa > 0, pi1 >= 0 and x* a global
     minimum of Delta (Lambda <= 1); the one with c nearest eps (continuation from the transition)
-    is taken."""
+    is taken.  y has the sign of -eps (for eps > 0 the droplets trade linear for cubic, see
+    :func:`_mixed_branch`); eps = 0 has no droplet branch."""
     c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
 
+    # y = b - 2cx* has the sign of -eps at the droplet (the droplet's readout follows the cubic part)
+    sign = jnp.where(eps < 0.0, 1.0, -1.0)
+
     def parts(x):
-        y = jnp.sqrt(jnp.pi * _prior_cost_ratio(x, sw2) / (2.0 * u))
+        y = sign * jnp.sqrt(jnp.pi * _prior_cost_ratio(x, sw2) / (2.0 * u))
         c = (y - jnp.pi * _prior_cost_slope(x, sw2) / (2.0 * u * y)) / (4.0 * x)
         b = y + 2.0 * c * x
         return b, c, _kappa(b, u, sw2), y
@@ -235,8 +245,8 @@ def _mixed_branch_exact(u, r, sw2, eps):
     pis = (1.0 - bs * (1.0 + u * r * c0 / kaps)) / (u * r * (4.0 * roots / jnp.pi) * ys)
     lam, _ = jax.vmap(lambda b_, c_: degeneracy_ratio_exact(b_, c_, u, sw2))(bs, cs)
     valid = (found & (kaps > 0.0) & (pis >= 0.0) & jnp.isfinite(pis) & (lam <= 1.0 + 1e-8)
-             & (ys > 0.0))
-    ok = jnp.any(valid)
+             & (sign * ys > 0.0))
+    ok = jnp.any(valid) & (eps != 0.0)
     j = jnp.argmin(jnp.where(valid, jnp.abs(cs - eps), jnp.inf))
     x = roots[j]
     q_star, t_star, _ = _q_t_from_x_exact(x, sw2)
@@ -266,7 +276,7 @@ def _limit_point(u, r, sw2, eps, d, exact: bool = False):
     status = jnp.where(gfl | ok, Status.CONVERGED, Status.NO_BRANCH).astype(jnp.int32)
     phase = jnp.where(gfl, Phase.GFL, Phase.GMFL_I).astype(jnp.int32)
     return LimitSolution(
-        b=b, c=c, linear_learned=1.0 - b, cubic_learned=1.0 - c / eps, pi1=pi1,
+        b=b, c=c, linear_learned=1.0 - b, cubic_learned=_cubic_learned(c, eps), pi1=pi1,
         droplet_fraction=pi1 / d, q_star=q_star, kappa=kap, degeneracy=lam, free_energy=F,
         u=u, r=r, status=status, phase=phase, t_star=t_star,
     )

@@ -11,6 +11,7 @@ import numpy as np
 from grokphase._params import (
     broadcast_fields,
     check_finite,
+    check_magnitudes,
     check_positive,
     is_traced,
     register_params,
@@ -21,6 +22,16 @@ PARAM_NAMES = ("N", "n", "d", "s2", "sa2", "sw2", "eps")
 APPROXIMATIONS = ("exact", "concentrated")
 DEFAULT_APPROXIMATION = "exact"
 DERIVED_AXES = ("u", "r")
+
+#: derived quantities the solvers use, as power laws of the inputs: each must be a normal float64
+#: number (:func:`grokphase._params.check_magnitudes`), else the parameters are rejected up front
+MAGNITUDE_LAWS = {
+    "u": ("n^2 sa2/(s2^2 d N)", {"n": 2.0, "sa2": 1.0, "s2": -2.0, "d": -1.0, "N": -1.0}),
+    "r": ("s2 N/n", {"s2": 1.0, "N": 1.0, "n": -1.0}),
+    "u d": ("n^2 sa2/(s2^2 N)", {"n": 2.0, "sa2": 1.0, "s2": -2.0, "N": -1.0}),
+    "d/sw2": ("d/sw2", {"d": 1.0, "sw2": -1.0}),
+    "n/s2": ("n/s2", {"n": 1.0, "s2": -1.0}),
+}
 
 
 def check_approximation(approximation: str) -> str:
@@ -59,17 +70,23 @@ class TeacherStudentParams:
     eps: Any = -0.3
 
     def __post_init__(self):
+        sa2_follows_N = self.sa2 is None
         if self.sa2 is None:
             if is_traced(self.N):
                 object.__setattr__(self, "sa2", 8.0 / self.N)
             else:
                 check_positive("N", self.N)
+                check_magnitudes({"N": self.N}, {}, {})   # a subnormal N: no sa2 = 8.0/N
                 object.__setattr__(self, "sa2", 8.0 / np.asarray(self.N, dtype=np.float64))
         for k in ("N", "n", "d", "s2", "sa2", "sw2"):
             check_positive(k, getattr(self, k))
         check_finite("eps", self.eps)
         if not any(is_traced(getattr(self, k)) for k in PARAM_NAMES):
             broadcast_fields(self, PARAM_NAMES)  # raises a clear error if shapes clash
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            defaults["sa2"] = 8.0 / defaults["N"]
+            check_magnitudes({k: getattr(self, k) for k in PARAM_NAMES if k != "eps"}, MAGNITUDE_LAWS, defaults,
+                             tied={"sa2": ("N", -1.0)} if sa2_follows_N else None)
 
     # -- derived invariants (Table 1) --
     @property

@@ -1,0 +1,211 @@
+"""Theory inputs beyond the paper's: any sign of eps, and magnitudes float64 cannot carry.
+
+- eps > 0 (finite d): the CLI's point equals :func:`solve_finite_d` called directly; solving it no
+  longer runs into the scaling limit at a sigma^2 nobody asked for.
+- eps > 0 (scaling limit): the GMFL-I branch (droplets trade linear for cubic, b - 2cx* < 0) is
+  checked against finite-d solutions at growing beta, extrapolated to beta -> infinity (Aitken),
+  and the transition the limit reports is where its own branches meet (pi1 -> 0, c -> eps).
+- eps = 0: solves; the cubic learned fraction is undefined (NaN), never -inf.
+- Extreme magnitudes: exit 2, one line naming the parameter and its allowed range, no traceback,
+  no solver started, no numpy reprs in any message.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grokphase.cli import main
+from grokphase.errors import ParameterError
+from grokphase.theory import gp
+from grokphase.theory import modular as md
+from grokphase.theory import teacher_student as ts
+
+
+def run_json(capsys, *argv):
+    assert main(list(argv) + ["--json", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+def run_error(capsys, *argv):
+    """Exit status 2, exactly one line on stderr (``grokphase: error: ...``), no traceback."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # argparse-level errors
+        rc = exc.code
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("grokphase: error:")
+    assert "Traceback" not in captured.err
+    assert "np.float64(" not in captured.err and "array(" not in captured.err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# eps > 0 and eps = 0
+# ------------------------------------------------------------------------------------------------
+
+
+def test_eps_positive_finite_d_point_equals_direct_solve(capsys):
+    out = run_json(capsys, "theory", "teacher-student", "--eps", "0.4", "--s2", "0.13")
+    (pt,) = out["points"]
+    sol = ts.solve_finite_d(ts.TeacherStudentParams(N=700, n=3000, d=150, s2=0.13, sa2=8 / 700, sw2=0.5, eps=0.4))
+    assert pt["status"] == "converged"
+    assert pt["b"] == pytest.approx(float(sol.b), abs=1e-12)
+    assert pt["c"] == pytest.approx(float(sol.c), abs=1e-12)
+    assert pt["cubic_learned"] == pytest.approx(1 - float(sol.c) / 0.4, abs=1e-12)
+
+
+def _aitken(x):
+    """Limit of a geometrically converging sequence x0, x1, x2 (Aitken's delta-squared)."""
+    x0, x1, x2 = x
+    return x2 - (x2 - x1) ** 2 / ((x2 - x1) - (x1 - x0))
+
+
+def test_eps_positive_limit_branch_is_the_large_beta_limit_of_finite_d():
+    """GMFL-I at eps = +0.4, s2 = 0.8 s2_c (concentrated approximation, where finite d is cheap):
+    the finite-d b and c approach the limit monotonically as beta grows, and their Aitken
+    extrapolation from beta = 16, 64, 256 lands on it (the raw beta = 256 values are still
+    0.004-0.005 away; the extrapolation agrees to about 1e-3)."""
+    base = ts.TeacherStudentParams(eps=0.4)
+    tr = ts.solve_transition(base, along="s2", approximation="concentrated")
+    assert tr.found
+    s2 = 0.8 * float(tr.value)
+    lim = ts.solve_limit(base.replace(s2=s2), approximation="concentrated")
+    assert int(lim.phase) == ts.Phase.GMFL_I and float(lim.pi1) > 0
+    assert float(lim.b) < float(lim.c) < 0.4            # droplets trade linear for cubic: b < c < eps
+    betas = np.array([16.0, 64.0, 256.0])
+    p = base.replace(s2=np.full(3, s2)).scaled(beta=betas)
+    sol = ts.solve_finite_d(p, approximation="concentrated")
+    for name in ("b", "c"):
+        x, x_lim = np.asarray(getattr(sol, name)), float(getattr(lim, name))
+        gaps = np.abs(x - x_lim)
+        assert np.all(np.diff(gaps) < 0), (name, x, x_lim)
+        assert _aitken(x) == pytest.approx(x_lim, abs=2e-3), (name, x, x_lim)
+
+
+@pytest.mark.parametrize("approximation", ts.APPROXIMATIONS)
+def test_eps_positive_transition_is_where_the_limit_branches_meet(approximation):
+    """Just below the reported s2_c the limit is GMFL-I with a vanishing droplet weight and c -> eps,
+    just above it GFL: the transition and the limit solver agree (no transition reported at a point
+    the solver refuses)."""
+    base = ts.TeacherStudentParams(eps=0.4)
+    tr = ts.solve_transition(base, along="s2", approximation=approximation)
+    assert tr.found
+    s2_c = float(tr.value)
+    lim = ts.solve_limit(base.replace(s2=s2_c * np.array([1 - 1e-4, 1 + 1e-4, 0.9, 0.5])),
+                         approximation=approximation)
+    assert list(lim.phase) == [ts.Phase.GMFL_I, ts.Phase.GFL, ts.Phase.GMFL_I, ts.Phase.GMFL_I]
+    assert np.all(lim.status == ts.Status.CONVERGED)
+    assert lim.pi1[0] < 0.05 and lim.c[0] == pytest.approx(0.4, abs=2e-3)
+    assert np.all(np.diff(lim.pi1[[0, 2, 3]]) > 0)       # more droplets deeper in GMFL-I
+    assert float(lim.q_star[0]) == pytest.approx(float(tr.q_star), rel=2e-2)
+
+
+def test_eps_positive_limit_and_transition_cli(capsys):
+    out = run_json(capsys, "theory", "teacher-student", "--limit", "--transition", "--eps", "0.4",
+                   "--s2-sweep", "0.05:0.07:3", "--approximation", "concentrated")
+    s2_c = out["s2_c"]
+    assert 0.05 < s2_c < 0.07
+    for pt in out["points"]:
+        assert pt["status"] == "converged"
+        assert pt["phase"] == ("GMFL-I" if pt["s2"] < s2_c else "GFL")
+
+
+def test_eps_zero_solves_with_undefined_cubic_fraction(capsys):
+    out = run_json(capsys, "theory", "teacher-student", "--eps", "0", "--s2", "0.13")
+    (pt,) = out["points"]
+    assert pt["status"] == "converged"
+    assert pt["cubic_learned"] is None                  # NaN: nothing cubic to learn (not -inf)
+    assert abs(pt["c"]) < 0.05                          # the network's own small H3 leak
+    lim = ts.solve_limit(ts.TeacherStudentParams(eps=0.0, s2=np.array([0.05, 0.14])))
+    assert np.all(lim.phase == ts.Phase.GFL) and np.all(lim.c == 0.0) and np.all(np.isnan(lim.cubic_learned))
+    line = run_error(capsys, "theory", "teacher-student", "--eps", "0", "--transition", "--limit")
+    assert "no GFL -> GMFL-I transition" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# Extreme magnitudes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_solver(monkeypatch):
+    """Every theory solver raises if called: a rejection must come before any work."""
+    def refuse(*_a, **_k):
+        raise AssertionError("a solver was started")
+    for mod, names in ((ts, ("solve_finite_d", "solve_limit", "solve_transition")), (md, ("solve", "solve_limit",
+                                                                                        "transitions")),
+                       (gp, ("solve_gp", "rayleigh_quotients"))):
+        for name in names:
+            monkeypatch.setattr(mod, name, refuse)
+
+
+EXTREME = [
+    # (argv, parameter named in the message)
+    (["theory", "teacher-student", "--N", "1e300"], "N"),
+    (["theory", "teacher-student", "--N", "1e-320"], "N"),
+    (["theory", "teacher-student", "--n", "1e300"], "n"),
+    (["theory", "teacher-student", "--n", "1e-200"], "n"),
+    (["theory", "teacher-student", "--s2", "1e-300"], "s2"),
+    (["theory", "teacher-student", "--s2", "1e300"], "s2"),
+    (["theory", "teacher-student", "--sa2", "1e308"], "sa2"),
+    (["theory", "teacher-student", "--sa2", "1e-320"], "sa2"),
+    (["theory", "teacher-student", "--sw2", "1e-320"], "sw2"),
+    (["theory", "teacher-student", "--d", "1e-320"], "d"),
+    (["theory", "teacher-student", "--beta", "1e-320"], "beta"),
+    (["theory", "teacher-student", "--s2-sweep", "1e-300:1e-299:3"], "s2"),
+    (["theory", "teacher-student", "--limit", "--N", "1e300"], "N"),
+    (["theory", "gp-teacher-student", "--N", "1e300"], "N"),
+    (["theory", "phase-diagram", "teacher-student", "--x", "s2:1e-300:1e-299:3", "--y", "N:100:200:2"], "s2"),
+    (["theory", "phase-diagram", "teacher-student", "--N", "1e300", "--x", "s2:0.1:0.2:2", "--y", "d:100:200:2"], "N"),
+    (["theory", "modular", "--N", "1e300"], "N"),
+    (["theory", "modular", "--P", "1e300"], "P"),
+    (["theory", "modular", "--s2", "1e-300"], "s2"),
+    (["theory", "modular", "--sa2", "1e-320"], "sa2"),
+    (["theory", "modular", "--gamma", "1e-320"], "gamma"),
+    (["theory", "modular", "--beta", "1e300"], "beta"),
+    (["theory", "modular", "--s2-sweep", "1e-300:1e-299:3"], "s2"),
+    (["theory", "phase-diagram", "modular", "--x", "s2:1e-300:1e-299:3", "--y", "N:500:600:2"], "s2"),
+]
+
+
+@pytest.mark.parametrize("argv,name", EXTREME, ids=[" ".join(a[1:]) for a, _ in EXTREME])
+def test_extreme_magnitudes_rejected_before_any_solve(capsys, no_solver, argv, name):
+    line = run_error(capsys, *argv)
+    assert f"{name} " in line or f"--{name}" in line, line
+    if name != "beta":
+        assert "must lie in [" in line or "smallest normal float64" in line, line
+
+
+def test_magnitude_error_range_is_the_boundary():
+    """The range printed for N is where u leaves float64: N just inside solves the magnitude check,
+    N just outside fails it."""
+    with pytest.raises(ParameterError) as err:
+        ts.TeacherStudentParams(N=1e300)
+    msg = str(err.value)
+    hi = float(msg.rsplit(", ", 1)[1].rstrip("]"))
+    ts.TeacherStudentParams(N=hi * 0.99)
+    with pytest.raises(ParameterError):
+        ts.TeacherStudentParams(N=hi * 1.02)
+    # sa2 = 8/N: u = n^2 8/(s2^2 d N^2) reaches the smallest normal number at N = hi
+    log10_u = np.log10(3000.0**2 * 8.0 / (0.14**2 * 150.0)) - 2 * np.log10(hi)
+    assert log10_u == pytest.approx(np.log10(np.finfo(np.float64).tiny), abs=0.01)
+
+
+def test_no_numpy_repr_in_parameter_errors():
+    cases = [lambda: ts.TeacherStudentParams(s2=np.array([0.1, -1.0])),
+             lambda: ts.TeacherStudentParams(s2=np.float64(1e-300)),
+             lambda: ts.TeacherStudentParams(eps=np.float64("nan")),
+             lambda: md.ModularParams(P=np.float64(2.0)),
+             lambda: md.ModularParams(gamma=np.array([1e-4, 1e-320]))]
+    for make in cases:
+        with pytest.raises(ParameterError) as err:
+            make()
+        assert "np." not in str(err.value) and "array(" not in str(err.value), str(err.value)
