@@ -106,7 +106,7 @@ class Task(NamedTuple):
     (optional) is an exact conditional update of some parameters (e.g. a Gaussian readout drawn
     from its conditional posterior), applied before every gradient step; the update rule must then
     leave those parameters alone (``optax.multi_transform`` with ``optax.set_to_zero``).  ``cpu_group``
-    (optional): networks per ``lax.map`` group on one CPU device (:func:`default_group`); the
+    (optional): networks per ``lax.map`` group on each CPU device (:func:`default_group`); the
     observation then runs in the same groups."""
 
     make_data: Callable
@@ -184,20 +184,27 @@ CPU_GROUP = 4
 
 
 def default_group(n_devices: int, task: Task | None = None) -> int | None:
-    """On one CPU device, advance the chunk in groups of CPU_GROUP networks (``lax.map`` over
-    vmapped groups): one vmap over the whole chunk streams (M, n, N) temporaries through memory,
-    while groups keep them in cache (benchmarks/README.md: 1.2-1.5x in float32, identical results).
-    A task may ask for its own group size (``Task.cpu_group``; the modular task: 1).  Accelerators
-    and sharded chunks use one vmap."""
-    if n_devices == 1 and jax.default_backend() == "cpu":
+    """On CPU, advance the chunk in groups of CPU_GROUP networks on every device (``lax.map`` over
+    vmapped groups; with several devices inside ``shard_map``, each device mapping over its own
+    members): one vmap over the whole chunk streams (M, n, N) temporaries through memory, while
+    groups keep them in cache (benchmarks/README.md: 1.2-1.5x in float32, identical results).  A
+    task may ask for its own group size (``Task.cpu_group``; the modular task: 1).  XLA:CPU rounds a
+    vmap over 2 networks differently from one over 1, so results are bit-identical across device
+    counts only where every device runs groups of the same sizes: always with groups of 1 (the
+    modular task), with groups of 4 when no device is left a group of 1 that one device would not
+    have (teacher-student: 1 and 2 devices agree, 3 devices for 3 networks differ at 1e-6).
+    Accelerators use one vmap.  ``n_devices`` is kept for callers."""
+    del n_devices
+    if jax.default_backend() == "cpu":
         return task.cpu_group if task is not None and task.cpu_group is not None else CPU_GROUP
     return None
 
 
 @functools.lru_cache(maxsize=16)
-def _make_functions(task: Task, group: int | None = None):
+def _make_functions(task: Task, group: int | None = None, mesh: Mesh | None = None):
     """jitted, vmapped init / advance / observe for this task (cached: the same task reuses its
-    compiled executables).  ``group``: advance in ``lax.map`` groups of this many networks."""
+    compiled executables).  ``group``: advance in ``lax.map`` groups of this many networks, on each
+    device of ``mesh`` (a member-axis mesh: ``shard_map``) when one is given."""
 
     def init_member(data_key, init_key, hyper):
         data = task.make_data(data_key, hyper)
@@ -236,15 +243,24 @@ def _make_functions(task: Task, group: int | None = None):
             return jax.lax.map(lambda args: advance_member(*args, n_steps), (state, data, hyper, noise_key),
                                batch_size=group)
 
-        advance_v = jax.jit(advance_grouped, donate_argnums=0)
+        advance_v = jax.jit(_per_device(advance_grouped, mesh, 4), donate_argnums=0)
     if group is None:
         observe_v = jax.jit(jax.vmap(observe_member, in_axes=(0, 0, 0, None)), donate_argnums=0)
     else:
         def observe_grouped(state, data, hyper, weight):
             return jax.lax.map(lambda args: observe_member(*args, weight), (state, data, hyper), batch_size=group)
 
-        observe_v = jax.jit(observe_grouped, donate_argnums=0)
+        observe_v = jax.jit(_per_device(observe_grouped, mesh, 3), donate_argnums=0)
     return init_v, data_v, advance_v, observe_v
+
+
+def _per_device(fn, mesh: Mesh | None, n_sharded: int):
+    """``fn`` run by every device of ``mesh`` on its own members (``shard_map``): its first
+    ``n_sharded`` arguments have a leading member axis, the last one is replicated."""
+    if mesh is None:
+        return fn
+    spec = PartitionSpec("member")
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * n_sharded + (PartitionSpec(),), out_specs=spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +365,8 @@ def run_ensemble(
     chunk = int(math.ceil(chunk / n_dev) * n_dev)     # a multiple of the device count
     sharding = _mesh_sharding(devices) if n_dev > 1 else None
     record_steps = schedule.record_steps()
-    init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev, task))
+    init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev, task),
+                                                           sharding.mesh if sharding is not None else None)
     labels = list(member_labels) if member_labels is not None else [f"member {i}" for i in range(M)]
 
     bar = progress_bar(M * schedule.steps, progress_desc) if progress else None
