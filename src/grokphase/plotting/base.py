@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.ndimage import distance_transform_edt  # noqa: E402
+from scipy.ndimage import distance_transform_edt, gaussian_filter  # noqa: E402
 
 _BETA_CMAP = plt.get_cmap("viridis")
 
@@ -66,8 +66,22 @@ def _save(fig, path, also_pdf=False) -> list[Path]:
     return out
 
 
+def _below(values, top):
+    """``values`` with the points above ``top`` masked (NaN): a curve that leaves a zoomed panel
+    through its top edge ends there instead of being drawn outside the axes."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values <= top, values, np.nan)
+
+
 def _colors(n):
     return [_BETA_CMAP(x) for x in np.linspace(0.05, 0.85, max(n, 1))]
+
+
+def smooth_level(phase, level: float) -> np.ndarray:
+    """Indicator of ``phase > level`` smoothed over about one cell: its 0.5 level line runs through the
+    midpoints of the label's staircase, as a smooth curve at the grid's resolution (a contour of the
+    integer label itself is a staircase of the cells)."""
+    return gaussian_filter((np.asarray(phase) > level).astype(float), sigma=1.0, mode="nearest")
 
 
 def label_regions(ax, x, y, phase, names=PHASE_NAMES, **text_kw) -> list:

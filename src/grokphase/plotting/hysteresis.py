@@ -45,7 +45,7 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
             ax.errorbar(ds["s2"].values[ok], y.values[ok], yerr=ds[f"{var}_sem"].sel(protocol=p).values[ok],
                         capsize=2, ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
         ax.axvline(s1, color="0.7", lw=0.8)
-        ax.set_xlabel("σ²")
+        ax.set_xlabel("$\\sigma^2$")
     axes[0].set_ylabel("target component 1 + a")
     axes[1].set_ylabel("droplet fraction (neurons)")
     axes[0].legend(fontsize=7)
@@ -64,7 +64,7 @@ def plot_hysteresis_modular(ds, path, also_pdf: bool = False):
                         ls="none" if p.startswith("replica") else "-", lw=0.8, **st)
         ax.axvline(1.0, color="0.7", lw=0.8)
         ax.set_xlim(0.9, max(1.15, float(s2v.max() / s1) * 1.01))
-        ax.set_xlabel("σ²/σ²₁")
+        ax.set_xlabel("$\\sigma^2/\\sigma^2_1$")
         ax.set_ylabel("target component (log)")
         ax.set_title("above the transition: superheated droplets", fontsize=9)
         ax.legend(fontsize=7)
@@ -100,12 +100,12 @@ def plot_hysteresis_teacher_student(ds, path, also_pdf: bool = False):
             st = dict(STYLE.get(str(p), {}))
             a.errorbar(ds["s2"], ds[var].sel(protocol=p), yerr=ds[f"{var}_sem"].sel(protocol=p), capsize=2,
                        ls="none" if str(p).startswith("replica") else "-", lw=0.8, **st)
-        a.set_xlabel("σ²")
+        a.set_xlabel("$\\sigma^2$")
     axes[0].set_ylabel("cubic learned fraction 1 − c/ε")
     axes[1].set_ylabel("droplet fraction (|q| beyond the threshold)")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     axes[0].set_title(f"teacher-student N={ds.attrs['param_N']:g}, d={ds.attrs['param_d']:g}, "
-                      f"n={ds.attrs['param_n']:g}; lines: σ²_c (limit)", fontsize=9)
+                      f"n={ds.attrs['param_n']:g}; lines: $\\sigma^2_c$ (limit)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf)

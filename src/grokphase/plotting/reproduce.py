@@ -11,7 +11,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
 from matplotlib.patches import Patch
 
 from grokphase.errors import ResultFileError
-from grokphase.plotting.base import _colors, _save, plt
+from grokphase.plotting.base import S2, _below, _colors, _save, axis_label, label_regions, plt, smooth_level
 from grokphase.plotting.sims import plot_teacher_student_compare
 
 PHASE_NAMES = ("GFL", "GMFL-I", "GMFL-II")
@@ -47,8 +47,8 @@ def plot_fig1(ds: xr.Dataset, path) -> list[Path]:
     _check(ds, "reproduce.fig1")
     fig = plt.figure(figsize=(12.5, 7.0))
     gs = fig.add_gridspec(2, 6, height_ratios=[1.0, 2.6], hspace=0.35, wspace=0.5)
-    for col, model, title, var in ((0, "ts", "teacher-student (scaling limit, App. C, σ_a² = 8/N)", "q"),
-                                   (3, "modular", "modular addition (P → ∞, P = 401, σ_a² = 0.002/N)", "phi")):
+    for col, model, title, var in ((0, "ts", "teacher-student (scaling limit, App. C, $\\sigma_a^2$ = 8/N)", "q"),
+                                   (3, "modular", "modular addition (P → ∞, P = 401, $\\sigma_a^2$ = 0.002/N)", "phi")):
         ax = fig.add_subplot(gs[1, col:col + 3])
         xn, yn = ds.attrs[f"{model}_x"], ds.attrs[f"{model}_y"]
         x, y = ds[f"{model}_{xn}"].values, ds[f"{model}_{yn}"].values
@@ -70,10 +70,10 @@ def plot_fig1(ds: xr.Dataset, path) -> list[Path]:
             ins.set_facecolor(PHASE_COLORS[code])
             ins.set_title(f"{k + 1}: {PHASE_NAMES[code]}", fontsize=8, pad=2)
             ins.tick_params(labelsize=6)
-            ins.set_xlabel("q = w·w*" if var == "q" else "Φ = Ψ = |w_k|²", fontsize=7, labelpad=1)
+            ins.set_xlabel(r"$q = w\cdot w^*$" if var == "q" else r"$\Phi = \Psi = |w_k|^2$", fontsize=7, labelpad=1)
             ins.set_ylabel("Ŝ", fontsize=7, labelpad=1)
-        ax.set_xlabel(xn if xn != "s2" else "σ²")
-        ax.set_ylabel(yn)
+        ax.set_xlabel(axis_label(xn))
+        ax.set_ylabel(axis_label(yn))
         ax.set_title(title, fontsize=9)
         ax.legend(handles=_legend_patches(), fontsize=7, loc="upper right")
     fig.suptitle("Fig. 1 (computed): phases of the two models; top: the normalised action Ŝ in each phase",
@@ -98,23 +98,25 @@ def plot_fig3(theory: xr.Dataset, cmp: xr.Dataset | None, path) -> list[Path]:
     cols = _colors(theory.sizes["density_s2"])
     for i, v in enumerate(theory["density_s2"].values):
         ph = "GFL" if v > s1 else ("GMFL-I" if v > s2_ else "GMFL-II")
-        ax_a.plot(phi, theory["reduced_action"].values[i], color=cols[i], ls=("-", "--", "-.", ":")[i % 4], lw=1.6,
-                  label=f"σ² = {v:g} ({ph})")
+        ra = theory["reduced_action"].values
+        top = max(float(np.nanmax(np.abs(ra[:, : len(phi) // 2]))), 1e-3)
+        ax_a.plot(phi, _below(ra[i], top), color=cols[i], ls=("-", "--", "-.", ":")[i % 4], lw=1.6,
+                  label=f"{S2} = {v:g} ({ph})")
     ax_a.axhline(0.0, color="0.6", lw=0.6)
-    hi = float(np.nanmax(np.abs(theory["reduced_action"].values[:, : len(phi) // 2])))
-    ax_a.set_ylim(-0.5 * max(hi, 1e-3), max(hi, 1e-3))
-    ax_a.set_xlabel("Φ = Ψ = |w_k|²")
-    ax_a.set_ylabel("Ŝ(Φ) = −log p(Φ, Φ)/P + const")
+    # every curve's minimum is shown (GMFL-II dips far below 0); rising curves leave through the top
+    ax_a.set_ylim(min(-0.5 * top, 1.1 * float(np.nanmin(ra))), top)
+    ax_a.set_xlabel(r"$\Phi = \Psi = |w_k|^2$")
+    ax_a.set_ylabel(r"$\hat S(\Phi) = -\log p(\Phi, \Phi)/P$ + const")
     ax_a.set_title("(a) per-mode action (inside GMFL-I the curves coincide: a is pinned)", fontsize=9)
     ax_a.legend(fontsize=7)
     s2 = theory["s2"].values
     ax_b.plot(s2, theory["target_component"], color="tab:blue", lw=2, label="finite P")
     ax_b.plot(s2, theory["limit_target_component"], "k--", lw=1, label="P → ∞ equilibrium")
     ax_b.plot(s2, 1.0 + theory["a_superheated"], ":", color="tab:orange", label="ordered branch (metastable)")
-    for v in (s1, s2_):
+    for v, ls, name in ((s1, "--", "GFL | GMFL-I"), (s2_, ":", "GMFL-I | GMFL-II")):
         if v > 0:
-            ax_b.axvline(v, color="crimson", lw=0.8, ls="--")
-    ax_b.set_xlabel("σ²")
+            ax_b.axvline(v, color="crimson", lw=0.8, ls=ls, label=f"P → ∞ {name}: {S2} = {v:.3f}")
+    ax_b.set_xlabel(S2)
     ax_b.set_ylabel("target component 1 + a")
     ax_b.set_title(f"(b) P = {float(theory.attrs['param_P']):g}, N = {float(theory.attrs['param_N']):g}"
                    f" ({theory.attrs.get('convention', 'paper')} convention)", fontsize=9)
@@ -138,7 +140,7 @@ def plot_fig3(theory: xr.Dataset, cmp: xr.Dataset | None, path) -> list[Path]:
                               color=rc[r], mfc="white" if str(b) == "cooling" else rc[r], ms=5, capsize=2, lw=0.8,
                               label=f"P = {float(cmp['run_P'].values[r]):g}, N = {float(cmp['run_N'].values[r]):g}, {b}")
         ax_c.set_yscale("log")
-        ax_c.set_xlabel("σ²")
+        ax_c.set_xlabel("$\\sigma^2$")
         ax_c.set_ylabel("target component")
         ax_c.set_title("(c) Langevin (markers) vs finite-P theory at the simulated sizes\n"
                        "solid: network, dashed: paper normalisation; band: disordered branch at width N", fontsize=8)
@@ -162,16 +164,17 @@ def plot_pd_ts(ds: xr.Dataset, path) -> list[Path]:
     for ap, ls, col in (("exact", "-", "w"), ("concentrated", "--", "orange")):
         ph = ds[f"{ap}_phase"].values.astype(float)
         if ph.min() < 0.5 < ph.max():
-            ax.contour(s2, beta, ph, levels=[0.5], colors=col, linewidths=1.3, linestyles=ls)
+            ax.contour(s2, beta, smooth_level(ph, 0.5), levels=[0.5], colors=col, linewidths=1.3, linestyles=ls)
             ax.plot([], [], ls, color=col, label=f"finite d, {ap}: GFL | GMFL-I")
         sc = float(ds.attrs.get(f"limit_s2_c_{ap}", np.nan))
         if np.isfinite(sc):
-            ax.axvline(sc, color="crimson", lw=1.3, ls=ls, label=f"scaling limit, {ap}: σ²_c = {sc:.3f}")
+            ax.axvline(sc, color="crimson", lw=1.3, ls=ls, label=f"scaling limit, {ap}: $\\sigma^2_c$ = {sc:.3f}")
     if "sim_s2" in ds and ds.sizes.get("sim_point"):
         ax.scatter(ds["sim_s2"].values, ds["sim_beta"].values, c=ds["sim_cubic"].values, cmap="viridis", vmin=0,
                    vmax=vmax, s=70, edgecolors="k", linewidths=1.2, zorder=5, label="Langevin (colour: measured)")
+    label_regions(ax, s2, beta, ds["exact_phase"].values)
     ax.set_yscale("log")
-    ax.set_xlabel("σ² (β = 1 units)")
+    ax.set_xlabel(f"{S2} (β = 1 units)")
     ax.set_ylabel("β  (N = 700β, d = 150√β, n = 3000β)")
     ax.set_title("teacher-student: theory and simulations", fontsize=9)
     leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
@@ -207,7 +210,7 @@ def plot_pd_modular(ds: xr.Dataset, path) -> list[Path]:
         for v, name, ls in ((float(ds.attrs["gmfl1_s2"]), "GMFL-I onset (P → ∞)", "-"),
                             (float(ds.attrs["gmfl2_s2"]), "GMFL-II onset (P → ∞)", "--")):
             if v > 0:
-                ax.axvline(v, color="deepskyblue", lw=1.5, ls=ls, label=f"{name}: σ² = {v:.3f}")
+                ax.axvline(v, color="deepskyblue", lw=1.5, ls=ls, label=f"{name}: $\\sigma^2$ = {v:.3f}")
         if have:
             br = ds["sim_branch"].values.astype(str)
             for b, mk, off in (("cooling", "v", -0.3), ("heating", "^", 0.3), ("independent", "o", 0.0)):
@@ -217,13 +220,16 @@ def plot_pd_modular(ds: xr.Dataset, path) -> list[Path]:
                     ax.scatter(ds["sim_s2"].values[sel], ds["sim_P"].values[sel] + off,
                                c=np.clip(c, floor, 1.0) if norm is not None else c, marker=mk, s=70,
                                edgecolors="w", linewidths=1.0, zorder=5, label=f"Langevin, {b}", **kw)
-        ax.set_xlabel("σ²")
+        g1, g2 = float(ds.attrs["gmfl1_s2"]), float(ds.attrs["gmfl2_s2"])
+        limit = np.where(s2 > g1, 0, np.where(s2 > g2, 1, 2))           # P -> infinity phase along sigma^2
+        label_regions(ax, s2, P, np.broadcast_to(limit, (P.size, s2.size)))
+        ax.set_xlabel(S2)
         ax.set_ylabel("P")
         leg = ax.legend(fontsize=7, loc="upper right", facecolor="0.35", labelcolor="w")
         leg.get_frame().set_alpha(0.8)
     fig.suptitle(f"modular addition: finite-P theory ({ds.attrs.get('convention', '')} normalisation) at "
                  f"N = {float(ds.attrs.get('param_N', 64)):g}, γ = {float(ds.attrs.get('param_gamma', 0.01)):g}, "
-                 f"σ_a²P² fixed, and Langevin simulations", fontsize=9)
+                 f"$\\sigma_a^2 P^2$ fixed, and Langevin simulations", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf=True)
 

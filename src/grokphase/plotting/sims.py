@@ -9,7 +9,7 @@ import xarray as xr
 from matplotlib.lines import Line2D
 
 from grokphase.errors import ResultFileError
-from grokphase.plotting.base import _beta_label, _colors, _save, plt
+from grokphase.plotting.base import S2, S2_C, _below, _beta_label, _colors, _save, plt
 
 
 def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
@@ -29,7 +29,7 @@ def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> li
     for i, v in enumerate(s2):
         for name, ls in (("linear_learned", "-"), ("cubic_learned", "--")):
             axes[0].plot(t, ds[f"{name}_trajectory"].values[i].mean(axis=(0, 1)), ls, color=cols[i],
-                         label=f"σ² = {v:g}" if ls == "-" else None)
+                         label=f"$\\sigma^2$ = {v:g}" if ls == "-" else None)
         axes[1].plot(t, ds["train_mse_trajectory"].values[i].mean(axis=(0, 1)), "-", color=cols[i])
         axes[1].plot(t, ds["test_mse_trajectory"].values[i].mean(axis=(0, 1)), ":", color=cols[i])
     burn = float(ds.attrs.get("param_burn_in", 0))
@@ -46,12 +46,23 @@ def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> li
         axes[2].errorbar(s2, ds[name].values, yerr=np.where(np.isfinite(ds[f"{name}_sem"].values),
                                                             ds[f"{name}_sem"].values, 0.0),
                          fmt=mk + "-", ms=4, capsize=2, label=name.replace("_", " "))
-    axes[2].set_xlabel("σ²")
+    axes[2].set_xlabel("$\\sigma^2$")
     axes[2].legend(fontsize=7)
     fig.suptitle(f"teacher-student Langevin ensemble: N={ds.attrs['N']}, d={ds.attrs['d']}, n={ds.attrs['n']}, "
-                 f"{ds.sizes['dataset']}×{ds.sizes['init']} networks per σ²", fontsize=9)
+                 f"{ds.sizes['dataset']}×{ds.sizes['init']} networks per $\\sigma^2$", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf)
+
+
+def count_minima(values) -> int:
+    """Number of local minima of a sampled curve (NaNs dropped; a flat bottom counts once)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < 3:
+        return int(v.size > 0)
+    d = np.sign(np.diff(v))
+    d = d[d != 0]
+    return int(np.sum((d[:-1] < 0) & (d[1:] > 0)))
 
 
 def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
@@ -69,25 +80,45 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
     below = pts[pts < s2_c] if np.isfinite(s2_c) else pts[:1]
     above = pts[pts > s2_c] if np.isfinite(s2_c) else pts[-1:]
     panels = [("a", below.max() if below.size else pts.min()), ("b", above.min() if above.size else pts.max())]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for ax, (tag, s2_ref) in zip(axes[:2], panels):
+    q, q_bin = cmp["q"].values, cmp["q_bin"].values
+    rows: dict[str, list[tuple[int, int]]] = {}
+    for tag, s2_ref in panels:
         for k in order:
             i = np.flatnonzero(np.isclose(ref[k], s2_ref))
-            if i.size == 0:
-                continue
-            i = int(i[0])
+            if i.size:
+                rows.setdefault(tag, []).append((int(k), int(i[0])))
+    pairs = [ki for tag, _ in panels for ki in rows.get(tag, [])]
+    # a window that fits the simulated bins (the theory is solved much further out) and their error bars
+    populated = [q_bin[np.isfinite(cmp["sim_minus_log_p"].values[k, i])] for k, i in pairs]
+    q_max = max([float(np.max(np.abs(v))) for v in populated if v.size] + [0.1])
+    q_lim = min(1.25 * q_max + 0.05, float(np.max(np.abs(q))))
+    tops = [np.nanmax(cmp["sim_minus_log_p"].values[k, i] + np.nan_to_num(cmp["sim_minus_log_p_err"].values[k, i])
+                      - np.nanmin(cmp["theory_minus_log_p"].values[k, i]))
+            for k, i in pairs if np.isfinite(cmp["sim_minus_log_p"].values[k, i]).any()]
+    top = 1.2 * max([float(t) for t in tops if np.isfinite(t)] + [2.0])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    for ax, (tag, s2_ref) in zip(axes[:2], panels):
+        minima = 0
+        for k, i in rows.get(tag, []):
             th = cmp["theory_minus_log_p"].values[k, i]
-            ax.plot(cmp["q"].values, th - np.nanmin(th), "-", color=cols[k], lw=1.2)
+            shift = np.nanmin(th)
+            minima = max(minima, count_minima(th))
+            inside = np.abs(q) <= q_lim
+            ax.plot(q[inside], _below(th[inside] - shift, top), "-", color=cols[k], lw=1.2)
             sim = cmp["sim_minus_log_p"].values[k, i]
             err = cmp["sim_minus_log_p_err"].values[k, i]
             ok = np.isfinite(sim)
-            shift = np.nanmin(th)
-            ax.errorbar(cmp["q_bin"].values[ok][::3], (sim[ok] - shift)[::3], yerr=np.nan_to_num(err[ok])[::3],
+            ax.errorbar(q_bin[ok][::3], (sim[ok] - shift)[::3], yerr=np.nan_to_num(err[ok])[::3],
                         fmt="o", ms=2.5, color=cols[k], capsize=1.5, label=_beta_label(float(betas[k])))
-        ax.set_title(f"({tag}) σ² = {s2_ref:g} ({'droplet side' if s2_ref < s2_c else 'GFL side'})", fontsize=9)
-        ax.set_xlabel("q = w·w*")
-        ax.set_ylabel("−log p(q) (theory min. at 0)")
-        ax.set_ylim(-0.5, 12)
+        side = ("" if not np.isfinite(s2_c) else
+                f" {'<' if s2_ref < s2_c else '>'} {S2_C} (limit: {'GMFL-I' if s2_ref < s2_c else 'GFL'})")
+        shape = {1: "one minimum (no droplet basin)", 2: "droplet minima"}.get(min(minima, 2), "")
+        ax.set_title(f"({tag}) {S2} = {s2_ref:g}{side}" + (f"\nfinite-d theory at these sizes: {shape}" if shape else ""),
+                     fontsize=9)
+        ax.set_xlabel(r"$q = w\cdot w^*$")
+        ax.set_ylabel(r"$-\log p(q)$ (theory min. at 0)")
+        ax.set_xlim(-q_lim, q_lim)
+        ax.set_ylim(-0.5, top)
         ax.legend(fontsize=7)
     ax = axes[2]
     inset = ax.inset_axes([0.55, 0.5, 0.42, 0.42])
@@ -116,7 +147,7 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
             ax.axvline(c_other, color="tab:red", lw=0.8, ls=":")
     if np.isfinite(s2_c):
         ax.axvline(s2_c, color="tab:red", lw=0.8, ls="--")
-    ax.set_xlabel("σ² (β = 1 units)")
+    ax.set_xlabel("$\\sigma^2$ (β = 1 units)")
     ax.set_ylabel("cubic learned fraction 1 − c/ε")
     ax.set_title(f"(c) markers: Langevin; lines: finite-d theory, — {primary}"
                  + "".join(f", ··· {a}" for a in others), fontsize=9)
@@ -140,42 +171,54 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
         groups = [(f"α = {float(ds.attrs.get('param_alpha', 1)):g}", ds)]
     t = ds["time"].values
     sweep = "alpha" in ds.dims
-    fig, axes = plt.subplots(1, 6 if sweep else 5, figsize=(24 if sweep else 20, 3.8))
+    fig, axes = plt.subplots(1, 6 if sweep else 5, figsize=(25 if sweep else 21, 3.8))
     cols = _colors(len(groups) * ds.sizes["s2"])
     c = 0
+    group_handles = []
     for label, g in groups:
         for i, s2 in enumerate(g["s2"].values):
-            tag = label if g.sizes["s2"] == 1 else f"{label}, σ² = {s2:g}"
+            tag = label if g.sizes["s2"] == 1 else f"{label}, {S2} = {s2:g}"
             tr = g["train_acc_trajectory"].values[i]
             te = g["test_acc_trajectory"].values[i]
             for k in range(tr.shape[0]):
                 axes[0].plot(t, tr[k], ":", color=cols[c], lw=1)
-                axes[0].plot(t, te[k], "-", color=cols[c], lw=1.2, label=tag if k == 0 else None)
+                axes[0].plot(t, te[k], "-", color=cols[c], lw=1.2)
             axes[1].plot(t, g["ipr_trajectory"].values[i].mean(axis=0), "-", color=cols[c], label=tag)
+            group_handles.append(Line2D([], [], color=cols[c], lw=3, label=tag))
             c += 1
     log = ds.attrs.get("param_log_times") in (1, True, "1")
     for ax in axes[:2]:
         ax.set_xlabel("step")
         if log:
             ax.set_xscale("log")
-    axes[0].set_ylabel("accuracy (··· train, — test)")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("accuracy")
+    style = [Line2D([], [], color="0.3", ls=":", lw=1, label="train accuracy"),
+             Line2D([], [], color="0.3", ls="-", lw=1.2, label="test accuracy")]
+    n_nets = tr.shape[0]
+    axes[0].legend(handles=style + (group_handles if len(group_handles) > 1 else []), fontsize=7)
+    axes[0].set_title(f"(a) accuracies ({n_nets} network{'s' if n_nets > 1 else ''} per line style"
+                      + (f", {group_handles[0].get_label()})" if len(group_handles) == 1 else ")"), fontsize=8)
     axes[1].set_ylabel("mean IPR of the neurons' Fourier spectra")
+    axes[1].set_title("(b) Fourier localisation (IPR)", fontsize=8)
+    if len(group_handles) > 1:
+        axes[1].legend(fontsize=7)
     first = groups[0][1]
     spec = first["spectrum_u"].values[0, 0]                                    # (time, neuron, freq)
     order = np.argsort(first["frequency"].values[0, 0, -1], kind="stable")
-    for ax, ti, name in ((axes[2], 0, "first record"), (axes[3], -1, "last record")):
+    for ax, ti, tag, name in ((axes[2], 0, "c", "first record"), (axes[3], -1, "d", "last record")):
         sp = spec[ti][order][:, 1:]
         sp = sp / np.maximum(sp.sum(axis=1, keepdims=True), 1e-30)
-        ax.imshow(sp, aspect="auto", cmap="magma", interpolation="nearest",
-                  extent=(0.5, sp.shape[1] + 0.5, sp.shape[0], 0))
+        im = ax.imshow(sp, aspect="auto", cmap="magma", interpolation="nearest", vmin=0.0,
+                       extent=(0.5, sp.shape[1] + 0.5, sp.shape[0], 0))
+        fig.colorbar(im, ax=ax, label="fraction of the neuron's power", pad=0.02)
         ax.set_xlabel("frequency k")
         ax.set_ylabel("neuron (sorted by final frequency)")
-        ax.set_title(f"normalised |u_k|² power, {name} (step {int(t[ti])})", fontsize=8)
+        ax.set_title(f"({tag}) normalised power $|u_k|^2$, {name} (step {int(t[ti])})", fontsize=8)
     ph = first["phase_hist"].values.sum(axis=tuple(range(first["phase_hist"].ndim - 1)))
     axes[4].bar(first["phase_bin"].values, ph / max(ph.sum(), 1), width=2 * np.pi / ph.size, color="tab:blue")
-    axes[4].set_xlabel("φ_u + φ_v − φ_a at each neuron's frequency")
+    axes[4].set_xlabel(r"$\varphi_u + \varphi_v - \varphi_a$ at each neuron's frequency")
     axes[4].set_ylabel("fraction of neurons (after burn-in)")
+    axes[4].set_title("(e) phase constraint", fontsize=8)
     if sweep:
         alphas = ds["alpha"].values
         for name, mk, col in (("t_memorise", "s", "tab:gray"), ("t_grok", "o", "tab:red")):
@@ -188,7 +231,7 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
             med = [np.median(v[j][v[j] >= 0]) if np.all(v[j] >= 0) else np.nan for j in range(alphas.size)]
             axes[5].plot(alphas, med, "-", color=col, label=name.replace("_", " ") + " (median)")
         axes[5].set_yscale("log")
-        axes[5].set_xlabel("training fraction α")
+        axes[5].set_xlabel(r"training fraction $\alpha$")
         axes[5].set_ylabel("step (△: not reached by the last step)")
         axes[5].legend(fontsize=7)
     fig.suptitle(f"modular addition P = {ds.attrs.get('param_P')}, N = {ds.attrs.get('param_N')}, "
@@ -200,8 +243,8 @@ def plot_modular_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]
 
 _BRANCH_MARKERS = {"cooling": ("v", "cooling (from the prior)"), "heating": ("^", "heating (from the ordered start)"),
                    "independent": ("o", "independent runs")}
-_CONVENTION_STYLES = {"paper": ("-", "theory, paper's λ = σ_a²⟨ΦΨ⟩"),
-                      "network": ("-.", "theory, network-consistent λ = 4P²σ_a²⟨ΦΨ⟩")}
+_CONVENTION_STYLES = {"paper": ("-", "theory, paper's λ = $\\sigma_a^2\\langle\\Phi\\Psi\\rangle$"),
+                      "network": ("-.", "theory, network-consistent λ = $4P^2\\sigma_a^2\\langle\\Phi\\Psi\\rangle$")}
 
 
 def plot_modular_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
@@ -254,13 +297,13 @@ def plot_modular_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[
                                 label="disordered branch at width N (prior weights, Monte Carlo)"),
                          Line2D([], [], color="0.3", ls="--", lw=0.8, label="infinite-width GP (NNGP, eq. 21)")],
                 fontsize=6.5, loc="lower left")
-    ax_a.set_xlabel("σ²")
+    ax_a.set_xlabel("$\\sigma^2$")
     ax_a.set_ylabel("target component ⟨f, y⟩/⟨y, y⟩ = 1 + a")
     ax_a.set_title("(a) learned target component: simulations vs theory", fontsize=9)
     ax_l.set_yscale("log")
-    ax_l.set_xlabel("σ²")
+    ax_l.set_xlabel("$\\sigma^2$")
     ax_l.set_title("(b) the same, log scale (the disordered, GP-like values)", fontsize=9)
-    ax_b.set_xlabel("σ²")
+    ax_b.set_xlabel("$\\sigma^2$")
     ax_b.set_ylabel("fraction of droplet neurons")
     ax_b.set_title("(c) droplet neurons (theory: 1 − (1 − p)^((P−1)/2))", fontsize=9)
     fig.tight_layout()

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from scipy.ndimage import gaussian_filter
 
 from grokphase.errors import ResultFileError
-from grokphase.plotting.base import S2, S2_C, _beta_label, _colors, _save, axis_label, label_regions, plt
+from grokphase.plotting.base import (S2, S2_C, _below, _beta_label, _colors, _save, axis_label, label_regions, plt,
+                                     smooth_level)
 from grokphase.theory import modular as md
-
-
-def _below(values, top):
-    """``values`` with the points above ``top`` masked (NaN): a curve that leaves a zoomed panel
-    through its top edge ends there instead of being drawn outside the axes."""
-    values = np.asarray(values, dtype=float)
-    return np.where(values <= top, values, np.nan)
 
 
 #: top of the -log p(q) panels (the curves rise far beyond it at large |q|)
@@ -98,20 +91,22 @@ def _fine_axis(values: np.ndarray, log: bool, num: int = 400) -> np.ndarray:
     return np.geomspace(lo, hi, num) if log else np.linspace(lo, hi, num)
 
 
-def modular_limit_boundaries(ds: xr.Dataset, num: int = 400):
+def modular_limit_boundaries(ds: xr.Dataset, num: int = 400, x: np.ndarray | None = None,
+                             y: np.ndarray | None = None):
     """The P -> infinity GFL | GMFL-I and GMFL-I | GMFL-II boundaries of a modular phase diagram as
     smooth level lines: the closed forms of :func:`grokphase.theory.modular.transitions` (sigma^2 at
     which u = 2 sqrt(gamma/3), and that less 3 kappa sa2/gamma) evaluated from the saved parameters on
-    a ``num x num`` grid spanning the diagram (a formula, not a solve: the stored ``limit_phase`` is
-    the same formula on the diagram's own grid, whose level lines are staircases of its cells).
-    Returns ``(x, y, gap1, gap2)``: the fine axes and sigma^2 minus each boundary's sigma^2 (shape
+    a ``num x num`` grid spanning the diagram, or on the axes ``x``, ``y`` when given (a formula, not a
+    solve: the stored ``limit_phase`` is the same condition on the diagram's own grid, whose level
+    lines are staircases of its cells).
+    Returns ``(x, y, gap1, gap2)``: the axes and sigma^2 minus each boundary's sigma^2 (shape
     ``(y, x)``); each boundary is the zero level of its gap, GFL lies where gap1 > 0, GMFL-II where
     gap2 < 0."""
     par = json.loads(ds.attrs["parameters_json"])
     xname, yname = ds.attrs["x_axis"], ds.attrs["y_axis"]
     conv = par.get("convention", "paper")
-    x = _fine_axis(ds[xname].values, bool(int(ds.attrs.get("x_log", 0))), num)
-    y = _fine_axis(ds[yname].values, bool(int(ds.attrs.get("y_log", 0))), num)
+    x = _fine_axis(ds[xname].values, bool(int(ds.attrs.get("x_log", 0))), num) if x is None else np.asarray(x)
+    y = _fine_axis(ds[yname].values, bool(int(ds.attrs.get("y_log", 0))), num) if y is None else np.asarray(y)
     X, Y = np.meshgrid(x, y)
     grid = md.ModularParams(**{k: par[k] for k in md.PARAM_NAMES}).broadcast()
     for name, values in ((xname, X), (yname, Y)):
@@ -120,12 +115,6 @@ def modular_limit_boundaries(ds: xr.Dataset, num: int = 400):
     tr = md.transitions(grid, conv)
     s2 = np.broadcast_to(np.asarray(grid.s2, dtype=float), X.shape)
     return x, y, s2 - tr.gmfl1_s2, s2 - tr.gmfl2_s2
-
-
-def _smooth_level(phase: np.ndarray, level: float) -> np.ndarray:
-    """Indicator of ``phase > level`` smoothed over about one cell: its 0.5 level line runs through the
-    midpoints of the label's staircase, as a smooth curve at the grid's resolution."""
-    return gaussian_filter((phase > level).astype(float), sigma=1.0, mode="nearest")
 
 
 def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str | None = None) -> list[Path]:
@@ -172,7 +161,7 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
         what = "finite P" if modular else "finite d"
         for level, ls, name in ((0.5, "--", "GFL | GMFL-I"), (1.5, ":", "GMFL-I | GMFL-II")):
             if ph.min() < level < ph.max():
-                ax.contour(x, y, _smooth_level(ph, level), levels=[0.5], colors="w", linewidths=1.2, linestyles=ls)
+                ax.contour(x, y, smooth_level(ph, level), levels=[0.5], colors="w", linewidths=1.2, linestyles=ls)
                 ax.plot([], [], color="w", ls=ls, label=f"{what} crossover: {name}")
     regions = ds["phase"].values if "phase" in ds else ds["limit_phase"].values if "limit_phase" in ds else None
     if regions is not None:
