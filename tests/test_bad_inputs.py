@@ -34,7 +34,6 @@ SIM = ["sim", "teacher-student", "--beta", "1/8", "--s2", "0.2", "--steps", "10"
 MOD = ["sim", "modular", "--P", "5", "--steps", "4", "--no-progress"]
 TOML_TS = 'out_dir = "res"\n[[sim]]\nname = "a"\nbeta = 0.125\ns2 = [0.2]\nsteps = 10\n'
 TOML_MOD = 'model = "modular"\nout_dir = "res"\n[[sim]]\nname = "m"\nP = 5\nsteps = 4\n'
-THEORY_HELPER = pytest.mark.xfail(strict=True, reason="theory helper: extreme magnitudes and eps > 0 in the limit")
 
 
 def _boom(*a, **k):
@@ -143,11 +142,11 @@ ROWS = [
     row("phase-diagram-same-axis-twice", ["theory", "phase-diagram", "modular", "--x", "N:100:200:3",
                                           "--y", "N:300:400:3"], "both vary N"),
     row("ts-negative-s2", TS[:2] + ["--s2", "-1"], "--s2"),
-    # theory magnitudes (being fixed in the theory layer)
+    # magnitudes that make the model meaningless (refused by the theory layer's own checks; `--limit
+    # --transition --eps 0.4` is no longer a bad input: the limit solves eps > 0)
     row("ts-N-1e300", ["theory", "teacher-student", "--N", "1e300", "--s2", "0.14"], "N", preflight=False),
     row("ts-s2-1e-300", ["theory", "teacher-student", "--s2", "1e-300"], "s2", preflight=False),
-    row("ts-limit-transition-eps-0.4", ["theory", "teacher-student", "--limit", "--transition", "--eps", "0.4"],
-        "eps", preflight=False, marks=THEORY_HELPER),
+    row("sim-eps-zero", SIM + ["--eps", "0"], "eps must be finite and nonzero"),
     # experiment files
     row("toml-steps-string", toml('[common]\nsteps = "twenty"\n[[sim]]\nname = "a"\n'), "steps must be an integer"),
     row("toml-beta-list", toml(TOML_TS.replace("beta = 0.125", "beta = [1, 2]")), "beta must be a number"),
