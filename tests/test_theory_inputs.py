@@ -13,15 +13,18 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from grokphase.cli import main
+from grokphase.cli import theory as cli_theory
 from grokphase.errors import ParameterError
 from grokphase.theory import gp
 from grokphase.theory import modular as md
 from grokphase.theory import teacher_student as ts
+from grokphase.theory.modular import finite_p
 
 
 def run_json(capsys, *argv):
@@ -209,3 +212,65 @@ def test_no_numpy_repr_in_parameter_errors():
         with pytest.raises(ParameterError) as err:
             make()
         assert "np." not in str(err.value) and "array(" not in str(err.value), str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------------
+
+
+class FakeBar:
+    """The part of tqdm's API the solvers use."""
+
+    def __init__(self):
+        self.total, self.n, self.resets = None, 0, 0
+
+    def reset(self, total=None):
+        self.total, self.n, self.resets = total, 0, self.resets + 1
+
+    def update(self, n=1):
+        self.n += n
+
+    def refresh(self):
+        pass
+
+
+def test_teacher_student_progress_counts_every_point_and_changes_nothing():
+    p = ts.TeacherStudentParams(s2=np.linspace(0.08, 0.3, 5)[:, None], d=np.array([60.0, 150.0]))
+    bar = FakeBar()
+    bar.reset(total=p.shape[0] * p.shape[1])
+    with_bar = ts.solve_finite_d(p, approximation="concentrated", progress=bar)
+    plain_ = ts.solve_finite_d(p, approximation="concentrated")
+    assert bar.n == bar.total >= 10                    # refinements raise the total and count again
+    for name in ("b", "c", "free_energy", "status"):
+        np.testing.assert_array_equal(getattr(with_bar, name), getattr(plain_, name))
+
+
+def test_modular_exact_progress_blocks_are_bit_identical(monkeypatch):
+    """With a bar the exact method runs in blocks (so the bar moves); every point is independent,
+    so the numbers are the same bits as one call."""
+    monkeypatch.setattr(finite_p, "PROGRESS_BLOCK", 8)
+    monkeypatch.setattr(finite_p, "default_chunk", lambda: 4)
+    p = md.ModularParams(s2=np.linspace(0.12, 0.28, 20))
+    bar = FakeBar()
+    blocks = md.solve(p, "exact", progress=bar)
+    whole = md.solve(p, "exact")
+    assert bar.n == 20
+    for name in whole._fields:
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))
+
+
+def test_cli_progress_bar_on_stderr_and_off_with_no_progress(capsys, monkeypatch):
+    """The bar is tqdm on stderr over the solver's points; --no-progress disables it."""
+    seen = []
+    real = cli_theory.tqdm
+
+    def spy(*a, **k):
+        bar = real(*a, **k)
+        seen.append((k.get("disable"), k.get("file")))
+        return bar
+    monkeypatch.setattr(cli_theory, "tqdm", spy)
+    assert main(["theory", "modular", "--s2", "0.2"]) == 0
+    assert main(["theory", "modular", "--s2", "0.2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert seen == [(False, sys.stderr), (True, sys.stderr)]

@@ -338,8 +338,9 @@ def cmd_theory_modular(args) -> int:
         s2 = np.array([ModularParams.s2 if args.s2 is None else args.s2])
     density_s2 = parse_list(args.density_s2, "--density-s2") if args.density_s2 else None
     t0 = time.perf_counter()
-    ds = build_modular_sweep(base, s2, method=args.method, convention=args.convention, beta=args.beta,
-                             density_s2=density_s2)
+    with _progress(args, f"modular theory ({args.method})") as bar:
+        ds = build_modular_sweep(base, s2, method=args.method, convention=args.convention, beta=args.beta,
+                                 density_s2=density_s2, progress=bar)
     elapsed = time.perf_counter() - t0
     points, lines = [], [f"{'s2':>9} {'u':>10} {'a':>10} {'1+a':>8} {'droplet':>8} {'phase':>8}  (P -> inf: a, phase)"]
     for i, v in enumerate(s2):
@@ -389,8 +390,10 @@ def cmd_phase_diagram_modular(args) -> int:
     base = _modular_base(args)
     _check_scaled(lambda: base.scaled(args.beta, args.convention), args, [args.beta])
     t0 = time.perf_counter()
-    ds = build_modular_phase_diagram(base, x, y, method=args.method, convention=args.convention,
-                                     beta=args.beta, sa2_times_N=0.002 if args.sa2 is None else None)
+    with _progress(args, f"modular phase diagram {y.name} x {x.name} ({args.method})") as bar:
+        ds = build_modular_phase_diagram(base, x, y, method=args.method, convention=args.convention,
+                                         beta=args.beta, sa2_times_N=0.002 if args.sa2 is None else None,
+                                         progress=bar)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in _phase_labels().items()}
     limit_counts = {label: int((ds["limit_phase"].values == code).sum()) for code, label in _phase_labels().items()}

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from grokphase._params import plain
 from grokphase.errors import ParameterError, SolverError
 from grokphase.theory.batching import flatten
 from grokphase.theory.teacher_student.params import TeacherStudentParams
@@ -381,10 +382,10 @@ def _as_count(name: str, value, minimum: int = 1) -> int:
     try:
         v = float(np.asarray(value, dtype=np.float64))
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be an integer >= {minimum} (got {value!r})") from None
+        raise ParameterError(f"{name} must be an integer >= {minimum} (got {plain(value)})") from None
     k = int(round(v)) if np.isfinite(v) else 0
     if not np.isfinite(v) or abs(v - k) > 1e-9 * max(1.0, abs(v)) or k < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum} for exact GP regression (got {value!r})")
+        raise ParameterError(f"{name} must be an integer >= {minimum} for exact GP regression (got {plain(value)})")
     return k
 
 
@@ -430,14 +431,14 @@ def gp_regression_learned_fractions(params: TeacherStudentParams, n_draws: int =
     d = _as_count("d", flat.d[0])
     n_draws = _as_count("n_draws", n_draws)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ParameterError(f"seed must be an integer (got {seed!r})")
+        raise ParameterError(f"seed must be an integer (got {plain(seed)})")
     for k in ("s2", "sa2", "sw2"):
         v = float(getattr(flat, k)[0])
         if not (np.isfinite(v) and v > 0):
-            raise ParameterError(f"{k} must be > 0 (got {v!r})")
+            raise ParameterError(f"{k} must be > 0 (got {plain(v)})")
     eps = float(flat.eps[0])
     if not np.isfinite(eps):
-        raise ParameterError(f"eps must be finite (got {eps!r})")
+        raise ParameterError(f"eps must be finite (got {plain(eps)})")
     sa2, sw2, s2 = float(flat.sa2[0]), float(flat.sw2[0]), float(flat.s2[0])
 
     R, cv = gp_regression_draws(n, d, sa2, sw2, s2, n_draws, seed)

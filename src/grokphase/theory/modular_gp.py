@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grokphase._params import check_finite, check_positive
+from grokphase._params import check_finite, check_positive, plain
 from grokphase.errors import ParameterError
 
 #: Largest modulus for which the explicit P^2 × P^2 matrices are built (P = 64: 4096^2 float64 =
@@ -71,20 +71,20 @@ def _as_integer(name: str, value, *, minimum: int | None = None, maximum: int | 
                 what: str = "an integer"):
     """Integer scalar or array (integral floats accepted, bools and fractions rejected)."""
     if isinstance(value, (bool, np.bool_)):
-        raise ParameterError(f"{name} must be {what} (got {value!r})")
+        raise ParameterError(f"{name} must be {what} (got {plain(value)})")
     try:
         arr = np.asarray(value)
     except Exception:  # noqa: BLE001  (anything np.asarray chokes on is a malformed parameter)
-        raise ParameterError(f"{name} must be {what} (got {value!r})") from None
+        raise ParameterError(f"{name} must be {what} (got {plain(value)})") from None
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ParameterError(f"{name} must be {what} (got {value!r})")
+        raise ParameterError(f"{name} must be {what} (got {plain(value)})")
     if np.issubdtype(arr.dtype, np.floating):
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             first = arr[bad].ravel()[0].item()
             raise ParameterError(f"{name} must be {what} (got {first!r})")
         if np.any(np.abs(arr) > 2**53):
-            raise ParameterError(f"{name} is too large to be represented exactly (got {value!r})")
+            raise ParameterError(f"{name} is too large to be represented exactly (got {plain(value)})")
     arr = arr.astype(np.int64)
     if minimum is not None and np.any(arr < minimum):
         raise ParameterError(f"{name} must be {what} >= {minimum} (got {arr[arr < minimum].ravel()[0].item()!r})")
@@ -350,7 +350,7 @@ def gp_learning_curve(P, sa2, s2, n_train) -> ModularGPCurve:
     check_positive("sa2", sa2)
     check_positive("s2", s2)
     if isinstance(n_train, (bool, np.bool_)):
-        raise ParameterError(f"n_train must be a finite number >= 0 (got {n_train!r})")
+        raise ParameterError(f"n_train must be a finite number >= 0 (got {plain(n_train)})")
     check_finite("n_train", n_train)
     n = np.asarray(n_train, dtype=np.float64)
     if np.any(n < 0):

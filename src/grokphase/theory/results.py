@@ -320,18 +320,21 @@ def default_modular_density_s2(tr) -> list[float]:
 
 def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", convention: str = "paper",
                         beta: float = 1.0, density_s2: Sequence[float] | None = None,
-                        num_phi: int = 801) -> xr.Dataset:
+                        num_phi: int = 801, progress=None) -> xr.Dataset:
     """Finite-P solution over sigma^2 (``method`` saddle or exact, ``convention`` paper or network: see
     :mod:`grokphase.theory.modular`), the P -> infinity equilibrium and metastable branches, the
     transition temperatures, and Shat(Phi) = -log p(Phi, Phi)/P_eff + const at ``density_s2``
     (Fig. 3a; P_eff = P or 2P).  ``base`` and ``s2`` describe the beta = 1 configuration, scaled by
-    ``ModularParams.scaled(beta, convention)`` (s2 -> s2/beta in both conventions)."""
+    ``ModularParams.scaled(beta, convention)`` (s2 -> s2/beta in both conventions).  ``progress``: a
+    tqdm-like bar (``reset(total=...)``, ``update(n)``) counting the sweep points solved."""
     md.check_convention(convention)
     s2 = np.asarray(s2, dtype=float)
     base = base.broadcast()
     scaled_base = base.scaled(beta, convention)
     sweep = scaled_base.replace(s2=s2 / beta)
-    sol = md.solve(sweep, method, convention=convention)
+    if progress is not None:
+        progress.reset(total=s2.size)
+    sol = md.solve(sweep, method, convention=convention, progress=progress)
     lim = md.solve_limit(sweep, convention)
     tr = md.transitions(scaled_base, convention)
     data = {k: _var(("s2",), getattr(sol, k), k) for k in MODULAR_VARS}
@@ -367,10 +370,11 @@ def build_modular_sweep(base, s2: Sequence[float], *, method: str = "saddle", co
 
 
 def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle", convention: str = "paper",
-                                beta: float = 1.0, sa2_times_N: float | None = None) -> xr.Dataset:
+                                beta: float = 1.0, sa2_times_N: float | None = None, progress=None) -> xr.Dataset:
     """Phase label, target component and droplet fraction over a 2-D grid of any two of
     (s2, N, P, sa2, gamma) at finite P, with the P -> infinity phase (its level lines are the
-    analytic GMFL-I and GMFL-II boundaries), in the paper or the network ``convention``."""
+    analytic GMFL-I and GMFL-II boundaries), in the paper or the network ``convention``.
+    ``progress``: a tqdm-like bar (``reset(total=...)``, ``update(n)``) counting the grid points solved."""
     md.check_convention(convention)
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
@@ -380,7 +384,9 @@ def build_modular_phase_diagram(base, x: Axis, y: Axis, *, method: str = "saddle
     for axis, values in ((x, X), (y, Y)):
         grid = grid.with_axis(axis.name, values, sa2_times_N=sa2_times_N if axis.name == "N" else None)
     grid = grid.scaled(beta, convention)
-    sol = md.solve(grid, method, convention=convention)
+    if progress is not None:
+        progress.reset(total=X.size)
+    sol = md.solve(grid, method, convention=convention, progress=progress)
     lim = md.solve_limit(grid, convention)
     dims = (y.name, x.name)
     data = {k: _var(dims, getattr(sol, k), k) for k in MODULAR_VARS}
