@@ -71,14 +71,16 @@ def check_figure(fig, *, categorical_ok: bool = False) -> None:
         plain = _outside_mathtext(text)
         for bad in BAD_TEXT:
             assert not bad.search(plain), f"label {text!r} has {bad.pattern!r} outside mathtext"
-    colorbar_axes = {cb.ax for ax in fig.axes for m in ax.images + ax.collections
-                     if (cb := getattr(m, "colorbar", None)) is not None}
+    with_bar = [m for ax in fig.axes for m in ax.images + ax.collections if getattr(m, "colorbar", None) is not None]
+    colorbar_axes = {m.colorbar.ax for m in with_bar}
+    scales = {(m.get_cmap().name, m.norm.vmin, m.norm.vmax) for m in with_bar}     # a colorbar serves its scale
     for ax in fig.axes:
         if ax in colorbar_axes:
             continue
         mappables = [m for m in ax.images + ax.collections if isinstance(m, (AxesImage, QuadMesh))]
         for m in mappables:
-            assert m.colorbar is not None or (categorical_ok and ax.get_legend() is not None), \
+            shared = (m.get_cmap().name, m.norm.vmin, m.norm.vmax) in scales
+            assert m.colorbar is not None or shared or (categorical_ok and ax.get_legend() is not None), \
                 f"an image of axes {ax.get_title()!r} has no colorbar"
         leg = ax.get_legend()
         if leg is not None:
@@ -353,3 +355,76 @@ def test_figures_are_byte_reproducible_and_name_no_version(tmp_path):
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
     assert matplotlib.__version__.encode() not in out[0]
     assert b"CreationDate" not in (tmp_path / "a.pdf").read_bytes()
+
+
+# ------------------------------------------------------------------------- reproduce and |w_perp|^2 figures
+
+
+def _pd_ts() -> xr.Dataset:
+    s2 = np.linspace(0.05, 0.4, 15)
+    beta = np.geomspace(1 / 16, 8, 9)
+    X, B = np.meshgrid(s2, beta)
+    ds = xr.Dataset({"exact_cubic_learned": (("beta", "s2"), np.exp(-10 * X)),
+                     "exact_phase": (("beta", "s2"), (X < 0.15 + 0.01 * np.log(B)).astype(int)),
+                     "concentrated_phase": (("beta", "s2"), (X < 0.12 + 0.01 * np.log(B)).astype(int)),
+                     "sim_s2": (("sim_point",), [0.1, 0.3]), "sim_beta": (("sim_point",), [0.125, 0.5]),
+                     "sim_cubic": (("sim_point",), [0.2, 0.01])}, coords={"s2": s2, "beta": beta})
+    ds.attrs.update(grokphase_kind="reproduce.phase_diagram_ts", limit_s2_c_exact=0.2171,
+                    limit_s2_c_concentrated=0.1787)
+    return ds
+
+
+def _pd_modular() -> xr.Dataset:
+    s2 = np.linspace(0.05, 0.35, 16)
+    P = np.arange(5.0, 33.0, 2.0)
+    X, _ = np.meshgrid(s2, P)
+    ds = xr.Dataset({"target_component": (("P", "s2"), np.clip(0.8 - 3 * X, 0, 1)),
+                     "droplet_fraction": (("P", "s2"), np.clip(0.3 - X, 0, 1)),
+                     "sim_s2": (("sim_point",), [0.07, 0.25]), "sim_P": (("sim_point",), [23.0, 23.0]),
+                     "sim_target": (("sim_point",), [0.6, 0.01]), "sim_droplet": (("sim_point",), [0.1, 0.0]),
+                     "sim_branch": (("sim_point",), ["cooling", "heating"])}, coords={"s2": s2, "P": P})
+    ds.attrs.update(grokphase_kind="reproduce.phase_diagram_modular", gmfl1_s2=0.239, gmfl2_s2=0.1, convention="network")
+    return ds
+
+
+def test_reproduce_phase_diagrams_name_their_regions(figures):
+    reproduce.plot_pd_ts(_pd_ts(), "x.png")
+    reproduce.plot_pd_modular(_pd_modular(), "x.png")
+    fig_ts, fig_mod = figures
+    for fig in figures:
+        check_figure(fig)
+    assert sorted(t.get_text() for t in fig_ts.axes[0].texts) == ["GFL", "GMFL-I"]
+    for ax in fig_mod.axes[:2]:                                   # the two maps (then their colorbars)
+        assert sorted(t.get_text() for t in ax.texts) == sorted(PHASE_NAMES)
+        gmfl2 = [t for t in ax.texts if t.get_text() == "GMFL-II"][0]
+        assert gmfl2.get_position()[0] < 0.1 < [t for t in ax.texts if t.get_text() == "GMFL-I"][0].get_position()[0]
+
+
+def _perp_norm() -> xr.Dataset:
+    q = np.linspace(-1.2, 1.2, 25)
+    t = np.linspace(0.01, 1.2, 20)
+    Q, T = np.meshgrid(q, t, indexing="ij")
+    lp = -(Q**2 / 0.1 + (T - 0.5) ** 2 / 0.05)
+    two = lambda v: np.stack([v, v])                                            # noqa: E731
+    ds = xr.Dataset({"sw2": (("sim",), [0.5, 0.5]), "s2": (("sim", "point"), [[0.1, 0.2], [0.1, np.nan]]),
+                     "sim_log_p_qt": (("sim", "point", "qt_q", "t"), two(two(lp + 3.0))),
+                     "exact_log_p_qt": (("sim", "point", "qt_q", "t"), two(two(lp + 2.0))),
+                     **{k: (("sim", "point"), np.full((2, 2), v)) for k, v in (
+                         ("limit_exact_q_star", 0.7), ("limit_exact_t_star", 0.3), ("limit_concentrated_q_star", 0.8),
+                         ("droplet_threshold", 0.4), ("sim_t_droplet", 0.3), ("sim_t_droplet_sem", 0.01),
+                         ("exact_t_droplet", 0.31), ("sim_t_bulk", 0.5), ("sim_t_bulk_sem", 0.01), ("exact_t_bulk", 0.5))},
+                     "beta": (("sim",), [0.125, 0.5]), "n": (("sim",), [375, 1500])},
+                    coords={"qt_q": q, "t": t})
+    return ds
+
+
+def test_perp_norm_maps_share_one_scale_with_colorbars(figures, monkeypatch):
+    from grokphase.plotting import perp_norm
+
+    monkeypatch.setattr(perp_norm, "_save", lambda fig, path, also_pdf=False: figures.append(fig) or [path])
+    perp_norm.plot_perp_norm(_perp_norm(), "x.png")
+    (fig,) = figures
+    check_figure(fig)
+    meshes = [m for ax in fig.axes if ax.get_title() for m in ax.collections if isinstance(m, QuadMesh)]  # not colorbars
+    assert len(meshes) == 3 and all(m.norm.vmin == -10.0 and m.norm.vmax == 0.0 for m in meshes)
+    assert all(np.nanmax(m.get_array()) == 0.0 for m in meshes)
