@@ -23,7 +23,8 @@ def add_parser(groups) -> None:
     p.add_argument("--out-dir", default="figures", help="where the figures go (default figures/)")
     p.add_argument("--cache-dir", default=None, help="step cache (default results/reproduce/SCALE)")
     p.add_argument("--defs", default=None, metavar="DIR",
-                   help="folder holding theory/reproduce.toml and sims/ (default: this checkout)")
+                   help="folder holding theory/reproduce.toml and sims/ (default: the checkout you are in, else the "
+                        "definitions installed with grokphase)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure's numbers")
     p.set_defaults(func=cmd_reproduce)

@@ -195,10 +195,13 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare_modular)
 
-    p = groups.add_parser("run", help="run an experiment definition (TOML), e.g. sims/fig2_quick.toml",
+    p = groups.add_parser("run", help="run an experiment file (TOML) or a shipped experiment by name, e.g. "
+                                      "sims/fig2_quick.toml, fig2_quick, tiny/fig2",
                           description="Run every simulation of an experiment file, then its comparison and "
                                       "figure.  Finished simulations are reused and interrupted ones resume.")
-    p.add_argument("file", metavar="FILE.toml")
+    p.add_argument("file", metavar="FILE.toml|NAME",
+                   help="a path, or the name of a definition under sims/ (the checkout you are in, else the "
+                        "definitions installed with grokphase)")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--only", metavar="PREFIX", default=None,
                    help="teacher-student files: run only the [[sim]] entries whose name starts with PREFIX (and "
