@@ -9,11 +9,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from grokphase.theory.batching import flatten, padded, to_float64, unpad
+from grokphase.theory.batching import flatten, padded, take, to_float64, unpad
 from grokphase.theory.roots import bisect, scan_roots
 from grokphase.theory.status import Phase, Status, raise_on_failure
-from grokphase.theory.teacher_student.finite_d import FAILURE_HINTS, _cubic_learned
+from grokphase.theory.teacher_student.finite_d import FAILURE_HINTS
 from grokphase.theory.teacher_student.params import (
     DEFAULT_APPROXIMATION,
     TeacherStudentParams,
@@ -99,7 +100,7 @@ _MIXED_SCAN = 2048
 _MIXED_CANDIDATES = 8
 
 
-def _mixed_branch(u, r, sw2, eps):
+def _mixed_branch(u, r, sw2, eps, mirror: bool = False):
     """GMFL-I: unknowns (b, c, pi1, q*) with Shat(q*) = Shat'(q*) = 0 and
     [b, sqrt6 c] = (I + M)^{-1} [1, sqrt6 eps], M = u r [c0/kappa(b) e1 e1^T + pi1 g(q*) g(q*)^T].
 
@@ -107,19 +108,23 @@ def _mixed_branch(u, r, sw2, eps):
     and x* = q*^2/D = (b + 2c)/(6c); using g3/g1 = -2x*/sqrt6 the second row reduces to the scalar
     equation R(c) = c - eps - (x*/3)(1 - b(1 + u r c0/kappa(b))) = 0 on c in [eps, -sqrt(K_u/27)),
     where R(eps) < 0 above the transition and R > 0 as x* -> 0.  b may turn slightly negative at
-    very large u (the droplets' g1 g3 coupling makes the linear part overshoot).
+    very large u (the droplets' g1 g3 coupling makes the linear part overshoot).  This is the
+    paper's case eps < 0; ok = False for eps >= 0.
 
-    eps > 0 is the mirror image: g3/g1 < 0 for every neuron, so a droplet neuron can only help the
-    cubic part with a readout of the opposite sign to the linear discrepancy (b - 2cx* < 0), trading
-    linear for cubic: b - c = -cbrt(Ku c) and c in (sqrt(Ku/27), eps].  eps = 0 has no droplet
-    branch (m is maximal at x = 0); returns ok = False there."""
+    ``mirror=True`` (static) solves eps > 0 instead, the mirror image: g3/g1 < 0 for every neuron,
+    so a droplet neuron can help the cubic part only with a readout of the opposite sign to the
+    linear discrepancy (b - 2cx* < 0), trading linear for cubic: b - c = -cbrt(Ku c), c in
+    (sqrt(Ku/27), eps]; ok = False for eps <= 0.  (eps = 0 has no droplet branch: m is maximal at
+    x = 0.)  The two are separate programs so that eps < 0 keeps its exact bits."""
     c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
     Ku = 27.0 * jnp.pi * (1.0 + 2.0 * sw2) / (16.0 * u * sw2)
 
     def parts(c):
-        s = -c
-        # b - c = -sign(c) cbrt(Ku |c|): droplets sit where b - 2cx* has the sign of -c
-        b = jnp.where(eps < 0.0, jnp.cbrt(Ku * s) - s, c - jnp.cbrt(Ku * c))
+        if mirror:
+            b = c - jnp.cbrt(Ku * c)
+        else:
+            s = -c
+            b = jnp.cbrt(Ku * s) - s
         xs = (b + 2.0 * c) / (6.0 * c)
         kap = _kappa(b, u, sw2)
         return b, xs, kap
@@ -130,11 +135,16 @@ def _mixed_branch(u, r, sw2, eps):
         return kap * (c - eps) - xs / 3.0 * (kap - b * (kap + u * r * c0))
 
     # kappa vanishes quadratically at x* -> 0; stay 1e-5 inside so it is far above rounding.
-    # For eps > 0 the mirror image: c in (sqrt(Ku/27), eps], b < c.
-    c_end = jnp.where(eps < 0.0, -1.0, 1.0) * jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
-    ok = ((eps < 0.0) & (c_end > eps)) | ((eps > 0.0) & (c_end < eps))
-    lo = jnp.where(ok, eps, jnp.where(eps < 0.0, -1.0, 1.0))
-    hi = jnp.where(ok, c_end, jnp.where(eps < 0.0, -0.5, 0.5))
+    if mirror:
+        c_end = jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
+        ok = (eps > 0.0) & (c_end < eps)
+        lo = jnp.where(ok, eps, 1.0)
+        hi = jnp.where(ok, c_end, 0.5)
+    else:
+        c_end = -jnp.sqrt(Ku / 27.0) * (1.0 + 1e-5)
+        ok = (eps < 0.0) & (c_end > eps)
+        lo = jnp.where(ok, eps, -1.0)
+        hi = jnp.where(ok, c_end, -0.5)
     # Only kappa(b) > 0 is physical (then x* is the global maximum of m and the bulk is stable);
     # at large u, R also vanishes where kappa < 0.  Bisect every sign change of kappa*R on a scan,
     # keep the roots with kappa > 0 and pi1 >= 0, and take the one nearest c = eps (continuation
@@ -213,7 +223,7 @@ def _q_t_from_x_exact(x, sw2):
     return jnp.sqrt(q2), t, 1.0 + 2.0 * (q2 + t)
 
 
-def _mixed_branch_exact(u, r, sw2, eps):
+def _mixed_branch_exact(u, r, sw2, eps, mirror: bool = False):
     """GMFL-I of the exact scaling limit: unknowns (b, c, pi1, x*) with Delta(x*) = Delta'(x*) = 0 and
     [b, sqrt6 c] = (I + M)^{-1}[1, sqrt6 eps], M = u r [c0/kappa(b) e1 e1^T + pi1 g g^T], g = g(q*, t*).
 
@@ -222,15 +232,14 @@ def _mixed_branch_exact(u, r, sw2, eps):
     g1^2 = 4x/pi, so the second row is the scalar equation c - eps - (x/3)(1 - b(1 + u r c0/kappa)) = 0,
     solved for x on a scan with bisection; roots must have kappa > 0, pi1 >= 0 and x* a global
     minimum of Delta (Lambda <= 1); the one with c nearest eps (continuation from the transition)
-    is taken.  y has the sign of -eps (for eps > 0 the droplets trade linear for cubic, see
-    :func:`_mixed_branch`); eps = 0 has no droplet branch."""
+    is taken.  y > 0 here (eps < 0); ``mirror=True`` (static) takes y < 0, the droplets of eps > 0
+    (see :func:`_mixed_branch`)."""
     c0 = 2.0 / (jnp.pi * (1.0 + 2.0 * sw2))
 
-    # y = b - 2cx* has the sign of -eps at the droplet (the droplet's readout follows the cubic part)
-    sign = jnp.where(eps < 0.0, 1.0, -1.0)
-
     def parts(x):
-        y = sign * jnp.sqrt(jnp.pi * _prior_cost_ratio(x, sw2) / (2.0 * u))
+        y = jnp.sqrt(jnp.pi * _prior_cost_ratio(x, sw2) / (2.0 * u))
+        if mirror:
+            y = -y
         c = (y - jnp.pi * _prior_cost_slope(x, sw2) / (2.0 * u * y)) / (4.0 * x)
         b = y + 2.0 * c * x
         return b, c, _kappa(b, u, sw2), y
@@ -245,23 +254,24 @@ def _mixed_branch_exact(u, r, sw2, eps):
     pis = (1.0 - bs * (1.0 + u * r * c0 / kaps)) / (u * r * (4.0 * roots / jnp.pi) * ys)
     lam, _ = jax.vmap(lambda b_, c_: degeneracy_ratio_exact(b_, c_, u, sw2))(bs, cs)
     valid = (found & (kaps > 0.0) & (pis >= 0.0) & jnp.isfinite(pis) & (lam <= 1.0 + 1e-8)
-             & (sign * ys > 0.0))
-    ok = jnp.any(valid) & (eps != 0.0)
+             & ((ys < 0.0) if mirror else (ys > 0.0)))
+    ok = jnp.any(valid) & ((eps > 0.0) if mirror else (eps < 0.0))
     j = jnp.argmin(jnp.where(valid, jnp.abs(cs - eps), jnp.inf))
     x = roots[j]
     q_star, t_star, _ = _q_t_from_x_exact(x, sw2)
     return bs[j], cs[j], pis[j], q_star, t_star, kaps[j], ok
 
 
-def _limit_point(u, r, sw2, eps, d, exact: bool = False):
+def _limit_point(u, r, sw2, eps, d, exact: bool = False, mirror: bool = False):
+    """One point of the scaling limit; ``mirror`` (static) selects the GMFL-I branch of eps > 0."""
     b_g = gfl_b(u, r, sw2)
     if exact:
         lam, x_g = degeneracy_ratio_exact(b_g, eps, u, sw2)
-        bm, cm, pi1, qm, tm, kapm, ok = _mixed_branch_exact(u, r, sw2, eps)
+        bm, cm, pi1, qm, tm, kapm, ok = _mixed_branch_exact(u, r, sw2, eps, mirror)
         q_g, t_g, _ = _q_t_from_x_exact(x_g, sw2)
     else:
         lam = degeneracy_ratio(b_g, eps, u, sw2)
-        bm, cm, pi1, qm, kapm, ok = _mixed_branch(u, r, sw2, eps)
+        bm, cm, pi1, qm, kapm, ok = _mixed_branch(u, r, sw2, eps, mirror)
         _, x_g = _m_star(b_g, eps, sw2)
         q_g, _ = _q_from_x(x_g, sw2)
         tm = t_g = sw2
@@ -276,25 +286,33 @@ def _limit_point(u, r, sw2, eps, d, exact: bool = False):
     status = jnp.where(gfl | ok, Status.CONVERGED, Status.NO_BRANCH).astype(jnp.int32)
     phase = jnp.where(gfl, Phase.GFL, Phase.GMFL_I).astype(jnp.int32)
     return LimitSolution(
-        b=b, c=c, linear_learned=1.0 - b, cubic_learned=_cubic_learned(c, eps), pi1=pi1,
+        b=b, c=c, linear_learned=1.0 - b, cubic_learned=1.0 - c / eps, pi1=pi1,
         droplet_fraction=pi1 / d, q_star=q_star, kappa=kap, degeneracy=lam, free_energy=F,
         u=u, r=r, status=status, phase=phase, t_star=t_star,
     )
 
 
 def solve_limit_point(params: TeacherStudentParams, approximation: str = DEFAULT_APPROXIMATION) -> LimitSolution:
-    """Scaling-limit solution at one parameter point (pure, jit/vmap-compatible, never raises)."""
+    """Scaling-limit solution at one parameter point (pure, jit/vmap-compatible, never raises).
+
+    Either sign of eps: both GMFL-I branches (eps < 0 and its mirror image eps > 0) are evaluated
+    and the one of eps's sign is selected."""
     exact = check_approximation(approximation) == "exact"
     p = to_float64(params)
-    return _limit_point(p.u, p.r, p.sw2, p.eps, p.d, exact)
+    neg = _limit_point(p.u, p.r, p.sw2, p.eps, p.d, exact)
+    pos = _limit_point(p.u, p.r, p.sw2, p.eps, p.d, exact, mirror=True)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(p.eps > 0.0, b, a), neg, pos)
 
 
-@jax.jit(static_argnames=("approximation",))
-def solve_limit_batch(params: TeacherStudentParams, approximation: str = DEFAULT_APPROXIMATION) -> LimitSolution:
-    """jit(vmap) of the scaling-limit solver over 1-D parameter arrays (never raises)."""
+@jax.jit(static_argnames=("approximation", "mirror"))
+def solve_limit_batch(params: TeacherStudentParams, approximation: str = DEFAULT_APPROXIMATION,
+                      mirror: bool = False) -> LimitSolution:
+    """jit(vmap) of the scaling-limit solver over 1-D parameter arrays (never raises).  The GMFL-I
+    branch is that of eps < 0, or with ``mirror=True`` that of eps > 0 (:func:`solve_limit` picks
+    per point); on the other sign a GMFL-I point gets status NO_BRANCH."""
     exact = check_approximation(approximation) == "exact"
     p = to_float64(params)
-    return jax.vmap(lambda *a: _limit_point(*a, exact))(p.u, p.r, p.sw2, p.eps, p.d)
+    return jax.vmap(lambda *a: _limit_point(*a, exact, mirror))(p.u, p.r, p.sw2, p.eps, p.d)
 
 
 def solve_limit(params: TeacherStudentParams, *, approximation: str = DEFAULT_APPROXIMATION,
@@ -302,11 +320,31 @@ def solve_limit(params: TeacherStudentParams, *, approximation: str = DEFAULT_AP
     """Scaling-limit solution at every point of ``params`` (any broadcast shape).
 
     Depends on the parameters only through (u, r, sw2, eps), so it is exactly invariant under the
-    Table-1 scaling; ``droplet_fraction = pi1/d`` uses the given d."""
+    Table-1 scaling; ``droplet_fraction = pi1/d`` uses the given d.  Any sign of eps: the points
+    with eps > 0 are solved with the mirrored GMFL-I branch (droplets that trade linear for cubic),
+    in a separate batch; eps = 0 is always GFL (c = 0, cubic_learned NaN)."""
     check_approximation(approximation)
     shape, flat = flatten(params)
-    padded_flat, M = padded(flat)
-    sol = unpad(LimitSolution(*jax.device_get(solve_limit_batch(padded_flat, approximation))), M, shape)
+    positive = np.asarray(flat.eps) > 0.0
+    parts = []
+    for mirror, idx in ((False, np.flatnonzero(~positive)), (True, np.flatnonzero(positive))):
+        if idx.size:
+            sub = take(flat, idx)
+            padded_sub, m = padded(sub)
+            parts.append((idx, unpad(LimitSolution(*jax.device_get(solve_limit_batch(padded_sub, approximation,
+                                                                                     mirror))), m)))
+    M = positive.size
+    if len(parts) == 1:
+        sol = parts[0][1]
+    else:
+        fields = []
+        for i in range(len(LimitSolution._fields)):
+            out = np.empty((M,) + parts[0][1][i].shape[1:], dtype=parts[0][1][i].dtype)
+            for idx, part in parts:
+                out[idx] = part[i]
+            fields.append(out)
+        sol = LimitSolution(*fields)
+    sol = unpad(sol, M, shape)
     if check:
         raise_on_failure(sol.status, flat, f"scaling-limit ({approximation})", FAILURE_HINTS)
     return sol
