@@ -121,7 +121,7 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
         ax.set_ylim(-0.5, top)
         ax.legend(fontsize=7)
     ax = axes[2]
-    inset = ax.inset_axes([0.55, 0.5, 0.42, 0.42])
+    inset = ax.inset_axes([0.7, 0.55, 0.28, 0.37])
     for k in order:
         ax.plot(cmp["theory_s2_line_reference"].values[k], cmp["theory_cubic_learned_line"].values[k], "-",
                 color=cols[k], lw=1.2)
@@ -144,14 +144,14 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
                     color=cols[k], lw=1.2)
         c_other = float(cmp.attrs.get(f"limit_s2_c_{a}", np.nan))
         if np.isfinite(c_other):
-            ax.axvline(c_other, color="tab:red", lw=0.8, ls=":")
+            ax.axvline(c_other, color="tab:red", lw=0.8, ls=":", label=f"{S2_C} = {c_other:.4f} (limit, {a})")
     if np.isfinite(s2_c):
-        ax.axvline(s2_c, color="tab:red", lw=0.8, ls="--")
+        ax.axvline(s2_c, color="tab:red", lw=0.8, ls="--", label=f"{S2_C} = {s2_c:.4f} (limit, {primary})")
     ax.set_xlabel("$\\sigma^2$ (β = 1 units)")
     ax.set_ylabel("cubic learned fraction 1 − c/ε")
     ax.set_title(f"(c) markers: Langevin; lines: finite-d theory, — {primary}"
                  + "".join(f", ··· {a}" for a in others), fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.12, 1.0))
     inset.set_title("linear 1 − b", fontsize=7)
     inset.tick_params(labelsize=6)
     fig.tight_layout()
