@@ -184,20 +184,20 @@ CPU_GROUP = 4
 
 
 def default_group(n_devices: int, task: Task | None = None) -> int | None:
-    """On CPU, advance the chunk in groups of CPU_GROUP networks on every device (``lax.map`` over
-    vmapped groups; with several devices inside ``shard_map``, each device mapping over its own
-    members): one vmap over the whole chunk streams (M, n, N) temporaries through memory, while
-    groups keep them in cache (benchmarks/README.md: 1.2-1.5x in float32, identical results).  A
-    task may ask for its own group size (``Task.cpu_group``; the modular task: 1).  XLA:CPU rounds a
-    vmap over 2 networks differently from one over 1, so results are bit-identical across device
-    counts only where every device runs groups of the same sizes: always with groups of 1 (the
-    modular task), with groups of 4 when no device is left a group of 1 that one device would not
-    have (teacher-student: 1 and 2 devices agree, 3 devices for 3 networks differ at 1e-6).
-    Accelerators use one vmap.  ``n_devices`` is kept for callers."""
-    del n_devices
-    if jax.default_backend() == "cpu":
-        return task.cpu_group if task is not None and task.cpu_group is not None else CPU_GROUP
-    return None
+    """On one CPU device, advance the chunk in groups of CPU_GROUP networks (``lax.map`` over
+    vmapped groups): one vmap over the whole chunk streams (M, n, N) temporaries through memory,
+    while groups keep them in cache (benchmarks/README.md: 1.2-1.5x in float32, identical results).
+    A task may ask for its own group size (``Task.cpu_group``; the modular task: 1), which then holds
+    on every CPU device (with several devices each maps over its own members inside ``shard_map``):
+    XLA:CPU rounds a vmap over 2 networks differently from one over 1, so groups of 1 make results
+    bit-identical across device counts.  Without one, sharded chunks use one vmap per device (the
+    teacher-student task: 1 and 2 devices agree, 3 devices for 3 networks differ at 1e-6), as do
+    accelerators."""
+    if jax.default_backend() != "cpu":
+        return None
+    if task is not None and task.cpu_group is not None:
+        return task.cpu_group
+    return CPU_GROUP if n_devices == 1 else None
 
 
 @functools.lru_cache(maxsize=16)
