@@ -149,6 +149,15 @@ def test_modular_sweep_shows_every_curve_whole_minimum(figures, modular_sweep):
     assert any("GMFL-II" in p for p in phases) and any("(GFL)" in p for p in phases)
 
 
+def test_reproduce_fig3_shows_every_curve_and_names_its_lines(figures, modular_sweep):
+    reproduce.plot_fig3(modular_sweep, None, "x.png")
+    (fig,) = figures
+    check_figure(fig)
+    assert fig.axes[0].get_ylim()[0] <= np.nanmin(modular_sweep["reduced_action"].values)
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("GFL | GMFL-I" in s for s in labels) and any("GMFL-I | GMFL-II" in s for s in labels)
+
+
 def test_modular_limit_boundaries_separate_the_stored_phases(modular_diagram):
     """The closed-form boundaries evaluated on the diagram's own grid reproduce ``limit_phase`` (the
     P -> infinity solver's label, from a_pin and the pinned droplet fraction) at every point: gap1 > 0
