@@ -24,7 +24,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from grokphase.theory.batching import batch_length, default_block, default_chunk, flatten, pad_to, take, to_float64, unpad
+from grokphase.theory.batching import (
+    batch_length,
+    bucket_size,
+    default_block,
+    default_chunk,
+    flatten,
+    pad_to,
+    take,
+    to_float64,
+    unpad,
+)
 from grokphase.theory.single_index.activations import get_activation
 from grokphase.theory.single_index.overlaps import MAX_DEGREE, check_degrees, overlap_bound, overlaps
 from grokphase.theory.single_index.params import SingleIndexParams
@@ -392,10 +402,11 @@ def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="e
         for Kq, level, J in np.unique(keys, axis=0):
             idx = todo[np.all(keys == (Kq, level, J), axis=1)]
             parts = []
-            for start in range(0, idx.size, block):
-                sub = take(flat, idx[start:start + block])
+            size = min(block, bucket_size(idx.size))     # small groups are not padded to a whole block
+            for start in range(0, idx.size, size):
+                sub = take(flat, idx[start:start + size])
                 m = batch_length(sub)
-                out = solve_finite_d_batch(pad_to(sub, block), yhat, A, B, activation=activation, degrees=degrees,
+                out = solve_finite_d_batch(pad_to(sub, size), yhat, A, B, activation=activation, degrees=degrees,
                                            grid_size=int(Kq), t_size=int(J), t_level=int(level), maxiter=maxiter,
                                            chunk=chunk)
                 parts.append(unpad(SingleIndexSolution(*jax.device_get(out)), m))

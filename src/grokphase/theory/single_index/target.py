@@ -76,7 +76,7 @@ class HermiteTarget:
 
     @property
     def spec(self) -> str:
-        return ",".join(f"{k}:{c:g}" for k, c in zip(self.degrees, self.coefficients))
+        return ",".join(f"{k}:{c!r}" for k, c in zip(self.degrees, self.coefficients))
 
 
 def get_target(target) -> HermiteTarget:
