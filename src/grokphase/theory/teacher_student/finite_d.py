@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from grokphase.errors import ParameterError
 from grokphase.theory.batching import (
     batch_length,
     default_block,
@@ -35,18 +34,10 @@ from grokphase.theory.teacher_student.params import (
 from grokphase.theory.teacher_student.quadrature import (
     DEFAULT_T_SIZE,
     TRUNCATION_CHECK,
-    DEFAULT_T_RULE,
-    MAX_SADDLE_LEVEL,
-    SADDLE_TOL,
     _flat,
     _grid,
-    _Grid,
-    _per_node,
-    _saddle_grid,
     _static_sizes,
     _t_quadrature,
-    check_t_rule,
-    saddle_t_size,
     default_grid_size,
     point_grid_sizes,
     t_grid_size,
@@ -60,10 +51,6 @@ NEWTON_RTOL = 1e-13
 #: residual accepted when Newton stalls at the float64 rounding floor (|S| ~ 1e5 at large d
 #: limits the residual to ~1e-12 there)
 RESIDUAL_ACCEPT = 1e-10
-#: saddle t-rule: re-centring stops when v moves by less than this (relative); at most SADDLE_PASSES
-#: re-centrings (the final rule is checked against twice its nodes at the solution in any case)
-SADDLE_RECENTRE_TOL = 1e-9
-SADDLE_PASSES = 8
 
 
 #: what to try when a point fails, by status (appended to the SolverError's message)
@@ -142,8 +129,12 @@ class _NewtonState(NamedTuple):
     done: jax.Array
 
 
-def _newton(params, grid, v0, maxiter: int) -> _NewtonState:
-    """Damped Newton ascent of the (concave) quadrature free energy of ``grid`` from ``v0``."""
+def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bool, exact: bool = False,
+                 J: int = 1, level: int = 0) -> FiniteDSolution:
+    """Finite-d solution for scalar parameters (jit/vmap-compatible; K, J, level, exact static)."""
+    params = to_float64(params)
+    grid = _grid(params, K, J, level, exact)
+    q, logw = grid.q, grid.logw_q
     g_flat, logw_flat, logp0 = _flat(grid)
     p0 = jnp.exp(logp0)
     evaluate = lambda v: _evaluate(v, params, None, g_flat, logw_flat, logp0, p0)  # noqa: E731
@@ -152,6 +143,7 @@ def _newton(params, grid, v0, maxiter: int) -> _NewtonState:
     def tolerance(v):
         return NEWTON_RTOL * (1.0 + jnp.linalg.norm(yhat) + jnp.linalg.norm(v))
 
+    v0 = jnp.zeros(2)
     F0, g0, H0, _, _ = evaluate(v0)
     state = _NewtonState(v0, F0, g0, H0, jnp.int32(0), jnp.int32(Status.MAX_ITER), jnp.bool_(False))
 
@@ -197,45 +189,6 @@ def _newton(params, grid, v0, maxiter: int) -> _NewtonState:
         )
 
     st = jax.lax.while_loop(cond, body, state)
-    return st
-
-
-def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bool, exact: bool = False,
-                 J: int = 1, level: int = 0, t_rule: str = DEFAULT_T_RULE) -> FiniteDSolution:
-    """Finite-d solution for scalar parameters (jit/vmap-compatible; K, J, level, exact, t_rule static)."""
-    params = to_float64(params)
-    saddle = exact and t_rule == "saddle"
-    if saddle:
-        # saddle t-rule: centre the nodes at the current v (first the prior's, v = 0), solve from
-        # there (warm start), and repeat until v moves by less than SADDLE_RECENTRE_TOL: the last
-        # pass's nodes are centred at its solution to that tolerance
-        f64 = jnp.float64
-        placeholder = (_Grid(jnp.zeros(K), jnp.zeros(K), jnp.ones((K, J)), jnp.zeros((K, J)), jnp.zeros((K, J)),
-                             jnp.zeros((K, J, 2))), jnp.bool_(False),
-                       _NewtonState(jnp.zeros(2), f64(0.0), jnp.zeros(2), jnp.zeros((2, 2)), jnp.int32(0),
-                                    jnp.int32(Status.MAX_ITER), jnp.bool_(False)))
-
-        def outer_cond(c):
-            return (~c[3]) & (c[2] < SADDLE_PASSES)
-
-        def outer_body(c):
-            v, it, passes, _, _ = c
-            grid, ok = _saddle_grid(params, K, J, v)
-            st = _newton(params, grid, v, maxiter)
-            settled = jnp.linalg.norm(st.v - v) <= SADDLE_RECENTRE_TOL * (1.0 + jnp.linalg.norm(st.v))
-            failed = (st.status != Status.CONVERGED) | ~jnp.all(jnp.isfinite(st.v)) | ~ok
-            return st.v, it + st.it, passes + 1, settled | failed, (grid, ok, st)
-
-        _, it_all, _, _, (grid, rule_ok, st) = jax.lax.while_loop(
-            outer_cond, outer_body, (jnp.zeros(2), jnp.int32(0), jnp.int32(0), jnp.bool_(False), placeholder))
-        st = st._replace(it=it_all)
-    else:
-        grid = _grid(params, K, J, level, exact)
-        st = _newton(params, grid, jnp.zeros(2), maxiter)
-    q, logw = grid.q, grid.logw_q
-    g_flat, logw_flat, logp0 = _flat(grid)
-    p0 = jnp.exp(logp0)
-    evaluate = lambda v: _evaluate(v, params, None, g_flat, logw_flat, logp0, p0)  # noqa: E731
     v = st.v
     F, grad, _, Q, logz = evaluate(v)
     residual = jnp.linalg.norm(grad)
@@ -247,22 +200,13 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     s = grid.g @ v                                               # (K, J)
     S2 = -(grid.prior + 0.5 * params.u * params.d * s * s)       # S(q, s; v) on the grid (per unit q, s)
     # marginal action in q (the t-integral by the t-rule; S2 itself in the concentrated case)
-    S = -logsumexp(-S2 + _per_node(grid.logw_t), axis=1) if exact else S2[:, 0]
+    S = -logsumexp(-S2 + grid.logw_t[None, :], axis=1) if exact else S2[:, 0]
     half_q = grid._replace(q=q[::2], logw_q=logw[::2] + math.log(2.0), prior=grid.prior[::2], g=grid.g[::2])
-    if saddle:  # per-q t-nodes follow their q-nodes
-        half_q = half_q._replace(t=grid.t[::2], logw_t=grid.logw_t[::2])
     _, _, _, Qc, logzc = _evaluate_grid(v, params, half_q)  # spacing 2h; the endpoints keep their half weight
     qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
     quad_error = jnp.maximum(jnp.abs(logz - logzc), jnp.max(jnp.abs(Q - Qc)) / qnorm)
     truncated = (S[-1] - jnp.min(S)) < TRUNCATION_CHECK
-    if saddle:
-        # the saddle rule against twice its nodes (centred at the solution): a relative agreement of
-        # SADDLE_TOL is required, else the point is UNRESOLVED and refined
-        _, _, _, Q2, logz2 = _evaluate_grid(v, params, _saddle_grid(params, K, 2 * J, v)[0])
-        t_error = jnp.maximum(jnp.abs(logz - logz2), jnp.max(jnp.abs(Q - Q2)) / qnorm)
-        quad_error = jnp.maximum(quad_error, t_error)
-        t_unresolved = (t_error > SADDLE_TOL) | ~rule_ok | ~jnp.isfinite(t_error)
-    elif exact:
+    if exact:
         half_t = grid._replace(t=grid.t[::2], logw_t=grid.logw_t[::2] + math.log(2.0), prior=grid.prior[:, ::2],
                                g=grid.g[:, ::2])
         _, _, _, Qt_, logzt = _evaluate_grid(v, params, half_t)
@@ -276,8 +220,6 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
                        status)
     finite = jnp.all(jnp.isfinite(v)) & jnp.isfinite(F) & jnp.all(jnp.isfinite(Q))
     status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
-    if saddle:  # a failed saddle rule is a quadrature failure (refined, then the grid rule), whatever followed
-        status = jnp.where(t_unresolved & (status != Status.TRUNCATED), Status.UNRESOLVED, status).astype(jnp.int32)
 
     # --- droplet basin: first local maximum of S(q) on q > 0 ---
     dS = jnp.diff(S)
@@ -309,7 +251,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     # --- mean t of droplet and bulk neurons (split at the barrier node, half weight there) ---
     lw2 = -S2 + grid.logw_q[:, None] + grid.logw_t[None, :]
     if exact:
-        logt = _per_node(jnp.log(grid.t))
+        logt = jnp.log(grid.t)[None, :]
 
         def mean_t(wk):
             wk2 = jnp.broadcast_to(wk[:, None], lw2.shape)
@@ -346,57 +288,36 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
 
 def solve_finite_d_point(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
                          density: bool = False, approximation: str = DEFAULT_APPROXIMATION,
-                         t_size: int | None = None, t_level: int = 0,
-                         t_rule: str = DEFAULT_T_RULE) -> FiniteDSolution:
+                         t_size: int | None = None, t_level: int = 0) -> FiniteDSolution:
     """Finite-d solution at one parameter point: pure, jit-compatible and vmappable over any field
     of ``params`` (``grid_size``, ``maxiter``, ``density``, ``approximation``, ``t_size``, ``t_level``
     are static).  ``t_size`` (exact approximation): number of t-nodes, by default
     :func:`t_grid_size` for concrete parameters and DEFAULT_T_SIZE for traced ones.  Never raises:
     check ``status``.  Example:
-    ``jax.jit(jax.vmap(lambda e: solve_finite_d_point(p.replace(eps=e), 513)))``.
-    ``t_rule="saddle"`` (exact approximation): the saddle t-rule with ``t_size`` nodes per q-node
-    (default :func:`saddle_t_size` of ``t_level``); no density output."""
-    if _check_rule(t_rule, approximation, density):
-        J = int(t_size or saddle_t_size(t_level))
-        return _solve_point(params, grid_size, maxiter, density, True, J, t_level, "saddle")
+    ``jax.jit(jax.vmap(lambda e: solve_finite_d_point(p.replace(eps=e), 513)))``."""
     exact, J = _static_sizes(params, grid_size, t_size, t_level, approximation)
     return _solve_point(params, grid_size, maxiter, density, exact, J, t_level)
 
 
-@jax.jit(static_argnames=("grid_size", "maxiter", "density", "chunk", "approximation", "t_size", "t_level",
-                           "t_rule"))
+@jax.jit(static_argnames=("grid_size", "maxiter", "density", "chunk", "approximation", "t_size", "t_level"))
 def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
                          density: bool = False, chunk: int | None = None,
                          approximation: str = DEFAULT_APPROXIMATION, t_size: int | None = None,
-                         t_level: int = 0, t_rule: str = DEFAULT_T_RULE) -> FiniteDSolution:
+                         t_level: int = 0) -> FiniteDSolution:
     """Finite-d solutions over 1-D parameter arrays (all fields of equal length), jitted.
 
     ``chunk=None`` vmaps the whole batch; ``chunk=B`` maps sequentially over chunks of B vmapped
     points (``jax.lax.map(..., batch_size=B)``), which avoids lockstep waste on CPUs.  In the exact
     approximation ``t_size`` t-nodes are used (default DEFAULT_T_SIZE; :func:`solve_finite_d`
-    chooses it per point with :func:`t_grid_size`).  ``t_rule="saddle"``: the saddle t-rule, ``t_size``
-    nodes per q-node (default :func:`saddle_t_size` of ``t_level``)."""
-    if _check_rule(t_rule, approximation, density):
-        J = int(t_size or saddle_t_size(t_level))
-        solve_one = lambda p: _solve_point(p, grid_size, maxiter, density, True, J, t_level, "saddle")  # noqa: E731
-    else:
-        exact = check_approximation(approximation) == "exact"
-        J = int(t_size or DEFAULT_T_SIZE) if exact else 1
-        solve_one = lambda p: _solve_point(p, grid_size, maxiter, density, exact, J, t_level)  # noqa: E731
+    chooses it per point with :func:`t_grid_size`)."""
+    exact = check_approximation(approximation) == "exact"
+    J = int(t_size or DEFAULT_T_SIZE) if exact else 1
+    solve_one = lambda p: _solve_point(p, grid_size, maxiter, density, exact, J, t_level)  # noqa: E731
     if chunk is None:
         return jax.vmap(solve_one)(params)
     return jax.lax.map(solve_one, params, batch_size=chunk)
 
 MAX_GRID_SIZE = 2**16 + 1
-
-
-def _check_rule(t_rule: str, approximation: str, density: bool) -> bool:
-    """Validate ``t_rule``; True when the saddle rule applies (exact approximation, saddle)."""
-    check_t_rule(t_rule)
-    saddle = check_approximation(approximation) == "exact" and t_rule == "saddle"
-    if saddle and density:
-        raise ParameterError("the saddle t-rule has its own t-nodes per q-node: density output needs t_rule='grid'")
-    return saddle
 
 
 def _more(progress, n: int) -> None:
@@ -413,7 +334,7 @@ MAX_T_LEVEL = 3
 def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT_APPROXIMATION,
                    grid_size: int | None = None, t_size: int | None = None, maxiter: int = 100,
                    density: bool = False, refine: bool = True, check: bool = True,
-                   progress=None, t_rule: str = DEFAULT_T_RULE) -> FiniteDSolution:
+                   progress=None) -> FiniteDSolution:
     """Solve the finite-d theory (THEORY.md §3; §3b for ``approximation="exact"``, the default) at
     every point of ``params`` (any broadcast shape).
 
@@ -426,23 +347,15 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
     status codes and never raises).  ``progress``: an object with ``update(n)`` (e.g. a tqdm bar),
     told of every point solved, block by block; a point re-solved on a finer grid counts again and
     raises its ``total`` (when it has one) by one.  It does not change the numbers.
-
-    ``t_rule`` (exact approximation): "grid" (default; trapezoid in log t over the prior's range) or
-    "saddle" (Gauss-Hermite in the steepest-descent variable around each q-node's t-saddle,
-    :data:`SADDLE_T_NODES` nodes, doubled while the check against twice the nodes exceeds
-    SADDLE_TOL, up to MAX_SADDLE_LEVEL; a point still failing then is solved with the grid rule).
-    With ``density`` the grid rule is used (its t-nodes are shared by all q).
     """
     exact = check_approximation(approximation) == "exact"
-    check_t_rule(t_rule)
-    saddle = exact and t_rule == "saddle" and not density
     shape, flat = flatten(params)
     M = batch_length(flat)
     chunk = default_chunk()
 
     block = default_block()
 
-    def run(idx, K, J, level, rule="grid"):
+    def run(idx, K, J, level):
         # fixed-size blocks: one compiled executable per grid size, whatever the number of points
         parts = []
         for start in range(0, idx.size, block):
@@ -450,7 +363,7 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
             m = batch_length(sub)
             sub = pad_to(sub, block)
             parts.append(unpad(FiniteDSolution(*jax.device_get(
-                solve_finite_d_batch(sub, K, maxiter, density, chunk, approximation, J, level, rule))), m))
+                solve_finite_d_batch(sub, K, maxiter, density, chunk, approximation, J, level))), m))
             if progress is not None:
                 progress.update(m)
         return FiniteDSolution(*[None if parts[0][i] is None else np.concatenate([pt[i] for pt in parts])
@@ -469,27 +382,10 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
         K = grid_size or default_grid_size(flat)
         level = 0
         everything = np.arange(M)
-        rule = "saddle" if saddle else "grid"
         while True:
-            J = (int(t_size or saddle_t_size(level)) if rule == "saddle" else int(t_sizes(level).max()))
-            sol = run(everything, K, J, level, rule)
+            sol = run(everything, K, int(t_sizes(level).max()), level)
             unresolved = np.isin(sol.status, [Status.UNRESOLVED, Status.TRUNCATED])
             if not (refine and unresolved.any()):
-                break
-            if rule == "saddle":
-                if level < MAX_SADDLE_LEVEL and can_refine_t:
-                    level += 1
-                    _more(progress, M)
-                    continue
-                # the saddle rule did not converge: the grid rule for the points that failed
-                sub = take(flat, everything[unresolved])
-                fb = solve_finite_d(sub, approximation=approximation, grid_size=grid_size, maxiter=maxiter,
-                                    refine=refine, check=False, progress=progress)
-                sol = FiniteDSolution(*[None if x is None else np.asarray(x).copy() for x in sol])
-                for name in FiniteDSolution._fields:
-                    x = getattr(sol, name)
-                    if x is not None:
-                        x[unresolved] = getattr(fb, name)
                 break
             grow_q = grid_size is None and K < MAX_GRID_SIZE
             grow_t = can_refine_t and level < MAX_T_LEVEL
@@ -503,24 +399,17 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
         # quadrature check fails move on to a doubled grid
         sizes = point_grid_sizes(flat).reshape(-1)
         levels = np.zeros(M, dtype=int)
-        rules = np.full(M, int(saddle))            # 1: saddle t-rule, 0: grid t-rule
         Js = {0: t_sizes(0)}
-
-        def J_of(i):
-            if rules[i]:
-                return int(t_size or saddle_t_size(levels[i]))
-            return int(Js[levels[i]][i])
-
         fields: dict[str, np.ndarray] = {}
         todo = np.arange(M)
         while todo.size:
             next_todo = []
-            keys = np.stack([sizes[todo], levels[todo], np.array([J_of(i) for i in todo], dtype=int), rules[todo]],
+            keys = np.stack([sizes[todo], levels[todo], np.array([Js[lv][i] for lv, i in zip(levels[todo], todo)])],
                             axis=1)
-            for K, level, J, rule in np.unique(keys, axis=0):
-                sel = np.all(keys == (K, level, J, rule), axis=1)
+            for K, level, J in np.unique(keys, axis=0):
+                sel = np.all(keys == (K, level, J), axis=1)
                 idx = todo[sel]
-                part = run(idx, int(K), int(J), int(level), "saddle" if rule else "grid")
+                part = run(idx, int(K), int(J), int(level))
                 for name, value in part._asdict().items():
                     if value is None:
                         continue
@@ -528,22 +417,6 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
                         fields[name] = np.zeros((M,) + value.shape[1:], dtype=value.dtype)
                     fields[name][idx] = value
                 bad = np.isin(part.status, [Status.UNRESOLVED, Status.TRUNCATED])
-                if not (refine and bad.any()):
-                    continue
-                if rule:
-                    # the q-rule needs more nodes when p(q) is truncated or its own check fails (its
-                    # tolerance is far above SADDLE_TOL); otherwise only the t-rule is refined
-                    q_bad = bad & ((part.status == Status.TRUNCATED) | (part.quad_error > RESOLUTION_TOL))
-                    if K < MAX_GRID_SIZE:
-                        sizes[idx[q_bad]] = 2 * K - 1
-                    if level < MAX_SADDLE_LEVEL and t_size is None:
-                        levels[idx[bad]] = level + 1
-                    else:  # the saddle rule did not converge: the grid rule from its first level
-                        rules[idx[bad]] = 0
-                        levels[idx[bad]] = 0
-                    next_todo.append(idx[bad])
-                    _more(progress, int(bad.sum()))
-                    continue
                 grow_q = K < MAX_GRID_SIZE
                 grow_t = can_refine_t and level < MAX_T_LEVEL
                 again = refine and bad.any() and (grow_q or grow_t)

@@ -139,25 +139,19 @@ def _t_quadrature(params, J: int, level: int):
 
 class _Grid(NamedTuple):
     """Quadrature of one parameter point: the q-rule (K nodes, half line) and, in the exact
-    approximation, the t-rule (J nodes); node arrays have shape (K, J) (J = 1: concentrated).
-    The grid t-rule shares its nodes across q (t, logw_t of shape (J,)); the saddle t-rule has its
-    own nodes per q-node (shape (K, J)): use :func:`_per_node` to broadcast either to (K, J)."""
+    approximation, the t-rule (J nodes); node arrays have shape (K, J) (J = 1: concentrated)."""
 
     q: jax.Array        # (K,)
     logw_q: jax.Array   # (K,)
-    t: jax.Array        # (J,) or (K, J)
-    logw_t: jax.Array   # (J,) or (K, J)
+    t: jax.Array        # (J,)
+    logw_t: jax.Array   # (J,)
     prior: jax.Array    # (K, J) log prior density per unit q per unit s (unnormalised)
     g: jax.Array        # (K, J, 2)
 
 
-def _grid(params, K: int, J: int, level: int, exact: bool, center=None) -> _Grid:
-    """The quadrature of one point; with ``center`` (v = [b, sqrt(6) c]; exact approximation only)
-    the t-rule is the saddle rule centred there (J nodes per q-node), else the grid rule."""
+def _grid(params, K: int, J: int, level: int, exact: bool) -> _Grid:
     q, logw_q = _quadrature(params, K)
     prior_q = -params.d * q * q / (2.0 * params.sw2)
-    if exact and center is not None:
-        return _saddle_grid(params, K, J, center)[0]
     if exact:
         t, logw_t, prior_t = _t_quadrature(params, J, level)
         g = overlaps(q[:, None], params.sw2, t[None, :])
@@ -170,23 +164,9 @@ def _grid(params, K: int, J: int, level: int, exact: bool, center=None) -> _Grid
     return _Grid(q, logw_q, t, logw_t, prior, g)
 
 
-def _per_node(x):
-    """A t-rule array as (K, J) or (1, J): per-q nodes (saddle rule) stay, shared nodes get a q axis."""
-    return x if x.ndim == 2 else x[None, :]
-
-
-def _saddle_grid(params, K: int, J: int, center):
-    """The q-rule with the saddle t-rule centred at ``center``, and the rule's validity flag."""
-    q, logw_q = _quadrature(params, K)
-    prior_q = -params.d * q * q / (2.0 * params.sw2)
-    t, logw_t, prior_t, ok = _saddle_t_rule(params, q, center, J)
-    g = overlaps(q[:, None], params.sw2, t)
-    return _Grid(q, logw_q, t, logw_t, prior_q[:, None] + prior_t, g), ok
-
-
 def _flat(grid: _Grid):
     """Flattened nodes: overlaps (KJ, 2), log weights (KJ,) and normalised prior probabilities."""
-    logw = (grid.logw_q[:, None] + _per_node(grid.logw_t)).reshape(-1)
+    logw = (grid.logw_q[:, None] + grid.logw_t[None, :]).reshape(-1)
     prior = grid.prior.reshape(-1) + logw
     return grid.g.reshape(-1, 2), logw, prior - logsumexp(prior)
 
@@ -229,113 +209,3 @@ def prior_kernel(params: TeacherStudentParams, approximation: str = DEFAULT_APPR
     J = (t_size or int(t_grid_size(flat).max())) if exact else 1
     Q = np.asarray(_prior_kernel_batch(padded_flat, K, J, exact))[:M]
     return Q.reshape(shape + (2, 2))
-
-
-# --- the saddle t-rule (exact approximation, ``t_rule="saddle"``) -----------------------------
-#
-# For fixed q and discrepancy v the t-integrand in s = log(t/t0) is exp(phi(s)),
-#     phi(s) = ((d-1)/2)(s - e^s) + (u d/2)(v·g(q, t0 e^s))^2,
-# one bump of width ~ sqrt(2/(d-1)) around its saddle s*(q).  The saddle rule maps it exactly to a
-# Gaussian (the steepest-descent variable w, w^2/2 = phi(s*) - phi(s), on the side sign(s - s*)) and
-# integrates in w by Gauss-Hermite:  \int e^phi ds = e^phi(s*) \int e^{-w^2/2} (ds/dw) dw with
-# ds/dw = w / (-phi'(s)), smooth and slowly varying (analytic in a strip whose width grows like
-# sqrt(d)), so a handful of nodes suffice at d ~ 150 (8 give ~1e-13 relative) and ~64 at d = 3.
-# The nodes are placed for one centre v; the solver re-centres them at its solution until v stops
-# moving, and checks the rule against the 2J-node rule at the solution (SADDLE_TOL); points that
-# fail get twice the nodes (refinement level), and after MAX_SADDLE_LEVEL the grid rule.
-
-T_RULES = ("grid", "saddle")
-DEFAULT_T_RULE = "grid"
-#: Gauss-Hermite nodes of the saddle rule at refinement level 0 (doubled per level)
-SADDLE_T_NODES = 8
-MAX_SADDLE_LEVEL = 3
-#: required agreement of log z and Qt (relative) between the J- and 2J-node saddle rules
-SADDLE_TOL = 1e-12
-_SADDLE_SCAN = 33       # coarse scan over the grid rule's s-range for the starting point
-_SADDLE_NEWTON = 40     # Newton steps for s*(q) (quadratic convergence; fixed count for vmap)
-_NODE_NEWTON = 60       # Newton steps for each node s(w_j)
-
-
-def check_t_rule(t_rule: str) -> str:
-    """Validate the ``t_rule`` option of the exact approximation: "grid" (trapezoid in log t over the
-    prior's range, the reference) or "saddle" (Gauss-Hermite in the steepest-descent variable around
-    the t-saddle of every q-node)."""
-    if t_rule not in T_RULES:
-        raise ParameterError(f"t_rule must be one of {T_RULES}, got {t_rule!r}")
-    return t_rule
-
-
-def saddle_t_size(level: int = 0) -> int:
-    """Number of t-nodes of the saddle rule at refinement ``level``: SADDLE_T_NODES 2^level."""
-    return SADDLE_T_NODES * 2**int(level)
-
-
-def _saddle_t_rule(params, q, v, J: int):
-    """Saddle t-rule for every q-node at centre ``v`` = [b, sqrt(6) c]: nodes t (K, J), log weights
-    in s (K, J), the prior log density in s at the nodes (K, J), and a flag that the rule is valid
-    (finite, a strict maximum, nodes solved)."""
-    d, sw2 = params.d, params.sw2
-    A = 0.5 * (d - 1.0)
-    t0 = sw2 * (d - 1.0) / d
-    ud = params.u * d
-    qk = q[:, None]
-
-    c1 = 2.0 * qk / math.sqrt(math.pi)
-    c3 = -4.0 * qk**3 / math.sqrt(6.0 * math.pi)
-    v1, v3 = v[0], v[1]
-
-    def parts(s):
-        """phi, phi' and phi'' in s (analytic: g1 = c1 D^-1/2, g3 = c3 D^-3/2, D = 1 + 2(q^2 + t))."""
-        e = jnp.exp(s)
-        t = t0 * e
-        r = 1.0 / jnp.sqrt(1.0 + 2.0 * (qk * qk + t))
-        r2 = r * r
-        m = r * (v1 * c1 + v3 * c3 * r2)                          # v·g
-        m_t = -r * r2 * (v1 * c1 + 3.0 * v3 * c3 * r2)             # d(v·g)/dt
-        m_tt = 3.0 * r * r2 * r2 * (v1 * c1 + 5.0 * v3 * c3 * r2)  # d2(v·g)/dt2
-        f = A * (s - e) + 0.5 * ud * m * m
-        f1 = A * (1.0 - e) + ud * m * m_t * t
-        f2 = -A * e + ud * ((m_t * t) ** 2 + m * (m_tt * t * t + m_t * t))
-        return f, f1, f2
-
-    lo, hi = _t_range(d, 0)
-    scan = lo + (hi - lo) * jnp.linspace(0.0, 1.0, _SADDLE_SCAN)[None, :]
-    s_scan = jnp.broadcast_to(scan, (q.shape[0], _SADDLE_SCAN))
-    start = jnp.take_along_axis(s_scan, jnp.argmax(parts(s_scan)[0], axis=1)[:, None], axis=1)   # (K, 1)
-
-    def newton_loop(step, s0, iters):
-        def cond(c):
-            return (c[1] < iters) & c[2]
-
-        def body(c):
-            s_new = step(c[0])
-            return s_new, c[1] + 1, jnp.any(jnp.abs(s_new - c[0]) > 1e-14 * (1.0 + jnp.abs(s_new)))
-        return jax.lax.while_loop(cond, body, (s0, 0, jnp.bool_(True)))[0]
-
-    def saddle_step(s):
-        _, f1, f2 = parts(s)
-        return s + jnp.clip(f1 / jnp.maximum(-f2, 1e-300), -1.0, 1.0)
-
-    s_star = newton_loop(saddle_step, start, _SADDLE_NEWTON)
-    phi_star, _, f2_star = parts(s_star)
-    curv = -f2_star                                              # (K, 1), > 0 at a maximum
-    y_np, w_np = np.polynomial.hermite.hermgauss(J)
-    y = jnp.asarray(y_np)[None, :]
-    side = jnp.sign(y)
-    target = phi_star - y * y
-
-    def node_step(s):
-        f, f1, _ = parts(s)
-        s_new = s - (f - target) / f1
-        # stay on the node's side of the saddle (no more than halfway back towards it)
-        return jnp.where(side * (s_new - s_star) > 0.5 * side * (s - s_star), s_new, 0.5 * (s + s_star))
-
-    s = newton_loop(node_step, s_star + jnp.sqrt(2.0 / curv) * y, _NODE_NEWTON)
-    phi_s, slope, _ = parts(s)
-    # weight of node j for \int e^phi ds: sqrt(2) w_j (ds/dw)(w_j) e^{phi* - phi(s_j)}, w_j = sqrt(2) y_j
-    logw = (math.log(2.0) + jnp.log(jnp.asarray(w_np))[None, :] + jnp.log(jnp.abs(y) / jnp.abs(slope))
-            + (phi_star - phi_s))
-    resid = jnp.abs(phi_s - target) / (1.0 + jnp.abs(phi_star))
-    ok = (jnp.all(curv > 0.0) & jnp.all(jnp.isfinite(logw)) & jnp.all(side * slope < 0.0)
-          & jnp.all(resid < 1e-12))
-    return t0 * jnp.exp(s), logw, A * (s - jnp.exp(s)), ok
