@@ -20,6 +20,7 @@ from grokphase.theory import modular as md, teacher_student as ts
 from grokphase.theory.modular import ModularParams
 from grokphase.theory.results import build_gp_learning_curve, build_modular_gp_curve, build_modular_phase_diagram, build_modular_sweep, build_teacher_student_phase_diagram, build_teacher_student_sweep
 from grokphase.theory.teacher_student import PHASE_LABELS
+from grokphase.cli.single_index import add_parser as add_single_index_parser
 from grokphase.cli.common import (_add_approximation, _add_output, _add_scaling, _add_ts_params, _base_params, _finish,
                                   _log, _Parser, _phase_label, _positive, _s2_values, _status_label)
 
@@ -54,6 +55,7 @@ def add_parsers(groups) -> None:
     _add_approximation(p)
     _add_output(p, "plot the learning curves")
     p.set_defaults(func=cmd_theory_gp)
+    add_single_index_parser(tsub)
 
     p = tsub.add_parser("modular", help="modular-addition theory (Fourier-mode action, GFL / GMFL-I / GMFL-II)",
                         description="Solve the modular-addition theory at one sigma^2 or a sweep. With --plot: the "
