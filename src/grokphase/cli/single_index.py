@@ -73,14 +73,15 @@ def cmd_theory_single_index(args) -> int:
     if args.kmax is not None and not 0 <= args.kmax <= MAX_DEGREE:
         raise ParameterError(f"--kmax {args.kmax}: must be in 0..{MAX_DEGREE}")
     degrees = resolve_degrees(target, activation, None if args.degrees is None else _degree_list(args.degrees),
-                              args.kmax)
+                              args.kmax)              # checked before any solve
     base = SingleIndexParams(N=args.N, n=args.n, d=args.d, s2=SingleIndexParams.s2, sa2=args.sa2, sw2=args.sw2)
     try:
         scaled_params(base, s2, args.beta)
     except ParameterError as exc:
         raise ParameterError(f"--beta {args.beta:g} takes the scaled model out of range: {exc}") from None
     t0 = time.perf_counter()
-    ds = build_single_index_sweep(base, s2, target, activation, degrees, k_max=args.kmax, beta=args.beta,
+    ds = build_single_index_sweep(base, s2, target, activation, None if args.kmax is not None else degrees,
+                                  k_max=args.kmax, beta=args.beta,
                                   nngp=args.nngp)
     elapsed = time.perf_counter() - t0
     in_target = [k for k in degrees if k in target.degrees]
