@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from grokphase.cli import main
+from grokphase.cli import single_index as cli_single_index
 from grokphase.io import load_dataset
 from grokphase.theory.single_index import HermiteTarget, coupled_degrees, overlaps
 
@@ -118,14 +119,19 @@ def test_relu_cannot_learn_he3():
     (["--s2", "0.1", "--s2-sweep", "0.1:0.2:3"], "give either --s2 or --s2-sweep"),
     (["--s2-sweep", "0.1:0.2"], "--s2-sweep"),
     (["--out", "x.png"], "netCDF"),
+    (["--beta", "1e300"], "--beta 1e+300 takes the scaled model out of range"),
 ])
-def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a computation started before the input was checked")
+
+    monkeypatch.setattr(cli_single_index, "build_single_index_sweep", boom)
     try:
         rc = main(["theory", "single-index", *argv])
     except SystemExit as exc:          # argparse's own errors (types, exclusive flags)
         rc = exc.code
-    err = capsys.readouterr().err
-    assert rc == 2
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("grokphase: error:") and message in lines[0], err
     assert "Traceback" not in err

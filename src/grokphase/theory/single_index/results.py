@@ -34,7 +34,15 @@ def scaled_params(base: SingleIndexParams, s2, beta: float = 1.0) -> SingleIndex
     """The Table-1 scaled parameters (alpha = beta) at every sigma^2 of ``s2`` (beta = 1 units)."""
     fields = {k: getattr(base, k) for k in PARAM_NAMES if k != "s2"}
     ts = TeacherStudentParams(**fields, s2=np.asarray(s2, dtype=np.float64)).scaled(beta=beta)
-    return SingleIndexParams.from_teacher_student(ts)
+    params = SingleIndexParams.from_teacher_student(ts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            u = np.asarray(params.u, dtype=np.float64)
+        except OverflowError:                  # Python floats raise where NumPy gives inf
+            u = np.array(np.inf)
+    if not np.all(np.isfinite(u) & (u > 0)):   # n^2 or s2^2 d N beyond float64 (a huge beta)
+        raise ParameterError(f"u = n^2 sa2/(s2^2 d N) is not a finite positive float64 number at beta = {beta:g}")
+    return params
 
 
 def resolve_degrees(target, activation, degrees=None, k_max: int | None = None) -> tuple[int, ...]:
