@@ -36,6 +36,7 @@ from grokphase import cli
 from grokphase.cli import build_parser, main
 from grokphase.cli import reproduce as cli_reproduce
 from grokphase.cli import sims as cli_sims
+from grokphase.cli import single_index as cli_single_index
 from grokphase.cli import theory as cli_theory
 from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
@@ -170,7 +171,7 @@ class ReachedWork(Exception):
 WORK = [(cli_theory, name) for name in ("build_teacher_student_sweep", "build_modular_sweep", "build_gp_learning_curve",
                                         "build_modular_gp_curve", "build_teacher_student_phase_diagram",
                                         "build_modular_phase_diagram")]
-WORK += [(ts_model, "run_teacher_student"), (modular_model, "run_modular"), (protocols, "run"),
+WORK += [(cli_single_index, "build_single_index_sweep"), (ts_model, "run_teacher_student"), (modular_model, "run_modular"), (protocols, "run"),
          (driver, "run_ensemble"), (cli_sims, "run_experiment"), (cli_sims, "compare_teacher_student"),
          (modular_model, "compare_modular"), (cli_reproduce, "reproduce"), (cli, "plot_result")]
 

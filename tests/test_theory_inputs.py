@@ -168,6 +168,7 @@ EXTREME = [
     (["theory", "gp-teacher-student", "--N", "1e300"], "N"),
     (["theory", "phase-diagram", "teacher-student", "--x", "s2:1e-300:1e-299:3", "--y", "N:100:200:2"], "s2"),
     (["theory", "phase-diagram", "teacher-student", "--N", "1e300", "--x", "s2:0.1:0.2:2", "--y", "d:100:200:2"], "N"),
+    (["theory", "teacher-student", "--beta", "1e300"], "beta"),      # n = 3000 beta: n^2 in u overflows
     (["theory", "modular", "--N", "1e300"], "N"),
     (["theory", "modular", "--P", "1e300"], "P"),
     (["theory", "modular", "--s2", "1e-300"], "s2"),
@@ -185,6 +186,15 @@ def test_extreme_magnitudes_rejected_before_any_solve(capsys, no_solver, argv, n
     assert f"{name} " in line or f"--{name}" in line, line
     if name != "beta":
         assert "must lie in [" in line or "smallest normal float64" in line, line
+
+
+def test_d_beyond_any_grid_is_refused_naming_d(capsys):
+    """--beta 1e20 keeps every derived quantity in float64 but gives d = 1.5e12, whose prior (width
+    sqrt(sw2/d)) no q-grid of at most MAX_GRID_SIZE nodes resolves: one line naming d and the limit."""
+    line = run_error(capsys, "theory", "teacher-student", "--beta", "1e20", "--no-progress")
+    assert "d = 1.5e+12 is too large for the finite-d solver" in line and "--limit" in line, line
+    need = 0.4 * np.sqrt(ts.TeacherStudentParams().sw2 / 1.5e12)
+    assert 1.0 / need > ts.MAX_GRID_SIZE                   # the grid spacing the solver would need
 
 
 def test_magnitude_error_range_is_the_boundary():

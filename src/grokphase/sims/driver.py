@@ -365,8 +365,11 @@ def run_ensemble(
     chunk = int(math.ceil(chunk / n_dev) * n_dev)     # a multiple of the device count
     sharding = _mesh_sharding(devices) if n_dev > 1 else None
     record_steps = schedule.record_steps()
-    init_v, data_v, advance_v, observe_v = _make_functions(task, default_group(n_dev, task),
-                                                           sharding.mesh if sharding is not None else None)
+    group = default_group(n_dev, task)
+    # the same call as replica.py's and the tests' when unsharded: lru_cache keys on the arguments as
+    # written, so (task, group) and (task, group, None) would compile everything twice
+    init_v, data_v, advance_v, observe_v = (_make_functions(task, group) if sharding is None
+                                            else _make_functions(task, group, sharding.mesh))
     labels = list(member_labels) if member_labels is not None else [f"member {i}" for i in range(M)]
 
     bar = progress_bar(M * schedule.steps, progress_desc) if progress else None

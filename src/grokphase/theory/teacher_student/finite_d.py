@@ -33,6 +33,7 @@ from grokphase.theory.teacher_student.params import (
 )
 from grokphase.theory.teacher_student.quadrature import (
     DEFAULT_T_SIZE,
+    MAX_GRID_SIZE,
     TRUNCATION_CHECK,
     _flat,
     _grid,
@@ -317,7 +318,6 @@ def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: 
         return jax.vmap(solve_one)(params)
     return jax.lax.map(solve_one, params, batch_size=chunk)
 
-MAX_GRID_SIZE = 2**16 + 1
 
 
 def _more(progress, n: int) -> None:

@@ -45,13 +45,26 @@ def _grid_scale(sw2):
     return jnp.sqrt(1.0 + 2.0 * sw2)
 
 
+#: the largest q-grid the finite-d solver refines to (2^16 + 1 nodes)
+MAX_GRID_SIZE = 2**16 + 1
+
+
 def point_grid_sizes(params: TeacherStudentParams) -> np.ndarray:
     """Per-point number of nodes (2^m + 1, at least 129) such that the spacing for q <~ ell is 0.4
-    prior standard deviations sqrt(sw2/d) over the support bound of :func:`q_support`."""
+    prior standard deviations sqrt(sw2/d) over the support bound of :func:`q_support`.  A point that
+    would need more than :data:`MAX_GRID_SIZE` nodes (d beyond ~10^8: the prior is narrower than any
+    grid the solver can hold) is a :class:`ParameterError` naming d."""
     p = params.broadcast()
     ell = np.sqrt(1.0 + 2.0 * p.sw2)
     x_max = ell * np.arcsinh(np.asarray(q_support(p)) / ell)
     need = np.maximum(np.asarray(x_max / (0.4 * np.sqrt(p.sw2 / p.d)), dtype=float), 2.0)
+    too_fine = ~(need <= MAX_GRID_SIZE - 1)                   # NaN or inf counts as too fine
+    if np.any(too_fine):
+        i = np.flatnonzero(too_fine.reshape(-1))[0]
+        d = float(np.broadcast_to(p.d, need.shape).reshape(-1)[i])
+        raise ParameterError(f"d = {d:.6g} is too large for the finite-d solver: its q-grid would need "
+                             f"{float(need.reshape(-1)[i]):.3g} nodes, over the maximum {MAX_GRID_SIZE}; "
+                             "use the scaling limit (--limit) for such sizes")
     m = np.maximum(7, np.ceil(np.log2(need))).astype(int)
     return 2**m + 1
 
