@@ -146,11 +146,12 @@ def check_magnitudes(values: dict[str, Any], laws: dict[str, tuple[str, dict[str
                 free[src] = free.get(src, 0.0) + e * e_src
             else:
                 free[k] = free.get(k, 0.0) + e
-        logq = sum(e * logs[k] for k, e in powers.items())
+        # on the broadcast shape of every input (a law may involve only scalars while others vary)
+        shape = np.broadcast_shapes(*(np.shape(v) for v in logs.values()))
+        logq = np.broadcast_to(sum(e * logs[k] for k, e in powers.items()), shape)
         bad = ~((logq >= _LOG10_TINY) & (logq <= _LOG10_HUGE))
         if not np.any(bad):
             continue
-        shape = np.shape(logq)
         idx = tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, shape))[0]) if shape else ()
         at = {k: float(np.broadcast_to(v, shape)[idx]) for k, v in logs.items()}
         lq = float(np.broadcast_to(logq, shape)[idx])
