@@ -33,6 +33,7 @@ from grokphase.sims.driver import (Checkpointer, Members, Schedule, Task, _Inter
                                   progress_bar, run_ladder)
 from grokphase.sims.langevin import langevin
 from grokphase.sims.teacher_student import TeacherStudentSim, run_teacher_student
+from test_cli import run_error
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -57,20 +58,6 @@ def flip_data_bytes(path: Path, variable: str, n: int = 16) -> None:
         old = fh.read(n)
         fh.seek(offset + (size - n) // 2)
         fh.write(bytes(b ^ 0xA5 for b in old))
-
-
-def run_error(capsys, *argv) -> str:
-    """Exit status 2, exactly one line on stderr (``grokphase: error: ...``), no traceback."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = exc.code
-    captured = capsys.readouterr()
-    assert rc == 2, captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("grokphase: error:") and "Traceback" not in captured.err
-    return lines[0]
 
 
 @contextlib.contextmanager

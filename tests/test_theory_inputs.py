@@ -25,6 +25,7 @@ from grokphase.theory import gp
 from grokphase.theory import modular as md
 from grokphase.theory import teacher_student as ts
 from grokphase.theory.modular import finite_p
+from test_cli import run_error as cli_run_error
 
 
 def run_json(capsys, *argv):
@@ -34,20 +35,11 @@ def run_json(capsys, *argv):
 
 
 def run_error(capsys, *argv):
-    """Exit status 2, exactly one line on stderr (``grokphase: error: ...``), no traceback."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:  # argparse-level errors
-        rc = exc.code
-    captured = capsys.readouterr()
-    assert rc == 2, captured.err
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("grokphase: error:")
-    assert "Traceback" not in captured.err
-    assert "np.float64(" not in captured.err and "array(" not in captured.err
-    return lines[0]
+    """test_cli's check (exit 2, one ``grokphase: error:`` line, no traceback, empty stdout), and no
+    NumPy repr in the message."""
+    line = cli_run_error(capsys, *argv)
+    assert "np.float64(" not in line and "array(" not in line, line
+    return line
 
 
 # ------------------------------------------------------------------------------------------------
