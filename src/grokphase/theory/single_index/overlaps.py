@@ -56,12 +56,13 @@ def check_degrees(degrees) -> tuple[int, ...]:
 
 def hermite_he(kmax: int, x):
     """[He_0(x), ..., He_kmax(x)] (probabilists' Hermite, He_{k+1} = x He_k - k He_{k-1}), stacked on
-    the last axis."""
-    x = jnp.asarray(x)
-    out = [jnp.ones_like(x), x]
+    the last axis.  A NumPy array gives a NumPy result (a constant even inside a traced function)."""
+    xp = np if isinstance(x, (np.ndarray, float)) else jnp
+    x = xp.asarray(x)
+    out = [xp.ones_like(x), x]
     for k in range(1, kmax):
         out.append(x * out[k] - k * out[k - 1])
-    return jnp.stack(out[:kmax + 1], axis=-1)
+    return xp.stack(out[:kmax + 1], axis=-1)
 
 
 def he_at_zero(k: int) -> float:
@@ -107,7 +108,7 @@ def hermite_moments(activation, V, kmax: int = MAX_DEGREE, nodes: int = QUAD_NOD
     activation), shape ``V.shape + (kmax + 1,)``."""
     phi = get_activation(activation)
     u, w = gaussian_rule(nodes)
-    He = np.asarray(hermite_he(kmax, jnp.asarray(u)))
+    He = hermite_he(kmax, np.asarray(u, dtype=np.float64))    # NumPy: a constant under jit
     norm = np.sqrt([math.factorial(k) for k in range(kmax + 1)])
     W = jnp.asarray(w[:, None] * He / norm)                      # (nodes, kmax + 1)
     V = jnp.asarray(V, dtype=jnp.float64)
