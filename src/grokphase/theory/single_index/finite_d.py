@@ -40,6 +40,7 @@ from grokphase.theory.single_index.overlaps import MAX_DEGREE, check_degrees, ov
 from grokphase.theory.single_index.params import SingleIndexParams
 from grokphase.theory.single_index.target import get_target
 from grokphase.theory.status import Phase, Status, raise_on_failure
+from grokphase.theory.teacher_student.params import DEFAULT_APPROXIMATION, check_approximation
 from grokphase.theory.teacher_student.finite_d import (
     FAILURE_HINTS,
     MAX_GRID_SIZE,
@@ -149,11 +150,19 @@ class _Grid(NamedTuple):
     g: jax.Array        # (Kq, J, |K|)
 
 
-def _grid(params, activation, degrees, Kq, J, level, A, B, yy, symmetric) -> _Grid:
+def _grid(params, activation, degrees, Kq, J, level, A, B, yy, symmetric, exact: bool = True) -> _Grid:
+    """The (q, t) rule of one point; ``exact=False``: the paper's concentrated reduction (Claim II),
+    one t-node at t = sw2 with unit weight (the paper's model's ``approximation="concentrated"``)."""
     q, logw_q = _q_rule(params, Kq, A, B, yy, symmetric)
-    t, logw_t, prior_t = _t_quadrature(params, J, level)
-    g = overlaps(activation, degrees, q[:, None], t[None, :])
-    prior = (-params.d * q * q / (2.0 * params.sw2))[:, None] + prior_t[None, :]
+    if exact:
+        t, logw_t, prior_t = _t_quadrature(params, J, level)
+        g = overlaps(activation, degrees, q[:, None], t[None, :])
+        prior = (-params.d * q * q / (2.0 * params.sw2))[:, None] + prior_t[None, :]
+    else:
+        t = jnp.reshape(params.sw2, (1,))
+        logw_t = jnp.zeros(1)
+        g = overlaps(activation, degrees, q, params.sw2 + 0.0 * q)[:, None, :]
+        prior = (-params.d * q * q / (2.0 * params.sw2))[:, None]
     return _Grid(q, logw_q, t, logw_t, prior, g)
 
 
@@ -192,16 +201,17 @@ def _evaluate(v, yhat, params, g, logp0, p0=None):
 
 
 def free_energy(v, params: SingleIndexParams, target, activation="erf", degrees=None, grid_size: int = 257,
-                t_size: int | None = None):
+                t_size: int | None = None, approximation: str = DEFAULT_APPROXIMATION):
     """F(v) at scalar parameters (tests and exploration; differentiable with jax.grad)."""
+    exact = check_approximation(approximation) == "exact"
     target = get_target(target)
     degrees = target.degrees if degrees is None else check_degrees(degrees)
     yhat = jnp.asarray(target.yhat(degrees))
     A, B = overlap_bound(activation, degrees)
-    J = int(t_size or int(t_grid_size(params).max()))
+    J = int(t_size or int(t_grid_size(params).max())) if exact else 1
     p = to_float64(params)
     grid = _grid(p, get_activation(activation), degrees, grid_size, J, 0, A, B, float(yhat @ yhat),
-                 is_symmetric(degrees))
+                 is_symmetric(degrees), exact)
     g, logp0 = _flat(grid)
     return _evaluate(jnp.asarray(v), yhat, p, g, logp0)[0]
 
@@ -285,11 +295,12 @@ def _basin_side(S, x, logw, lse, valid):
     return droplet, x_barrier, jnp.where(has_barrier, x[k_drop], 0.0), has_barrier
 
 
-def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter) -> SingleIndexSolution:
+def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter,
+                 exact: bool = True) -> SingleIndexSolution:
     params = to_float64(params)
     symmetric = is_symmetric(degrees)
     yy = yhat @ yhat
-    grid = _grid(params, activation, degrees, Kq, J, level, A, B, yy, symmetric)
+    grid = _grid(params, activation, degrees, Kq, J, level, A, B, yy, symmetric, exact)
     g_flat, logp0 = _flat(grid)
     p0 = jnp.exp(logp0)
     evaluate = lambda v: _evaluate(v, yhat, params, g_flat, logp0, p0)  # noqa: E731
@@ -314,14 +325,15 @@ def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter)
     half_t = grid._replace(t=grid.t[::2], logw_t=grid.logw_t[::2] + math.log(2.0), prior=grid.prior[:, ::2],
                            g=grid.g[:, ::2])
     quad_error = jnp.float64(0.0)
-    for half in (half_q, half_t):
+    for half in ((half_q, half_t) if exact else (half_q,)):
         logzc, Qc = logz_Q(half)
         quad_error = jnp.maximum(quad_error, jnp.maximum(jnp.abs(logz - logzc), jnp.max(jnp.abs(Q - Qc)) / qnorm))
     truncated = (S[-1] - jnp.min(S)) < TRUNCATION_CHECK
     if not symmetric:
         truncated = truncated | ((S[0] - jnp.min(S)) < TRUNCATION_CHECK)
-    L = -S2
-    truncated = truncated | ((jnp.max(L) - jnp.maximum(jnp.max(L[:, 0]), jnp.max(L[:, -1]))) < TRUNCATION_CHECK)
+    if exact:
+        L = -S2
+        truncated = truncated | ((jnp.max(L) - jnp.maximum(jnp.max(L[:, 0]), jnp.max(L[:, -1]))) < TRUNCATION_CHECK)
     status = jnp.where(status == Status.CONVERGED,
                        jnp.where(truncated, Status.TRUNCATED,
                                  jnp.where(quad_error > RESOLUTION_TOL, Status.UNRESOLVED, status)), status)
@@ -360,27 +372,37 @@ def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter)
                                q_barrier=q_barrier, q_droplet=q_droplet)
 
 
-@jax.jit(static_argnames=("activation", "degrees", "grid_size", "t_size", "t_level", "maxiter", "chunk"))
+@jax.jit(static_argnames=("activation", "degrees", "grid_size", "t_size", "t_level", "maxiter", "chunk",
+                          "approximation"))
 def solve_finite_d_batch(params: SingleIndexParams, yhat, A, B, *, activation, degrees, grid_size: int,
-                         t_size: int, t_level: int = 0, maxiter: int = 100, chunk: int | None = None):
-    """Exact finite-d solutions over 1-D parameter arrays, jitted (never raises: check ``status``).
-    ``yhat``: the target over ``degrees`` (:meth:`HermiteTarget.yhat`); (A, B): :func:`overlap_bound`."""
+                         t_size: int, t_level: int = 0, maxiter: int = 100, chunk: int | None = None,
+                         approximation: str = DEFAULT_APPROXIMATION):
+    """Finite-d solutions over 1-D parameter arrays, jitted (never raises: check ``status``).
+    ``yhat``: the target over ``degrees`` (:meth:`HermiteTarget.yhat`); (A, B): :func:`overlap_bound`;
+    ``approximation="concentrated"``: t = sw2 (``t_size``, ``t_level`` are then ignored)."""
+    exact = check_approximation(approximation) == "exact"
+
     def one(p):
-        return _solve_point(p, yhat, A, B, activation, degrees, grid_size, t_size, t_level, maxiter)
+        return _solve_point(p, yhat, A, B, activation, degrees, grid_size, t_size if exact else 1,
+                            t_level if exact else 0, maxiter, exact)
     if chunk is None:
         return jax.vmap(one)(params)
     return jax.lax.map(one, params, batch_size=chunk)
 
 
 def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="erf", degrees=None, *,
-                   maxiter: int = 100, refine: bool = True, check: bool = True) -> SingleIndexSolution:
-    """Solve the exact finite-d theory at every point of ``params`` (any broadcast shape) for
+                   maxiter: int = 100, refine: bool = True, check: bool = True,
+                   approximation: str = DEFAULT_APPROXIMATION) -> SingleIndexSolution:
+    """Solve the finite-d theory at every point of ``params`` (any broadcast shape) for
     ``activation`` (name, :class:`Activation` or callable), ``target`` (:class:`HermiteTarget` or a
     spec such as ``"1:1,3:-0.3"``) and the discrepancy basis ``degrees`` (default: the target's).
 
-    Grids follow the paper's model's rules per point; points whose quadrature check fails are
-    re-solved with the q-grid doubled and the t-rule one level finer; with ``check`` a point that
-    still fails raises SolverError naming it."""
+    ``approximation``: "exact" (default; t = |w_perp|^2 integrated, THEORY.md §3b) or "concentrated"
+    (the paper's Claim II, t fixed at sw2; for erf on He1 + eps He3 this is the paper's model's
+    ``approximation="concentrated"``).  Grids follow the paper's model's rules per point; points whose
+    quadrature check fails are re-solved with the q-grid doubled (and, exact, the t-rule one level
+    finer); with ``check`` a point that still fails raises SolverError naming it."""
+    exact = check_approximation(approximation) == "exact"
     target = get_target(target)
     activation = get_activation(activation)
     degrees = target.degrees if degrees is None else check_degrees(degrees)
@@ -396,7 +418,8 @@ def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="e
     fields: dict[str, np.ndarray] = {}
     todo = np.arange(M)
     while todo.size:
-        Js = np.array([int(np.broadcast_to(t_grid_size(take(flat, [i]), int(levels[i])), (1,))[0]) for i in todo])
+        Js = (np.array([int(np.broadcast_to(t_grid_size(take(flat, [i]), int(levels[i])), (1,))[0]) for i in todo])
+              if exact else np.ones(todo.size, dtype=int))
         keys = np.stack([sizes[todo], levels[todo], Js], axis=1)
         next_todo = []
         for Kq, level, J in np.unique(keys, axis=0):
@@ -408,13 +431,13 @@ def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="e
                 m = batch_length(sub)
                 out = solve_finite_d_batch(pad_to(sub, size), yhat, A, B, activation=activation, degrees=degrees,
                                            grid_size=int(Kq), t_size=int(J), t_level=int(level), maxiter=maxiter,
-                                           chunk=chunk)
+                                           chunk=chunk, approximation=approximation)
                 parts.append(unpad(SingleIndexSolution(*jax.device_get(out)), m))
             part = SingleIndexSolution(*[np.concatenate([pt[i] for pt in parts]) for i in range(len(parts[0]))])
             for name, value in part._asdict().items():
                 fields.setdefault(name, np.zeros((M,) + value.shape[1:], dtype=value.dtype))[idx] = value
             bad = np.isin(part.status, [Status.UNRESOLVED, Status.TRUNCATED])
-            grow_q, grow_t = Kq < MAX_GRID_SIZE, level < MAX_T_LEVEL
+            grow_q, grow_t = Kq < MAX_GRID_SIZE, exact and level < MAX_T_LEVEL
             if refine and bad.any() and (grow_q or grow_t):
                 if grow_q:
                     sizes[idx[bad]] = 2 * Kq - 1
@@ -424,7 +447,7 @@ def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="e
         todo = np.concatenate(next_todo) if next_todo else np.arange(0)
     sol = SingleIndexSolution(**fields)
     if check:
-        raise_on_failure(sol.status, flat, f"single-index finite-d ({activation.name}, target {target.spec}, "
+        raise_on_failure(sol.status, flat, f"single-index finite-d ({approximation}; {activation.name}, target {target.spec}, "
                          f"degrees {','.join(map(str, degrees))})", FAILURE_HINTS)
     return unpad(sol, M, shape)
 
