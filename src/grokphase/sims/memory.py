@@ -15,7 +15,7 @@ import math
 
 from grokphase.sims.modular.config import SCALAR_RECORDS as MODULAR_RECORDS
 from grokphase.sims.modular.config import ModularSim
-from grokphase.sims.teacher_student.config import SCALAR_RECORDS as TS_RECORDS
+from grokphase.sims.teacher_student.config import DEGREE_RECORDS as TS_DEGREE_RECORDS
 from grokphase.sims.teacher_student.config import TeacherStudentSim
 
 #: copies of the parameters a step holds: the parameters, their gradient, the Langevin noise and up to
@@ -39,7 +39,8 @@ def teacher_student_bytes(sim: TeacherStudentSim) -> dict[str, int]:
     """Bytes of one teacher-student network: ``device`` (data n x d and the test set, activations
     N x n, parameters: :meth:`TeacherStudentSim.bytes_per_network`, the estimate the ensemble chunk is
     sized by) and ``records`` (its trajectories, float64)."""
-    records = 8 * record_count(sim.steps, sim.record_every, sim.log_times) * (len(TS_RECORDS) + 1)
+    per_record = len(sim.scalar_records()) + len(TS_DEGREE_RECORDS) * len(sim.degrees) + 1
+    records = 8 * record_count(sim.steps, sim.record_every, sim.log_times) * per_record
     return {"device": int(sim.bytes_per_network()), "records": int(records)}
 
 

@@ -17,11 +17,25 @@ import jax
 import jax.numpy as jnp
 
 from grokphase.sims import special
+from grokphase.theory.single_index import get_activation
+
+
+def network_activation(activation) -> Callable[[jax.Array], jax.Array]:
+    """The JAX function of an activation for the networks: "erf" is :func:`grokphase.sims.special.erf`
+    (so the paper's model stays bit-identical), every other registry name (relu, tanh, gelu, silu) the
+    single-index registry's function (:func:`grokphase.theory.single_index.get_activation`); a callable
+    is used as it is.  ParameterError for an unknown name."""
+    if isinstance(activation, str) and activation == "erf":
+        return special.erf
+    if callable(activation) and not isinstance(activation, str):
+        return activation.fn if hasattr(activation, "fn") else activation
+    return get_activation(activation).fn
 
 
 class TwoLayerNet(nn.Module):
-    """f(x) = sum_i a_i phi(w_i . x)  (eq. 2 with phi = erf; :func:`grokphase.sims.special.erf`, a
-    vectorised float64 erf, XLA's erf in float32).
+    """f(x) = sum_i a_i phi(w_i . x)  (eq. 2 with phi = erf by default: :func:`grokphase.sims.special.erf`, a
+    vectorised float64 erf, XLA's erf in float32).  ``activation``: a callable or a registry name
+    (:func:`network_activation`: erf, relu, tanh, gelu, silu).
 
     Parameters: ``w`` of shape (d, N) (column i is neuron i's input weights w_i) and ``a`` of shape
     (N,).  The initialisers draw unit normals: the engine multiplies by the prior standard
@@ -29,14 +43,14 @@ class TwoLayerNet(nn.Module):
     """
 
     N: int
-    activation: Callable[[jax.Array], jax.Array] = special.erf
+    activation: Callable[[jax.Array], jax.Array] | str = special.erf
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
         w = self.param("w", nn.initializers.normal(1.0), (d, self.N), x.dtype)
         a = self.param("a", nn.initializers.normal(1.0), (self.N,), x.dtype)
-        return self.activation(x @ w) @ a
+        return network_activation(self.activation)(x @ w) @ a
 
 
 def erf_prior_std(params: Any, hyper: Any) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 
 from grokphase.errors import ParameterError
 from grokphase.sims.driver import Schedule, ladder_branches
+from grokphase.theory.single_index import ACTIVATIONS, HermiteTarget, get_activation, get_target
 from grokphase.theory.teacher_student import TeacherStudentParams
 
 #: |q| threshold of the droplet fraction where the theory has no barrier: about half the droplet
@@ -30,6 +31,14 @@ LADDER_DEFAULTS = {"anneal": "none", "start": "auto", "ordered_droplets": "all",
                    "ordered_approximation": "exact"}
 SCALAR_RECORDS = ("train_mse", "test_mse", "linear_learned", "cubic_learned", "linear_learned_test",
                   "cubic_learned_test", "linear_learned_train", "cubic_learned_train", "w_norm2")
+#: the single-index family's options (issue 18), left out of ``parameters()`` at their defaults (the
+#: paper's erf student and He1 + eps He3 teacher) so that earlier runs keep their hashes
+FAMILY_DEFAULTS = {"activation": "erf", "target": None}
+#: per-target-degree records (a trailing ``degree`` axis): the exact population projection
+#: <f, Hhat_k>/yhat_k and its test- and training-set estimates <f, He_k>/(k! c_k)
+DEGREE_RECORDS = ("learned", "learned_test", "learned_train")
+#: the scalar records of a model with a general Hermite target (no linear_/cubic_ names)
+FAMILY_SCALAR_RECORDS = ("train_mse", "test_mse", "w_norm2")
 
 SQRT6 = math.sqrt(6.0)
 
@@ -91,8 +100,11 @@ class TeacherStudentSim:
     ordered_droplets: str = "all"
     ordered_theory: str = "finite-d"
     ordered_approximation: str = "exact"
+    activation: Any = "erf"
+    target: str | None = None
 
     def __post_init__(self):
+        self._check_family()
         for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
                               ("ordered_theory", ORDERED_THEORIES),
                               ("ordered_approximation", ("exact", "concentrated"))):
@@ -147,6 +159,66 @@ class TeacherStudentSim:
         object.__setattr__(self, "N", int(self.N))
         object.__setattr__(self, "n", int(self.n))
         object.__setattr__(self, "d", int(self.d))
+        if not self.paper_model and any(start == "ordered" for _, _, start in self.branches()):
+            raise ParameterError(f"the ordered (droplet-saddle) start needs the paper's model (erf student, target "
+                                 f"He1 + eps He3); activation {self.activation_name!r} with target "
+                                 f"{self.hermite_target.spec!r} starts from the prior only (start = prior; anneal "
+                                 f"down, not up or both)")
+
+    def _check_family(self) -> None:
+        """Validate ``activation`` (a registry name, or in Python a JAX-traceable callable) and ``target``
+        (a spec such as "2:1,4:0.3" or a HermiteTarget), normalised to its spec string; a target of
+        the paper's form He1 + c He3 (c != 0) is stored as ``target=None, eps=c``, so that it is the same
+        run (and result hash) as ``eps=c``."""
+        act = get_activation(self.activation)        # ParameterError naming an unknown name
+        if isinstance(self.activation, str) or ACTIVATIONS.get(act.name) is act:
+            object.__setattr__(self, "activation", act.name)
+        if self.target is None:
+            return
+        if not isinstance(self.target, (str, HermiteTarget)):
+            raise ParameterError(f"target must be a spec string like '2:1,4:0.3' (got {self.target!r})")
+        target = get_target(self.target)              # ParameterError naming the bad term
+        for k, c in zip(target.degrees, target.coefficients):
+            if c == 0.0:
+                raise ParameterError(f"the target's coefficient of He{k} is 0: leave the degree out (its learned "
+                                     "fraction divides by it)")
+        if self.eps != TeacherStudentParams.eps:
+            raise ParameterError(f"give either eps (the paper's target He1 + eps He3) or target, not both "
+                                 f"(eps={self.eps!r}, target={target.spec!r})")
+        if target.degrees == (1, 3) and target.coefficients[0] == 1.0:
+            object.__setattr__(self, "eps", float(target.coefficients[1]))
+            object.__setattr__(self, "target", None)
+        else:
+            object.__setattr__(self, "target", target.spec)
+
+    @property
+    def hermite_target(self) -> HermiteTarget:
+        """The teacher y = sum_k c_k He_k(w*.x): He1 + eps He3 when ``target`` is None."""
+        return HermiteTarget.paper(self.eps) if self.target is None else get_target(self.target)
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        """The target's Hermite degrees (the ``degree`` coordinate of the per-degree records)."""
+        return self.hermite_target.degrees
+
+    @property
+    def paper_target(self) -> bool:
+        """The teacher is the paper's He1 + eps He3 (then the linear_/cubic_ records exist)."""
+        return self.target is None
+
+    @property
+    def paper_model(self) -> bool:
+        """The paper's model: erf student, He1 + eps He3 teacher (its own theory and ordered start)."""
+        return self.target is None and isinstance(self.activation, str) and self.activation == "erf"
+
+    @property
+    def activation_name(self) -> str:
+        return get_activation(self.activation).name
+
+    def scalar_records(self) -> tuple[str, ...]:
+        """The scalar records of this model: SCALAR_RECORDS for the paper's target, else
+        FAMILY_SCALAR_RECORDS (the per-degree ones are DEGREE_RECORDS)."""
+        return SCALAR_RECORDS if self.paper_target else FAMILY_SCALAR_RECORDS
 
     @classmethod
     def from_scaling(cls, base: TeacherStudentParams | None = None, *, beta: float = 1.0,
@@ -183,9 +255,11 @@ class TeacherStudentSim:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
-        for name, default in LADDER_DEFAULTS.items():
+        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS}.items():
             if out[name] == default:
                 del out[name]
+        if "activation" in out:
+            out["activation"] = self.activation_name
         return out
 
     def branches(self) -> list[tuple[str, np.ndarray, str]]:

@@ -15,10 +15,11 @@ from grokphase.errors import ParameterError
 from grokphase.io import annotate
 from grokphase.sims import protocols
 from grokphase.sims.driver import Members, Task
-from grokphase.sims.teacher_student.config import (DEFAULT_DROPLET_THRESHOLD, SCALAR_RECORDS, TeacherStudentSim,
-                                                   TSHyper)
+from grokphase.sims.teacher_student.config import DEFAULT_DROPLET_THRESHOLD, DEGREE_RECORDS, TeacherStudentSim, TSHyper
 from grokphase.stats import grouped_sem, ratio_mean_sem, sem
+from grokphase.theory import single_index as si
 from grokphase.theory import teacher_student as tst
+from grokphase.theory.status import Status
 
 #: the result kind of every teacher-student Dataset
 KIND = "sims.teacher_student"
@@ -29,7 +30,17 @@ def droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
     beyond that same threshold (the theory value the simulated fraction estimates).
 
     The threshold is the theory's free-energy barrier where p(q) has one (then the theory's mass
-    beyond it is its droplet fraction), else ``droplet_threshold`` or DEFAULT_DROPLET_THRESHOLD."""
+    beyond it is its droplet fraction), else ``droplet_threshold`` or DEFAULT_DROPLET_THRESHOLD.
+
+    The paper's model uses its own finite-d theory (:func:`grokphase.theory.teacher_student.solve_finite_d`);
+    any other activation or target the single-index exact (q, t) theory
+    (:func:`grokphase.theory.single_index.solve_finite_d`, basis = the target's degrees), whose
+    ``q_barrier`` is the threshold and ``droplet_fraction`` the theory's mass.  It gives no density, so
+    its mass beyond a threshold that is not its barrier (no barrier, or an explicit ``droplet_threshold``)
+    is NaN, and so is every point where the theory does not converge.  For a target mixing odd and even
+    degrees p(q) is not symmetric: the barrier is the right-hand one, the simulation counts |q| beyond it."""
+    if not sim.paper_model:
+        return _family_droplet_thresholds(sim)
     sol = tst.solve_finite_d(sim.theory_params(), density=True)
     qb = np.asarray(sol.q_barrier, dtype=np.float64)
     if sim.droplet_threshold is not None:
@@ -46,6 +57,23 @@ def droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
     return thr, mass
 
 
+def single_index_params(sim: TeacherStudentSim, s2=None) -> si.SingleIndexParams:
+    """The single-index theory's parameters at exactly the simulated (integer) sizes, one point per s2."""
+    s2 = np.asarray(sim.s2 if s2 is None else s2, np.float64)
+    return si.SingleIndexParams(N=float(sim.N), n=float(sim.n), d=float(sim.d), s2=s2, sa2=sim.sa2_value, sw2=sim.sw2)
+
+
+def _family_droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
+    sol = si.solve_finite_d(single_index_params(sim), sim.hermite_target, sim.activation, check=False)
+    ok = np.asarray(sol.status) == Status.CONVERGED
+    qb = np.where(ok, np.asarray(sol.q_barrier, np.float64), 0.0)
+    if sim.droplet_threshold is not None:
+        thr = np.full(len(sim.s2), float(sim.droplet_threshold))
+        return thr, np.full(len(sim.s2), np.nan)
+    thr = np.where(qb > 0, qb, DEFAULT_DROPLET_THRESHOLD)
+    return thr, np.where(qb > 0, np.asarray(sol.droplet_fraction, np.float64), np.nan)
+
+
 def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> xr.Dataset:
     """Result Dataset with dims (s2, dataset, init, time, q): trajectories, time averages,
     q histograms, ensemble statistics with standard errors, and the run's parameters."""
@@ -53,7 +81,7 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     shape = (S, D, I)
     T = out.record_steps.size
     coords = {"s2": np.asarray(sim.s2), "dataset": np.arange(D), "init": np.arange(I),
-              "time": out.record_steps.astype(np.int64)}
+              "time": out.record_steps.astype(np.int64), "degree": np.asarray(sim.degrees, np.int64)}
     edges = np.linspace(-sim.q_max, sim.q_max, sim.q_bins + 1)
     coords["q"] = 0.5 * (edges[1:] + edges[:-1])
     acc = out.accum
@@ -61,13 +89,21 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     if np.any(count <= 0):
         raise ParameterError("no record time after burn-in: lower burn_in or record more often")
     data_vars = {}
-    for name in SCALAR_RECORDS:
+    for name in sim.scalar_records():
         data_vars[f"{name}_trajectory"] = (("s2", "dataset", "init", "time"),
                                            np.asarray(out.records[name], np.float64).reshape(shape + (T,)))
         avg = np.asarray(acc["sums"][name]).reshape(shape) / count
         data_vars[f"{name}_network"] = (("s2", "dataset", "init"), avg)
         data_vars[name] = (("s2",), avg.mean(axis=(1, 2)))
         data_vars[f"{name}_sem"] = (("s2",), grouped_sem(avg))
+    K = len(sim.degrees)
+    for name in DEGREE_RECORDS:          # per target degree: a trailing ``degree`` axis
+        data_vars[f"{name}_trajectory"] = (("s2", "dataset", "init", "time", "degree"),
+                                           np.asarray(out.records[name], np.float64).reshape(shape + (T, K)))
+        avg = np.asarray(acc["sums"][name]).reshape(shape + (K,)) / count[..., None]
+        data_vars[f"{name}_network"] = (("s2", "dataset", "init", "degree"), avg)
+        data_vars[name] = (("s2", "degree"), avg.mean(axis=(1, 2)))
+        data_vars[f"{name}_sem"] = (("s2", "degree"), grouped_sem(np.moveaxis(avg, -1, 1)))
     q_hist = np.asarray(acc["q_hist"]).reshape(shape + (sim.q_bins,))
     data_vars["q_hist"] = (("s2", "dataset", "init", "q"), q_hist)
     data_vars["q_overflow"] = (("s2", "dataset", "init"), np.asarray(acc["q_overflow"]).reshape(shape))
@@ -122,9 +158,16 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     ds["count"] = (("s2", "dataset", "init"), count)
     ds["theory_droplet_fraction"] = (("s2",), theory_droplet)
     ds["theory_droplet_fraction"].attrs["long_name"] = "finite-d theory's mass of p(q) beyond droplet_threshold"
-    for name in ("linear_learned", "cubic_learned"):
+    for name in ("linear_learned", "cubic_learned") if sim.paper_target else ():
         ds[name].attrs["long_name"] = f"{name.replace('_', ' ')} (exact population projection, time and ensemble mean)"
+    ds["learned"].attrs["long_name"] = ("learned fraction <f, Hhat_k>/yhat_k per target degree (exact population "
+                                        "projection, time and ensemble mean)")
+    ds["learned_test"].attrs["long_name"] = "learned fraction per target degree on the test points, <f, He_k>/(k! c_k)"
+    ds["learned_train"].attrs["long_name"] = "learned fraction per target degree on the training points"
     ds["droplet_threshold"].attrs["long_name"] = "|q| threshold: the finite-d theory's barrier, else 0.4"
+    if not sim.paper_model:
+        ds.attrs["activation"] = sim.activation_name
+        ds.attrs["target"] = sim.hermite_target.spec
     return annotate_result(ds, sim)
 
 
@@ -160,8 +203,13 @@ def annotate_result(ds: xr.Dataset, sim: TeacherStudentSim) -> xr.Dataset:
 def _summary_point(ds: xr.Dataset, i: int) -> dict:
     pt = {"s2": float(ds["s2"].values[i])}
     for name in ("linear_learned", "cubic_learned", "droplet_fraction"):
-        pt[name] = float(ds[name].values[i])
-        pt[f"{name}_sem"] = float(ds[f"{name}_sem"].values[i])
+        if name in ds:                  # linear_/cubic_: the paper's target only
+            pt[name] = float(ds[name].values[i])
+            pt[f"{name}_sem"] = float(ds[f"{name}_sem"].values[i])
+    if "learned" in ds:                 # per target degree (results written before issue 18 have none)
+        degrees = [str(int(k)) for k in ds["degree"].values]
+        pt["learned"] = dict(zip(degrees, map(float, ds["learned"].values[i])))
+        pt["learned_sem"] = dict(zip(degrees, map(float, ds["learned_sem"].values[i])))
     pt["train_mse"] = float(ds["train_mse"].values[i])
     pt["test_mse"] = float(ds["test_mse"].values[i])
     pt["ensemble_test_mse"] = float(ds["ensemble_test_mse"].values[i])
@@ -169,6 +217,7 @@ def _summary_point(ds: xr.Dataset, i: int) -> dict:
 
 
 def summary_points(ds: xr.Dataset) -> list[dict]:
-    """The CLI's JSON points: per s2 the learned fractions, droplet fraction (with SEMs) and MSEs
-    (and per branch of an annealing run: the point gains "branch")."""
+    """The CLI's JSON points: per s2 the learned fractions (the paper's target: ``linear_learned``,
+    ``cubic_learned``; every model: ``learned`` and ``learned_sem``, {"degree": value}), droplet
+    fraction (with SEMs) and MSEs (and per branch of an annealing run: the point gains "branch")."""
     return protocols.summary_points(ds, _summary_point)

@@ -1,19 +1,31 @@
-"""The teacher-student task: the teacher (eq. 1), the exact population projections of an erf network,
-and the per-network pure functions (data, prior, loss, update rule, observables) that
-:func:`grokphase.sims.driver.run_ensemble` lifts over the ensemble."""
+"""The teacher-student task: the teacher (eq. 1, or any Hermite target of the single-index family,
+THEORY.md §6), the exact population projections of a network (erf and relu in closed form, any other
+activation by a 1-D Gaussian quadrature in the neuron's |w|^2), and the per-network pure functions
+(data, prior, loss, update rule, observables) that :func:`grokphase.sims.driver.run_ensemble` lifts
+over the ensemble."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from numpy.polynomial.legendre import leggauss
 
 from grokphase.sims.driver import Task
 from grokphase.sims.langevin import langevin
 from grokphase.sims.models import TwoLayerNet, erf_prior_std
-from grokphase.sims.teacher_student.config import DTYPES, SCALAR_RECORDS, SQRT6, TeacherStudentSim
+from grokphase.sims.teacher_student.config import (DEGREE_RECORDS, DTYPES, FAMILY_SCALAR_RECORDS, SCALAR_RECORDS, SQRT6,
+                                                   TeacherStudentSim)
+from grokphase.theory.single_index import get_activation, get_target
+
+#: Gauss-Legendre nodes per half line of :func:`gaussian_rule` (the theory's rule: split at u = 0 so that
+#: a kink there, e.g. relu's, is integrated as accurately as a smooth activation) and its cut-off
+QUAD_NODES = 64
+U_MAX = 12.0
 
 def hermite(s):
     """(H1(s), H3(s)) = (s, s^3 - 3 s)."""
@@ -35,23 +47,128 @@ def population_projections(w, a, w_star):
     return p1, p3
 
 
+def hermite_he(kmax: int, s):
+    """[He_0(s), ..., He_kmax(s)] (probabilists' Hermite: He_{k+1} = s He_k - k He_{k-1}), stacked on the
+    last axis."""
+    out = [jnp.ones_like(s), s]
+    for k in range(1, kmax):
+        out.append(s * out[k] - k * out[k - 1])
+    return jnp.stack(out[:kmax + 1], axis=-1)
+
+
+def hermite_teacher(x, w_star, degrees, coefficients):
+    """y = sum_k c_k He_k(w*.x) (THEORY.md §6) over the static ``degrees`` and ``coefficients``."""
+    He = hermite_he(max(max(degrees), 1), x @ w_star)
+    c = np.zeros(He.shape[-1])
+    c[list(degrees)] = coefficients
+    return He @ jnp.asarray(c, He.dtype)
+
+
+def gaussian_rule(nodes: int = QUAD_NODES):
+    """Nodes u and weights of E_u[f(u)], u ~ N(0, 1): Gauss-Legendre with ``nodes`` nodes on each of
+    [-U_MAX, 0] and [0, U_MAX] times the normal density (NumPy, float64: static under jit)."""
+    x, w = leggauss(nodes)
+    u = 0.5 * U_MAX * (x + 1.0)
+    w = 0.5 * U_MAX * w * np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+    return np.concatenate([-u[::-1], u]), np.concatenate([w[::-1], w])
+
+
+def _erf_coefficient(k: int) -> float:
+    """C_k of the erf overlap g_k = C_k q^k / D^{k/2} (THEORY.md §6): (2/sqrt(pi)) (-1)^{k-1}
+    H_{k-1}(0)/sqrt(k!), physicists' H_{2j}(0) = (-1)^j (2j)!/j!; zero for even k."""
+    if k % 2 == 0:
+        return 0.0
+    j = (k - 1) // 2
+    return 2.0 / math.sqrt(math.pi) * (-1) ** j * math.factorial(2 * j) / math.factorial(j) / math.sqrt(math.factorial(k))
+
+
+def _relu_coefficient(k: int) -> float:
+    """M_k/sqrt(k!) of the relu overlap g_k = q^k V^{(1-k)/2} M_k/sqrt(k!) (THEORY.md §6): M_0 = 1/sqrt(2 pi),
+    M_1 = 1/2, M_k = He_{k-2}(0)/sqrt(2 pi) (He_{2j}(0) = (-1)^j (2j-1)!!, zero for odd k >= 3)."""
+    if k == 0:
+        M = 1.0 / math.sqrt(2.0 * math.pi)
+    elif k == 1:
+        M = 0.5
+    elif k % 2:
+        M = 0.0
+    else:
+        j = (k - 2) // 2
+        M = (-1) ** j * math.prod(range(1, 2 * j, 2)) / math.sqrt(2.0 * math.pi)
+    return M / math.sqrt(math.factorial(k))
+
+
+def neuron_overlaps(activation, degrees, q, V, nodes: int = QUAD_NODES):
+    r"""g_k = <phi(w.x), Hhat_k(w*.x)> of neurons with overlap q = w.w* and |w|^2 = V (THEORY.md §6),
+    shape ``q.shape + (len(degrees),)``, float64:
+
+        g_k = (q/sqrt(V))^k m_k(V),   m_k(V) = E_u[phi(sqrt(V) u) He_k(u)]/sqrt(k!),  u ~ N(0, 1);
+
+    erf: C_k q^k/D^{k/2} (D = 1 + 2V); relu: q^k V^{(1-k)/2} M_k/sqrt(k!); any other activation (a registry
+    name or a JAX callable): m_k by :func:`gaussian_rule` (2 x ``nodes`` evaluations of phi per neuron).
+    The per-neuron form of :func:`grokphase.theory.single_index.overlaps` (with t = V - q^2), traceable
+    under jit and vmap."""
+    phi = get_activation(activation)
+    q = jnp.asarray(q).astype(jnp.float64)
+    V = jnp.asarray(V).astype(jnp.float64)
+    if phi.closed_form and phi.name == "erf":
+        D = 1.0 + 2.0 * V
+        return jnp.stack([_erf_coefficient(k) * q**k / D ** (0.5 * k) for k in degrees], axis=-1)
+    if phi.closed_form and phi.name == "relu":
+        return jnp.stack([_relu_coefficient(k) * q**k * V ** (0.5 * (1 - k)) for k in degrees], axis=-1)
+    u, w = gaussian_rule(nodes)
+    kmax = max(degrees)
+    He = np.asarray(hermite_he(kmax, jnp.asarray(u)))
+    W = w[:, None] * He / np.sqrt([math.factorial(k) for k in range(kmax + 1)])      # (nodes, kmax + 1)
+    m = phi(jnp.sqrt(V)[..., None] * jnp.asarray(u)) @ jnp.asarray(W)
+    rho = q / jnp.sqrt(V)
+    return jnp.stack([rho**k * m[..., k] for k in degrees], axis=-1)
+
+
+def family_projections(w, a, w_star, activation, degrees):
+    """Exact <f, Hhat_k> over x ~ N(0, I) for every k in ``degrees`` (float64, shape (len(degrees),)), for
+    f = sum_i a_i phi(w_i.x): sum_i a_i g_k(q_i, |w_i|^2) (:func:`neuron_overlaps`); ``w`` (d, N)."""
+    w = w.astype(jnp.float64)
+    q = w_star.astype(jnp.float64) @ w
+    V = jnp.sum(w * w, axis=0)
+    return a.astype(jnp.float64) @ neuron_overlaps(activation, tuple(degrees), q, V)
+
+
 def make_task(sim: TeacherStudentSim, model=None) -> Task:
     """Per-network functions for :func:`grokphase.sims.driver.run_ensemble`.  ``model`` defaults to
-    ``TwoLayerNet(N)``; a user Flax module with the same call signature and parameters ``w`` (d, N),
-    ``a`` (N,) may replace it (the exact projections assume an erf network).
+    ``TwoLayerNet(N)`` with the sim's activation; a user Flax module with the same call signature and
+    parameters ``w`` (d, N), ``a`` (N,) may replace it (the exact projections assume a two-layer network
+    with the sim's ``activation``).
 
     The task depends only on the static sizes and choices (never on s2, lr or the priors, which are
     per-network array arguments), and is cached on them, so a second simulation with the same sizes
     reuses the compiled executables."""
-    model = TwoLayerNet(sim.N) if model is None else model
+    if model is None:
+        model = TwoLayerNet(sim.N) if sim.paper_model else TwoLayerNet(sim.N, activation=sim.activation)
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
-                      sim.qt_q_bins, sim.t_bins, float(sim.t_max))
+                      sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
-               model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25) -> Task:
+               model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
+               target: str | None = None) -> Task:
+    """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
+    (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients)."""
     dtype = DTYPES[dtype_name]
+    paper_erf = target is None and isinstance(activation, str) and activation == "erf"
+    if target is None:
+        degrees, coefficients = (1, 3), None
+    else:
+        tgt = get_target(target)
+        degrees, coefficients = tgt.degrees, tgt.coefficients
+    K = len(degrees)
+    # learned_test_k = <f, He_k>/(k! c_k) = <f, Hhat_k>/yhat_k; the paper's target divides by (1, 6 eps)
+    he_norm = np.array([math.factorial(k) for k in degrees], np.float64)
+    yhat = None if target is None else get_target(target).yhat()
+    scalar_names = (SCALAR_RECORDS if target is None else FAMILY_SCALAR_RECORDS)
+
+    def target_fn(x, w_star, eps):
+        return teacher(x, w_star, eps) if target is None else hermite_teacher(x, w_star, degrees, coefficients)
     edges_lo, width = -q_max, 2.0 * q_max / q_bins
     qt_width, t_width = 2.0 * q_max / qt_q_bins, t_max / t_bins
 
@@ -62,7 +179,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         eps = hyper.eps.astype(dtype)
         x = jax.random.normal(k_x, (n, d), dtype)
         x_test = jax.random.normal(k_t, (n_test, d), dtype)
-        return {"x": x, "y": teacher(x, w_star, eps), "x_test": x_test, "y_test": teacher(x_test, w_star, eps),
+        return {"x": x, "y": target_fn(x, w_star, eps), "x_test": x_test, "y_test": target_fn(x_test, w_star, eps),
                 "w_star": w_star}
 
     def init(key, data, hyper):
@@ -91,18 +208,22 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
 
     def init_accum(theta, data, hyper):
         f_train, f_test = outputs(theta, data)
-        zeros = {name: jnp.zeros((), jnp.float64) for name in SCALAR_RECORDS}
+        zeros = {name: jnp.zeros((), jnp.float64) for name in scalar_names}
+        zeros.update({name: jnp.zeros((K,), jnp.float64) for name in DEGREE_RECORDS})
         return {"count": jnp.zeros((), jnp.float64), "sums": zeros,
                 "q_hist": jnp.zeros((q_bins,), jnp.float64), "q_overflow": jnp.zeros((), jnp.float64),
                 "t_sum_q": jnp.zeros((q_bins,), jnp.float64), "t_overflow_sum": jnp.zeros((), jnp.float64),
                 "qt_hist": jnp.zeros((qt_q_bins * t_bins,), jnp.float64), "qt_overflow": jnp.zeros((), jnp.float64),
                 "f_train": jnp.zeros(f_train.shape, jnp.float64), "f_test": jnp.zeros(f_test.shape, jnp.float64)}
 
-    def observe(theta, data, hyper, accum, weight):
+    def paper_record(theta, data, hyper, f_train, f_test):
+        """The paper's target: linear_/cubic_ records (erf: today's arithmetic) and their per-degree stack."""
         w, a, w_star = theta["w"], theta["a"], data["w_star"]
         eps = hyper.eps.astype(w.dtype)
-        p1, p3 = population_projections(w, a, w_star)
-        f_train, f_test = outputs(theta, data)
+        if paper_erf:
+            p1, p3 = population_projections(w, a, w_star)
+        else:
+            p1, p3 = family_projections(w, a, w_star, activation, degrees)
         h1_tr, h3_tr = hermite(data["x"] @ w_star)
         h1_te, h3_te = hermite(data["x_test"] @ w_star)
         record = {
@@ -116,6 +237,36 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
             "cubic_learned_train": jnp.mean(f_train * h3_tr) / (6.0 * eps),
             "w_norm2": jnp.mean(jnp.sum(w * w, axis=0)),
         }
+        for name in DEGREE_RECORDS:
+            suffix = name[len("learned"):]
+            parts = (record[f"linear_learned{suffix}"], record[f"cubic_learned{suffix}"])
+            record[name] = jnp.stack([v.astype(jnp.float64) for v in parts])
+        return record
+
+    def family_record(theta, data, f_train, f_test):
+        """A general Hermite target: per-degree projections, exact and on the test / training points."""
+        w, a, w_star = theta["w"], theta["a"], data["w_star"]
+        He_tr = hermite_he(max(max(degrees), 1), data["x"] @ w_star)[:, list(degrees)]
+        He_te = hermite_he(max(max(degrees), 1), data["x_test"] @ w_star)[:, list(degrees)]
+        denom = jnp.asarray(he_norm * np.asarray(coefficients), jnp.float64)
+        return {
+            "train_mse": jnp.mean((f_train - data["y"]) ** 2),
+            "test_mse": jnp.mean((f_test - data["y_test"]) ** 2),
+            "w_norm2": jnp.mean(jnp.sum(w * w, axis=0)),
+            "learned": family_projections(w, a, w_star, activation, degrees) / jnp.asarray(yhat, jnp.float64),
+            "learned_test": jnp.mean(f_test[:, None] * He_te, axis=0).astype(jnp.float64) / denom,
+            "learned_train": jnp.mean(f_train[:, None] * He_tr, axis=0).astype(jnp.float64) / denom,
+        }
+
+    record_names = scalar_names + DEGREE_RECORDS
+
+    def observe(theta, data, hyper, accum, weight):
+        w, w_star = theta["w"], data["w_star"]
+        f_train, f_test = outputs(theta, data)
+        if target is None:
+            record = paper_record(theta, data, hyper, f_train, f_test)
+        else:
+            record = family_record(theta, data, f_train, f_test)
         q = w_star @ w
         k = jnp.floor((q - edges_lo) / width).astype(jnp.int32)
         inside = (k >= 0) & (k < q_bins)
@@ -132,7 +283,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         wt = weight.astype(jnp.float64)
         accum = {
             "count": accum["count"] + wt,
-            "sums": {name: accum["sums"][name] + wt * record[name].astype(jnp.float64) for name in SCALAR_RECORDS},
+            "sums": {name: accum["sums"][name] + wt * record[name].astype(jnp.float64) for name in record_names},
             "q_hist": accum["q_hist"] + wt * hist,
             "q_overflow": accum["q_overflow"] + wt * jnp.sum(~inside),
             "t_sum_q": accum["t_sum_q"] + wt * t_sum,
