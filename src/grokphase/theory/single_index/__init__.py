@@ -10,8 +10,9 @@ y = sum_k c_k He_k(w*·x) (degrees 0..8), any discrepancy basis.
   report.
 
 The paper's model (erf, He1 + eps He3, K = {1, 3}) reproduces :mod:`grokphase.theory.teacher_student`
-(``approximation="exact"``).  Not yet here: the scaling limit and transition, the concentrated
-approximation, EK learning curves."""
+(``approximation="exact"`` and ``"concentrated"``).
+* :mod:`.limit` — the scaling limit (GFL, GMFL-I) and Claim IV's transition where the paper's
+  argument carries over (:func:`limit_support` says where it does not)."""
 
 from grokphase.theory.single_index.activations import ACTIVATIONS, Activation, get_activation
 from grokphase.theory.single_index.finite_d import (
@@ -22,10 +23,18 @@ from grokphase.theory.single_index.finite_d import (
     solve_finite_d,
     solve_finite_d_batch,
 )
+from grokphase.theory.single_index.limit import (
+    SingleIndexLimit,
+    SingleIndexTransition,
+    limit_support,
+    solve_limit,
+    solve_transition,
+)
 from grokphase.theory.single_index.overlaps import MAX_DEGREE, hermite_moments, overlaps
 from grokphase.theory.single_index.params import SingleIndexParams
 from grokphase.theory.single_index.target import PAPER_TARGET, HermiteTarget, get_target
 
 __all__ = ["ACTIVATIONS", "Activation", "BasisConvergence", "HermiteTarget", "MAX_DEGREE", "PAPER_TARGET",
-           "SingleIndexParams", "SingleIndexSolution", "basis_convergence", "coupled_degrees", "get_activation",
-           "get_target", "hermite_moments", "overlaps", "solve_finite_d", "solve_finite_d_batch"]
+           "SingleIndexLimit", "SingleIndexParams", "SingleIndexSolution", "SingleIndexTransition", "basis_convergence", "coupled_degrees", "get_activation",
+           "get_target", "hermite_moments", "limit_support", "overlaps", "solve_finite_d", "solve_finite_d_batch",
+           "solve_limit", "solve_transition"]
