@@ -9,6 +9,7 @@ v = (I + (n/s2) Qt)^{-1} yhat is the self-consistency of App. A.3."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from grokphase.theory.batching import to_float64
@@ -20,27 +21,40 @@ from grokphase.theory.teacher_student.quadrature import _flat, _grid, _Grid, _st
 def _evaluate(v, params, q, g, logw, logp0, p0=None):
     """F(v), its gradient, its Hessian, Qt and log(z/z0) from one pass over the grid.
 
-    ``logp0`` are the log quadrature probabilities of the prior (normalised), so that
-    log(z/z0) = log sum_k p0_k exp(x_k) with x = (u d/2)(v·g)^2 is computed relative to the prior:
-    with log1p/expm1 when the interaction is weak (wide networks, where r log(z/z0) would otherwise
-    lose all its digits to cancellation) and by log-sum-exp otherwise.  ``p0 = exp(logp0)`` may be
-    passed precomputed (the solver does: it is loop-invariant); two exponentials per node remain."""
+    ``g``: the overlaps on the nodes, shape ``(M, 2)``; ``logp0`` the log quadrature probabilities of
+    the prior (normalised), so that log(z/z0) = log sum_k p0_k exp(x_k) with x = (u d/2)(v·g)^2 is
+    computed relative to the prior: with log1p/expm1 when the interaction is weak (wide networks,
+    where r log(z/z0) would otherwise lose all its digits to cancellation) and by log-sum-exp
+    otherwise.  ``p0 = exp(logp0)`` may be passed precomputed (the solver does: it is
+    loop-invariant).  ``q`` and ``logw`` are not used (kept for the callers' signature)."""
+    return _evaluate_split(v, params, g[..., 0], g[..., 1], logp0, p0)
+
+
+def _evaluate_split(v, params, g1, g3, logp0, p0=None):
+    """:func:`_evaluate` with the two overlaps as separate arrays (any equal shapes).
+
+    Every grid quantity is a sum over the nodes of an elementwise expression in (g1, g3, logp0), so
+    that XLA fuses them into one pass with one exponential per node (the Hessian's moments
+    <g g^T> and <s^2 g g^T> are written out as six sums instead of 2 x 2 products of (M, 2) arrays,
+    which measured 2x slower); the expm1 sum of the weak branch runs only where the branch is taken
+    (``lax.cond``; under ``vmap`` both branches run)."""
     ud = params.u * params.d
-    s = g @ v                                                    # (K,)  v·g(q)
+    s = g1 * v[0] + g3 * v[1]                                    # v·g(q) on the nodes
     x = 0.5 * ud * s * s                                         # interaction, -S = prior + x
     a = x + logp0
     amax = jnp.max(a)
     e = jnp.exp(a - amax)
     Z = jnp.sum(e)
+    e1, e3, ss = e * g1, e * g3, s * s
+    S11, S13, S33 = jnp.sum(e1 * g1), jnp.sum(e1 * g3), jnp.sum(e3 * g3)
+    T11, T13, T33 = jnp.sum(ss * e1 * g1), jnp.sum(ss * e1 * g3), jnp.sum(ss * e3 * g3)
     lse = amax + jnp.log(Z)
     weak = jnp.max(x) < 1.0
     p0 = jnp.exp(logp0) if p0 is None else p0
-    logz = jnp.where(weak, jnp.log1p(jnp.sum(p0 * jnp.expm1(jnp.where(weak, x, 0.0)))), lse)
-    p = e / Z                                                    # quadrature probabilities
-    gp = g * p[:, None]
-    gg = gp.T @ g
+    logz = jax.lax.cond(weak, lambda: jnp.log1p(jnp.sum(p0 * jnp.expm1(jnp.where(weak, x, 0.0)))), lambda: lse)
+    gg = jnp.stack([jnp.stack([S11, S13]), jnp.stack([S13, S33])]) / Z        # <g g^T>
+    m2 = jnp.stack([jnp.stack([T11, T13]), jnp.stack([T13, T33])]) / Z        # <s^2 g g^T>
     m1 = gg @ v                                                  # <s g> = <g g^T> v
-    m2 = (gp * (s * s)[:, None]).T @ g
     yhat = _yhat(params.eps)
     r = params.r
     F = v @ yhat - 0.5 * v @ v - r * logz

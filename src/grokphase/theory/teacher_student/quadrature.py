@@ -177,6 +177,25 @@ def _grid(params, K: int, J: int, level: int, exact: bool) -> _Grid:
     return _Grid(q, logw_q, t, logw_t, prior, g)
 
 
+def _subgrid(grid: _Grid, sq: int, st: int = 1) -> _Grid:
+    """The nested coarser rule of ``grid``: every ``sq``-th q-node and every ``st``-th t-node (both
+    node counts minus one must be multiples of the strides, so that both ends stay nodes).  The
+    trapezoid weights scale by the stride (the end nodes keep their half weight), the constant
+    log(sq st) cancelling in normalised probabilities; the overlaps are not recomputed."""
+    return grid._replace(q=grid.q[::sq], logw_q=grid.logw_q[::sq] + math.log(sq), t=grid.t[::st],
+                         logw_t=grid.logw_t[::st] + math.log(st), prior=grid.prior[::sq, ::st],
+                         g=grid.g[::sq, ::st])
+
+
+def _stride(n: int, want: int) -> int:
+    """The largest stride <= ``want`` (a power of two) that keeps both ends of an ``n``-node rule and
+    leaves at least 17 nodes (1 when none does)."""
+    k = want
+    while k > 1 and ((n - 1) % k or (n - 1) // k < 16):
+        k //= 2
+    return k
+
+
 def _flat(grid: _Grid):
     """Flattened nodes: overlaps (KJ, 2), log weights (KJ,) and normalised prior probabilities."""
     logw = (grid.logw_q[:, None] + grid.logw_t[None, :]).reshape(-1)
