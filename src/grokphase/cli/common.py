@@ -142,3 +142,75 @@ def _phase_label(code) -> str:
 def _status_label(code) -> str:
 
     return Status(int(code)).label
+
+
+# --- the single-index family on the teacher-student commands (issue 18) ---------------------------
+
+def _add_family(p: argparse.ArgumentParser, kmax: bool = False) -> None:
+    """--activation, --target, --degrees (and --kmax): the single-index family.  None given (or erf
+    with a target equal to He1 + eps He3) keeps the paper's model and its code path."""
+    from grokphase.theory.single_index import ACTIVATIONS, PAPER_TARGET
+    g = p.add_argument_group("single-index family (default: the paper's erf student on He1 + eps He3)")
+    g.add_argument("--activation", default=None, metavar="NAME", help=f"one of {', '.join(ACTIVATIONS)} (default erf)")
+    g.add_argument("--target", default=None, metavar="K:C,...",
+                   help=f"degree:coefficient of He_k, degrees 0..8 (default: He1 + eps He3, i.e. {PAPER_TARGET})")
+    g.add_argument("--degrees", default=None, metavar="K1,K2,...",
+                   help="discrepancy basis; must contain the target's degrees (default: the target's degrees)")
+    if kmax:
+        g.add_argument("--kmax", type=int, default=None, metavar="K",
+                       help="enlarged basis: the target's degrees and every degree <= K the activation couples, "
+                            "with the shift of each learned fraction against the target's basis")
+
+
+def _degree_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ParameterError(f"--degrees {text!r}: expected integers separated by commas, e.g. 1,3") from None
+
+
+class Family:
+    """A non-paper model of the single-index family, resolved from the command line."""
+
+    def __init__(self, activation, target, degrees, k_max):
+        self.activation, self.target, self.degrees, self.k_max = activation, target, degrees, k_max
+
+    @property
+    def label(self) -> str:
+        return (f"{self.activation.name} student, target {self.target.spec}, "
+                f"basis {{{','.join(map(str, self.degrees))}}}")
+
+
+def _family(args) -> "Family | None":
+    """None for the paper's model (no family flag, or erf on a target equal to He1 + eps He3 with the
+    basis {1, 3}: then ``args.eps`` is set to the target's eps and today's code path runs); a
+    :class:`Family` otherwise.  Bad names, targets or bases are one ParameterError."""
+    from grokphase.theory.single_index import get_activation, get_target
+    from grokphase.theory.single_index.results import resolve_degrees
+    act_name, spec, deg_text = getattr(args, "activation", None), getattr(args, "target", None), getattr(args, "degrees", None)
+    k_max = getattr(args, "kmax", None)
+    if act_name is None and spec is None and deg_text is None and k_max is None:
+        return None
+    activation = get_activation("erf" if act_name is None else act_name)
+    if spec is not None and args.eps != TeacherStudentParams.eps:
+        raise ParameterError("give either --eps or --target, not both (the target sets the He3 coefficient)")
+    target = get_target(spec) if spec is not None else get_target(f"1:1,3:{args.eps!r}")
+    if deg_text is not None and k_max is not None:
+        raise ParameterError("give either --degrees or --kmax, not both")
+    degrees = resolve_degrees(target, activation, None if deg_text is None else _degree_list(deg_text), k_max)
+    paper_like = (activation.name == "erf" and activation.fn is get_activation("erf").fn and k_max is None
+                  and target.degrees == (1, 3) and target.coefficient(1) == 1.0 and degrees == (1, 3))
+    if paper_like:
+        args.eps = target.coefficient(3)
+        return None
+    return Family(activation, target, degrees, k_max)
+
+
+def _refuse(args, family: "Family", flags: Sequence[str]) -> None:
+    """One ParameterError for the first of ``flags`` (argparse dests) given that the family does not
+    implement."""
+    for dest in flags:
+        value = getattr(args, dest, None)
+        if value not in (None, False):
+            raise ParameterError(f"--{dest.replace('_', '-')} is not available for the single-index family "
+                                 f"({family.label}); it applies to the paper's erf model only")

@@ -3,6 +3,7 @@ activation, any Hermite target; THEORY.md §6) at one sigma^2 or a sweep."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from grokphase.axes import parse_range
 from grokphase.errors import ParameterError
 from grokphase.theory.single_index import ACTIVATIONS, PAPER_TARGET, SingleIndexParams, get_activation, get_target
 from grokphase.theory.single_index.overlaps import MAX_DEGREE
-from grokphase.theory.single_index.results import build_single_index_sweep, resolve_degrees, scaled_params
+from grokphase.theory.single_index.results import (build_single_index_gp_curve, build_single_index_phase_diagram,
+                                                   build_single_index_sweep, resolve_degrees, scaled_params)
 from grokphase.cli.common import _finish, _log, _phase_label, _positive, _status_label
 
 
@@ -116,3 +118,167 @@ def cmd_theory_single_index(args) -> int:
                f"in {elapsed:.2f} s")
     return _finish(args, ds, summary, lines)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# the family on the teacher-student commands (--activation / --target / --degrees / --kmax)
+# ------------------------------------------------------------------------------------------------
+
+def _family_base(args) -> SingleIndexParams:
+    return SingleIndexParams(N=args.N, n=args.n, d=args.d, s2=SingleIndexParams.s2, sa2=args.sa2, sw2=args.sw2)
+
+
+def _family_s2(args) -> np.ndarray:
+    if args.s2_sweep is not None:
+        if args.s2 is not None:
+            raise ParameterError("give either --s2 or --s2-sweep, not both")
+        return parse_range(args.s2_sweep, "--s2-sweep", positive=True)[0]
+    return np.array([SingleIndexParams.s2 if args.s2 is None else args.s2])
+
+
+def _per_degree(row, name, degrees) -> dict:
+    return {str(k): float(row[name].sel(degree=k)) for k in degrees}
+
+
+def run_family_teacher_student(args, family) -> int:
+    """``theory teacher-student`` for a non-paper model: finite d (--approximation), and with --limit
+    the scaling limit per sigma^2, with --transition Claim IV's s2_c (or the reason there is none)."""
+    s2 = _family_s2(args)
+    base = _family_base(args)
+    if args.kmax is not None and not 0 <= args.kmax <= MAX_DEGREE:
+        raise ParameterError(f"--kmax {args.kmax}: must be in 0..{MAX_DEGREE}")
+    if not args.limit:
+        try:
+            scaled_params(base, s2, args.beta)
+        except ParameterError as exc:
+            raise ParameterError(f"--beta {args.beta:g} takes the scaled model out of range: {exc}") from None
+    t0 = time.perf_counter()
+    ds = build_single_index_sweep(base, s2, family.target, family.activation,
+                                  None if family.k_max is not None else family.degrees, k_max=family.k_max,
+                                  beta=args.beta, approximation=args.approximation, finite_d=not args.limit,
+                                  limit=bool(args.limit), transition=bool(args.transition))
+    elapsed = time.perf_counter() - t0
+    degrees = family.degrees
+    in_target = [k for k in degrees if k in family.target.degrees]
+    points: list[dict[str, Any]] = []
+    lines = [f"{family.label}, {args.approximation}" + ("" if args.limit else f", beta = {args.beta:g}")]
+    if args.limit:
+        reason = ds["limit_status"].attrs.get("reason")
+        lines.append(f"{'s2':>9} {'u':>9} {'phase':>7} {'pi1':>8} {'q*':>6}  scaling-limit learned fraction per target degree")
+        for i, v in enumerate(s2):
+            row = ds.isel(s2=i)
+            code = int(row["limit_phase"])
+            pt = {"s2": float(v), "u": float(row["u"]), "r": float(row["r"]),
+                  "phase": _phase_label(code) if code >= 0 else None, "status": _status_label(row["limit_status"]),
+                  "learned": _per_degree(row, "limit_learned", in_target),
+                  "discrepancy": _per_degree(row, "limit_discrepancy", degrees),
+                  **{k: float(row[f"limit_{k}"]) for k in ("pi1", "q_star", "t_star", "free_energy", "degeneracy")}}
+            points.append(pt)
+            text = "  ".join(f"He{k} {x:.5f}" for k, x in pt["learned"].items())
+            lines.append(f"{float(v):9.4f} {pt['u']:9.3f} {str(pt['phase']):>7} {pt['pi1']:8.4f} {pt['q_star']:6.3f}  {text}")
+        if reason is not None:
+            lines.append(f"scaling limit not available: {reason}")
+    else:
+        lines.append(f"{'s2':>9} {'phase':>7} {'free energy':>12} {'droplet':>8}  learned fraction per target degree")
+        for i, v in enumerate(s2):
+            row = ds.isel(s2=i)
+            pt = {"beta": float(args.beta), "s2": float(row["s2_scaled"]), "u": float(row["u"]), "r": float(row["r"]),
+                  "phase": _phase_label(row["phase"]), "status": _status_label(row["status"]),
+                  "free_energy": float(row["free_energy"]), "droplet_fraction": float(row["droplet_fraction"]),
+                  "residual": float(row["residual"]), "iterations": int(row["iterations"]),
+                  "learned": _per_degree(row, "learned", in_target),
+                  "discrepancy": _per_degree(row, "discrepancy", degrees)}
+            text = "  ".join(f"He{k} {x:.5f}" for k, x in pt["learned"].items())
+            if "basis_shift" in ds:
+                pt["basis_shift"] = _per_degree(row, "basis_shift", in_target)
+                text += "  (shift vs target basis: " + ", ".join(f"He{k} {x:+.2e}" for k, x in pt["basis_shift"].items()) + ")"
+            points.append(pt)
+            lines.append(f"{float(v):9.4f} {pt['phase']:>7} {pt['free_energy']:12.6f} {pt['droplet_fraction']:8.5f}  {text}")
+    summary: dict[str, Any] = {"approximation": args.approximation, "activation": family.activation.name,
+                               "target": family.target.spec, "degrees": list(degrees), "points": points}
+    if args.transition:
+        for k in ("s2_c", "u_c", "q_star_c", "t_star_c"):
+            summary[k] = float(ds.attrs[k]) if np.isfinite(ds.attrs[k]) else None
+        if summary["s2_c"] is None:
+            summary["s2_c_reason"] = ds.attrs["s2_c_reason"]
+            lines.append(f"scaling-limit transition ({args.approximation}): none: {ds.attrs['s2_c_reason']}")
+        else:
+            lines.append(f"scaling-limit transition ({args.approximation}): s2_c = {summary['s2_c']:.6f}, "
+                         f"u_c = {summary['u_c']:.4f}, q*_c = {summary['q_star_c']:.4f}, t*_c = {summary['t_star_c']:.4f}")
+    _log(args, f"grokphase: teacher-student theory ({family.activation.name}, {family.target.spec}, "
+               f"{args.approximation}), {s2.size} sigma^2 in {elapsed:.2f} s")
+    return _finish(args, ds, summary, lines)
+
+
+def run_family_gp(args, family) -> int:
+    """``theory gp-teacher-student`` for a non-paper model: per-degree NNGP eigenvalues (exact
+    Rayleigh quotients) and EK learning curves."""
+    if args.approximation != "exact":
+        raise ParameterError(f"--approximation {args.approximation} is not available for the single-index family "
+                             f"({family.label}): its GP baseline uses the exact Rayleigh quotients")
+    s2 = _family_s2(args)
+    if args.n_sweep is not None:
+        n = parse_range(args.n_sweep, "--n-sweep", positive=True)[0]
+    elif args.plot:
+        n = np.geomspace(10.0, 1e10, 91)
+    else:
+        n = np.array([args.n])
+    ds = build_single_index_gp_curve(_family_base(args), s2, n, family.target, family.activation, family.degrees)
+    degrees = family.degrees
+    lam = {str(k): float(x) for k, x in zip(degrees, ds["nngp_eigenvalue"].values)}
+    points = [{"s2": float(a), "n": float(b), "learned": {str(k): float(ds["learned"].sel(s2=a, n=b, degree=k))
+                                                          for k in degrees}} for a in s2 for b in n]
+    n_half = {str(k): [float(x) for x in ds["n_half"].sel(degree=k).values] for k in degrees}
+    summary = {"activation": family.activation.name, "target": family.target.spec, "degrees": list(degrees),
+               "nngp_eigenvalues": lam, "n_half": n_half, "approximation": "exact",
+               "learning_curve": "equivalent kernel", "points": points}
+    lines = [f"{family.label}: NNGP eigenvalues (exact Rayleigh quotients) "
+             + ", ".join(f"lambda{k} = {x:.6e}" for k, x in lam.items()),
+             *(f"s2 = {a:g}: half learned at n = " + ", ".join(f"{n_half[str(k)][i]:.4e} (He{k})" for k in degrees)
+               for i, a in enumerate(s2)),
+             f"{'s2':>9} {'n':>12}  " + " ".join(f"{'He' + str(k):>11}" for k in degrees),
+             *(f"{p['s2']:9.4f} {p['n']:12.5g}  " + " ".join(f"{x:11.4e}" for x in p["learned"].values())
+               for p in points)]
+    if args.plot:
+        raise ParameterError(f"--plot is not available for the single-index family ({family.label}) yet; "
+                             "use --out and plot the Dataset")
+    return _finish(args, ds, summary, lines)
+
+
+def run_family_phase_diagram(args, family) -> int:
+    """``theory phase-diagram teacher-student`` for a non-paper model."""
+    from grokphase.axes import parse_axis
+    from grokphase.theory import teacher_student as ts
+    from grokphase.cli.common import _base_params
+    allowed = tuple(k for k in ts.PARAM_NAMES if k != "eps") + ts.DERIVED_AXES
+    x = parse_axis(args.x, allowed, "--x")
+    y = parse_axis(args.y, allowed, "--y")
+    base = _base_params(args)
+    t0 = time.perf_counter()
+    ds = build_single_index_phase_diagram(base, x, y, family.target, family.activation, family.degrees,
+                                          limit=args.limit, beta=args.beta, alpha=args.alpha,
+                                          sa2_times_N=8.0 if args.sa2 is None else None,
+                                          approximation=args.approximation)
+    elapsed = time.perf_counter() - t0
+    from grokphase.theory.teacher_student import PHASE_LABELS
+    counts = {label: int((ds["phase"].values == code).sum()) for code, label in PHASE_LABELS.items()}
+    in_target = [k for k in family.degrees if k in family.target.degrees]
+    ranges = {str(k): [float(np.nanmin(ds["learned"].sel(degree=k))), float(np.nanmax(ds["learned"].sel(degree=k)))]
+              for k in in_target}
+    boundary = [{y.name: float(yv), x.name: (None if not math.isfinite(xv) else float(xv))}
+                for yv, xv in zip(y.values, ds["boundary_x"].values)]
+    summary = {"x": x.name, "y": y.name, "shape": [int(y.values.size), int(x.values.size)],
+               "solver": "limit" if args.limit else "finite-d", "approximation": args.approximation,
+               "activation": family.activation.name, "target": family.target.spec, "degrees": list(family.degrees),
+               "phase_counts": counts, "learned_range": ranges, "boundary": boundary, "seconds": elapsed}
+    lines = [f"phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {summary['solver']}, "
+             f"{args.approximation}) for {family.label} in {elapsed:.2f} s",
+             "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+             "learned fraction range: " + ", ".join(f"He{k} {a:.4f}..{b:.4f}" for k, (a, b) in ranges.items())]
+    if "boundary_reason" in ds.attrs:
+        summary["boundary_reason"] = ds.attrs["boundary_reason"]
+        lines.append(f"limit transition: none: {ds.attrs['boundary_reason']}")
+    else:
+        lines.append(f"limit transition ({args.approximation}; {x.name} at each {y.name}):")
+        lines += [f"  {y.name} = {b[y.name]:.6g}: {x.name}_c = {b[x.name]}" for b in boundary[:: max(1, len(boundary) // 8)]]
+    return _finish(args, ds, summary, lines)

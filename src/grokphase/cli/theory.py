@@ -23,6 +23,7 @@ from grokphase.theory.teacher_student import PHASE_LABELS
 from grokphase.cli.single_index import add_parser as add_single_index_parser
 from grokphase.cli.common import (_add_approximation, _add_output, _add_scaling, _add_ts_params, _base_params, _finish,
                                   _log, _Parser, _phase_label, _positive, _s2_values, _status_label)
+from grokphase.cli.common import _add_family, _family, _refuse
 
 DEFAULT_BETAS = (1 / 8, 1 / 2, 1.0, 2.0, 8.0)
 
@@ -43,6 +44,7 @@ def add_parsers(groups) -> None:
     p.add_argument("--density-s2", metavar="S1,S2", default=None,
                    help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
     _add_approximation(p)
+    _add_family(p, kmax=True)
     _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
     _add_progress(p)
     p.set_defaults(func=cmd_theory_teacher_student)
@@ -53,6 +55,7 @@ def add_parsers(groups) -> None:
     p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
     p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
     _add_approximation(p)
+    _add_family(p)
     _add_output(p, "plot the learning curves")
     p.set_defaults(func=cmd_theory_gp)
     add_single_index_parser(tsub)
@@ -93,6 +96,7 @@ def add_parsers(groups) -> None:
     _add_approximation(p)
     _add_ts_params(p)
     _add_scaling(p)
+    _add_family(p)
     _add_output(p, "plot the diagram")
     _add_progress(p)
     p.set_defaults(func=cmd_phase_diagram_ts)
@@ -146,8 +150,17 @@ def _progress(args, desc: str):
 # ------------------------------------------------------------------------------------------------
 
 
-def cmd_theory_teacher_student(args) -> int:
+def _learned(linear, cubic) -> dict:
+    """The per-degree learned fractions of the paper's model: {"1": 1 - b, "3": 1 - c/eps}."""
+    return {"1": float(linear), "3": float(cubic)}
 
+
+def cmd_theory_teacher_student(args) -> int:
+    family = _family(args)
+    if family is not None:
+        from grokphase.cli.single_index import run_family_teacher_student
+        _refuse(args, family, ("betas", "alpha", "density_s2", "plot"))
+        return run_family_teacher_student(args, family)
     base = _base_params(args)
     s2 = _s2_values(args)
     if args.betas is not None:
@@ -190,6 +203,7 @@ def cmd_theory_teacher_student(args) -> int:
             # droplet / bulk |w_perp|^2 of the limit: t* at the droplet saddle (GMFL-I only), sw2 in the bulk
             pt["t_droplet"] = pt["t_star"] if pt["pi1"] > 0 else None
             pt["t_bulk"] = float(base.sw2)
+            pt["learned"] = _learned(pt["linear_learned"], pt["cubic_learned"])
             points.append(pt)
             lines.append(f"{v:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} {pt['c']:9.5f} "
                          f"{pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} {pt['pi1']:7.3f} {pt['q_star']:6.3f}")
@@ -206,6 +220,7 @@ def cmd_theory_teacher_student(args) -> int:
                 pt["iterations"] = int(row["iterations"])
                 pt["phase"] = _phase_label(row["phase"])
                 pt["status"] = _status_label(row["status"])
+                pt["learned"] = _learned(pt["linear_learned"], pt["cubic_learned"])
                 points.append(pt)
                 lines.append(f"{beta:6.3g} {pt['s2']:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} "
                              f"{pt['c']:9.5f} {pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} "
@@ -232,7 +247,10 @@ def cmd_theory_teacher_student(args) -> int:
 
 
 def cmd_theory_gp(args) -> int:
-
+    family = _family(args)
+    if family is not None:
+        from grokphase.cli.single_index import run_family_gp
+        return run_family_gp(args, family)
     base = _base_params(args)
     s2 = _s2_values(args)
     if args.n_sweep is not None:
@@ -244,6 +262,8 @@ def cmd_theory_gp(args) -> int:
     ds = build_gp_learning_curve(base, s2, n, approximation=args.approximation)
     points = [{"s2": float(a), "n": float(b), "linear_learned": float(ds["linear_learned"].sel(s2=a, n=b)),
                "cubic_learned": float(ds["cubic_learned"].sel(s2=a, n=b))} for a in s2 for b in n]
+    for pt in points:
+        pt["learned"] = _learned(pt["linear_learned"], pt["cubic_learned"])
     nh = ds["n_half_cubic"].values
     nl = ds["n_half_linear"].values
     summary = {"lambda1": ds.attrs["lambda1"], "lambda3": ds.attrs["lambda3"], "lambda13": ds.attrs["lambda13"],
@@ -265,7 +285,11 @@ def cmd_theory_gp(args) -> int:
 
 
 def cmd_phase_diagram_ts(args) -> int:
-
+    family = _family(args)
+    if family is not None:
+        from grokphase.cli.single_index import run_family_phase_diagram
+        _refuse(args, family, ("plot",))
+        return run_family_phase_diagram(args, family)
     allowed = ts.PARAM_NAMES + ts.DERIVED_AXES
     x = parse_axis(args.x, allowed, "--x")
     y = parse_axis(args.y, allowed, "--y")

@@ -28,8 +28,13 @@ For erf on He1 + eps He3 with K = {1, 3} this reproduces the paper's model's
 Where the argument does not carry over, :func:`limit_support` says why and the solvers return NaN
 with status NO_BRANCH (or raise with ``check``): degree 0 in K (the constant overlap g_0 is O(1) in
 the bulk, so the bulk is not the paper's q ~ 1/sqrt(d) Gaussian), a target degree the activation
-cannot express (g_k = 0 identically), and K of mixed parity (the droplets at +q* and -q* are not
-mirror images and the bulk has odd cross terms: not derived here)."""
+cannot express (g_k = 0 identically), K of mixed parity (the droplets at +q* and -q* are not
+mirror images and the bulk has odd cross terms: not derived here), and unbounded activations (relu,
+gelu, silu, callables): for phi ~ |h| the degeneracy ratio stays positive as |w| -> infinity, so
+the instability can be a runaway of |w| rather than a droplet at finite q*.  Even targets (with
+symmetric +-q* droplets) do carry over: (v·g)^2 and g g^T are even in q for a single-parity basis.
+A bounded activation whose degeneracy maximiser reaches the end of the droplet scan gets status
+NO_BRANCH as well."""
 
 from __future__ import annotations
 
@@ -104,6 +109,11 @@ def limit_support(target, activation="erf", degrees=None) -> str | None:
     if 0 in degrees:
         return ("degree 0 is in the basis: the constant overlap g_0 is O(1) for bulk neurons, so the bulk "
                 "is not the paper's q ~ 1/sqrt(d) Gaussian")
+    if not act.bounded:
+        return (f"{act.name} is not known to be bounded: for an activation growing like |h| the ratio "
+                "(u/2)(v.g)^2/P tends to a positive constant as |w| -> infinity, so the first instability can be "
+                "a runaway of |w| instead of a droplet at finite q* (not derived here; the registry's bounded "
+                "activations are erf and tanh)")
     coupled = set(coupled_degrees(act, max(degrees)))
     mute = [k for k in target.degrees if k not in coupled and target.coefficient(k) != 0.0]
     if mute:
@@ -210,9 +220,9 @@ def _degeneracy(model, v, u, sw2):
         return jnp.where(f(zn) >= f(z) - 1e-15, zn, z)
 
     z = jax.lax.fori_loop(0, 40, body, z0)
-    lam = jnp.exp(f(z))
+    lam = jnp.where(z[0] < qmax * (1.0 - 1e-6), jnp.exp(f(z)), jnp.nan)   # at the scan's end: no droplet
     lam0 = u * sw2 * _G1sq(model, sw2) * (v[model.degrees.index(1)] ** 2 if 1 in model.degrees else 0.0)
-    interior = lam > lam0
+    interior = (lam > lam0) | jnp.isnan(lam)
     return (jnp.where(interior, lam, lam0), jnp.where(interior, z[0], 0.0),
             jnp.where(interior, _t(model, z[1], sw2), sw2), z)
 
