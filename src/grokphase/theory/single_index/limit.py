@@ -65,8 +65,8 @@ S_RANGE = (math.log(1e-3), math.log(4.0))
 #: continuation from the transition along the sigma^2 line, s2 up to e^A_MAX times the point's
 A_MAX = 8.0
 #: continuation steps from the transition, Newton iterations per step and at the end
-CONTINUATION_STEPS = 24
-NEWTON_STEP_ITERS = 8
+CONTINUATION_STEPS = 96
+NEWTON_STEP_ITERS = 5
 NEWTON_FINAL_ITERS = 30
 #: accepted KKT residual and Lambda slack of a GMFL-I solution
 KKT_TOL = 1e-9
