@@ -25,7 +25,7 @@ from grokphase.theory.batching import (
 )
 from grokphase.theory.status import Phase, Status, raise_on_failure
 from grokphase.theory.teacher_student.action import SQRT6, _yhat, action, overlaps
-from grokphase.theory.teacher_student.free_energy import _evaluate_grid, _evaluate_split
+from grokphase.theory.teacher_student.free_energy import _evaluate_split
 from grokphase.theory.teacher_student.params import (
     DEFAULT_APPROXIMATION,
     TeacherStudentParams,
@@ -35,8 +35,8 @@ from grokphase.theory.teacher_student.quadrature import (
     DEFAULT_T_SIZE,
     MAX_GRID_SIZE,
     TRUNCATION_CHECK,
-    _flat,
     _grid,
+    _log_p0,
     _static_sizes,
     _stride,
     _subgrid,
@@ -200,11 +200,18 @@ def _newton(evaluate, v0, yhat, r, maxiter: int) -> _NewtonState:
     return jax.lax.while_loop(cond, body, state)
 
 
+def _vg(g, v):
+    """v·g on the nodes of a (K, J, 2) overlap array."""
+    return g[..., 0] * v[0] + g[..., 1] * v[1]
+
+
 def _grid_evaluator(params, grid):
-    """``evaluate(v)`` on ``grid`` for :func:`_newton` (overlaps split, prior probabilities hoisted)."""
-    _, _, logp0 = _flat(grid)
-    g = grid.g.reshape(-1, 2)
-    g1, g3, p0 = g[:, 0], g[:, 1], jnp.exp(logp0)
+    """``evaluate(v)`` on ``grid`` for :func:`_newton` (overlaps split, prior probabilities hoisted
+    and built from their separable factors)."""
+    lq, lt = _log_p0(grid)
+    logp0 = lq[:, None] + lt[None, :]
+    p0 = jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]
+    g1, g3 = grid.g[..., 0], grid.g[..., 1]
     return lambda v: _evaluate_split(v, params, g1, g3, logp0, p0)
 
 
@@ -229,30 +236,51 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     # a stalled line search at a point that already satisfies the equations is converged:
     status = jnp.where((status == Status.LINE_SEARCH) & (residual <= RESIDUAL_ACCEPT), Status.CONVERGED, status)
 
-    # --- a posteriori quadrature checks ---
-    s = grid.g @ v                                               # (K, J)
-    S2 = -(grid.prior + 0.5 * params.u * params.d * s * s)       # S(q, s; v) on the grid (per unit q, s)
-    # marginal action in q (the t-integral by the t-rule; S2 itself in the concentrated case)
-    if exact:
-        # -logsumexp over t, written out so that its exponentials also give sum_j e^A t_j (mean t below)
-        A = -S2 + grid.logw_t[None, :]
-        rmax = jnp.max(A, axis=1)
-        rmax = jnp.where(jnp.isfinite(rmax), rmax, 0.0)
-        E = jnp.exp(A - rmax[:, None])
-        S = -(jnp.log(jnp.sum(E, axis=1)) + rmax)
-        logT = jnp.log(jnp.sum(E * grid.t[None, :], axis=1)) + rmax
-    else:
-        S = S2[:, 0]
-    half_q = grid._replace(q=q[::2], logw_q=logw[::2] + math.log(2.0), prior=grid.prior[::2], g=grid.g[::2])
-    _, _, _, Qc, logzc = _evaluate_grid(v, params, half_q)  # spacing 2h; the endpoints keep their half weight
+    # --- a posteriori quadrature checks: one pass over the grid at the solution ---
+    x = 0.5 * params.u * params.d * _vg(grid.g, v) ** 2
+    S2 = -(grid.prior + x)                                       # S(q, s; v) on the grid (per unit q, s)
+    # the marginal action in q, -log sum_t (the t-rule; S2 itself in the concentrated case, J = 1),
+    # as a log-sum-exp per q-node whose exponentials E also give the t-moments and the half rules
+    A = -S2 + grid.logw_t[None, :]
+    rmax = jnp.max(A, axis=1)
+    rmax = jnp.where(jnp.isfinite(rmax), rmax, 0.0)
+    E = jnp.exp(A - rmax[:, None])
+    S = -(jnp.log(jnp.sum(E, axis=1)) + rmax)
+    logT = jnp.log(jnp.sum(E * grid.t[None, :], axis=1)) + rmax if exact else None
+    # log z and Qt on the rules of twice the spacing (every other q-node; every other t-node), each
+    # relative to its own normalised prior, as _evaluate_grid on those rules computes them
+    lq, lt = _log_p0(grid)
+    norm = logsumexp(grid.prior_q + logw) + logsumexp(grid.prior_t + grid.logw_t)   # lq + lt + norm = prior + log w
+    lr = rmax + logw                                            # row weights: sum_t e^{-S2 + log w} = e^lr R
+    even_q = jnp.arange(K) % 2 == 0
+    even_t = jnp.arange(J) % 2 == 0
+    halves = [(even_q, jnp.ones(J, bool))] + ([(jnp.ones(K, bool), even_t)] if exact else [])
+    G1, G3 = grid.g[..., 0], grid.g[..., 1]
+    E1, E3 = E * G1, E * G3
+    weak_any = jnp.max(x) < 1.0
+    p0 = jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]
     qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
-    quad_error = jnp.maximum(jnp.abs(logz - logzc), jnp.max(jnp.abs(Q - Qc)) / qnorm)
+    quad_error = jnp.float64(0.0)
+    for rows, cols in halves:
+        R = jnp.sum(jnp.where(cols, E, 0.0), axis=1)
+        M = [jnp.sum(jnp.where(cols, Ek * Gk, 0.0), axis=1) for Ek, Gk in ((E1, G1), (E1, G3), (E3, G3))]
+        c = jnp.max(jnp.where(rows, lr, -jnp.inf))
+        w = jnp.where(rows, jnp.exp(lr - c), 0.0)
+        Zh = w @ R
+        gg = jnp.stack([w @ m for m in M]) / Zh
+        Qh = params.sa2 * jnp.stack([jnp.stack([gg[0], gg[1]]), jnp.stack([gg[1], gg[2]])])
+        # log of the prior mass of the half rule: normalised (p0) and as summed in Zh (e^{prior + log w})
+        lp0 = logsumexp(jnp.where(rows, lq, -jnp.inf)) + logsumexp(jnp.where(cols, lt, -jnp.inf))
+        lprior = lp0 + norm
+        mask = rows[:, None] & cols[None, :]
+        weak = jnp.max(jnp.where(mask, x, -jnp.inf)) < 1.0
+        lin = jax.lax.cond(weak | weak_any,
+                           lambda: jnp.sum(jnp.where(mask, p0 * jnp.expm1(jnp.where(weak, x, 0.0)), 0.0)),
+                           lambda: jnp.float64(0.0))
+        logzh = jnp.where(weak, jnp.log1p(lin / jnp.exp(lp0)), c + jnp.log(Zh) - lprior)
+        quad_error = jnp.maximum(quad_error, jnp.maximum(jnp.abs(logz - logzh), jnp.max(jnp.abs(Q - Qh)) / qnorm))
     truncated = (S[-1] - jnp.min(S)) < TRUNCATION_CHECK
     if exact:
-        half_t = grid._replace(t=grid.t[::2], logw_t=grid.logw_t[::2] + math.log(2.0), prior=grid.prior[:, ::2],
-                               g=grid.g[:, ::2])
-        _, _, _, Qt_, logzt = _evaluate_grid(v, params, half_t)
-        quad_error = jnp.maximum(quad_error, jnp.maximum(jnp.abs(logz - logzt), jnp.max(jnp.abs(Q - Qt_)) / qnorm))
         L = -S2
         ends_t = jnp.maximum(jnp.max(L[:, 0]), jnp.max(L[:, -1]))
         truncated = truncated | ((jnp.max(L) - ends_t) < TRUNCATION_CHECK)

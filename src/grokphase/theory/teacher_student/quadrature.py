@@ -152,7 +152,8 @@ def _t_quadrature(params, J: int, level: int):
 
 class _Grid(NamedTuple):
     """Quadrature of one parameter point: the q-rule (K nodes, half line) and, in the exact
-    approximation, the t-rule (J nodes); node arrays have shape (K, J) (J = 1: concentrated)."""
+    approximation, the t-rule (J nodes); node arrays have shape (K, J) (J = 1: concentrated).
+    The prior is separable: ``prior = prior_q[:, None] + prior_t[None, :]``."""
 
     q: jax.Array        # (K,)
     logw_q: jax.Array   # (K,)
@@ -160,6 +161,22 @@ class _Grid(NamedTuple):
     logw_t: jax.Array   # (J,)
     prior: jax.Array    # (K, J) log prior density per unit q per unit s (unnormalised)
     g: jax.Array        # (K, J, 2)
+    prior_q: jax.Array | None = None    # (K,)
+    prior_t: jax.Array | None = None    # (J,)
+
+
+_G1 = 2.0 / math.sqrt(math.pi)
+_G3 = -4.0 / math.sqrt(6.0 * math.pi)
+
+
+def _overlaps_qt(q, t):
+    """:func:`~grokphase.theory.teacher_student.action.overlaps` g(q, t) on the (K, J) product grid of
+    ``q[:, None]`` and ``t[None, :]`` with one reciprocal square root per node:
+    g1 = (2/sqrt(pi)) q D^-1/2, g3 = -(4/sqrt(6 pi)) q^3 D^-3/2, D = 1 + 2(q^2 + t)."""
+    qq = q[:, None]
+    rD = jax.lax.rsqrt(1.0 + 2.0 * (qq * qq + t[None, :]))
+    g1 = (_G1 * qq) * rD
+    return jnp.stack([g1, (_G3 / _G1) * (qq * qq) * g1 * (rD * rD)], axis=-1)
 
 
 def _grid(params, K: int, J: int, level: int, exact: bool) -> _Grid:
@@ -167,14 +184,20 @@ def _grid(params, K: int, J: int, level: int, exact: bool) -> _Grid:
     prior_q = -params.d * q * q / (2.0 * params.sw2)
     if exact:
         t, logw_t, prior_t = _t_quadrature(params, J, level)
-        g = overlaps(q[:, None], params.sw2, t[None, :])
-        prior = prior_q[:, None] + prior_t[None, :]
+        g = _overlaps_qt(q, t)
     else:
         t = jnp.reshape(params.sw2, (1,))
         logw_t = jnp.zeros(1)
         g = overlaps(q, params.sw2)[:, None, :]
-        prior = prior_q[:, None]
-    return _Grid(q, logw_q, t, logw_t, prior, g)
+        prior_t = jnp.zeros(1)
+    return _Grid(q, logw_q, t, logw_t, prior_q[:, None] + prior_t[None, :], g, prior_q, prior_t)
+
+
+def _log_p0(grid: _Grid):
+    """The normalised log prior quadrature probabilities of the nodes as the two 1-D factors
+    ``(lq, lt)``: log p0 = lq[:, None] + lt[None, :] (the prior and the weights are separable)."""
+    aq, at = grid.prior_q + grid.logw_q, grid.prior_t + grid.logw_t
+    return aq - logsumexp(aq), at - logsumexp(at)
 
 
 def _subgrid(grid: _Grid, sq: int, st: int = 1) -> _Grid:
@@ -184,7 +207,7 @@ def _subgrid(grid: _Grid, sq: int, st: int = 1) -> _Grid:
     log(sq st) cancelling in normalised probabilities; the overlaps are not recomputed."""
     return grid._replace(q=grid.q[::sq], logw_q=grid.logw_q[::sq] + math.log(sq), t=grid.t[::st],
                          logw_t=grid.logw_t[::st] + math.log(st), prior=grid.prior[::sq, ::st],
-                         g=grid.g[::sq, ::st])
+                         g=grid.g[::sq, ::st], prior_q=grid.prior_q[::sq], prior_t=grid.prior_t[::st])
 
 
 def _stride(n: int, want: int) -> int:
