@@ -18,6 +18,7 @@ from grokphase.io import annotate, parameters_of
 from grokphase.sims.modular import all_pairs
 from grokphase.stats import sem
 from grokphase.theory import modular as mt
+from grokphase.theory import single_index as si
 from grokphase.theory import teacher_student as ts
 
 N_SUBENSEMBLES = 5
@@ -135,9 +136,154 @@ def _theory_from_file(theory: xr.Dataset, beta: float, alpha: float, s2_sim: np.
     return s2_line, lin, cub, np.interp(s2_sim, s2_line, lin), np.interp(s2_sim, s2_line, cub)
 
 
+# ---------------------------------------------------------------------------------------------------
+# the single-index family (THEORY.md §6, issue 18): any activation, any Hermite target
+
+#: the theory the single-index comparison's z-scores are against
+SINGLE_INDEX_THEORY = "exact finite-d theory (single-index)"
+SINGLE_INDEX_KIND = "analysis.single_index.compare"
+
+
+def sim_family(ds: xr.Dataset) -> tuple[str, si.HermiteTarget] | None:
+    """(activation, target) of a teacher-student simulation result, or None for the paper's model (erf
+    student, He1 + eps He3; results written before issue 18 are all the paper's model)."""
+    activation = str(ds.attrs.get("param_activation", "erf"))
+    spec = ds.attrs.get("param_target")
+    if activation == "erf" and spec is None:
+        return None
+    target = si.HermiteTarget.paper(float(ds.attrs["param_eps"])) if spec is None else si.get_target(str(spec))
+    return activation, target
+
+
+def _single_index_params(ds: xr.Dataset, s2, scale=1.0) -> si.SingleIndexParams:
+    """The single-index theory at the simulated (integer) sizes; ``scale`` multiplies sw2 and sa2 (the
+    learning-rate bias estimate)."""
+    N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
+    return si.SingleIndexParams(N=N, n=n, d=d, s2=np.asarray(s2, np.float64), sa2=sa2 * scale,
+                                sw2=float(ds.attrs["param_sw2"]) * scale)
+
+
+def compare_single_index(sims: Sequence[xr.Dataset], num_line: int = 41) -> xr.Dataset:
+    """Simulations of one single-index model (the same activation and Hermite target in every file, one
+    beta each) against the single-index exact (q, t) finite-d theory
+    (:func:`grokphase.theory.single_index.solve_finite_d`, basis = the target's degrees) at exactly the
+    simulated sizes: per simulated s2 and target degree k the simulated learned fraction
+    <f, Hhat_k>/yhat_k with its standard error, the theory's 1 - v_k/yhat_k, the z-score (sim - theory)/SEM
+    and the first-order learning-rate bias estimate of :func:`lr_bias_estimate` (theory at sw2, sa2 times
+    1/(1 - lr s2/2) minus theory); the droplet fraction against the theory's mass beyond the same
+    threshold (NaN where the theory has no barrier); and theory lines over s2 (``num_line`` points)."""
+    if not sims:
+        raise ResultFileError("no simulation files given")
+    families = []
+    for ds in sims:
+        if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
+            raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
+        fam = sim_family(ds)
+        if fam is None:
+            raise ResultFileError("the paper's model (erf, He1 + eps He3) is compared by compare_teacher_student; "
+                                  "do not mix it with other activations or targets in one comparison")
+        families.append((fam[0], fam[1].spec))
+    if len(set(families)) > 1:
+        raise ResultFileError("compare one single-index model at a time: the files have "
+                              + "; ".join(sorted({f"{a} with target {t}" for a, t in families})))
+    activation, spec = families[0]
+    target = si.get_target(spec)
+    degrees = target.degrees
+    K, S, L = len(sims), max(ds.sizes["s2"] for ds in sims), num_line
+    G = len(degrees)
+    per_deg = {k: np.full((K, S, G), np.nan) for k in ("learned", "learned_sem", "theory_learned", "z_learned",
+                                                        "lr_bias_learned", "learned_test", "learned_test_sem")}
+    per_pt = {k: np.full((K, S), np.nan) for k in ("s2", "s2_reference", "droplet_fraction", "droplet_fraction_sem",
+                                                   "theory_droplet_fraction", "z_droplet", "test_mse",
+                                                   "ensemble_test_mse", "theory_status")}
+    line_s2 = np.full((K, L), np.nan)
+    line = np.full((K, L, G), np.nan)
+    betas, alphas, labels = [], [], []
+    for k, ds in enumerate(sims):
+        beta, alpha = _sim_beta(ds)
+        betas.append(beta)
+        alphas.append(alpha)
+        s2 = np.asarray(ds["s2"].values, np.float64)
+        m = s2.size
+        if [int(x) for x in ds["degree"].values] != list(degrees):
+            raise ResultFileError(f"the simulation's degrees {ds['degree'].values.tolist()} are not its target's {degrees}")
+        lo, hi = s2.min(), s2.max()
+        pad = 0.1 * (hi - lo) if hi > lo else 0.1 * lo
+        s2_line = np.linspace(max(lo - pad, 1e-3), hi + pad, L)
+        pts = si.solve_finite_d(_single_index_params(ds, s2), target, activation, check=False)
+        lin = si.solve_finite_d(_single_index_params(ds, s2_line), target, activation, check=False)
+        lr = float(ds.attrs["param_lr"])
+        biased = si.solve_finite_d(_single_index_params(ds, s2, 1.0 / (1.0 - lr * s2 / 2.0)), target, activation,
+                                   check=False)
+        per_pt["s2"][k, :m] = s2
+        per_pt["s2_reference"][k, :m] = s2 * beta / alpha
+        per_pt["theory_status"][k, :m] = np.asarray(pts.status)
+        for name in ("learned", "learned_sem", "learned_test", "learned_test_sem"):
+            per_deg[name][k, :m] = ds[name].values
+        per_deg["theory_learned"][k, :m] = np.asarray(pts.learned)
+        per_deg["lr_bias_learned"][k, :m] = np.asarray(biased.learned) - np.asarray(pts.learned)
+        line_s2[k], line[k] = s2_line, np.asarray(lin.learned)
+        for name in ("droplet_fraction", "droplet_fraction_sem", "theory_droplet_fraction", "test_mse",
+                     "ensemble_test_mse"):
+            per_pt[name][k, :m] = ds[name].values
+        labels.append(f"beta={beta:g}: N={ds.attrs['N']} d={ds.attrs['d']} n={ds.attrs['n']}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def z(diff, err):
+            return np.where(err > 0, diff / np.where(err > 0, err, 1.0), np.inf * np.sign(diff))
+        per_deg["z_learned"] = z(per_deg["learned"] - per_deg["theory_learned"], per_deg["learned_sem"])
+        per_pt["z_droplet"] = z(per_pt["droplet_fraction"] - per_pt["theory_droplet_fraction"],
+                                per_pt["droplet_fraction_sem"])
+    data = {name: (("sim", "point", "degree"), v) for name, v in per_deg.items()}
+    data.update({name: (("sim", "point"), v) for name, v in per_pt.items()})
+    data["theory_s2_line"] = (("sim", "s2_line"), line_s2)
+    data["theory_s2_line_reference"] = (("sim", "s2_line"), line_s2 * (np.asarray(betas) / np.asarray(alphas))[:, None])
+    data["theory_learned_line"] = (("sim", "s2_line", "degree"), line)
+    cmp = xr.Dataset(data, coords={"beta": (("sim",), np.asarray(betas)), "alpha": (("sim",), np.asarray(alphas)),
+                                   "degree": np.asarray(degrees, np.int64)})
+    cmp["theory_learned"].attrs["long_name"] = f"{SINGLE_INDEX_THEORY}: 1 - v_k/yhat_k at the simulated sizes"
+    return annotate(cmp, kind=SINGLE_INDEX_KIND,
+                    parameters={"sims": labels, "activation": activation, "target": spec},
+                    extra={"z_against": SINGLE_INDEX_THEORY, "activation": activation, "target": spec,
+                           "sim_attrs_json": json.dumps([{k: str(v) for k, v in ds.attrs.items()
+                                                          if k.startswith("param_") or k in ("N", "n", "d", "sa2",
+                                                          "git_revision", "seconds")} for ds in sims])})
+
+
+def compare_single_index_summary(cmp: xr.Dataset) -> dict:
+    """JSON of :func:`compare_single_index`: per simulation (beta) and s2, per target degree
+    ({"degree": value}) the simulated and theoretical learned fractions, z-scores and learning-rate bias."""
+    degrees = [str(int(k)) for k in cmp["degree"].values]
+    rows = []
+    for k in range(cmp.sizes["sim"]):
+        for i in range(cmp.sizes["point"]):
+            s2 = float(cmp["s2"].values[k, i])
+            if not np.isfinite(s2):
+                continue
+            row = {"beta": float(cmp["beta"].values[k]), "s2": s2, "s2_reference": float(cmp["s2_reference"].values[k, i])}
+            for name, key in (("learned", "sim_learned"), ("learned_sem", "sim_learned_sem"),
+                              ("theory_learned", "theory_learned"), ("z_learned", "z_learned"),
+                              ("lr_bias_learned", "lr_bias_learned"), ("learned_test", "sim_learned_test"),
+                              ("learned_test_sem", "sim_learned_test_sem")):
+                row[key] = dict(zip(degrees, map(float, cmp[name].values[k, i])))
+            for name in ("droplet_fraction", "droplet_fraction_sem"):
+                row[f"sim_{name}"] = float(cmp[name].values[k, i])
+            row["theory_droplet_fraction"] = float(cmp["theory_droplet_fraction"].values[k, i])
+            row["z_droplet"] = float(cmp["z_droplet"].values[k, i])
+            row["sim_test_mse"] = float(cmp["test_mse"].values[k, i])
+            row["sim_ensemble_test_mse"] = float(cmp["ensemble_test_mse"].values[k, i])
+            row["theory_status"] = int(cmp["theory_status"].values[k, i])
+            rows.append(row)
+    return {"points": rows, "z_against": SINGLE_INDEX_THEORY, "activation": cmp.attrs.get("activation"),
+            "target": cmp.attrs.get("target"), "degrees": [int(d) for d in degrees]}
+
+
 def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None,
                             approximations: Sequence[str] = ("exact", "concentrated")) -> xr.Dataset:
     """Simulations vs the finite-d theory (paper Fig. 2).
+
+    Files of another activation or target than the paper's (issue 18) go to :func:`compare_single_index`
+    (the single-index exact finite-d theory per target degree; ``theory`` and ``approximations`` do not
+    apply to them).
 
     ``approximations[0]`` (default ``exact``, THEORY.md §3b) gives the theory values, z-scores and
     densities; every further one (default the paper's ``concentrated``) adds its own point values,
@@ -153,6 +299,11 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     K = len(sims)
     if K == 0:
         raise ResultFileError("no simulation files given")
+    if any(ds.attrs.get("grokphase_kind") == "sims.teacher_student" and sim_family(ds) is not None for ds in sims):
+        if theory is not None:
+            raise ResultFileError("--theory (a saved sweep of the paper's model) does not apply to other activations "
+                                  "or targets: their theory is solved at the simulated sizes")
+        return compare_single_index(sims)
     approximations = tuple(approximations)
     if not approximations or any(a not in ts.APPROXIMATIONS for a in approximations):
         raise ResultFileError(f"approximations must be among {', '.join(ts.APPROXIMATIONS)}, got {approximations}")
@@ -280,7 +431,9 @@ def z_against(cmp: xr.Dataset) -> str:
 
 def compare_summary(cmp: xr.Dataset) -> dict:
     """JSON: per simulation (beta) and s2, simulated and theoretical values and z-scores (against the
-    theory ``z_against`` names)."""
+    theory ``z_against`` names); a single-index comparison: :func:`compare_single_index_summary`."""
+    if cmp.attrs.get("grokphase_kind") == SINGLE_INDEX_KIND:
+        return compare_single_index_summary(cmp)
     rows = []
     for k in range(cmp.sizes["sim"]):
         for i in range(cmp.sizes["point"]):

@@ -100,7 +100,12 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     g.add_argument("--d", type=positive)
     g.add_argument("--sa2", type=positive, help="readout prior (default 8/N)")
     g.add_argument("--sw2", type=positive)
-    g.add_argument("--eps", type=finite)
+    g.add_argument("--eps", type=finite, help="the paper's target He1 + eps He3 (or give --target)")
+    g.add_argument("--activation", metavar="NAME",
+                   help="the student's activation: erf, relu, tanh, gelu or silu")
+    g.add_argument("--target", metavar="K:C,...",
+                   help="Hermite target y = sum_k c_k He_k(w*.x) as degree:coefficient pairs, e.g. \"2:1,4:0.3\" "
+                        "(degrees 0..8; default He1 + eps He3)")
     g.add_argument("--s2", metavar="S1,S2,...",
                    help="sigma^2 values at beta = 1 (scaled by alpha/beta)")
     p.add_argument("--beta", type=positive)
@@ -280,12 +285,19 @@ def cmd_sim_teacher_student(args) -> int:
                "network_steps_per_second": ds.attrs["network_steps_per_second"]}
     if ds.attrs.get("protocol") == "replica exchange":
         summary["replica_exchange"] = replica_summary(ds)
-    lines = [f"teacher-student Langevin: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
+    if not sim.paper_model:
+        summary.update(activation=sim.activation_name, target=sim.hermite_target.spec)
+    model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
+    lines = [f"teacher-student Langevin{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
     for pt in points:
         branch = f"{pt['branch']} " if "branch" in pt else ""
-        lines.append(f"  {branch}s2={pt['s2']:.4g}  linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
-                     f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}  droplets "
+        if "linear_learned" in pt:
+            learned = (f"linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
+                       f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}")
+        else:
+            learned = "  ".join(f"He{k} {v:.4f}±{pt['learned_sem'][k]:.4f}" for k, v in pt["learned"].items())
+        lines.append(f"  {branch}s2={pt['s2']:.4g}  {learned}  droplets "
                      f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
                      f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
     return _finish(args, ds, summary, lines)
@@ -324,6 +336,8 @@ def cmd_compare_teacher_student(args) -> int:
         files = {**dict(zip(args.sim, sims)), **({args.theory: theory} if theory is not None else {})}
         raise missing_variable(err, files) or err from None
     summary = compare_summary(cmp)
+    if "degrees" in summary:                         # another activation or target (issue 18)
+        return _finish(args, cmp, summary, single_index_compare_lines(summary))
     lines = [f"z = (sim - theory) / SEM vs the {summary['z_against']} (theory columns)",
              f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
     for r in summary["points"]:
@@ -331,6 +345,17 @@ def cmd_compare_teacher_student(args) -> int:
                      f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
                      f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}")
     return _finish(args, cmp, summary, lines)
+
+
+def single_index_compare_lines(summary: dict) -> list[str]:
+    """Text of a single-index comparison: per beta and s2, per target degree sim ± SEM, theory, z."""
+    lines = [f"{summary['activation']} network, target {summary['target']}: learned fraction per degree, "
+             f"z = (sim - theory) / SEM vs the {summary['z_against']}"]
+    for r in summary["points"]:
+        parts = [f"He{k} {r['sim_learned'][k]:.4f}±{r['sim_learned_sem'][k]:.4f} (theory "
+                 f"{r['theory_learned'][k]:.4f}, z={r['z_learned'][k]:.2f})" for k in r["sim_learned"]]
+        lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: " + "; ".join(parts))
+    return lines
 
 
 def cmd_compare_modular(args) -> int:
@@ -352,7 +377,9 @@ def cmd_run(args) -> int:
     if summary.get("plots"):
         lines.append(f"wrote {', '.join(summary['plots'])}")
     vs = f" vs {summary.get('z_against', 'theory')}"
-    for r in (summary.get("points", []) if "compare" in summary else []):
+    if "compare" in summary and "degrees" in summary:       # a single-index comparison (issue 18)
+        lines.extend(single_index_compare_lines(summary))
+    for r in (summary.get("points", []) if "compare" in summary and "degrees" not in summary else []):
         lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
                      f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, "
                      f"z={r['z_cubic']:.2f}{vs}); linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "

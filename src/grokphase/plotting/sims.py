@@ -26,10 +26,20 @@ def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> li
     t = ds["time"].values
     cols = _colors(s2.size)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    paper = "linear_learned" in ds
+    styles = ("-", "--", ":", "-.")
+    if paper:
+        curves = [(f"{name}_trajectory", None, ls, name.split("_")[0])
+                  for name, ls in (("linear_learned", "-"), ("cubic_learned", "--"))]
+        points = [(name, None, mk, name.replace("_", " ")) for name, mk in (("linear_learned", "o"), ("cubic_learned", "s"))]
+    else:                       # a general Hermite target: the per-degree learned fractions
+        degrees = [int(k) for k in ds["degree"].values]
+        curves = [("learned_trajectory", j, styles[j % 4], f"He{k}") for j, k in enumerate(degrees)]
+        points = [("learned", j, "os^vD<>p"[j % 8], f"learned He{k}") for j, k in enumerate(degrees)]
     for i, v in enumerate(s2):
-        for name, ls in (("linear_learned", "-"), ("cubic_learned", "--")):
-            axes[0].plot(t, ds[f"{name}_trajectory"].values[i].mean(axis=(0, 1)), ls, color=cols[i],
-                         label=f"$\\sigma^2$ = {v:g}" if ls == "-" else None)
+        for c, (var, j, ls, _) in enumerate(curves):
+            traj = ds[var].values[i] if j is None else ds[var].values[i, ..., j]
+            axes[0].plot(t, traj.mean(axis=(0, 1)), ls, color=cols[i], label=f"$\\sigma^2$ = {v:g}" if c == 0 else None)
         axes[1].plot(t, ds["train_mse_trajectory"].values[i].mean(axis=(0, 1)), "-", color=cols[i])
         axes[1].plot(t, ds["test_mse_trajectory"].values[i].mean(axis=(0, 1)), ":", color=cols[i])
     burn = float(ds.attrs.get("param_burn_in", 0))
@@ -38,14 +48,15 @@ def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> li
         ax.set_xlabel("step")
         if ds.attrs.get("record_times") == "log":
             ax.set_xscale("log")
-    axes[0].set_ylabel("learned fraction (— linear, -- cubic)")
+    axes[0].set_ylabel("learned fraction (" + ", ".join(f"{ls} {lab}" for _, _, ls, lab in curves) + ")")
     axes[0].legend(fontsize=7)
     axes[1].set_ylabel("MSE (— train, ··· test)")
     axes[1].set_yscale("log")
-    for name, mk in (("linear_learned", "o"), ("cubic_learned", "s"), ("droplet_fraction", "^")):
-        axes[2].errorbar(s2, ds[name].values, yerr=np.where(np.isfinite(ds[f"{name}_sem"].values),
-                                                            ds[f"{name}_sem"].values, 0.0),
-                         fmt=mk + "-", ms=4, capsize=2, label=name.replace("_", " "))
+    for name, j, mk, label in points + [("droplet_fraction", None, "^", "droplet fraction")]:
+        val, err = ds[name].values, ds[f"{name}_sem"].values
+        if j is not None:
+            val, err = val[:, j], err[:, j]
+        axes[2].errorbar(s2, val, yerr=np.where(np.isfinite(err), err, 0.0), fmt=mk + "-", ms=4, capsize=2, label=label)
     axes[2].set_xlabel("$\\sigma^2$")
     axes[2].legend(fontsize=7)
     fig.suptitle(f"teacher-student Langevin ensemble: N={ds.attrs['N']}, d={ds.attrs['d']}, n={ds.attrs['n']}, "
@@ -306,5 +317,33 @@ def plot_modular_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[
     ax_b.set_xlabel("$\\sigma^2$")
     ax_b.set_ylabel("fraction of droplet neurons")
     ax_b.set_title("(c) droplet neurons (theory: 1 − (1 − p)^((P−1)/2))", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
+
+
+def plot_single_index_compare(cmp: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """A single-index comparison (issue 18): one panel per target degree, the simulated learned fraction
+    (markers with standard errors) over the single-index exact finite-d theory (lines), one colour per beta,
+    against the beta = 1 reference s2."""
+    degrees = [int(k) for k in cmp["degree"].values]
+    K = cmp.sizes["sim"]
+    cols = _colors(K)
+    fig, axes = plt.subplots(1, len(degrees), figsize=(4.2 * len(degrees), 3.6), squeeze=False)
+    for j, (ax, deg) in enumerate(zip(axes[0], degrees)):
+        for k in range(K):
+            beta = float(cmp["beta"].values[k])
+            ax.plot(cmp["theory_s2_line_reference"].values[k], cmp["theory_learned_line"].values[k, :, j], "-",
+                    color=cols[k], lw=1.3, label=_beta_label(beta))
+            ref = cmp["s2_reference"].values[k]
+            ok = np.isfinite(ref)
+            err = np.nan_to_num(cmp["learned_sem"].values[k, :, j][ok], posinf=0.0)
+            ax.errorbar(ref[ok], cmp["learned"].values[k, :, j][ok], yerr=err, fmt="o", ms=4, capsize=2,
+                        color=cols[k])
+        ax.set_xlabel(f"{S2} (β = 1 reference)")
+        ax.set_title(f"He{deg}", fontsize=9)
+    axes[0, 0].set_ylabel("learned fraction 1 − δ_k/ŷ_k")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{cmp.attrs.get('activation')} network, target {cmp.attrs.get('target')}: simulations (markers) "
+                 f"vs the {cmp.attrs.get('z_against')} (lines)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, also_pdf)

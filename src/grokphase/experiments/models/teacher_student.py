@@ -1,4 +1,5 @@
-"""The teacher-student model (erf student, cubic teacher; paper App. C) in the experiments layer:
+"""The teacher-student model (erf student, cubic teacher; paper App. C; and the single-index family of
+issue 18: ``activation``, ``target``) in the experiments layer:
 its ``[[sim]]`` options (derived from :class:`~grokphase.theory.teacher_student.TeacherStudentParams`
 and :class:`~grokphase.sims.teacher_student.TeacherStudentSim`), its runs and its analysis tables
 (``[compare]``, ``[perp_norm]``, ``[hysteresis]``)."""
@@ -22,7 +23,8 @@ from grokphase.plotting import plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_teacher_student
 from grokphase.plotting.perp_norm import plot_perp_norm
 from grokphase.sims.memory import format_bytes, teacher_student_bytes
-from grokphase.sims.teacher_student import TeacherStudentSim, run_teacher_student, summary_points
+from grokphase.sims.teacher_student import FAMILY_DEFAULTS, TeacherStudentSim, run_teacher_student, summary_points
+from grokphase.theory.single_index import ACTIVATIONS
 from grokphase.theory import teacher_student as ts
 
 NAME = "teacher-student"
@@ -41,6 +43,11 @@ OPTIONS: dict[str, Option] = {
     **options_of(TeacherStudentSim, ("lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype",
                                      "replica_exchange", "swap_every", "anneal", "start", "ordered_droplets",
                                      "ordered_theory", "ordered_approximation")),
+    "activation": Option("activation", "str", FAMILY_DEFAULTS["activation"],
+                         f"the student's activation: {', '.join(ACTIVATIONS)}"),
+    "target": Option("target", "str", FAMILY_DEFAULTS["target"],
+                     "Hermite target 'degree:coefficient,...' of He_k(w*.x), e.g. '2:1,4:0.3' (default: He1 + eps "
+                     "He3; give eps or target, not both)", True),
     "ensemble_chunk": Option("ensemble_chunk", "int", None, "networks per compiled call (default: memory_gb)", True),
     "memory_gb": Option("memory_gb", "float", 2.0, "device memory budget of one ensemble chunk, GB"),
     "checkpoint_every": Option("checkpoint_every", "float", 60.0, "seconds between checkpoints"),
@@ -75,7 +82,8 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
     burn_in = o["steps"] // 4 if o["burn_in"] is None else o["burn_in"]
     sim_fields = {k: o[k] for k in ("datasets", "inits", "seed", "steps", "lr", "record_every", "log_times",
                                     "optimizer", "weight_decay", "dtype", "replica_exchange", "swap_every", "anneal",
-                                    "start", "ordered_droplets", "ordered_theory", "ordered_approximation")}
+                                    "start", "ordered_droplets", "ordered_theory", "ordered_approximation",
+                                    "activation", "target")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 
@@ -203,7 +211,8 @@ def select_only(spec: dict, sims: list, prefix: str, path: str) -> tuple[dict, l
 
 SPEC = register(ModelSpec(
     name=NAME,
-    description="erf networks learning the cubic teacher He1 + eps He3 (paper App. C, Fig. 2, App. D)",
+    description="erf networks learning the cubic teacher He1 + eps He3 (paper App. C, Fig. 2, App. D); any "
+                "activation and Hermite target with activation / target",
     result_kind=KIND,
     options=OPTIONS,
     run=run,

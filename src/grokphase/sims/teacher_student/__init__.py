@@ -5,6 +5,13 @@ Data: x ~ N(0, I_d), teacher y = H1(w*.x) + eps H3(w*.x) with a random unit w* p
 (:class:`~grokphase.sims.models.TwoLayerNet`), sampled with preconditioned Langevin dynamics at
 temperature s2 (the posterior with priors w ~ N(0, sw2/d I), a_i ~ N(0, sa2/N)).
 
+The single-index family (THEORY.md §6, issue 18): ``activation`` (erf, relu, tanh, gelu, silu; in Python
+also a JAX callable) and ``target`` (a spec "2:1,4:0.3": y = sum_k c_k He_k(w*.x)).  Every model records,
+per target degree k (dimension ``degree``), ``learned`` = <f, Hhat_k>/yhat_k (yhat_k = c_k sqrt(k!); the
+exact population projection sum_i a_i g_k(q_i, |w_i|^2), :func:`neuron_overlaps`) and its test- and
+training-set estimates ``learned_test``, ``learned_train``; the linear_/cubic_ records below exist for the
+paper's target He1 + eps He3 (with any activation).
+
 Observables at every record time (per network):
 
 * ``linear_learned`` = <f, Hhat1> and ``cubic_learned`` = <f, Hhat3>/(sqrt6 eps): the *population*
@@ -39,21 +46,25 @@ start), :mod:`~grokphase.sims.teacher_student.dataset` (the result Dataset and s
 :mod:`grokphase.sims.protocols`, and :func:`run_teacher_student`).
 """
 
-from grokphase.sims.teacher_student.config import (ANNEALS, DEFAULT_DROPLET_THRESHOLD, DTYPES, LADDER_DEFAULTS,
+from grokphase.sims.teacher_student.config import (ANNEALS, DEFAULT_DROPLET_THRESHOLD, DEGREE_RECORDS, DTYPES,
+                                                   FAMILY_DEFAULTS, FAMILY_SCALAR_RECORDS, LADDER_DEFAULTS,
                                                    OPTIMIZERS, ORDERED_DROPLETS, ORDERED_THEORIES, SCALAR_RECORDS,
                                                    SQRT6, STARTS, TeacherStudentSim, TSHyper)
 from grokphase.sims.teacher_student.dataset import (KIND, annotate_result, build_dataset, droplet_thresholds,
-                                                    summary_points)
+                                                    single_index_params, summary_points)
 from grokphase.sims.teacher_student.run import (MODEL, build_ladder_members, build_members, member_keys,
                                                 run_teacher_student, stage_hyper)
 from grokphase.sims.teacher_student.starts import DropletSaddle, conditional_readout, droplet_saddle, ordered_start
-from grokphase.sims.teacher_student.task import hermite, make_task, population_projections, teacher
+from grokphase.sims.teacher_student.task import (family_projections, hermite, hermite_he, hermite_teacher, make_task,
+                                                 neuron_overlaps, population_projections, teacher)
 # the old module's private name, still imported by tests (the implementation: grokphase.stats)
 from grokphase.stats import ratio_mean_sem as _ratio_mean_sem  # noqa: F401
 
-__all__ = ["ANNEALS", "DEFAULT_DROPLET_THRESHOLD", "DTYPES", "KIND", "LADDER_DEFAULTS", "MODEL", "OPTIMIZERS",
+__all__ = ["ANNEALS", "DEFAULT_DROPLET_THRESHOLD", "DEGREE_RECORDS", "DTYPES", "FAMILY_DEFAULTS",
+           "FAMILY_SCALAR_RECORDS", "KIND", "LADDER_DEFAULTS", "MODEL", "OPTIMIZERS",
            "ORDERED_DROPLETS", "ORDERED_THEORIES", "SCALAR_RECORDS", "SQRT6", "STARTS", "DropletSaddle", "TSHyper",
            "TeacherStudentSim", "annotate_result", "build_dataset", "build_ladder_members", "build_members",
-           "conditional_readout", "droplet_saddle", "droplet_thresholds", "hermite", "make_task", "member_keys",
-           "ordered_start", "population_projections", "run_teacher_student", "stage_hyper", "summary_points",
+           "conditional_readout", "droplet_saddle", "droplet_thresholds", "family_projections", "hermite",
+           "hermite_he", "hermite_teacher", "make_task", "member_keys", "neuron_overlaps", "ordered_start",
+           "population_projections", "run_teacher_student", "single_index_params", "stage_hyper", "summary_points",
            "teacher"]

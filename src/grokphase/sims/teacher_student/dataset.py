@@ -64,12 +64,11 @@ def single_index_params(sim: TeacherStudentSim, s2=None) -> si.SingleIndexParams
 
 
 def _family_droplet_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
+    if sim.droplet_threshold is not None:          # the theory's mass beyond it needs p(q): not available
+        return np.full(len(sim.s2), float(sim.droplet_threshold)), np.full(len(sim.s2), np.nan)
     sol = si.solve_finite_d(single_index_params(sim), sim.hermite_target, sim.activation, check=False)
     ok = np.asarray(sol.status) == Status.CONVERGED
     qb = np.where(ok, np.asarray(sol.q_barrier, np.float64), 0.0)
-    if sim.droplet_threshold is not None:
-        thr = np.full(len(sim.s2), float(sim.droplet_threshold))
-        return thr, np.full(len(sim.s2), np.nan)
     thr = np.where(qb > 0, qb, DEFAULT_DROPLET_THRESHOLD)
     return thr, np.where(qb > 0, np.asarray(sol.droplet_fraction, np.float64), np.nan)
 

@@ -47,13 +47,13 @@ def population_projections(w, a, w_star):
     return p1, p3
 
 
-def hermite_he(kmax: int, s):
+def hermite_he(kmax: int, s, xp=jnp):
     """[He_0(s), ..., He_kmax(s)] (probabilists' Hermite: He_{k+1} = s He_k - k He_{k-1}), stacked on the
-    last axis."""
-    out = [jnp.ones_like(s), s]
+    last axis (``xp``: jnp, or np for static NumPy values)."""
+    out = [xp.ones_like(s), s]
     for k in range(1, kmax):
         out.append(s * out[k] - k * out[k - 1])
-    return jnp.stack(out[:kmax + 1], axis=-1)
+    return xp.stack(out[:kmax + 1], axis=-1)
 
 
 def hermite_teacher(x, w_star, degrees, coefficients):
@@ -117,7 +117,7 @@ def neuron_overlaps(activation, degrees, q, V, nodes: int = QUAD_NODES):
         return jnp.stack([_relu_coefficient(k) * q**k * V ** (0.5 * (1 - k)) for k in degrees], axis=-1)
     u, w = gaussian_rule(nodes)
     kmax = max(degrees)
-    He = np.asarray(hermite_he(kmax, jnp.asarray(u)))
+    He = hermite_he(kmax, u, np)
     W = w[:, None] * He / np.sqrt([math.factorial(k) for k in range(kmax + 1)])      # (nodes, kmax + 1)
     m = phi(jnp.sqrt(V)[..., None] * jnp.asarray(u)) @ jnp.asarray(W)
     rho = q / jnp.sqrt(V)
