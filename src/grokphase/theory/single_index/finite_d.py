@@ -267,11 +267,14 @@ def _newton(evaluate, v0, yhat, r, maxiter):
     return jax.lax.while_loop(lambda st: (~st.done) & (st.it < maxiter), body, state)
 
 
-def _basin_side(S, x, logw, lse, valid):
+def _basin_side(S, x, logw, lse, valid, centre_weight):
     """Droplet analysis of one side of the bulk basin (the paper's model's, on the half line): S, x
     (distance from the basin's centre, increasing), logw on nodes starting at the centre; nodes with
-    ``~valid`` lie beyond the grid.  Returns (mass beyond the first barrier as a fraction of the
-    whole line's, barrier distance, droplet-minimum distance, has_barrier)."""
+    ``~valid`` lie beyond the grid.  ``centre_weight``: the share of the centre node's mass that
+    belongs to this side (1 on the symmetric half line, whose rule is the whole density; 1/2 for each
+    side of a basin inside the whole line).  Returns (mass beyond the first barrier as a fraction of
+    the whole line's, barrier distance, droplet-minimum distance, has_barrier); where the centre is
+    not a local minimum (first barrier at the centre) every neuron of this side is a droplet one."""
     K = S.shape[0]
     S = jnp.where(valid, S, jnp.inf)
     dS = jnp.diff(S)
@@ -289,7 +292,7 @@ def _basin_side(S, x, logw, lse, valid):
     weight = jnp.where(idx == k_bar, 0.5, 1.0) * jnp.where(idx >= k_bar, 1.0, 0.0) * valid
     p_nodes = jnp.exp(-S + logw - lse)
     beyond = jnp.sum(weight * p_nodes) + (x[k_bar] - x_barrier) * jnp.exp(-S[k_bar] - lse)
-    side_mass = jnp.sum(jnp.where(idx == 0, 0.5, 1.0) * valid * p_nodes)
+    side_mass = jnp.sum(jnp.where(idx == 0, centre_weight, 1.0) * valid * p_nodes)
     droplet = jnp.where(has_barrier, jnp.where(k_bar == 0, side_mass, jnp.clip(beyond, 0.0, side_mass)), 0.0)
     k_drop = jnp.argmin(jnp.where(idx >= k_bar, S, jnp.inf))
     return droplet, x_barrier, jnp.where(has_barrier, x[k_drop], 0.0), has_barrier
@@ -345,7 +348,7 @@ def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter,
     lse = logsumexp(-S + logw)
     n = q.shape[0]
     if symmetric:
-        droplet, q_barrier, q_droplet, _ = _basin_side(S, q, logw, lse, jnp.ones(n, bool))
+        droplet, q_barrier, q_droplet, _ = _basin_side(S, q, logw, lse, jnp.ones(n, bool), 1.0)
         log_norm = lse + math.log(2.0)
     else:
         idx = jnp.arange(n)
@@ -353,10 +356,10 @@ def _solve_point(params, yhat, A, B, activation, degrees, Kq, J, level, maxiter,
         is_min = inner & (S <= jnp.roll(S, 1)) & (S <= jnp.roll(S, -1))
         c = jnp.where(jnp.any(is_min), jnp.argmin(jnp.where(is_min, jnp.abs(q), jnp.inf)), jnp.argmin(S))
         x = jnp.abs(q - q[c])
-        right = _basin_side(jnp.roll(S, -c), jnp.roll(x, -c), jnp.roll(logw, -c), lse, idx < n - c)
+        right = _basin_side(jnp.roll(S, -c), jnp.roll(x, -c), jnp.roll(logw, -c), lse, idx < n - c, 0.5)
         rS, rx, rw = S[::-1], x[::-1], logw[::-1]
         cr = n - 1 - c
-        left = _basin_side(jnp.roll(rS, -cr), jnp.roll(rx, -cr), jnp.roll(rw, -cr), lse, idx <= c)
+        left = _basin_side(jnp.roll(rS, -cr), jnp.roll(rx, -cr), jnp.roll(rw, -cr), lse, idx <= c, 0.5)
         droplet = jnp.clip(right[0] + left[0], 0.0, 1.0)
         q_barrier = q[c] + right[1]
         q_droplet = jnp.where(right[3], q[c] + right[2], 0.0)
