@@ -11,7 +11,8 @@ import numpy as np
 
 from grokphase.axes import parse_range
 from grokphase.errors import ParameterError
-from grokphase.theory.single_index import ACTIVATIONS, PAPER_TARGET, SingleIndexParams, get_activation, get_target
+from grokphase.theory.single_index import (ACTIVATIONS, PAPER_TARGET, SingleIndexParams, get_activation, get_target,
+                                          limit_support)
 from grokphase.theory.single_index.overlaps import MAX_DEGREE
 from grokphase.theory.single_index.results import (build_single_index_gp_curve, build_single_index_phase_diagram,
                                                    build_single_index_sweep, resolve_degrees, scaled_params)
@@ -147,6 +148,11 @@ def run_family_teacher_student(args, family) -> int:
     base = _family_base(args)
     if args.kmax is not None and not 0 <= args.kmax <= MAX_DEGREE:
         raise ParameterError(f"--kmax {args.kmax}: must be in 0..{MAX_DEGREE}")
+    if args.limit or args.transition:
+        reason = limit_support(family.target, family.activation, family.degrees)
+        if reason is not None:
+            flag = "--limit" if args.limit else "--transition"
+            raise ParameterError(f"{flag}: the scaling limit is not available for {family.label}: {reason}")
     if not args.limit:
         try:
             scaled_params(base, s2, args.beta)
@@ -254,6 +260,10 @@ def run_family_phase_diagram(args, family) -> int:
     x = parse_axis(args.x, allowed, "--x")
     y = parse_axis(args.y, allowed, "--y")
     base = _base_params(args)
+    if args.limit:
+        reason = limit_support(family.target, family.activation, family.degrees)
+        if reason is not None:
+            raise ParameterError(f"--limit: the scaling limit is not available for {family.label}: {reason}")
     t0 = time.perf_counter()
     ds = build_single_index_phase_diagram(base, x, y, family.target, family.activation, family.degrees,
                                           limit=args.limit, beta=args.beta, alpha=args.alpha,

@@ -120,8 +120,8 @@ def limit_support(target, activation="erf", degrees=None) -> str | None:
         return (f"{act.name} cannot express He{mute[0]} (g_{mute[0]} = 0 identically): that degree is never "
                 "learned and the droplet argument does not apply to it")
     if not is_symmetric(degrees):
-        return ("the basis mixes odd and even degrees: the droplets at +q* and -q* are not mirror images "
-                "and the bulk has odd cross terms, which this derivation does not cover")
+        return ("the basis has mixed parity (odd and even degrees): the droplets at +q* and -q* are not mirror "
+                "images and the bulk has odd cross terms, which this derivation does not cover")
     return None
 
 
