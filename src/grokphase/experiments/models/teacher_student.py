@@ -15,6 +15,7 @@ import xarray as xr
 from grokphase.analysis.compare import compare_summary, compare_teacher_student
 from grokphase.analysis.hysteresis import hysteresis_teacher_student
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_summary
+from grokphase.analysis.single_index import compare_family, family_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.options import Applies, Option, check_fits, only_with, option_label, options_of, resolve, with_rules
 from grokphase.experiments.registry import ModelSpec, register
@@ -22,6 +23,7 @@ from grokphase.io import _jsonable, load_dataset, parameters_of, save_dataset
 from grokphase.plotting import plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_teacher_student
 from grokphase.plotting.perp_norm import plot_perp_norm
+from grokphase.plotting.single_index import plot_family
 from grokphase.sims.memory import format_bytes, teacher_student_bytes
 from grokphase.sims.teacher_student import FAMILY_DEFAULTS, TeacherStudentSim, run_teacher_student, summary_points
 from grokphase.theory.single_index import ACTIVATIONS
@@ -169,6 +171,25 @@ def perp_norm_table(path: str, pspec: dict, by_name: Mapping[str, xr.Dataset], o
     summary["perp_norm"] = entry
 
 
+def single_index_table(path: str, spec: dict, by_name: Mapping[str, xr.Dataset], out_dir: Path, summary: dict) -> None:
+    """``[single_index]`` (``out``, ``plot``, ``curve_points``): every run's learned fraction per target
+    degree against the single-index exact finite-d theory at its sizes, grouped for the EK control
+    (:func:`grokphase.analysis.single_index.compare_family`)."""
+    unknown = sorted(set(spec) - {"out", "plot", "curve_points"})
+    if unknown:
+        raise ParameterError(f"{path}: [single_index] has unknown keys {', '.join(unknown)} (allowed: out, plot, "
+                             f"curve_points)")
+    cmp = compare_family(list(by_name.values()), curve_points=int(spec.get("curve_points", 41)))
+    out = Path(spec.get("out", out_dir / "single_index.nc"))
+    save_dataset(cmp, out)
+    entry = {**family_summary(cmp), "out": str(out)}
+    if spec.get("plot"):
+        plot_family(cmp, spec["plot"])
+        entry["plot"] = str(spec["plot"])
+        summary.setdefault("plots", []).append(str(spec["plot"]))
+    summary["single_index"] = entry
+
+
 HYSTERESIS_ROLES = ("cooling", "heating", "replica")
 
 
@@ -218,7 +239,8 @@ SPEC = register(ModelSpec(
     run=run,
     cache_config=cache_config,
     summary_points=summary_points,
-    tables={"compare": compare_table, "perp_norm": perp_norm_table, "hysteresis": hysteresis_table},
+    tables={"compare": compare_table, "perp_norm": perp_norm_table, "hysteresis": hysteresis_table,
+            "single_index": single_index_table},
     sim_config=TeacherStudentSim,
     theory_params=ts.TeacherStudentParams,
     theory={"solve_finite_d": ts.solve_finite_d, "solve_limit": ts.solve_limit, "solve_transition": ts.solve_transition},

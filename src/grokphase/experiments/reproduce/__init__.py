@@ -28,17 +28,20 @@ import numpy as np
 
 from grokphase.analysis import appd
 from grokphase.analysis.compare import compare_summary
+from grokphase.analysis.single_index import family_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.files import definitions_root
 from grokphase.experiments.reproduce._fig1 import fig1_data, fig1_summary
 from grokphase.experiments.reproduce.cache import (COMPUTED, DEFINITIONS, FIGURES, RECIPE_VERSION, RECIPES,  # noqa: F401
                                                    SCALES, Context, Step, figure_config, step_key)
 from grokphase.experiments.reproduce.modular import fig3_data, fig3_summary, pd_modular_data
+from grokphase.experiments.reproduce.single_index import single_index_data
 from grokphase.experiments.reproduce.teacher_student import (appd_data, fig2_data, pd_ts_data,
                                                              sample_complexity_data)
 from grokphase.io import _jsonable, load_dataset
 from grokphase.plotting import appd as appd_plots
 from grokphase.plotting import reproduce as pr
+from grokphase.plotting.single_index import plot_family
 from grokphase.theory.teacher_student import PHASE_LABELS
 
 # ------------------------------------------------------------------------------------------------
@@ -100,6 +103,10 @@ def reproduce_one(ctx: Context, name: str) -> dict:
             summary["points"] = [{k: float(st.ds[f"point_{k}"].values[j]) for k in
                                   ("n", "beta", "s2", "cubic", "cubic_sem", "theory_exact_cubic",
                                    "theory_concentrated_cubic", "gp_cubic")} for j in range(st.ds.sizes["sim_point"])]
+    elif name == "single-index":
+        st = single_index_data(ctx)
+        files = plot_family(load_dataset(st.path), path)
+        summary.update(family_summary(st.ds))
     else:
         raise ParameterError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)} or all")
     summary["data"] = str(st.path)

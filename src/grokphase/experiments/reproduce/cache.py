@@ -39,7 +39,7 @@ RECIPE_VERSION = 1
 RECIPES = {"theory_sample_complexity": 2, "sample_complexity": 2}
 SCALES = ("tiny", "quick", "paper")
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "phase-diagram-ts", "phase-diagram-modular",
-           "sample-complexity")
+           "sample-complexity", "single-index")
 DEFINITIONS = "theory/reproduce.toml"
 
 #: how many times each step kind was computed (not loaded) in this process; tests read it
@@ -69,6 +69,7 @@ FIGURE_KEYS = {
     "phase-diagram-ts": {*_TS_BASE, "beta", "sims"},
     "phase-diagram-modular": {"s2", "P", "N", "gamma", "sa2_times_P2", "convention", "method", "sims"},
     "sample-complexity": {*_TS_BASE, "sim_beta", "sims"},
+    "single-index": {"sims", "curve_points"},
 }
 
 

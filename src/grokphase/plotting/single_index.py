@@ -1,0 +1,73 @@
+"""Figure of the single-index family's theory-vs-simulation comparison
+(:func:`grokphase.analysis.single_index.compare_family`): one panel per model (activation x target),
+the learned fraction of every target degree vs sigma^2 — the exact finite-d theory at the reference
+sizes (line; dotted where the theory is in GFL, solid in GMFL), the plain-n simulations (open) and
+the equivalent-kernel controls n -> k n, sigma^2 -> k sigma^2 (filled) at their equivalent sigma^2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from grokphase.errors import ResultFileError
+from grokphase.plotting.base import S2, _beta_label, _save
+
+_DEGREE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                  "tab:gray", "tab:olive")
+_HE = {0: "He$_0$", 1: "He$_1$", 2: "He$_2$", 3: "He$_3$", 4: "He$_4$", 5: "He$_5$", 6: "He$_6$", 7: "He$_7$",
+       8: "He$_8$"}
+
+
+def target_label(spec: str) -> str:
+    """"1:1,3:-0.3" -> "He1 − 0.3 He3" in mathtext."""
+    parts = []
+    for term in spec.split(","):
+        k, c = term.split(":")
+        c = float(c)
+        coef = "" if abs(c) == 1 else f"{abs(c):g} "
+        sign = "−" if c < 0 else "+"
+        parts.append((sign, f"{coef}{_HE[int(k)]}"))
+    text = ("−" if parts[0][0] == "−" else "") + parts[0][1]
+    return text + "".join(f" {s} {t}" for s, t in parts[1:])
+
+
+def plot_family(cmp: xr.Dataset, path) -> list[Path]:
+    if cmp.attrs.get("grokphase_kind") != "analysis.single_index":
+        raise ResultFileError(f"expected a single-index comparison, got {cmp.attrs.get('grokphase_kind')!r}")
+    groups = json.loads(cmp.attrs["groups_json"])
+    G = len(groups)
+    fig, axes = plt.subplots(1, G, figsize=(4.3 * G, 3.8), squeeze=False)
+    pg, cg = cmp["point_group"].values, cmp["curve_group"].values
+    for gi, (ax, info) in enumerate(zip(axes[0], groups)):
+        sel_c = cg == gi
+        degrees = sorted(set(int(k) for k in cmp["curve_degree"].values[sel_c]))
+        for kk, k in enumerate(degrees):
+            col = _DEGREE_COLORS[k % len(_DEGREE_COLORS)]
+            m = sel_c & (cmp["curve_degree"].values == k)
+            s2, th, ph = cmp["curve_s2"].values[m], cmp["curve_theory"].values[m], cmp["curve_phase"].values[m]
+            ax.plot(s2, np.where(ph > 0, th, np.nan), color=col, lw=1.8,
+                    label=f"{_HE[k]}: theory (GMFL)" if np.any(ph > 0) else None)
+            gfl = np.where(ph == 0, th, np.nan)
+            ax.plot(s2, gfl, color=col, lw=1.2, ls=":", label=f"{_HE[k]}: theory (GFL)" if np.any(ph == 0) else None)
+            mp = (pg == gi) & (cmp["point_degree"].values == k)
+            n = cmp["point_n"].values[mp]
+            for is_ref in (True, False):
+                sel = n == n.min() if is_ref else n > n.min()
+                if not np.any(sel):
+                    continue
+                ax.errorbar(cmp["point_s2_eq"].values[mp][sel], cmp["point_sim"].values[mp][sel],
+                            yerr=cmp["point_sim_sem"].values[mp][sel], fmt="o" if not is_ref else "s",
+                            mfc="white" if is_ref else col, color=col, ms=5, capsize=2,
+                            label=f"{_HE[k]}: Langevin, n = {n[sel][0]:g}" + ("" if is_ref else " (EK)"))
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xlabel(S2 + f" (at n = {info['n_ref']:g})")
+        ax.set_ylabel("learned fraction 1 − δ$_k$/ŷ$_k$")
+        ax.set_title(f"{info['activation']}: y = {target_label(info['target'])}\n"
+                     f"{_beta_label(info['beta'])}: N = {info['N']:g}, d = {info['d']:g}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=True)
