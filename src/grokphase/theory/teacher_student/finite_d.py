@@ -149,12 +149,15 @@ def _solve2(H, g):
     return jnp.stack([H[1, 1] * g[0] - H[0, 1] * g[1], H[0, 0] * g[1] - H[1, 0] * g[0]]) / det
 
 
-def _newton(evaluate, v0, yhat, r, maxiter: int) -> _NewtonState:
+def _newton(evaluate, v0, yhat, r, maxiter: int, min_steps: int = 0) -> _NewtonState:
     """Damped Newton with Armijo backtracking on a concave F from ``v0`` (THEORY.md §2).
 
     ``evaluate(v) -> (F, grad, hess, Q, logz)``: any quadrature of the free energy (the solver's
     rule, a coarser one, or another model's overlaps; nothing here is specific to the teacher).
-    The returned state holds the evaluation at its ``v`` (no re-evaluation needed)."""
+    The returned state holds the evaluation at its ``v`` (no re-evaluation needed).  ``min_steps``:
+    Newton steps taken before convergence may be declared (a start from another rule that already
+    meets the tolerance still gets one step on this rule, whose quadratic convergence then puts the
+    residual at the rounding floor, as a solve from far away does)."""
     def tolerance(v):
         return NEWTON_RTOL * (1.0 + jnp.linalg.norm(yhat) + jnp.linalg.norm(v))
 
@@ -170,7 +173,7 @@ def _newton(evaluate, v0, yhat, r, maxiter: int) -> _NewtonState:
         # converged: at the target tolerance, or at the rounding floor (the Newton step no longer
         # moves v in float64) with a residual small enough to trust (RESIDUAL_ACCEPT)
         stalled = jnp.linalg.norm(step) <= 4e-16 * (1.0 + jnp.linalg.norm(st.v))
-        converged = (res <= tolerance(st.v)) | (stalled & (res <= RESIDUAL_ACCEPT))
+        converged = ((res <= tolerance(st.v)) | (stalled & (res <= RESIDUAL_ACCEPT))) & (st.it >= min_steps)
         slope = st.grad @ step  # > 0 for the ascent direction of a concave F
         # rounding allowance for comparing F values: F's terms are O(|F| + r|log z|)
         slack = 1e-13 * (1.0 + jnp.abs(st.F) + r * jnp.abs(st.F - st.v @ yhat + 0.5 * st.v @ st.v))
@@ -236,7 +239,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     if sq * st_ > 1:
         coarse = _newton(_grid_evaluator(params, _subgrid(grid, sq, st_)), v0, yhat, params.r, maxiter)
         v0 = jnp.where(jnp.all(jnp.isfinite(coarse.v)), coarse.v, v0)
-    st = _newton(_grid_evaluator(params, grid), v0, yhat, params.r, maxiter)
+    st = _newton(_grid_evaluator(params, grid), v0, yhat, params.r, maxiter, min_steps=int(sq * st_ > 1))
     v, F, grad, Q, logz = st.v, st.F, st.grad, st.Q, st.logz
     residual = jnp.linalg.norm(grad)
     status = st.status
