@@ -1,0 +1,124 @@
+"""The single-index family against Langevin (issue 18): ``analysis.single_index.compare_family``, its
+figure, the ``[single_index]`` table of experiment files and ``grokphase reproduce single-index``.
+
+Checked against independent computations: the theory column is the single-index solver called here
+directly; z is (sim - theory)/SE from the simulation file's own numbers; the equivalent-kernel (EK)
+grouping rests on an invariant of the theory (n -> k n, s2 -> k s2 leaves u and r, hence every
+learned fraction, unchanged), tested here on the solver itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grokphase.analysis.single_index import compare_family, family_summary
+from grokphase.errors import ParameterError, ResultFileError
+from grokphase.experiments import reproduce as rp
+from grokphase.io import load_dataset
+from grokphase.theory import single_index as si
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``reproduce single-index --scale tiny`` once (tanh with its EK control, relu)."""
+    tmp = tmp_path_factory.mktemp("single_index")
+    before = dict(rp.COMPUTED)
+    out = rp.reproduce(["single-index"], scale="tiny", out_dir=tmp / "fig", cache_dir=tmp / "cache", defs=REPO,
+                       progress=False)["single-index"]
+    return tmp, out, before
+
+
+def _runs(tmp):
+    return sorted((tmp / "cache").glob("sim_ts*.nc"))
+
+
+def test_ek_invariance_of_the_theory():
+    """u = n^2 sa2/(s2^2 d N) and r = s2 N/n are unchanged by n -> 4n, s2 -> 4 s2: the exact finite-d
+    theory (which sees n and s2 only through them) gives the same learned fractions."""
+    base = dict(N=22.0, d=27.0, sa2=8.0 / 700 * np.sqrt(32.0), sw2=0.5)
+    a = si.solve_finite_d(si.SingleIndexParams(n=94.0, s2=np.array([0.1, 0.3]), **base), "1:1,3:-0.3", "tanh")
+    b = si.solve_finite_d(si.SingleIndexParams(n=376.0, s2=np.array([0.4, 1.2]), **base), "1:1,3:-0.3", "tanh")
+    np.testing.assert_allclose(np.asarray(a.learned), np.asarray(b.learned), rtol=0, atol=1e-10)
+    c = si.solve_finite_d(si.SingleIndexParams(n=188.0, s2=np.array([0.1, 0.3]), **base), "1:1,3:-0.3", "tanh")
+    assert np.max(np.abs(np.asarray(c.learned) - np.asarray(a.learned))) > 1e-3   # n alone does move it
+
+
+def test_comparison_against_independent_theory(tiny):
+    tmp, out, _ = tiny
+    cmp = load_dataset(out["data"], "analysis.single_index")
+    sims = [load_dataset(p) for p in _runs(tmp)]
+    assert len(sims) == 3
+    # every point's theory is the solver at that run's sizes, its z from the run's own numbers
+    checked = 0
+    for ds in sims:
+        act = ds.attrs["activation"]
+        target = ds.attrs["target"]
+        params = si.SingleIndexParams(N=float(ds.attrs["N"]), n=float(ds.attrs["n"]), d=float(ds.attrs["d"]),
+                                      s2=np.asarray(ds["s2"].values), sa2=float(ds.attrs["sa2"]), sw2=0.5)
+        sol = si.solve_finite_d(params, target, act)
+        degrees = list(si.get_target(target).degrees)
+        sel = (cmp["point_activation"].values == act) & (cmp["point_n"].values == float(ds.attrs["n"]))
+        for j in np.flatnonzero(sel):
+            i = list(ds["s2"].values).index(cmp["point_s2"].values[j])
+            k = int(cmp["point_degree"].values[j])
+            th = float(np.asarray(sol.learned)[i, degrees.index(k)])
+            assert cmp["point_theory"].values[j] == pytest.approx(th, abs=1e-12)
+            sim = float(ds["learned"].sel(degree=k).values[i])
+            sem = float(ds["learned_sem"].sel(degree=k).values[i])
+            assert cmp["point_sim"].values[j] == sim
+            assert cmp["point_z"].values[j] == pytest.approx((sim - th) / sem, rel=1e-12)
+            checked += 1
+    assert checked == cmp.sizes["point"] == 3 * 2 * 2
+
+
+def test_ek_groups_and_equivalent_s2(tiny):
+    _, out, _ = tiny
+    cmp = load_dataset(out["data"], "analysis.single_index")
+    groups = json.loads(cmp.attrs["groups_json"])
+    assert [(g["activation"], len(g["runs"])) for g in groups] == [("tanh", 2), ("relu", 1)]
+    tanh = cmp["point_group"].values == 0
+    n, s2, s2_eq = (cmp[f"point_{k}"].values[tanh] for k in ("n", "s2", "s2_eq"))
+    ref = n.min()
+    np.testing.assert_allclose(s2_eq, s2 * ref / n, rtol=1e-15)
+    # the EK run (4x n, 4x s2) sits at the plain run's s2 (n rounds to an integer, so within 1 %)
+    np.testing.assert_allclose(np.sort(np.unique(np.round(s2_eq, 2))), [0.1, 0.3])
+    # every theory curve point equals the solver at the group's reference n
+    m = (cmp["curve_group"].values == 1) & (cmp["curve_degree"].values == 2)
+    g = groups[1]
+    s2c = cmp["curve_s2"].values[m]
+    sol = si.solve_finite_d(si.SingleIndexParams(N=g["N"], n=g["n_ref"], d=g["d"], s2=s2c, sa2=g["sa2"], sw2=0.5),
+                            "2:1,4:0.3", "relu")
+    np.testing.assert_allclose(cmp["curve_theory"].values[m], np.asarray(sol.learned)[:, 0], rtol=0, atol=1e-12)
+    summary = family_summary(cmp)
+    assert summary["groups"][0]["largest_n"] == float(n.max())
+
+
+def test_figure_and_cache(tiny):
+    tmp, out, before = tiny
+    assert [Path(f).suffix for f in out["figures"]] == [".png", ".pdf"]
+    assert all(Path(f).stat().st_size > 10_000 for f in out["figures"])
+    assert rp.COMPUTED["sim_ts"] - before.get("sim_ts", 0) == 3
+    again = dict(rp.COMPUTED)
+    rp.reproduce(["single-index"], scale="tiny", out_dir=tmp / "fig", cache_dir=tmp / "cache", defs=REPO,
+                 progress=False)
+    assert dict(rp.COMPUTED) == again          # everything loaded from the cache
+
+
+def test_bad_inputs(tiny, tmp_path):
+    tmp, out, _ = tiny
+    with pytest.raises(ResultFileError, match="at least one"):
+        compare_family([])
+    cmp = load_dataset(out["data"])
+    with pytest.raises(ResultFileError, match="teacher-student simulation"):
+        compare_family([cmp])
+    old = load_dataset(_runs(tmp)[0]).drop_vars(["learned", "learned_sem"])
+    with pytest.raises(ResultFileError, match="per-degree 'learned'"):
+        compare_family([old])
+    from grokphase.experiments.models.teacher_student import single_index_table
+    with pytest.raises(ParameterError, match="unknown keys plott"):
+        single_index_table("x.toml", {"plott": "a.png"}, {}, tmp_path, {})
