@@ -222,11 +222,12 @@ def run_family_gp(args, family) -> int:
     if args.approximation != "exact":
         raise ParameterError(f"--approximation {args.approximation} is not available for the single-index family "
                              f"({family.label}): its GP baseline uses the exact Rayleigh quotients")
+    if args.plot:
+        raise ParameterError(f"--plot is not available for the single-index family ({family.label}) yet; "
+                             "use --out and plot the Dataset")
     s2 = _family_s2(args)
     if args.n_sweep is not None:
         n = parse_range(args.n_sweep, "--n-sweep", positive=True)[0]
-    elif args.plot:
-        n = np.geomspace(10.0, 1e10, 91)
     else:
         n = np.array([args.n])
     ds = build_single_index_gp_curve(_family_base(args), s2, n, family.target, family.activation, family.degrees)
@@ -245,9 +246,6 @@ def run_family_gp(args, family) -> int:
              f"{'s2':>9} {'n':>12}  " + " ".join(f"{'He' + str(k):>11}" for k in degrees),
              *(f"{p['s2']:9.4f} {p['n']:12.5g}  " + " ".join(f"{x:11.4e}" for x in p["learned"].values())
                for p in points)]
-    if args.plot:
-        raise ParameterError(f"--plot is not available for the single-index family ({family.label}) yet; "
-                             "use --out and plot the Dataset")
     return _finish(args, ds, summary, lines)
 
 

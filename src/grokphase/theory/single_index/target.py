@@ -19,7 +19,8 @@ PAPER_TARGET = "1:1,3:-0.3"
 
 @dataclasses.dataclass(frozen=True)
 class HermiteTarget:
-    """y = sum_k c_k He_k(w*·x) over ``degrees`` (distinct, 0..8) with finite ``coefficients``."""
+    """y = sum_k c_k He_k(w*·x) over ``degrees`` (distinct, 0..8) with finite ``coefficients``; stored
+    in increasing degree (``"3:-0.3,1:1"`` is the same target as ``"1:1,3:-0.3"``)."""
 
     degrees: tuple[int, ...]
     coefficients: tuple[float, ...]
@@ -35,8 +36,9 @@ class HermiteTarget:
         for k, c in zip(degrees, coefficients):
             if not math.isfinite(c):
                 raise ParameterError(f"the coefficient of He{k} must be finite (got {c!r})")
-        object.__setattr__(self, "degrees", degrees)
-        object.__setattr__(self, "coefficients", coefficients)
+        order = sorted(range(len(degrees)), key=degrees.__getitem__)
+        object.__setattr__(self, "degrees", tuple(degrees[i] for i in order))
+        object.__setattr__(self, "coefficients", tuple(coefficients[i] for i in order))
 
     @classmethod
     def parse(cls, spec: str) -> "HermiteTarget":
