@@ -38,7 +38,7 @@ def plot_teacher_student_sim(ds: xr.Dataset, path, also_pdf: bool = False) -> li
         points = [("learned", j, "os^vD<>p"[j % 8], f"learned He{k}") for j, k in enumerate(degrees)]
     for i, v in enumerate(s2):
         for c, (var, j, ls, _) in enumerate(curves):
-            traj = ds[var].values[i] if j is None else ds[var].values[i, ..., j]
+            traj = ds[var].values[i] if j is None else ds[var].isel(degree=j).values[i]
             axes[0].plot(t, traj.mean(axis=(0, 1)), ls, color=cols[i], label=f"$\\sigma^2$ = {v:g}" if c == 0 else None)
         axes[1].plot(t, ds["train_mse_trajectory"].values[i].mean(axis=(0, 1)), "-", color=cols[i])
         axes[1].plot(t, ds["test_mse_trajectory"].values[i].mean(axis=(0, 1)), ":", color=cols[i])

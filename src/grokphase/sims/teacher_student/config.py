@@ -167,9 +167,9 @@ class TeacherStudentSim:
 
     def _check_family(self) -> None:
         """Validate ``activation`` (a registry name, or in Python a JAX-traceable callable) and ``target``
-        (a spec such as "2:1,4:0.3" or a HermiteTarget), normalised to its spec string; a target of
-        the paper's form He1 + c He3 (c != 0) is stored as ``target=None, eps=c``, so that it is the same
-        run (and result hash) as ``eps=c``."""
+        (a spec such as "2:1,4:0.3" or a HermiteTarget), normalised to its spec string with the degrees in
+        increasing order; a target of the paper's form He1 + c He3 (c != 0) is stored as ``target=None,
+        eps=c``, so that it is the same run (and result hash) as ``eps=c``."""
         act = get_activation(self.activation)        # ParameterError naming an unknown name
         if isinstance(self.activation, str) or ACTIVATIONS.get(act.name) is act:
             object.__setattr__(self, "activation", act.name)
@@ -178,6 +178,8 @@ class TeacherStudentSim:
         if not isinstance(self.target, (str, HermiteTarget)):
             raise ParameterError(f"target must be a spec string like '2:1,4:0.3' (got {self.target!r})")
         target = get_target(self.target)              # ParameterError naming the bad term
+        order = sorted(range(len(target.degrees)), key=lambda j: target.degrees[j])   # one spec per model
+        target = HermiteTarget(tuple(target.degrees[j] for j in order), tuple(target.coefficients[j] for j in order))
         for k, c in zip(target.degrees, target.coefficients):
             if c == 0.0:
                 raise ParameterError(f"the target's coefficient of He{k} is 0: leave the degree out (its learned "

@@ -96,9 +96,9 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
         data_vars[name] = (("s2",), avg.mean(axis=(1, 2)))
         data_vars[f"{name}_sem"] = (("s2",), grouped_sem(avg))
     K = len(sim.degrees)
-    for name in DEGREE_RECORDS:          # per target degree: a trailing ``degree`` axis
-        data_vars[f"{name}_trajectory"] = (("s2", "dataset", "init", "time", "degree"),
-                                           np.asarray(out.records[name], np.float64).reshape(shape + (T, K)))
+    for name in DEGREE_RECORDS:          # per target degree (trajectories keep time as the last axis)
+        traj = np.asarray(out.records[name], np.float64).reshape(shape + (T, K))
+        data_vars[f"{name}_trajectory"] = (("s2", "dataset", "init", "degree", "time"), np.moveaxis(traj, -1, -2))
         avg = np.asarray(acc["sums"][name]).reshape(shape + (K,)) / count[..., None]
         data_vars[f"{name}_network"] = (("s2", "dataset", "init", "degree"), avg)
         data_vars[name] = (("s2", "degree"), avg.mean(axis=(1, 2)))
