@@ -98,6 +98,34 @@ def test_ek_groups_and_equivalent_s2(tiny):
     assert summary["groups"][0]["largest_n"] == float(n.max())
 
 
+def test_extrapolation_in_inverse_n(tiny):
+    from grokphase.analysis.single_index import extrapolate_inverse_n
+    # exact on a line; two points: a = (n2 y2 - n1 y1)/(n2 - n1), SE propagated by hand
+    n, se = np.array([375.0, 1500.0]), np.array([0.015, 0.007])
+    y = 0.25 - 30.0 / n
+    a, sa = extrapolate_inverse_n(n, y, se)
+    assert a == pytest.approx(0.25, abs=1e-13)
+    assert sa == pytest.approx(np.hypot(n[1] * se[1], n[0] * se[0]) / (n[1] - n[0]), rel=1e-12)
+    # three points with scatter: the intercept's SE matches the spread of refits to resampled data
+    rng = np.random.default_rng(0)
+    n3, se3 = np.array([375.0, 1500.0, 3000.0]), np.array([0.02, 0.01, 0.008])
+    fits = [extrapolate_inverse_n(n3, 0.25 - 30.0 / n3 + se3 * rng.standard_normal(3), se3)[0] for _ in range(4000)]
+    assert np.std(fits) == pytest.approx(extrapolate_inverse_n(n3, 0 * n3, se3)[1], rel=0.05)   # 4000 draws: ~1 %
+    assert np.mean(fits) == pytest.approx(0.25, abs=4 * np.std(fits) / np.sqrt(4000))
+    # the tiny tanh group: plain and EK runs at the same equivalent s2 give one extrapolation per (s2, degree)
+    _, out, _ = tiny
+    cmp = load_dataset(out["data"], "analysis.single_index")
+    ex = cmp["extrap_group"].values == 0
+    assert ex.sum() == 4 and np.all(cmp["extrap_runs"].values[ex] == 2)
+    assert not np.any(cmp["extrap_group"].values == 1)          # relu: one n only, nothing to extrapolate
+    j = np.flatnonzero(ex)[0]
+    pts = (cmp["point_group"].values == 0) & (cmp["point_degree"].values == cmp["extrap_degree"].values[j]) & \
+        (np.abs(cmp["point_s2_eq"].values / cmp["extrap_s2"].values[j] - 1) < 0.01)
+    a, sa = extrapolate_inverse_n(cmp["point_n"].values[pts], cmp["point_sim"].values[pts], cmp["point_sim_sem"].values[pts])
+    assert cmp["extrap_value"].values[j] == pytest.approx(a, rel=1e-12)
+    assert cmp["extrap_z"].values[j] == pytest.approx((a - cmp["extrap_theory"].values[j]) / sa, rel=1e-12)
+
+
 def test_figure_and_cache(tiny):
     tmp, out, before = tiny
     assert [Path(f).suffix for f in out["figures"]] == [".png", ".pdf"]

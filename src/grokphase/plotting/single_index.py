@@ -2,7 +2,8 @@
 (:func:`grokphase.analysis.single_index.compare_family`): one panel per model (activation x target),
 the learned fraction of every target degree vs sigma^2 — the exact finite-d theory at the reference
 sizes (line; dotted where the theory is in GFL, solid in GMFL), the plain-n simulations (open) and
-the equivalent-kernel controls n -> k n, sigma^2 -> k sigma^2 (filled) at their equivalent sigma^2."""
+the equivalent-kernel controls n -> k n, sigma^2 -> k sigma^2 (filled) at their equivalent sigma^2, and
+their extrapolation to 1/n -> 0 (stars)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,12 @@ def plot_family(cmp: xr.Dataset, path) -> list[Path]:
                             yerr=cmp["point_sim_sem"].values[mp][sel], fmt="o" if not is_ref else "s",
                             mfc="white" if is_ref else col, color=col, ms=5, capsize=2,
                             label=f"{_HE[k]}: Langevin, n = {n[sel][0]:g}" + ("" if is_ref else " (EK)"))
+            if "extrap_group" in cmp:
+                me = (cmp["extrap_group"].values == gi) & (cmp["extrap_degree"].values == k)
+                if np.any(me):
+                    ax.errorbar(cmp["extrap_s2"].values[me], cmp["extrap_value"].values[me],
+                                yerr=cmp["extrap_sem"].values[me], fmt="*", color=col, mec="k", mew=0.5, ms=10,
+                                capsize=2, label=f"{_HE[k]}: Langevin, 1/n → 0")
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xlabel(S2 + f" (at n = {info['n_ref']:g})")
         ax.set_ylabel("learned fraction 1 − δ$_k$/ŷ$_k$")
