@@ -153,7 +153,8 @@ def _newton(evaluate, v0, yhat, r, maxiter: int, min_steps: int = 0) -> _NewtonS
     """Damped Newton with Armijo backtracking on a concave F from ``v0`` (THEORY.md §2).
 
     ``evaluate(v) -> (F, grad, hess, Q, logz)``: any quadrature of the free energy (the solver's
-    rule, a coarser one, or another model's overlaps; nothing here is specific to the teacher).
+    rule, a coarser one, or another model's overlaps and basis size; nothing here is specific to the
+    teacher: a v of any length works, 2 x 2 systems by Cramer's rule, larger ones by LU).
     The returned state holds the evaluation at its ``v`` (no re-evaluation needed).  ``min_steps``:
     Newton steps taken before convergence may be declared (a start from another rule that already
     meets the tolerance still gets one step on this rule, whose quadratic convergence then puts the
@@ -168,7 +169,7 @@ def _newton(evaluate, v0, yhat, r, maxiter: int, min_steps: int = 0) -> _NewtonS
         return (~st.done) & (st.it < maxiter)
 
     def body(st):
-        step = -_solve2(st.hess, st.grad)
+        step = -(_solve2(st.hess, st.grad) if st.grad.shape == (2,) else jnp.linalg.solve(st.hess, st.grad))
         res = jnp.linalg.norm(st.grad)
         # converged: at the target tolerance, or at the rounding floor (the Newton step no longer
         # moves v in float64) with a residual small enough to trust (RESIDUAL_ACCEPT)
