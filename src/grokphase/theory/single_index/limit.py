@@ -389,12 +389,14 @@ class SingleIndexTransition(NamedTuple):
 
 
 def solve_transition(params, target="1:1,3:-0.3", activation="erf", degrees=None, along: str = "s2",
-                     lo=None, hi=None, *, num_scan: int = 257, log: bool = True, make=None,
+                     lo=None, hi=None, *, num_scan: int = 256, log: bool = True, make=None,
                      approximation: str = DEFAULT_APPROXIMATION) -> SingleIndexTransition:
     """Where Lambda(v_GFL) crosses 1 (Claim IV), scanning ``along`` over [lo, hi] and bisecting the
     first crossing (the paper's model's :func:`~grokphase.theory.teacher_student.solve_transition`,
     with the family's degeneracy).  ``params``: a SingleIndexParams or TeacherStudentParams (the
-    latter for the axes u and r, through its ``with_axis``); ``make(values)`` as there."""
+    latter for the axes u and r, through its ``with_axis``); ``make(values)`` as there.  The scan's
+    batch is padded to a power of two, so the default ``num_scan`` = 256 is one (the paper's 257
+    padded to 512 and doubled the cost of the scan, most of a warm call's time)."""
     model, target, yhat = _setup(target, activation, degrees, approximation)
     _unsupported(model, target, "the scaling-limit transition")
     base = params.broadcast()
