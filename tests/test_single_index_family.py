@@ -150,3 +150,17 @@ def test_bad_inputs(tiny, tmp_path):
     from grokphase.experiments.models.teacher_student import single_index_table
     with pytest.raises(ParameterError, match="unknown keys plott"):
         single_index_table("x.toml", {"plott": "a.png"}, {}, tmp_path, {})
+
+
+def test_paper_only_analyses_refuse_the_family(tiny):
+    """perp_norm, hysteresis and App. D compare with the paper's (erf, He1 + eps He3) theory: a tanh run
+    on the same target is refused with one message naming its activation, not compared wrongly."""
+    from grokphase.analysis import appd
+    from grokphase.analysis.hysteresis import hysteresis_teacher_student
+    from grokphase.analysis.perp_norm import compare_perp_norm
+    tmp, _, _ = tiny
+    ds = next(d for d in map(load_dataset, _runs(tmp)) if d.attrs["activation"] == "tanh")
+    for call in (lambda: compare_perp_norm([ds]), lambda: hysteresis_teacher_student({"cooling": ds}),
+                 lambda: appd.combine([ds.isel(s2=[0])])):
+        with pytest.raises(ResultFileError, match="activation 'tanh'"):
+            call()

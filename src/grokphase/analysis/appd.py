@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
+from grokphase.analysis.single_index import require_paper_model
 from grokphase.errors import ParameterError, SolverError
 from grokphase.io import _jsonable, annotate, parameters_of
 from grokphase.sims.teacher_student import TeacherStudentSim
@@ -210,6 +211,7 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
                                  f"(grokphase_kind = {ds.attrs.get('grokphase_kind')!r})")
         if ds.sizes.get("s2") != 1:
             raise ParameterError(f"result {k} has {ds.sizes.get('s2')} s2 values; App. D runs one s2 per width")
+        require_paper_model(ds, "App. D's grokking-in-time analysis")
         params.append(parameters_of(ds))
     varying = {"N"}
     common_keys = [k for k in params[0] if k not in varying]

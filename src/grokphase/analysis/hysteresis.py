@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from grokphase.analysis.single_index import require_paper_model
 from grokphase.errors import ParameterError
 from grokphase.io import annotate
 from grokphase.sims.teacher_student import DEFAULT_DROPLET_THRESHOLD
@@ -246,6 +247,8 @@ def hysteresis_teacher_student(results: dict, approximation: str = "exact", n_th
     tst.check_approximation(approximation)
     if not results:
         raise ParameterError("hysteresis_teacher_student needs at least one of cooling, heating, replica")
+    for ds in results.values():
+        require_paper_model(ds, "the teacher-student hysteresis analysis")
     unknown = sorted(set(results) - set(PROTOCOLS))
     if unknown:
         raise ParameterError(f"unknown protocol(s) {unknown}; use {PROTOCOLS}")

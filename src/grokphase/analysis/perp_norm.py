@@ -36,6 +36,7 @@ import xarray as xr
 from grokphase.errors import ResultFileError
 import jax.numpy as jnp
 import jax
+from grokphase.analysis.single_index import require_paper_model
 from grokphase.io import annotate
 from grokphase.theory import teacher_student as ts
 
@@ -56,6 +57,7 @@ def _params(ds: xr.Dataset, s2=None):
 def _check_sim(ds: xr.Dataset) -> None:
     if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
         raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
+    require_paper_model(ds, "the |w_perp|^2 comparison")
     missing = [k for k in ("t_droplet", "t_bulk", "qt_hist", "t_sum_q") if k not in ds]
     if missing:
         raise ResultFileError(f"simulation file lacks {', '.join(missing)} (written before t = |w_perp|^2 was "

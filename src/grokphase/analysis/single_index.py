@@ -42,6 +42,17 @@ KIND = "analysis.single_index"
 PHASES = {0: "GFL", 1: "GMFL-I", 2: "GMFL-II"}
 
 
+def require_paper_model(ds: xr.Dataset, what: str) -> None:
+    """Refuse a teacher-student result of another activation or target in an analysis that compares with
+    the paper's model's theory (erf student, He1 + eps He3): it would be compared with the wrong theory."""
+    p = parameters_of(ds)
+    act, target = p.get("activation", "erf"), p.get("target")
+    if act != "erf" or target is not None:
+        raise ResultFileError(f"{what} compares with the paper's model (erf student, target He1 + eps He3); this "
+                              f"result is activation {act!r}, target {get_spec(target, p.get('eps', -0.3))!r}: use "
+                              f"`grokphase compare teacher-student` or the [single_index] table for the family")
+
+
 def _model_of(ds: xr.Dataset) -> dict:
     """activation, target spec, sizes and priors of one teacher-student simulation result."""
     if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
