@@ -50,7 +50,7 @@ def test_ek_invariance_of_the_theory():
 
 def test_comparison_against_independent_theory(tiny):
     tmp, out, _ = tiny
-    cmp = load_dataset(out["data"], "analysis.single_index")
+    cmp = load_dataset(out["data"], "analysis.single_index.family")
     sims = [load_dataset(p) for p in _runs(tmp)]
     assert len(sims) == 3
     # every point's theory is the solver at that run's sizes, its z from the run's own numbers
@@ -78,7 +78,7 @@ def test_comparison_against_independent_theory(tiny):
 
 def test_ek_groups_and_equivalent_s2(tiny):
     _, out, _ = tiny
-    cmp = load_dataset(out["data"], "analysis.single_index")
+    cmp = load_dataset(out["data"], "analysis.single_index.family")
     groups = json.loads(cmp.attrs["groups_json"])
     assert [(g["activation"], len(g["runs"])) for g in groups] == [("tanh", 2), ("relu", 1)]
     tanh = cmp["point_group"].values == 0
@@ -114,7 +114,7 @@ def test_extrapolation_in_inverse_n(tiny):
     assert np.mean(fits) == pytest.approx(0.25, abs=4 * np.std(fits) / np.sqrt(4000))
     # the tiny tanh group: plain and EK runs at the same equivalent s2 give one extrapolation per (s2, degree)
     _, out, _ = tiny
-    cmp = load_dataset(out["data"], "analysis.single_index")
+    cmp = load_dataset(out["data"], "analysis.single_index.family")
     ex = cmp["extrap_group"].values == 0
     assert ex.sum() == 4 and np.all(cmp["extrap_runs"].values[ex] == 2)
     assert not np.any(cmp["extrap_group"].values == 1)          # relu: one n only, nothing to extrapolate

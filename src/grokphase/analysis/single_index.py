@@ -38,7 +38,7 @@ from grokphase.theory import single_index as si
 from grokphase.theory.single_index.target import HermiteTarget
 from grokphase.theory.status import Status
 
-KIND = "analysis.single_index"
+KIND = "analysis.single_index.family"
 PHASES = {0: "GFL", 1: "GMFL-I", 2: "GMFL-II"}
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 import numpy as np
 import xarray as xr
 
@@ -36,45 +37,47 @@ def target_label(spec: str) -> str:
     return text + "".join(f" {s} {t}" for s, t in parts[1:])
 
 
-def plot_family(cmp: xr.Dataset, path) -> list[Path]:
-    if cmp.attrs.get("grokphase_kind") != "analysis.single_index":
+def plot_family(cmp: xr.Dataset, path, also_pdf: bool = True) -> list[Path]:
+    if cmp.attrs.get("grokphase_kind") != "analysis.single_index.family":
         raise ResultFileError(f"expected a single-index comparison, got {cmp.attrs.get('grokphase_kind')!r}")
     groups = json.loads(cmp.attrs["groups_json"])
     G = len(groups)
-    fig, axes = plt.subplots(1, G, figsize=(4.3 * G, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, G, figsize=(4.3 * G, 4.0), squeeze=False)
     pg, cg = cmp["point_group"].values, cmp["curve_group"].values
     for gi, (ax, info) in enumerate(zip(axes[0], groups)):
         sel_c = cg == gi
         degrees = sorted(set(int(k) for k in cmp["curve_degree"].values[sel_c]))
-        for kk, k in enumerate(degrees):
+        for k in degrees:
             col = _DEGREE_COLORS[k % len(_DEGREE_COLORS)]
             m = sel_c & (cmp["curve_degree"].values == k)
             s2, th, ph = cmp["curve_s2"].values[m], cmp["curve_theory"].values[m], cmp["curve_phase"].values[m]
-            ax.plot(s2, np.where(ph > 0, th, np.nan), color=col, lw=1.8,
-                    label=f"{_HE[k]}: theory (GMFL)" if np.any(ph > 0) else None)
-            gfl = np.where(ph == 0, th, np.nan)
-            ax.plot(s2, gfl, color=col, lw=1.2, ls=":", label=f"{_HE[k]}: theory (GFL)" if np.any(ph == 0) else None)
+            ax.plot(s2, np.where(ph > 0, th, np.nan), color=col, lw=1.8, label=_HE[k])
+            ax.plot(s2, np.where(ph == 0, th, np.nan), color=col, lw=1.2, ls=":")
             mp = (pg == gi) & (cmp["point_degree"].values == k)
             n = cmp["point_n"].values[mp]
             for is_ref in (True, False):
                 sel = n == n.min() if is_ref else n > n.min()
-                if not np.any(sel):
-                    continue
-                ax.errorbar(cmp["point_s2_eq"].values[mp][sel], cmp["point_sim"].values[mp][sel],
-                            yerr=cmp["point_sim_sem"].values[mp][sel], fmt="o" if not is_ref else "s",
-                            mfc="white" if is_ref else col, color=col, ms=5, capsize=2,
-                            label=f"{_HE[k]}: Langevin, n = {n[sel][0]:g}" + ("" if is_ref else " (EK)"))
+                if np.any(sel):
+                    ax.errorbar(cmp["point_s2_eq"].values[mp][sel], cmp["point_sim"].values[mp][sel],
+                                yerr=cmp["point_sim_sem"].values[mp][sel], fmt="s" if is_ref else "o",
+                                mfc="white" if is_ref else col, color=col, ms=5, capsize=2)
             if "extrap_group" in cmp:
                 me = (cmp["extrap_group"].values == gi) & (cmp["extrap_degree"].values == k)
                 if np.any(me):
                     ax.errorbar(cmp["extrap_s2"].values[me], cmp["extrap_value"].values[me],
-                                yerr=cmp["extrap_sem"].values[me], fmt="*", color=col, mec="k", mew=0.5, ms=10,
-                                capsize=2, label=f"{_HE[k]}: Langevin, 1/n → 0")
+                                yerr=cmp["extrap_sem"].values[me], fmt="*", color=col, mec="k", mew=0.5, ms=11,
+                                capsize=2)
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xlabel(S2 + f" (at n = {info['n_ref']:g})")
         ax.set_ylabel("learned fraction 1 − δ$_k$/ŷ$_k$")
         ax.set_title(f"{info['activation']}: y = {target_label(info['target'])}\n"
                      f"{_beta_label(info['beta'])}: N = {info['N']:g}, d = {info['d']:g}", fontsize=9)
-        ax.legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    return _save(fig, path, also_pdf=True)
+        ax.legend(fontsize=7, loc="best", title="target degree", title_fontsize=7)
+    handles = [Line2D([], [], color="k", lw=1.8, label="exact finite-d theory, GMFL"),
+               Line2D([], [], color="k", lw=1.2, ls=":", label="exact finite-d theory, GFL"),
+               Line2D([], [], color="k", marker="s", mfc="white", ls="", label="Langevin, plain n"),
+               Line2D([], [], color="k", marker="o", ls="", label="Langevin, EK control (n, σ² × k)"),
+               Line2D([], [], color="k", marker="*", ms=10, ls="", label="Langevin, extrapolated to 1/n → 0")]
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, path, also_pdf=also_pdf)
