@@ -164,3 +164,18 @@ def test_paper_only_analyses_refuse_the_family(tiny):
                  lambda: appd.combine([ds.isel(s2=[0])])):
         with pytest.raises(ResultFileError, match="activation 'tanh'"):
             call()
+
+
+def test_refinement_stops_at_the_node_cap(monkeypatch):
+    """ReLU near its boundary at beta = 1 keeps failing the truncation check (its neuron law grows with
+    |w| without bound): refinement stops at MAX_FAMILY_NODES with the status kept, not at a 35 GB
+    allocation; with check=True the error names the point and the reason."""
+    from grokphase.errors import SolverError
+    from grokphase.theory.single_index import finite_d
+    from grokphase.theory.status import Status
+    monkeypatch.setattr(finite_d, "MAX_FAMILY_NODES", 1)          # no refinement at all
+    p = si.SingleIndexParams(s2=np.array([0.18]))
+    sol = si.solve_finite_d(p, "2:1,4:0.3", "relu", check=False)
+    assert int(sol.status[0]) in (Status.TRUNCATED, Status.UNRESOLVED)
+    with pytest.raises(SolverError, match="s2=0.18.*(truncated|unresolved)"):
+        si.solve_finite_d(p, "2:1,4:0.3", "relu")

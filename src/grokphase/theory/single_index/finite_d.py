@@ -59,6 +59,11 @@ from grokphase.theory.teacher_student.quadrature import (
 )
 
 
+#: most quadrature nodes per point the refinement may grow to (about 2 million nodes: ~0.1 GB per
+#: point and basis degree); beyond it a point keeps its UNRESOLVED / TRUNCATED status
+MAX_FAMILY_NODES = 2**21
+
+
 class SingleIndexSolution(NamedTuple):
     """Result of :func:`solve_finite_d` (leading axes: the batch shape; last axis of the vector
     fields: the degrees of the basis, in ``degrees`` order).
@@ -440,7 +445,12 @@ def solve_finite_d(params: SingleIndexParams, target="1:1,3:-0.3", activation="e
             for name, value in part._asdict().items():
                 fields.setdefault(name, np.zeros((M,) + value.shape[1:], dtype=value.dtype))[idx] = value
             bad = np.isin(part.status, [Status.UNRESOLVED, Status.TRUNCATED])
-            grow_q, grow_t = Kq < MAX_GRID_SIZE, exact and level < MAX_T_LEVEL
+            # the family's refinement stops at MAX_FAMILY_NODES nodes per point: an unbounded activation
+            # (relu, gelu, silu) whose neuron law is (nearly) not normalisable keeps failing the truncation
+            # check however far the grid grows, and would otherwise end in an allocation of tens of GB
+            next_nodes = (2 * int(Kq) - 1) * int(J) * (2 if exact and level < MAX_T_LEVEL else 1)
+            grow_q = Kq < MAX_GRID_SIZE and next_nodes <= MAX_FAMILY_NODES
+            grow_t = exact and level < MAX_T_LEVEL and next_nodes <= MAX_FAMILY_NODES
             if refine and bad.any() and (grow_q or grow_t):
                 if grow_q:
                     sizes[idx[bad]] = 2 * Kq - 1
