@@ -159,7 +159,7 @@ def cmd_theory_teacher_student(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_teacher_student
-        _refuse(args, family, ("betas", "alpha", "density_s2", "plot"))
+        _refuse(args, family, ("betas", "alpha", "density_s2"))
         return run_family_teacher_student(args, family)
     base = _base_params(args)
     s2 = _s2_values(args)
@@ -288,7 +288,6 @@ def cmd_phase_diagram_ts(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_phase_diagram
-        _refuse(args, family, ("plot",))
         return run_family_phase_diagram(args, family)
     allowed = ts.PARAM_NAMES + ts.DERIVED_AXES
     x = parse_axis(args.x, allowed, "--x")

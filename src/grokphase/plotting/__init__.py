@@ -16,7 +16,7 @@ from grokphase.errors import ResultFileError
 from grokphase.plotting.sims import (plot_modular_compare, plot_modular_sim, plot_single_index_compare,
                                      plot_teacher_student_compare,
                                      plot_teacher_student_sim)
-from grokphase.plotting.single_index import plot_family
+from grokphase.plotting.single_index import plot_family, plot_family_phase_diagram, plot_family_sweep
 from grokphase.plotting.theory import (plot_gp_learning_curve, plot_modular_gp, plot_modular_sweep, plot_phase_diagram,
                                        plot_teacher_student_sweep)
 
@@ -26,6 +26,8 @@ PLOTTERS = {
     "analysis.teacher_student.compare": plot_teacher_student_compare,
     "analysis.single_index.compare": plot_single_index_compare,
     "analysis.single_index.family": plot_family,
+    "theory.single_index.sweep": plot_family_sweep,
+    "theory.single_index.phase_diagram": plot_family_phase_diagram,
     "analysis.modular.compare": plot_modular_compare,
     "theory.modular.sweep": plot_modular_sweep,
     "theory.modular.phase_diagram": plot_phase_diagram,

@@ -81,3 +81,48 @@ def plot_family(cmp: xr.Dataset, path, also_pdf: bool = True) -> list[Path]:
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7.5, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path, also_pdf=also_pdf)
+
+
+def _family_title(ds: xr.Dataset) -> str:
+    approx = ds.attrs.get("approximation", "exact")
+    return f"{ds.attrs.get('activation', '?')}: y = {target_label(ds.attrs['target'])} ({approx} finite-d theory)"
+
+
+def plot_family_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """A single-index sigma^2 sweep (``theory teacher-student --activation ...``): the learned fraction of
+    every basis degree vs sigma^2, solid where the solver labels the point GMFL, dotted in GFL, with
+    the droplet fraction on a second axis."""
+    if ds.attrs.get("grokphase_kind") != "theory.single_index.sweep":
+        raise ResultFileError(f"expected a single-index sweep, got {ds.attrs.get('grokphase_kind')!r}")
+    s2 = ds["s2"].values
+    ph = ds["phase"].values
+    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    for kk, k in enumerate(int(v) for v in ds["degree"].values):
+        col = _DEGREE_COLORS[k % len(_DEGREE_COLORS)]
+        y = ds["learned"].values[:, kk]
+        ax.plot(s2, np.where(ph > 0, y, np.nan), "-o", ms=3, color=col, lw=1.8, label=f"{_HE[k]} (GMFL)")
+        ax.plot(s2, np.where(ph == 0, y, np.nan), ":o", ms=3, color=col, lw=1.2, label=f"{_HE[k]} (GFL)")
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_xlabel(S2)
+    ax.set_ylabel("learned fraction 1 − δ$_k$/ŷ$_k$")
+    if "droplet_fraction" in ds:
+        ax2 = ax.twinx()
+        ax2.plot(s2, ds["droplet_fraction"].values, color="0.5", lw=1, ls="--")
+        ax2.set_ylabel("droplet fraction (dashed)", color="0.4")
+    ax.set_title(_family_title(ds), fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path, also_pdf=also_pdf)
+
+
+def plot_family_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """A single-index phase diagram: the learned fraction of the basis's highest degree in colour, with
+    the limit boundary and the finite-d phase crossovers of
+    :func:`grokphase.plotting.theory.plot_phase_diagram`."""
+    from grokphase.plotting.theory import plot_phase_diagram
+    if ds.attrs.get("grokphase_kind") != "theory.single_index.phase_diagram":
+        raise ResultFileError(f"expected a single-index phase diagram, got {ds.attrs.get('grokphase_kind')!r}")
+    k = int(ds["degree"].values[-1])
+    field = f"learned fraction of He{k}"
+    flat = ds.drop_vars(["learned", "discrepancy"]).assign({field: ds["learned"].sel(degree=k).drop_vars("degree")})
+    return plot_phase_diagram(flat, path, also_pdf=also_pdf, field=field)
