@@ -14,6 +14,11 @@ import os
 # SciPy's OpenBLAS, and a multithreaded one competing with XLA's threads made a Gibbs-readout test
 # 3x slower (159 s vs 49 s, tests/test_modular_hysteresis.py, with another process on the second core)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# the CLI's persistent XLA cache (grokphase.enable_compilation_cache) stays off in the tests: once an
+# in-process CLI test had enabled it, every later compile of the session wrote to ~/.cache, and a
+# fresh-clone run aborted inside JAX's cache write (put_executable_and_time, Fatal Python error:
+# Aborted) compiling the single-index transition; the tests also must not depend on a user's cache
+os.environ["GROKPHASE_CACHE_DIR"] = "off"
 
 import math  # noqa: E402
 
