@@ -110,3 +110,17 @@ def indep():
 def paper():
     """The paper's configuration at beta = 1 (App. C): N=700, n=3000, d=150, sa2=8/N, sw2=0.5, eps=-0.3."""
     return ts.TeacherStudentParams(N=700.0, n=3000.0, d=150.0, s2=0.14, sa2=None, sw2=0.5, eps=-0.3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test module.  The whole suite runs in one process and
+    compiles well over a thousand XLA programs; kept alive to the end, their code mappings approach the
+    kernel's limit (vm.max_map_count = 65530 here) and the fresh-clone run crashed inside XLA's CPU
+    compiler at the same test twice (a segmentation fault, and an abort in the cache write before it)."""
+    yield
+    import gc
+
+    import jax
+    jax.clear_caches()
+    gc.collect()
