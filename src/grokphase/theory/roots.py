@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def bisect(f: Callable[[jax.Array], jax.Array], lo, hi, iters: int = 120) -> jax.Array:
@@ -84,3 +85,23 @@ def scan_roots(f: Callable[[jax.Array], jax.Array], xs, size: int) -> tuple[jax.
     (idx,) = jnp.nonzero(change, size=size, fill_value=0)
     roots = jax.vmap(lambda i: bisect(f, xs[i], xs[i + 1]))(idx)
     return roots, change[idx]
+
+
+def grid_bisect(excess: Callable, grid, log: bool = False, iters: int = 64):
+    """The first sign change of ``excess`` along the last axis of ``grid`` (NumPy, batched over the
+    leading axes), refined by ``iters`` bisections (geometric with ``log``).  ``excess`` maps an array of
+    parameter values to the excess at each.  Returns (found, value): value is NaN where no sign change."""
+    e = excess(grid)
+    change = np.signbit(e[..., :-1]) != np.signbit(e[..., 1:])
+    found = change.any(axis=-1)
+    k = np.argmax(change, axis=-1)
+    a = np.take_along_axis(grid, k[..., None], -1)[..., 0]
+    b = np.take_along_axis(grid, (k + 1)[..., None], -1)[..., 0]
+    ea = np.take_along_axis(e, k[..., None], -1)[..., 0]
+    for _ in range(iters):
+        mid = np.sqrt(a * b) if log else 0.5 * (a + b)
+        em = excess(mid[..., None])[..., 0]
+        same = np.signbit(em) == np.signbit(ea)
+        a, ea = np.where(same, mid, a), np.where(same, em, ea)
+        b = np.where(same, b, mid)
+    return found, np.where(found, np.sqrt(a * b) if log else 0.5 * (a + b), np.nan)

@@ -47,7 +47,7 @@ import numpy as np
 
 from grokphase.errors import ParameterError
 from grokphase.theory.batching import flatten, padded, to_float64, unpad
-from grokphase.theory.roots import bisect
+from grokphase.theory.roots import bisect, grid_bisect
 from grokphase.theory.single_index.activations import get_activation
 from grokphase.theory.single_index.finite_d import coupled_degrees, is_symmetric
 from grokphase.theory.single_index.overlaps import check_degrees, overlaps
@@ -435,20 +435,7 @@ def solve_transition(params, target="1:1,3:-0.3", activation="erf", degrees=None
         padded_ = [np.concatenate([a, np.full(size - M, a[-1] if M else 1.0)]) for a in flat]
         return np.asarray(_excess_batch(model, yhat, *padded_))[:M].reshape(values.shape)
 
-    e = excess(grid)
-    change = np.signbit(e[..., :-1]) != np.signbit(e[..., 1:])
-    found = change.any(axis=-1)
-    k = np.argmax(change, axis=-1)
-    a = np.take_along_axis(grid, k[..., None], -1)[..., 0]
-    b = np.take_along_axis(grid, (k + 1)[..., None], -1)[..., 0]
-    ea = np.take_along_axis(e, k[..., None], -1)[..., 0]
-    for _ in range(64):
-        mid = np.sqrt(a * b) if log else 0.5 * (a + b)
-        em = excess(mid[..., None])[..., 0]
-        same = np.signbit(em) == np.signbit(ea)
-        a, ea = np.where(same, mid, a), np.where(same, em, ea)
-        b = np.where(same, b, mid)
-    value = np.where(found, np.sqrt(a * b) if log else 0.5 * (a + b), np.nan)
+    found, value = grid_bisect(excess, grid, log)
     u, r, sw2 = (x[..., 0] for x in invariants(np.where(found, value, current)[..., None]))
     v, _, qs, ts_ = (np.asarray(x) for x in _gfl_degeneracy_batch(model, yhat, u.reshape(-1), r.reshape(-1),
                                                                    sw2.reshape(-1)))

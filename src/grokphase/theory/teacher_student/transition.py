@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from grokphase.errors import ParameterError
+from grokphase.theory.roots import grid_bisect
 from grokphase.theory.batching import flatten, padded, to_float64
 from grokphase.theory.teacher_student.limit import (
     _m_star,
@@ -95,20 +96,7 @@ def solve_transition(params: TeacherStudentParams, along: str = "s2", lo=None, h
         padded_flat, M = padded(flat)
         return np.asarray(_degeneracy_excess(padded_flat, approximation))[:M].reshape(values.shape)
 
-    e = excess(grid)
-    sign_change = np.signbit(e[..., :-1]) != np.signbit(e[..., 1:])
-    found = sign_change.any(axis=-1)
-    k = np.argmax(sign_change, axis=-1)
-    a = np.take_along_axis(grid, k[..., None], -1)[..., 0]
-    b = np.take_along_axis(grid, (k + 1)[..., None], -1)[..., 0]
-    ea = np.take_along_axis(e, k[..., None], -1)[..., 0]
-    for _ in range(64):
-        mid = np.sqrt(a * b) if log else 0.5 * (a + b)
-        em = excess(mid[..., None])[..., 0]
-        same = np.signbit(em) == np.signbit(ea)
-        a, ea = np.where(same, mid, a), np.where(same, em, ea)
-        b = np.where(same, b, mid)
-    value = np.where(found, np.sqrt(a * b) if log else 0.5 * (a + b), np.nan)
+    found, value = grid_bisect(excess, grid, log)
     at = make(np.where(found, value, current)[..., None]).broadcast()
     u, r = np.asarray(at.u)[..., 0], np.asarray(at.r)[..., 0]
     sw2, eps = np.asarray(at.sw2)[..., 0], np.asarray(at.eps)[..., 0]
