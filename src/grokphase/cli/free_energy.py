@@ -1,0 +1,91 @@
+"""``grokphase free-energy RESULT.nc``: free-energy profiles F(m), the coexistence point, barrier and latent
+heat of an umbrella-sampling result by MBAR (:mod:`grokphase.analysis.free_energy`, THEORY.md §7)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from grokphase.cli.common import _emit, _positive
+from grokphase.io import load_dataset, save_dataset
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+        return value
+    return parse
+
+
+def add_parser(groups) -> None:
+    from grokphase.analysis.free_energy import DEFAULT_BINS, DEFAULT_BOOTSTRAP
+    p = groups.add_parser(
+        "free-energy", help="F(m), coexistence s2, barrier and latent heat of an umbrella-sampling result (MBAR)",
+        description="MBAR over every simulated s2 x window (one MBAR per system, quenched average over systems): "
+                    "the free energy F(m) = -log p(m) of the order parameter at each --s2, the s2 where the two "
+                    "basins' free energies are equal, the barrier there and the latent heat, with standard errors.")
+    p.add_argument("result", metavar="RESULT.nc", help="an umbrella-sampling simulation result")
+    p.add_argument("--s2", type=_positive, nargs="+", default=None, metavar="S2",
+                   help="target s2 values of the profiles (default: the simulated ones); each must be reachable "
+                        "by reweighting (effective sample size rule)")
+    p.add_argument("--bins", type=_int_at_least(3), default=DEFAULT_BINS,
+                   help=f"bins of m over the sampled range (default {DEFAULT_BINS})")
+    p.add_argument("--bootstrap", type=_int_at_least(10), default=DEFAULT_BOOTSTRAP,
+                   help=f"bootstrap replicates per system for the standard errors (default {DEFAULT_BOOTSTRAP})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="draw F(m) at every target s2")
+    p.add_argument("--out", metavar="PROFILE.nc", default=None, help="save the profiles and results (netCDF)")
+    p.add_argument("--json", action="store_true", help="print a one-object JSON summary on stdout")
+    p.set_defaults(func=cmd_free_energy)
+
+
+def _fmt(value: float, sem: float, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "none"
+    return f"{value:.{digits}g} ± {sem:.2g}" if sem is not None and math.isfinite(sem) else f"{value:.{digits}g} ± ?"
+
+
+def _lines(d: dict) -> list[str]:
+    lines = [f"free energy along {d['order_parameter']} ({d['n_systems']} system(s); SE: {d['sem_method']}); "
+             f"smallest neighbour overlap {d['overlap_min']:.3g}"]
+    for p in d["profiles"]:
+        wells = (f"2 wells at m = {p['minima_m'][0]:.4g}, {p['minima_m'][1]:.4g} (saddle {p['saddle_m']:.4g}), "
+                 f"F_ordered - F_disordered = {_fmt(p['delta_F'], p['delta_F_sem'], 3)}"
+                 if p["wells"] == 2 else "1 well")
+        lines.append(f"  s2 = {p['s2']:.5g}: {wells}; <L> = {_fmt(p['L_mean'], p['L_mean_sem'], 5)}; "
+                     f"ESS {p['ess']:.0f}")
+    if d["coexistence_s2"] is not None and math.isfinite(d["coexistence_s2"]):
+        lines.append(f"coexistence s2 = {_fmt(d['coexistence_s2'], d['coexistence_s2_sem'], 5)}, barrier "
+                     f"{_fmt(d['barrier'], d['barrier_sem'], 3)} (above the deeper minimum), latent heat "
+                     f"<L>_ordered - <L>_disordered = {_fmt(d['latent_heat'], d['latent_heat_sem'], 4)}")
+    if d.get("reason"):
+        lines.append(f"note: {d['reason']}")
+    if "start_agreement" in d:
+        sa = d["start_agreement"]
+        lines.append(f"starts {' vs '.join(sa['starts'])}: {len(sa['disagree'])} window(s) with |z| > {sa['z_max']:g}"
+                     + (f" (max |z| = {sa['max_abs_z']:.2f})" if sa["max_abs_z"] is not None else ""))
+    return lines
+
+
+def cmd_free_energy(args) -> int:
+    from grokphase.analysis.free_energy import free_energy_from_dataset, start_agreement
+    ds = load_dataset(args.result)
+    result = free_energy_from_dataset(ds, s2=args.s2, bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
+    summary = result.to_dict()
+    if "start" in ds["order_parameter_trajectory"].dims and ds.sizes["start"] == 2:
+        summary["start_agreement"] = start_agreement(ds).to_dict()
+    out = result.to_dataset(parameters={"source": args.result, "seed": args.seed}, source=ds)
+    if args.out:
+        save_dataset(out, args.out)
+        summary["out"] = args.out
+    if args.plot:
+        from grokphase.plotting.free_energy import plot_free_energy
+        plot_free_energy(out, args.plot)
+        summary["plot"] = args.plot
+    _emit(args, summary, _lines(summary))
+    return 0
