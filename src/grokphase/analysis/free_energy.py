@@ -35,8 +35,9 @@ systems).  Units of one system (inits, seeds, starts) are independent chains of 
    the rule holds (scanned on a log grid from s2_min/1.5 to 1.5 s2_max).
 4. F(m) = -log p(m): the probability density of m in the target state, the MBAR expectation of bin
    indicators (sum of w over the samples in a bin, divided by the bin width); samples outside the bins
-   count in the normalisation.  Profiles are reported shifted so that their minimum is 0; ``F_sem`` is
-   the standard error of -log p (its normalisation fixed).
+   count in the normalisation.  Profiles are reported as they are, -log of the *normalised* density (not
+   shifted to minimum 0: the figure does that), so that ``F_sem``, the standard error of -log p, belongs
+   to the reported numbers; a quenched average is the mean of the systems' -log p.
 5. Wells (:func:`find_wells`): the global minimum of F and the most prominent other local minimum,
    i.e. the one lying deepest below the highest point of F between it and the global minimum; it is a
    second well when that depth exceeds :data:`WELL_Z` = 3 combined standard errors (a noise dip of a
@@ -801,7 +802,8 @@ RESULT_KEYS = ("coexistence_s2", "coexistence_s2_sem", "barrier", "barrier_sem",
 @dataclasses.dataclass(frozen=True)
 class FreeEnergyResult:
     """F(m) at the target s2 and the coexistence point: the quenched average over the systems (one
-    MBAR each).  ``profiles``: one :class:`Profile` per target s2, F shifted to minimum 0; ``systems``: the
+    MBAR each).  ``profiles``: one :class:`Profile` per target s2, F = -log p(m) of the normalised density
+    (not shifted); ``systems``: the
     per-system results; ``sem_method``: how the SEs were obtained."""
     order_parameter: str
     edges: np.ndarray
@@ -863,7 +865,7 @@ class FreeEnergyResult:
              "system_wells": ("system", np.array([s.wells for s in self.systems], np.int64))},
             coords={"s2": s2, "m": self.m, "basin": ["disordered", "ordered"], "system": np.arange(S),
                     "system_label": ("system", [str(x) for x in self.system_labels])})
-        ds["F"].attrs["description"] = "-log p(m) at s2, shifted to minimum 0 (MBAR, unbiased state)"
+        ds["F"].attrs["description"] = "-log p(m), p the normalised density of m at s2 (MBAR, unbiased state)"
         extra = {k: getattr(self, k) for k in RESULT_KEYS}
         extra.update(wells=self.wells, reason="none" if self.reason is None else self.reason,
                      order_parameter=self.order_parameter, sem_method=self.sem_method,
@@ -907,8 +909,7 @@ def _combine(results: Sequence[SystemResult], labels, edges, order_parameter, n_
             minima, saddle = (float(centres[w.minima[0]]), float(centres[w.minima[1]])), float(centres[w.saddle])
         else:
             minima, saddle = (math.nan, math.nan), math.nan
-        shift = np.nanmin(F) if np.any(np.isfinite(F)) else 0.0
-        profiles.append(Profile(ps[0].s2, F - shift, np.where(np.isfinite(F), F_sem, np.nan),
+        profiles.append(Profile(ps[0].s2, F, np.where(np.isfinite(F), F_sem, np.nan),
                                 float(min(p.ess for p in ps)), w.wells, minima, saddle, float(dF), float(dF_sem),
                                 float(Lm), float(Lm_sem)))
     out = {}

@@ -1,6 +1,6 @@
 """Figure of free-energy profiles from umbrella sampling (issue 19), drawn from a saved
 :func:`grokphase.analysis.free_energy.FreeEnergyResult.to_dataset` result (kind ``analysis.free_energy``):
-F(m) at every target s2 with a band of ± one standard error, the basin minima (circles) and the saddle
+F(m) = -log p(m) at every target s2, shifted to minimum 0, with a band of ± one standard error, the basin minima (circles) and the saddle
 (triangle) where the profile has two wells, the coexistence s2 in the title and, optionally, a theory
 curve per s2 drawn dashed in the same colour."""
 
@@ -47,6 +47,7 @@ def plot_free_energy(ds, path, also_pdf: bool = False,
         ok = np.isfinite(F)
         if not ok.any():
             continue
+        F = F - np.min(F[ok])                    # -log p(m) is stored normalised; drawn from minimum 0
         top = max(top, float(np.nanmax(F[ok])))
         band = ok & np.isfinite(se)
         ax.fill_between(m, np.where(band, F - se, np.nan), np.where(band, F + se, np.nan), color=colors[i],
