@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from grokphase.theory.modular.action import action, reduced_action, saddle_mixture, saddle_moment, saddles
 from grokphase.theory.modular.finite_p import ModularSolution, solve, solve_batch, solve_point
+from grokphase.theory.modular.constrained import ModularProfile, free_energy_profile
 from grokphase.theory.modular.limit import (
     LimitSolution,
     Transitions,
@@ -90,8 +91,8 @@ PHASES = PHASE_LABELS
 
 __all__ = [
     "CONVENTIONS", "METHODS", "N_GEOM", "N_PATCH", "PARAM_NAMES", "PHASES", "PHASE_LABELS", "QUAD_TOL",
-    "LimitSolution", "ModularParams", "ModularSolution", "Phase", "Status", "Transitions",
-    "action", "check_convention", "exact_moment", "marginal_target_component", "mode_factors",
+    "LimitSolution", "ModularParams", "ModularProfile", "ModularSolution", "Phase", "Status", "Transitions",
+    "action", "check_convention", "exact_moment", "free_energy_profile", "marginal_target_component", "mode_factors",
     "reduced_action", "saddle_mixture", "saddle_moment", "saddles", "solve", "solve_batch", "solve_limit",
     "solve_point", "transitions",
 ]

@@ -81,6 +81,7 @@ from grokphase.theory.teacher_student.finite_d import (
     solve_finite_d_point,
 )
 from grokphase.theory.teacher_student.free_energy import free_energy_objective
+from grokphase.theory.teacher_student.constrained import TeacherStudentProfile, free_energy_profile
 from grokphase.theory.teacher_student.frozen import FrozenBranch, solve_frozen_branch
 from grokphase.theory.teacher_student.limit import (
     LimitSolution,
@@ -126,9 +127,11 @@ __all__ = [
     "APPROXIMATIONS", "DEFAULT_APPROXIMATION", "DEFAULT_T_SIZE", "DERIVED_AXES", "FAILURE_HINTS",
     "MAX_GRID_SIZE", "MAX_T_LEVEL", "NEWTON_RTOL", "PARAM_NAMES", "PHASE_LABELS", "RESIDUAL_ACCEPT",
     "RESOLUTION_TOL", "SQRT6", "SUPPORT_CONTRAST", "TRUNCATION_CHECK", "T_FLOOR", "T_LEVEL_STEP", "T_SPACING",
-    "FiniteDSolution", "FrozenBranch", "LimitSolution", "Phase", "Status", "TeacherStudentParams", "Transition",
+    "FiniteDSolution", "FrozenBranch", "LimitSolution", "Phase", "Status", "TeacherStudentParams",
+    "TeacherStudentProfile", "Transition",
     "action", "bucket_size", "check_approximation", "default_block", "default_chunk", "default_grid_size",
-    "degeneracy_ratio", "degeneracy_ratio_exact", "free_energy_objective", "gfl_b", "log_density",
+    "degeneracy_ratio", "degeneracy_ratio_exact", "free_energy_objective", "free_energy_profile", "gfl_b",
+    "log_density",
     "log_density_qt", "overlaps", "point_grid_sizes", "prior_kernel", "q_support", "reduced_action",
     "reduced_action_qt", "solve_finite_d", "solve_finite_d_batch", "solve_finite_d_point", "solve_frozen_branch",
     "solve_limit", "solve_limit_batch", "solve_limit_point", "solve_transition", "t_grid_size",
