@@ -169,6 +169,24 @@ def test_pymbar_fes_gives_the_same_profile(double_well):
     assert np.allclose(np.asarray(out["f_i"]), p.F[ok] - p.F[ok].min(), atol=1e-7)
 
 
+def test_bootstrap_solver_matches_pymbar(double_well):
+    """The Newton solver of the bootstrap replicates against pymbar's MBAR on the full data, from f = 0."""
+    samples, _ = double_well
+    u_kn = fe.reduced_potentials(samples.L, samples.m, samples.s2, samples.m0, samples.kappa)
+    fit = fe.solve_mbar(samples)
+    f = fe.solve_free_energies(u_kn, samples.N_k, np.zeros(samples.N_k.size))
+    assert f is not None and np.max(np.abs(f - fit.f_k)) < 1e-8
+    assert np.ptp(fit.f_k) > 1.0                     # the states' free energies are far from all equal
+
+
+def test_windows_that_do_not_overlap_are_refused():
+    """kappa = 300: each window a narrow slice, neighbours 0.24 apart barely overlap."""
+    L, m, s2_k, m0_k, kappa_k = trajectories(seed=2, kappa=300.0)
+    samples = fe.decorrelate(L, m, s2_k, m0_k, kappa_k, subsample=False)
+    with pytest.raises(fe.ReweightingError, match="overlap only"):
+        fe.free_energy([samples], bins=EDGES, n_bootstrap=10)
+
+
 def test_a_target_far_from_the_simulations_is_refused(double_well):
     samples, result = double_well
     with pytest.raises(fe.ReweightingError, match="effective sample size"):
@@ -325,6 +343,11 @@ def test_dataset_adapter_equals_the_array_entry_point(umbrella):
         assert np.array_equal(a.F, b.F, equal_nan=True) and a.s2 == b.s2
     assert via_ds.coexistence_s2 == via_arrays.coexistence_s2
     assert via_ds.order_parameter == "x" and np.all(via_ds.systems[0].g >= 1)
+    two = ds.rename(seed="dataset").expand_dims(init=[0], axis=3).assign_attrs(umbrella_system_dims="dataset")
+    arr2 = fe.umbrella_arrays(two)                       # teacher-student layout: one system per data set
+    assert arr2.L.shape == (2, 2 * M0.size, 1, 156) and arr2.system_labels == ("0", "1")
+    assert arr2.unit_dims == ("init",) and arr2.system_dims == ("dataset",)
+    assert np.array_equal(arr2.m[1, M0.size + 3, 0], ds["order_parameter_trajectory"].values[1, 3, 1, 4:])
     with pytest.raises(fe.ResultFileError, match="not an umbrella"):
         fe.free_energy_from_dataset(ds.assign_attrs(umbrella=0))
     with pytest.raises(fe.ResultFileError, match="potential_trajectory"):

@@ -557,6 +557,7 @@ class _System:
         self.full = _Draw(samples.L, samples.m, bidx, fit.log_denominator)
         self.s2_sim = np.unique(samples.s2)
         ess_ref = max(_ess(self.full, s) for s in self.s2_sim)
+        self.ess_rule = (float(min_ess), float(min_ess_fraction), float(ess_ref))
         self.ess_threshold = max(min_ess, min_ess_fraction * ess_ref)
         grid = np.unique(np.concatenate([np.geomspace(self.s2_sim[0] / TRUST_FACTOR, self.s2_sim[-1] * TRUST_FACTOR,
                                                       121), self.s2_sim]))
@@ -587,8 +588,9 @@ class _System:
             ranges = ", ".join(f"[{a:.4g}, {b:.4g}]" for a, b in self.trusted()) or "empty"
             raise ReweightingError(
                 f"s2 = {s2:g} cannot be reweighted from the simulated s2 = {', '.join(f'{s:g}' for s in self.s2_sim)}: "
-                f"its effective sample size is {ess:.1f} < {self.ess_threshold:.1f} (= max({MIN_ESS:g} or the given "
-                f"minimum, {MIN_ESS_FRACTION:g} x the best simulated s2's)); trusted s2 range: {ranges}")
+                f"the effective sample size of its unbiased state is {ess:.1f} < {self.ess_threshold:.1f} = max("
+                f"{self.ess_rule[0]:g}, {self.ess_rule[1]:g} x {self.ess_rule[2]:.0f}, the best simulated s2's); trusted "
+                f"s2 range: {ranges}")
         return ess
 
     # -- bootstrap ---------------------------------------------------------------------------------
