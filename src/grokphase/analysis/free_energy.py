@@ -315,7 +315,8 @@ def solve_mbar(samples: Samples, initial_f_k=None) -> MBARFit:
 
 def solve_free_energies(u_kn, N_k, f_init, tol: float = 1e-10, maxiter: int = 100) -> np.ndarray | None:
     """MBAR's f_k (f_0 = 0) by Newton's method with backtracking on its convex objective
-    Phi(f) = sum_n log sum_k N_k exp(f_k - u_kn) - sum_k N_k f_k (Shirts & Chodera 2008, eq. 11), from
+    Phi(f) = sum_n log sum_k N_k exp(f_k - u_kn) - sum_k N_k f_k, whose stationary point is the MBAR
+    equations of Shirts & Chodera (J. Chem. Phys. 129, 124105, 2008), from
     ``f_init``; None when it has not converged (max_k |dPhi/df_k| / N_k < ``tol``) in ``maxiter`` steps.
     Used for the bootstrap replicates, started at the full-data solution (a few steps each, no JAX
     compilation per shape); the test suite checks it against ``pymbar.MBAR``."""
@@ -589,8 +590,8 @@ class _System:
             raise ReweightingError(
                 f"s2 = {s2:g} cannot be reweighted from the simulated s2 = {', '.join(f'{s:g}' for s in self.s2_sim)}: "
                 f"the effective sample size of its unbiased state is {ess:.1f} < {self.ess_threshold:.1f} = max("
-                f"{self.ess_rule[0]:g}, {self.ess_rule[1]:g} x {self.ess_rule[2]:.0f}, the best simulated s2's); trusted "
-                f"s2 range: {ranges}")
+                f"{self.ess_rule[0]:g}, {self.ess_rule[1]:g} x {self.ess_rule[2]:.0f}, the best simulated s2's); "
+                f"trusted s2 range: {ranges}")
         return ess
 
     # -- bootstrap ---------------------------------------------------------------------------------
@@ -775,7 +776,8 @@ def analyse_system(samples: Samples, s2, edges, *, n_bootstrap: int = DEFAULT_BO
     (module docstring, steps 2-7).  A target that fails the effective-sample-size rule, or neighbouring
     states that overlap less than ``min_overlap``, is a :class:`ReweightingError`."""
     if int(n_bootstrap) < 10:
-        raise ParameterError(f"n_bootstrap must be an integer >= 10 (the standard errors are bootstrap), got {n_bootstrap!r}")
+        raise ParameterError(f"n_bootstrap must be an integer >= 10 (the standard errors are bootstrap), "
+                             f"got {n_bootstrap!r}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     sys_ = _System(samples, np.asarray(edges, np.float64), int(n_bootstrap), rng, min_ess, min_ess_fraction,
                    min_overlap, well_z)
@@ -885,7 +887,8 @@ def _jsonable_summary(d):
     return json.loads(to_json(d))
 
 
-def _combine(results: Sequence[SystemResult], labels, edges, order_parameter, n_bootstrap, thresholds) -> FreeEnergyResult:
+def _combine(results: Sequence[SystemResult], labels, edges, order_parameter, n_bootstrap,
+             thresholds) -> FreeEnergyResult:
     """Quenched average: the mean over systems, SE from their spread (>= 2 systems) or the one system's
     bootstrap SE."""
     S = len(results)
@@ -931,7 +934,8 @@ def _combine(results: Sequence[SystemResult], labels, edges, order_parameter, n_
     sem_method = (f"spread over {S} systems (std/sqrt(systems)); per system: {n_bootstrap} bootstrap replicates"
                   if many else f"bootstrap: {n_bootstrap} replicates, decorrelated samples resampled within each "
                                "state, MBAR solved again for each")
-    return FreeEnergyResult(order_parameter=order_parameter, edges=np.asarray(edges, np.float64), profiles=tuple(profiles),
+    return FreeEnergyResult(order_parameter=order_parameter, edges=np.asarray(edges, np.float64),
+                            profiles=tuple(profiles),
                             overlap_min=float(min(omins)) if omins else math.nan,
                             wells=int(min(r.wells for r in results)), reason=reason, systems=tuple(results),
                             system_labels=tuple(labels), sem_method=sem_method, n_bootstrap=int(n_bootstrap),

@@ -1,8 +1,8 @@
 """Figure of free-energy profiles from umbrella sampling (issue 19), drawn from a saved
 :func:`grokphase.analysis.free_energy.FreeEnergyResult.to_dataset` result (kind ``analysis.free_energy``):
-F(m) = -log p(m) at every target s2, shifted to minimum 0, with a band of ± one standard error, the basin minima (circles) and the saddle
-(triangle) where the profile has two wells, the coexistence s2 in the title and, optionally, a theory
-curve per s2 drawn dashed in the same colour."""
+F(m) = -log p(m) at every target s2, shifted to minimum 0, with a band of ± one standard error, the basin
+minima (circles) and the saddle (triangle) where the profile has two wells, the coexistence s2 in the title
+and, optionally, a theory curve per s2 drawn dashed in the same colour."""
 
 from __future__ import annotations
 
