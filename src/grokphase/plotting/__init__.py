@@ -13,6 +13,7 @@ from pathlib import Path
 import xarray as xr
 
 from grokphase.errors import ResultFileError
+from grokphase.plotting.free_energy import plot_free_energy
 from grokphase.plotting.sims import (plot_modular_compare, plot_modular_sim, plot_single_index_compare,
                                      plot_teacher_student_compare,
                                      plot_teacher_student_sim)
@@ -35,6 +36,7 @@ PLOTTERS = {
     "theory.teacher_student.sweep": plot_teacher_student_sweep,
     "theory.teacher_student.phase_diagram": plot_phase_diagram,
     "theory.teacher_student.gp": plot_gp_learning_curve,
+    "analysis.free_energy": plot_free_energy,
 }
 
 
