@@ -9,6 +9,7 @@ from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, per
 from grokphase.analysis.replica import replica_summary
 from grokphase.cli.common import _emit, _finish, _finite, _positive, missing_variable
 from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hysteresis_lines
+from grokphase.errors import ParameterError
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
@@ -160,6 +161,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
                         "starts: the theory's droplets at the lowest s2 (coldest)")
     p.add_argument("--theory-convention", choices=("paper", "network"),
                    help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
+    _add_umbrella_options(p, "the target component m = (f, y)/(y, y) on the whole table")
     p.add_argument("--memory-gb", type=positive, help="memory budget of one network, GB (checked before the run)")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
@@ -228,6 +230,23 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.set_defaults(func=cmd_compare_perp_norm)
 
 
+def _add_umbrella_options(p, order_parameter: str) -> None:
+    g = p.add_argument_group("umbrella sampling (free-energy profiles by MBAR, THEORY.md §7)")
+    g.add_argument("--umbrella-m0", metavar="M1,M2,...",
+                   help=f"window centres of harmonic biases (kappa/2)(m - m0)^2 on {order_parameter}; every window "
+                        "is one more ensemble axis (needs --umbrella-kappa)")
+    g.add_argument("--umbrella-kappa", metavar="K or K1,K2,...",
+                   help="window stiffness in log-posterior units: one value or one per window (with --umbrella-range: "
+                        "overrides the planned one)")
+    g.add_argument("--umbrella-start", choices=("prior", "ordered", "both"),
+                   help="windows start from the prior, from the ordered (droplet-saddle) start, or both (a start "
+                        "dimension, to check for hysteresis)")
+    g.add_argument("--umbrella-range", metavar="LO,HI",
+                   help="planned windows over [LO, HI]: kappa and the spacing from short unbiased pilot runs "
+                        "(kappa >= 4/Var(m) of the disordered phase, neighbours within 2 window standard deviations)")
+    g.add_argument("--umbrella-windows", type=_int_ge(2), help="with --umbrella-range: the number of windows")
+
+
 def _add_run_options(p, positive) -> None:
     g = p.add_argument_group("ensemble and dynamics")
     g.add_argument("--datasets", type=_int_ge(1), help="independent data sets per sigma^2")
@@ -270,11 +289,28 @@ def _add_run_options(p, positive) -> None:
                         "(default) or the scaling limit")
     g.add_argument("--ordered-approximation", choices=("exact", "concentrated"),
                    help="exact (q, t) theory (t* below sw2, default) or the concentrated one (t* = sw2)")
+    _add_umbrella_options(p, "the learned fraction of one target degree (--umbrella-degree)")
+    p.add_argument("--umbrella-degree", type=_int_ge(0),
+                   help="umbrella windows: the target degree whose learned fraction is the order parameter (default "
+                        "the highest: 3 for He1 + eps He3)")
+
+
+def _point_prefix(pt: dict) -> str:
+    """A summary point's branch (annealing) or start and window (umbrella) for the text output."""
+    out = f"{pt['branch']} " if "branch" in pt else ""
+    if "start" in pt:
+        out += f"{pt['start']} start "
+    if "window" in pt:
+        out += f"window {pt['window']} (m0 {pt['window_m0']:g}, kappa {pt['window_kappa']:g}) "
+    return out
 
 
 def cmd_sim_teacher_student(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
     sim = ts_model.sim_from_options(opts, COMMAND_LINE, given=set(opts))
+    if args.plot and sim.umbrella:
+        raise ParameterError("--plot: an umbrella run has no figure of its own (the free-energy analysis reads its "
+                             "result); remove it")
     ts_model.check_memory(sim, opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
     ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
@@ -291,7 +327,7 @@ def cmd_sim_teacher_student(args) -> int:
     lines = [f"teacher-student Langevin{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
     for pt in points:
-        branch = f"{pt['branch']} " if "branch" in pt else ""
+        branch = _point_prefix(pt)
         if "linear_learned" in pt:
             learned = (f"linear {pt['linear_learned']:.4f}±{pt['linear_learned_sem']:.4f}  "
                        f"cubic {pt['cubic_learned']:.4f}±{pt['cubic_learned_sem']:.4f}")
@@ -313,7 +349,7 @@ def cmd_sim_modular(args) -> int:
     points = modular_model.points(ds)
     lines = [f"modular addition P={sims[0].P} N={sims[0].N} ({sims[0].optimizer})"]
     for pt in points:
-        branch = f"{pt['branch']} " if "branch" in pt else ""
+        branch = _point_prefix(pt)
         lines.append(f"  {branch}alpha={pt['alpha']:.3g} s2={pt['s2']:.4g}: train/test acc {pt['train_acc']:.3f}/"
                      f"{pt['test_acc']:.3f}, target component {pt['target_component']:.4f}, IPR {pt['ipr']:.3f}, "
                      f"droplets {pt['droplet_fraction']:.3f}, t_memorise {pt['t_memorise']}, t_grok {pt['t_grok']}")

@@ -49,7 +49,9 @@ def only_with(name: str, *values: Any) -> Applies:
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option of an experiment table: its name, kind, default, help text, and where it applies
-    (``applies``: None = everywhere; a given option that does not apply is an error, not ignored)."""
+    (``applies``: None = everywhere; a given option that does not apply is an error, not ignored).
+    ``signed``: a "floats" option whose comma-separated string may hold zero and negative numbers (by
+    default such a string must be positive, as s2 and alpha lists are; ranges are the dataclass's)."""
 
     name: str
     kind: str
@@ -57,6 +59,7 @@ class Option:
     help: str = ""
     optional: bool = False
     applies: Applies | None = None
+    signed: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -141,7 +144,7 @@ def check_value(option: Option, value: Any, where: str) -> Any:
         return float(value)
     # floats: a list of numbers, one number, or a comma-separated string
     if isinstance(value, str):
-        return tuple(float(v) for v in parse_list(value, label))
+        return tuple(float(v) for v in parse_list(value, label, positive=not option.signed))
     items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
     out = []
     for v in items:
@@ -160,6 +163,11 @@ def with_rules(schema: Mapping[str, Option], rules: Mapping[str, Applies]) -> di
         raise ValueError(f"rules for unknown option(s) {', '.join(unknown)}")
     return {name: dataclasses.replace(opt, applies=rules[name]) if name in rules else opt
             for name, opt in schema.items()}
+
+
+def signed(schema: Mapping[str, Option], *names: str) -> dict[str, Option]:
+    """``schema`` with the "floats" options ``names`` accepting zero and negative numbers in a string."""
+    return {name: dataclasses.replace(opt, signed=True) if name in names else opt for name, opt in schema.items()}
 
 
 def option_label(name: str, where: str) -> str:

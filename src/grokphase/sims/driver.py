@@ -107,7 +107,20 @@ class Task(NamedTuple):
     from its conditional posterior), applied before every gradient step; the update rule must then
     leave those parameters alone (``optax.multi_transform`` with ``optax.set_to_zero``).  ``cpu_group``
     (optional): networks per ``lax.map`` group on each CPU device (:func:`default_group`); the
-    observation then runs in the same groups."""
+    observation then runs in the same groups.
+
+    **Order parameter and umbrella sampling** (THEORY.md §7).  ``order_parameter(theta, data, hyper)
+    -> m`` (optional; a float64 scalar) is the model's declared order parameter, linear in the readout
+    for fixed first-layer weights, named ``order_parameter_name`` (e.g. "target_component",
+    "learned_3").  With ``umbrella`` (a static choice of the task) the sampled potential gains the
+    harmonic bias of the member's window, :func:`umbrella_bias`: s2 (kappa/2)(m - m0)^2 with
+    ``hyper.umbrella_kappa``, ``hyper.umbrella_m0`` per member (array leaves: one compile for every
+    window), i.e. (kappa/2)(m - m0)^2 added to -log posterior; a ``gibbs`` update must then draw from the
+    biased conditional.  Every record then also holds ``order_parameter`` (m) and ``potential``
+    (``loss`` in float64: L over the training data, without prior, penalty or bias), the inputs of
+    MBAR.  Without ``umbrella`` nothing of this is computed (runs are bit-identical to a task without
+    an order parameter); a kappa = 0 window runs the plain chain up to rounding (XLA compiles the two
+    programs differently: ~1e-16 relative in float64)."""
 
     make_data: Callable
     init: Callable
@@ -119,6 +132,40 @@ class Task(NamedTuple):
     penalty: Callable | None = None
     gibbs: Callable | None = None
     cpu_group: int | None = None
+    order_parameter: Callable | None = None
+    order_parameter_name: str | None = None
+    umbrella: bool = False
+
+
+def umbrella_bias(m, hyper):
+    """The harmonic umbrella bias of one member in the units of the potential (L):
+    s2 (kappa/2)(m - m0)^2, i.e. U = (kappa/2)(m - m0)^2 added to -log posterior = L/s2 + ... (THEORY.md
+    §1: a penalty R of the posterior enters the potential as s2 R).  ``hyper`` has ``s2``,
+    ``umbrella_kappa`` and ``umbrella_m0``."""
+    return hyper.s2 * (0.5 * hyper.umbrella_kappa) * (m - hyper.umbrella_m0) ** 2
+
+
+def umbrella_records(task: Task, z, opt_state, data, hyper) -> dict:
+    """The records an umbrella task adds at every record time: ``order_parameter`` (m, float64),
+    ``potential`` (the loss L over the training data in float64: the sampled likelihood term, without
+    prior, penalty or bias) and ``bias_stiffness``: eta s2 kappa |grad_z m|^2 over the parameters the
+    update rule moves (a Gibbs-drawn readout excluded), the bias's curvature times the step along grad m.
+    The discrete Langevin chain is stable in that direction only below 2, and its O(eta) variance error
+    there is a factor 1/(1 - x/2) (THEORY.md §1); keep it well below 1.  It is read off the update rule
+    itself: tx(grad m) - tx(0) with one key is -eta grad m on the moved parameters and 0 elsewhere."""
+    std = task.prior_std(z, hyper)
+    theta = scale_params(z, std)
+    theta64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), theta)
+    grad_m = jax.grad(lambda zz: task.order_parameter(scale_params(zz, std), data, hyper))(z)
+    tx = _as_tx(task.make_tx(hyper))
+    key = jax.random.PRNGKey(0)
+    moved = tx.update(grad_m, opt_state, z, key=key)[0]
+    still = tx.update(jax.tree_util.tree_map(jnp.zeros_like, grad_m), opt_state, z, key=key)[0]
+    step = sum(jnp.sum((a.astype(jnp.float64) - b.astype(jnp.float64)) * g.astype(jnp.float64))
+               for a, b, g in zip(*(jax.tree_util.tree_leaves(t) for t in (moved, still, grad_m))))
+    return {"order_parameter": jnp.asarray(task.order_parameter(theta, data, hyper), jnp.float64),
+            "potential": jnp.asarray(task.loss(theta64, data), jnp.float64),
+            "bias_stiffness": -jnp.asarray(hyper.s2 * hyper.umbrella_kappa, jnp.float64) * step}
 
 
 class ChainState(NamedTuple):
@@ -170,6 +217,8 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
         value = task.loss(theta, data)
         if task.penalty is not None:
             value = value + task.penalty(theta, hyper)
+        if task.umbrella:
+            value = value + umbrella_bias(task.order_parameter(theta, data, hyper), hyper).astype(value.dtype)
         return value
 
     loss, grads = jax.value_and_grad(potential)(z)
@@ -232,6 +281,8 @@ def _make_functions(task: Task, group: int | None = None, mesh: Mesh | None = No
     def observe_member(state: ChainState, data, hyper, weight):
         theta = scale_params(state.z, task.prior_std(state.z, hyper))
         record, accum = task.observe(theta, data, hyper, state.accum, weight)
+        if task.umbrella:
+            record = {**record, **umbrella_records(task, state.z, state.opt_state, data, hyper)}
         return record, state._replace(accum=accum)
 
     init_v = jax.jit(jax.vmap(init_member))

@@ -14,7 +14,10 @@ random numbers across s2).  Three protocols run it (:func:`run`):
   2 = heating); the Dataset gains a ``branch`` dimension, each branch with s2 ascending;
 * **replica exchange** (``sim.replica_exchange``): one ladder per unit, one replica per s2 (sorted
   ascending), :func:`grokphase.sims.replica.run_replica_exchange`; the Dataset is the independent
-  run's plus the swap statistics.
+  run's plus the swap statistics;
+* **umbrella** (``sim.umbrella_m0`` or ``sim.umbrella_range``): harmonic windows on the model's order
+  parameter, every s2 x start x window x unit one ensemble, :func:`grokphase.sims.umbrella.run_umbrella`
+  (THEORY.md §7; the Dataset gains ``window`` and optionally ``start`` dimensions and the MBAR inputs).
 
 **What a model supplies** (:class:`SimModel`): its result kind, the per-unit keys and labels, the
 hyperparameters at given s2 values, its ordered start, its Dataset builder and its checkpoint
@@ -76,6 +79,15 @@ class SimModel(NamedTuple):
     ordered_rungs(sim, members) -> indices (optional): the replica-exchange members that can start
         ordered (the others start at the prior); None: the model has no ordered replica-exchange
         start, and its Datasets carry no ``replica_start`` attribute.
+    unit_dims(sim) -> {dim: size} (optional): the Dataset dimensions of one s2's units, in member order
+        ({"seed": seeds}; {"dataset": D, "init": I}); needed by umbrella runs.
+    system_dims(sim) -> str (optional): the space-separated unit dimensions that index different
+        posteriors (different data), "" when every unit samples the same one; written as the umbrella
+        Dataset's ``umbrella_system_dims``.
+
+    The hyperparameter pytree must have the fields ``umbrella_kappa`` and ``umbrella_m0`` (None outside
+    umbrella runs) and the task an ``order_parameter`` (:class:`grokphase.sims.driver.Task`) for umbrella
+    runs.
     """
 
     kind: str
@@ -90,6 +102,8 @@ class SimModel(NamedTuple):
     ladder_shared: tuple[str, ...]
     annotate_ladder: Callable[[xr.Dataset, Any], xr.Dataset] | None = None
     ordered_rungs: Callable[[Any, Members], np.ndarray] | None = None
+    unit_dims: Callable[[Any], dict] | None = None
+    system_dims: Callable[[Any], str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +172,12 @@ def run(model: SimModel, sim, task: Task, *, devices=None, ensemble_chunk: int |
     timing in the attributes (:func:`write_timing`).  ``devices`` and ``ensemble_chunk`` go to the
     driver (replica exchange runs on one device); ``checkpoint_dir`` enables periodic atomic
     checkpoints and resumption."""
+    if getattr(sim, "umbrella_m0", None) is not None or getattr(sim, "umbrella_range", None) is not None:
+        from grokphase.sims.umbrella import run_umbrella
+
+        return run_umbrella(model, sim, task, devices=devices, ensemble_chunk=ensemble_chunk,
+                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
+                            stop_after_records=stop_after_records)
     if sim.replica_exchange:
         return _run_replica(model, sim, task, checkpoint_dir, checkpoint_every, progress, stop_after_records)
     if sim.anneal != "none":
@@ -307,8 +327,16 @@ def _run_replica(model: SimModel, sim, task: Task, checkpoint_dir, checkpoint_ev
 
 def summary_points(ds: xr.Dataset, point: Callable[[xr.Dataset, int], dict]) -> list[dict]:
     """The CLI's JSON points: ``point(ds, i)`` for every s2 index i (and per branch of an annealing
-    run: the points gain "branch")."""
+    run: the points gain "branch"; per start and window of an umbrella run: "start", "window",
+    "window_m0", "window_kappa")."""
     if "branch" in ds.dims:
         return [{"branch": str(b), **pt} for b in ds["branch"].values
                 for pt in summary_points(ds.sel(branch=b), point)]
+    if "start" in ds.dims:
+        return [{"start": str(b), **pt} for b in ds["start"].values
+                for pt in summary_points(ds.sel(start=b), point)]
+    if "window" in ds.dims:
+        return [{"window": int(j), "window_m0": float(ds["window_m0"].values[j]),
+                 "window_kappa": float(ds["window_kappa"].values[j]), **pt}
+                for j in range(ds.sizes["window"]) for pt in summary_points(ds.isel(window=j), point)]
     return [point(ds, i) for i in range(ds.sizes["s2"])]

@@ -15,7 +15,8 @@ from grokphase.analysis.compare import compare_modular, compare_modular_summary
 from grokphase.analysis.hysteresis import hysteresis_modular
 from grokphase.analysis.replica import replica_summary
 from grokphase.errors import ParameterError
-from grokphase.experiments.options import Applies, Option, check_fits, only_with, options_of, resolve, with_rules
+from grokphase.experiments.options import (Applies, Option, check_fits, only_with, option_label, options_of, resolve,
+                                           signed, with_rules)
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import save_dataset
 from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
@@ -29,7 +30,8 @@ KIND = "sims.modular"
 
 _FIELDS = ("P", "N", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay", "seeds", "seed",
            "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "replica_exchange",
-           "swap_every", "ordered_droplets", "theory_convention")
+           "swap_every", "ordered_droplets", "theory_convention", "umbrella_m0", "umbrella_kappa", "umbrella_start",
+           "umbrella_range", "umbrella_windows")
 
 #: the [[sim]] schema: ModularSim's fields and defaults; alpha may list several training fractions
 #: (one run each); parametrisation defaults to paper for Langevin and gromov for the plain optimisers
@@ -49,10 +51,20 @@ def _parametrisation(o) -> str:
     return o["parametrisation"] or ("paper" if o["optimizer"] == "langevin" else "gromov")
 
 
+def _umbrella(o) -> bool:
+    return o["umbrella_m0"] is not None or o["umbrella_range"] is not None
+
+
 def _ordered_start(o) -> bool:
     """Whether some chain starts from the droplet saddle (driver.ladder_branches; replica exchange
-    starts its rungs ordered only with start = ordered)."""
-    return o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+    starts its rungs ordered only with start = ordered; umbrella windows with umbrella_start ordered or
+    both)."""
+    return (o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+            or (_umbrella(o) and o["umbrella_start"] in ("ordered", "both")))
+
+
+#: the umbrella options apply to umbrella runs only (sims/umbrella.py)
+UMBRELLA = Applies("with umbrella windows (umbrella_m0 or umbrella_range)", _umbrella, ("umbrella_m0", "umbrella_range"))
 
 
 #: where an option has an effect: given elsewhere it is an error, not silently ignored (and recorded)
@@ -63,9 +75,16 @@ OPTIONS = with_rules(OPTIONS, {
     "swap_every": only_with("replica_exchange", True),
     "sa2": Applies("with the paper parametrisation (gromov fixes the readout scale 1/((2P)^2 N))",
                    lambda o: _parametrisation(o) == "paper", ("parametrisation", "optimizer")),
-    "ordered_droplets": Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both)",
-                                _ordered_start, ("start", "anneal")),
+    "ordered_droplets": Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both, "
+                                "or umbrella_start = ordered or both)", _ordered_start,
+                                ("start", "anneal", "umbrella_start")),
+    "umbrella_kappa": UMBRELLA,
+    "umbrella_start": UMBRELLA,
+    "umbrella_windows": Applies("with umbrella_range (planned windows)", lambda o: o["umbrella_range"] is not None,
+                                ("umbrella_range",)),
 })
+#: window centres and ranges may be zero or negative, stiffnesses zero
+OPTIONS = signed(OPTIONS, "umbrella_m0", "umbrella_kappa", "umbrella_range")
 TABLE_KEYS = set(OPTIONS) | {"name"}
 
 
@@ -80,7 +99,11 @@ def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict
         raise ParameterError(f"--alpha values must be in (0, 1], got {alphas.tolist()}")
     par = o["parametrisation"] or ("paper" if o["optimizer"] == "langevin" else "gromov")
     fields = {k: o[k] for k in _FIELDS if k != "parametrisation"}
-    return [ModularSim(alpha=float(a), parametrisation=par, **fields) for a in alphas]
+    sims = [ModularSim(alpha=float(a), parametrisation=par, **fields) for a in alphas]
+    if opts.get("plot") and sims[0].umbrella:
+        raise ParameterError(f"{option_label('plot', where)}: an umbrella run has no figure of its own (the "
+                             "free-energy analysis reads its result); remove it")
+    return sims
 
 
 def check_memory(sims: list[ModularSim], opts: Mapping[str, Any], where: str) -> None:
@@ -110,6 +133,8 @@ def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None
     ds = xr.concat([r.expand_dims(alpha=[float(a)]) for r, a in zip(results, alphas)], dim="alpha",
                    combine_attrs="override")
     ds.attrs["param_alpha"] = alphas
+    if ds.attrs.get("umbrella") == 1:             # every training fraction is a posterior of its own
+        ds.attrs["umbrella_system_dims"] = " ".join(["alpha", *str(ds.attrs["umbrella_system_dims"]).split()])
     return ds
 
 

@@ -17,7 +17,8 @@ from grokphase.analysis.hysteresis import hysteresis_teacher_student
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_summary
 from grokphase.analysis.single_index import compare_family, family_summary
 from grokphase.errors import ParameterError
-from grokphase.experiments.options import Applies, Option, check_fits, only_with, option_label, options_of, resolve, with_rules
+from grokphase.experiments.options import (Applies, Option, check_fits, only_with, option_label, options_of, resolve,
+                                           signed, with_rules)
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import _jsonable, load_dataset, parameters_of, save_dataset
 from grokphase.plotting import plot_result
@@ -44,7 +45,8 @@ OPTIONS: dict[str, Option] = {
     "burn_in": Option("burn_in", "int", None, "steps before recording averages (default steps // 4)", True),
     **options_of(TeacherStudentSim, ("lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype",
                                      "replica_exchange", "swap_every", "anneal", "start", "ordered_droplets",
-                                     "ordered_theory", "ordered_approximation")),
+                                     "ordered_theory", "ordered_approximation", "umbrella_m0", "umbrella_kappa",
+                                     "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree")),
     "activation": Option("activation", "str", FAMILY_DEFAULTS["activation"],
                          f"the student's activation: {', '.join(ACTIVATIONS)}"),
     "target": Option("target", "str", FAMILY_DEFAULTS["target"],
@@ -56,13 +58,21 @@ OPTIONS: dict[str, Option] = {
 }
 
 
+def _umbrella(o) -> bool:
+    return o["umbrella_m0"] is not None or o["umbrella_range"] is not None
+
+
 def _ordered_start(o) -> bool:
-    """Whether some chain starts from the ordered droplet saddle (driver.ladder_branches)."""
-    return o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+    """Whether some chain starts from the ordered droplet saddle (driver.ladder_branches; umbrella
+    windows with umbrella_start ordered or both)."""
+    return (o["start"] == "ordered" or (o["anneal"] in ("up", "both") and o["start"] != "prior")
+            or (_umbrella(o) and o["umbrella_start"] in ("ordered", "both")))
 
 
-ORDERED_START = Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both)",
-                        _ordered_start, ("start", "anneal"))
+ORDERED_START = Applies("with an ordered start (start = ordered, or a heating branch: anneal = up or both, or "
+                        "umbrella_start = ordered or both)", _ordered_start, ("start", "anneal", "umbrella_start"))
+#: the umbrella options apply to umbrella runs only (sims/umbrella.py)
+UMBRELLA = Applies("with umbrella windows (umbrella_m0 or umbrella_range)", _umbrella, ("umbrella_m0", "umbrella_range"))
 #: where an option has an effect: given elsewhere it is an error, not silently ignored (and recorded)
 OPTIONS = with_rules(OPTIONS, {
     "weight_decay": only_with("optimizer", "adamw"),
@@ -70,7 +80,14 @@ OPTIONS = with_rules(OPTIONS, {
     "ordered_droplets": ORDERED_START,
     "ordered_theory": ORDERED_START,
     "ordered_approximation": ORDERED_START,
+    "umbrella_kappa": UMBRELLA,
+    "umbrella_start": UMBRELLA,
+    "umbrella_degree": UMBRELLA,
+    "umbrella_windows": Applies("with umbrella_range (planned windows)", lambda o: o["umbrella_range"] is not None,
+                                ("umbrella_range",)),
 })
+#: window centres and ranges may be zero or negative, stiffnesses zero
+OPTIONS = signed(OPTIONS, "umbrella_m0", "umbrella_kappa", "umbrella_range")
 TABLE_KEYS = set(OPTIONS) | {"name"}
 
 
@@ -85,7 +102,8 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
     sim_fields = {k: o[k] for k in ("datasets", "inits", "seed", "steps", "lr", "record_every", "log_times",
                                     "optimizer", "weight_decay", "dtype", "replica_exchange", "swap_every", "anneal",
                                     "start", "ordered_droplets", "ordered_theory", "ordered_approximation",
-                                    "activation", "target")}
+                                    "activation", "target", "umbrella_m0", "umbrella_kappa", "umbrella_start",
+                                    "umbrella_range", "umbrella_windows", "umbrella_degree")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 

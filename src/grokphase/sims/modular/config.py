@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grokphase.errors import ParameterError
+from grokphase.sims import umbrella as umb
 from grokphase.sims.driver import Schedule, ladder_branches
 
 PARAMETRISATIONS = ("paper", "gromov")
@@ -31,7 +32,12 @@ IPR_BINS = 50
 class ModularSim:
     """A modular-addition simulation: sizes, training fraction, optimiser, a list of s2 values
     (Langevin temperatures; ignored by the plain optimisers except as a label) and ``seeds``
-    networks per s2 (each its own data split and initialisation)."""
+    networks per s2 (each its own data split and initialisation).
+
+    Umbrella windows on the target component m = (f, y)/(y, y) (THEORY.md §7,
+    :mod:`grokphase.sims.umbrella`): ``umbrella_m0`` (centres) with ``umbrella_kappa`` (one value or one
+    per window, log-posterior units), or ``umbrella_range`` (lo, hi) with optional ``umbrella_windows``
+    and ``umbrella_kappa`` (planned from pilot runs); ``umbrella_start``: prior, ordered or both."""
 
     P: int = 59
     N: int = 256
@@ -58,6 +64,11 @@ class ModularSim:
     swap_every: int = 10
     ordered_droplets: str = "all"
     theory_convention: str = "paper"
+    umbrella_m0: tuple | None = None
+    umbrella_kappa: tuple | None = None
+    umbrella_start: str = "prior"
+    umbrella_range: tuple | None = None
+    umbrella_windows: int | None = None
 
     def __post_init__(self):
         for name in ("P", "N", "seeds", "ipr_bins", "swap_every"):
@@ -128,6 +139,16 @@ class ModularSim:
         if self.sa2 is not None and not (math.isfinite(self.sa2) and self.sa2 > 0):
             raise ParameterError(f"sa2 must be a finite number > 0, got {self.sa2!r}")
         Schedule(self.steps, self.burn_in, self.record_every, self.log_times)
+        ordered_problem = None
+        if self.parametrisation != "paper" or self.gamma <= 0 or self.P < 3:
+            ordered_problem = ("the ordered start is built from the theory's droplet saddle, which needs the paper "
+                               "parametrisation, gamma > 0 and P >= 3")
+        umb.check_options(self, ordered_problem)
+
+    @property
+    def umbrella(self) -> bool:
+        """Whether this is an umbrella run (explicit or planned windows)."""
+        return umb.is_umbrella(self)
 
     @property
     def n_train(self) -> int:
@@ -161,11 +182,12 @@ class ModularSim:
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
         out["n_train"] = self.n_train
-        return out
+        return umb.umbrella_parameters(out)          # umbrella options only when set: plain runs keep their hashes
 
 
 class ModHyper(NamedTuple):
-    """Per-network hyperparameters (array leaves); phi_plus: the theory's droplet saddle (NaN: none)."""
+    """Per-network hyperparameters (array leaves); phi_plus: the theory's droplet saddle (NaN: none);
+    umbrella_kappa, umbrella_m0: the member's umbrella window (None outside umbrella runs: no leaves)."""
 
     s2: Any
     sa2: Any
@@ -173,6 +195,8 @@ class ModHyper(NamedTuple):
     lr: Any
     weight_decay: Any
     phi_plus: Any
+    umbrella_kappa: Any = None
+    umbrella_m0: Any = None
 
 
 def _hyper(sim: ModularSim, s2: np.ndarray, phi: np.ndarray) -> ModHyper:

@@ -66,6 +66,10 @@ MODEL = protocols.SimModel(
     replica_set_dim="seed",
     ladder_shared=("theory_phi_plus",),
     ordered_rungs=_ordered_rungs,
+    unit_dims=lambda sim: {"seed": sim.seeds},
+    # every seed draws its own training split when alpha < 1 (a posterior of its own); the whole table
+    # is one posterior for every seed
+    system_dims=lambda sim: "seed" if sim.alpha < 1.0 else "",
 )
 
 
@@ -88,7 +92,8 @@ def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = N
     """Run the simulation by the protocol ``sim`` asks for (:func:`grokphase.sims.protocols.run`): with
     ``sim.anneal`` != "none" the s2 ladder is swept with the state carried from one s2 to the next and
     the Dataset gains a ``branch`` dimension (cooling, heating); with ``sim.replica_exchange`` the s2
-    ladder is run as replica exchange."""
+    ladder is run as replica exchange; with umbrella windows (``sim.umbrella_m0`` or
+    ``sim.umbrella_range``) every window is one more ensemble axis (:mod:`grokphase.sims.umbrella`)."""
     return protocols.run(MODEL, sim, make_task(sim), devices=devices, ensemble_chunk=ensemble_chunk,
                          checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
                          stop_after_records=_stop_after_records)

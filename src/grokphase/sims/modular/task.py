@@ -17,8 +17,11 @@ from grokphase.sims import fourier
 from grokphase.sims.driver import Task
 from grokphase.sims.langevin import langevin
 from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, ModularSim
-from grokphase.sims.modular.readout import (_draw_from_gram, full_table_Fy, full_table_gram, full_table_loss,
-                                            gibbs_readout)
+from grokphase.sims.modular.readout import (ReadoutBias, _draw_from_gram, full_table_Fy, full_table_gram,
+                                            full_table_loss, gibbs_readout)
+
+#: the modular model's order parameter (THEORY.md §7): the target component on the whole table
+ORDER_PARAMETER = "target_component"
 
 class SquareNet(nn.Module):
     """f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2 for integer pairs x = (n, m).
@@ -61,22 +64,38 @@ def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     the loss and the Gibbs readout's Gram matrices can use the closed-form sums of
     :func:`full_table_loss` / :func:`full_table_gram` (O(N^2 P) instead of O(N P^3) for the loss and
     O(N^2 P^2) for the Gram matrix); ``full_table_algebra=None`` (default) uses them when that is
-    cheaper, N < P^2; True / False forces either form (same values to rounding)."""
+    cheaper, N < P^2; True / False forces either form (same values to rounding).
+
+    The task declares the model's order parameter (``order_parameter``, named "target_component"):
+    m = (f, y)/(y, y) over the whole P x P table, m = scale sum_{i,p} (F^T y)_ip a_ip / (P (P - 1)) with
+    F^T y of :func:`full_table_Fy` (float64; linear in the readout a for fixed w).  An umbrella sim
+    (``sim.umbrella``) builds the umbrella task: the driver adds the window's bias to the potential and
+    the Gibbs readout draws from the biased conditional (:class:`ReadoutBias`)."""
     gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
     closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0, gibbs, closed)
+                      float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
-               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True) -> Task:
+               ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True,
+               umbrella: bool = False) -> Task:
     dtype = DTYPES[dtype_name]
     model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
     pairs_all = jnp.asarray(all_pairs(P))
     y_all = targets(pairs_all, P, dtype)
     y_norm2 = jnp.sum(y_all * y_all)
     answer_all = (pairs_all[:, 0] + pairs_all[:, 1]) % P
+    yy = float(P * (P - 1))                     # (y, y) over the whole table, exactly
+
+    def order_parameter(theta, data, hyper):
+        """m = (f, y)/(y, y) on the whole table (float64), from F^T y: linear in the readout."""
+        return scale * jnp.sum(full_table_Fy(theta["w"]) * theta["a"].astype(jnp.float64)) / yy
+
+    def readout_bias(w, c, hyper, eps):
+        """The window on m = g.z_a for the readout's unit variables z_a: g = c F^T y/(y, y)."""
+        return ReadoutBias(c * full_table_Fy(w) / yy, hyper.umbrella_kappa, hyper.umbrella_m0, eps)
 
     def make_data(key, hyper):
         perm = jax.random.permutation(key, P * P) if split else jnp.arange(P * P)
@@ -147,7 +166,9 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
             # (gibbs_readout with xi = 0), same expectation as the sampled network's, without the
             # readout's sampling noise
             c = scale * prior_std(theta, hyper)["a"]
-            za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)))
+            # (an umbrella window: the mean of the window's biased conditional)
+            bias = readout_bias(theta["w"], c, hyper, jnp.zeros((), jnp.float64)) if umbrella else None
+            za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)), bias=bias)
             tc_mean = c * jnp.sum(full_table_Fy(theta["w"]) * za_mean) / y_norm2    # <F z, y> = sum (F^T y) z
         else:
             tc_mean = tc
@@ -179,12 +200,12 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         }
         return record, accum
 
-    def readout_draw(w, data, c, s2, xi, eps=None):
+    def readout_draw(w, data, c, s2, xi, eps=None, bias=None):
         if not split and full_table:
             G, Fy = full_table_gram(w)
-            return _draw_from_gram(G, Fy, c, s2, xi)
+            return _draw_from_gram(G, Fy, c, s2, xi, bias)
         idx = data["train_idx"]
-        return gibbs_readout(w, pairs_all[idx], y_all[idx], c, s2, xi, eps)
+        return gibbs_readout(w, pairs_all[idx], y_all[idx], c, s2, xi, eps, bias)
 
     def gibbs(z, data, hyper, key):
         std = prior_std(z, hyper)
@@ -192,7 +213,11 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         # the dual (N > n) form of gibbs_readout also needs the likelihood's noise
         eps = (jax.random.normal(jax.random.fold_in(key, 1), (n_train, P), jnp.float64)
                if N > n_train and not (not split and full_table) else None)
-        z_a = readout_draw(std["w"] * z["w"], data, scale * std["a"], hyper.s2, xi, eps)
+        w, c = std["w"] * z["w"], scale * std["a"]
+        bias = None
+        if umbrella:                 # the window's extra normal: its own stream (xi and eps keep theirs)
+            bias = readout_bias(w, c, hyper, jax.random.normal(jax.random.fold_in(key, 2), (), jnp.float64))
+        z_a = readout_draw(w, data, c, hyper.s2, xi, eps, bias)
         return {**z, "a": z_a.astype(z["a"].dtype)}
 
     # one network per lax.map step on a CPU: a network's (P^2, N) temporaries already exceed the
@@ -200,5 +225,6 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     # float64 LAPACK calls of the Gibbs readout across networks were seen to hang XLA:CPU
     # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
     return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
-                cpu_group=1)
+                cpu_group=1, order_parameter=order_parameter, order_parameter_name=ORDER_PARAMETER,
+                umbrella=umbrella)
 

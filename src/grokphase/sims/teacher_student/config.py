@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grokphase.errors import ParameterError
+from grokphase.sims import umbrella as umb
 from grokphase.sims.driver import Schedule, ladder_branches
 from grokphase.theory.single_index import ACTIVATIONS, HermiteTarget, get_activation, get_target
 from grokphase.theory.teacher_student import TeacherStudentParams
@@ -52,6 +53,8 @@ class TSHyper(NamedTuple):
     eps: Any
     lr: Any
     weight_decay: Any
+    umbrella_kappa: Any = None       # the member's umbrella window (None outside umbrella runs: no leaves)
+    umbrella_m0: Any = None
 
 
 
@@ -63,6 +66,12 @@ class TeacherStudentSim:
     Sizes N, n, d are integers; :meth:`from_scaling` builds them from the beta = 1 configuration with
     the Table-1 scaling (rounded to the nearest integer; sa2 and s2 are scaled exactly).  The
     defaults are the paper's App. C configuration at beta = 1.
+
+    Umbrella windows on the learned fraction of target degree ``umbrella_degree`` (default the highest
+    target degree: 3 for the paper's He1 + eps He3; THEORY.md §7, :mod:`grokphase.sims.umbrella`):
+    ``umbrella_m0`` (centres) with ``umbrella_kappa`` (one value or one per window, log-posterior units),
+    or ``umbrella_range`` (lo, hi) with optional ``umbrella_windows`` and ``umbrella_kappa`` (planned from
+    pilot runs); ``umbrella_start``: prior, ordered or both.
     """
 
     # the model's defaults are the theory's (App. C at beta = 1), written once in TeacherStudentParams
@@ -102,6 +111,12 @@ class TeacherStudentSim:
     ordered_approximation: str = "exact"
     activation: Any = "erf"
     target: str | None = None
+    umbrella_m0: tuple | None = None
+    umbrella_kappa: tuple | None = None
+    umbrella_start: str = "prior"
+    umbrella_range: tuple | None = None
+    umbrella_windows: int | None = None
+    umbrella_degree: int | None = None
 
     def __post_init__(self):
         self._check_family()
@@ -164,6 +179,29 @@ class TeacherStudentSim:
                                  f"He1 + eps He3); activation {self.activation_name!r} with target "
                                  f"{self.hermite_target.spec!r} starts from the prior only (start = prior; anneal "
                                  f"down, not up or both)")
+        ordered_problem = None if self.paper_model else (
+            f"the ordered (droplet-saddle) start needs the paper's model (erf student, target He1 + eps He3), not "
+            f"activation {self.activation_name!r} with target {self.hermite_target.spec!r}: use umbrella_start = prior")
+        umb.check_options(self, ordered_problem)
+        if self.umbrella_degree is not None:
+            if not self.umbrella:
+                raise ParameterError("umbrella_degree applies only to umbrella windows: give umbrella_m0 (or "
+                                     "umbrella_range)")
+            if isinstance(self.umbrella_degree, bool) or self.umbrella_degree not in self.degrees:
+                raise ParameterError(f"umbrella_degree must be one of the target's degrees {list(self.degrees)}, "
+                                     f"got {self.umbrella_degree!r}")
+            object.__setattr__(self, "umbrella_degree", int(self.umbrella_degree))
+
+    @property
+    def umbrella(self) -> bool:
+        """Whether this is an umbrella run (explicit or planned windows)."""
+        return umb.is_umbrella(self)
+
+    @property
+    def order_degree(self) -> int:
+        """The target degree whose learned fraction is the order parameter (``umbrella_degree``, default the
+        highest target degree)."""
+        return self.umbrella_degree if self.umbrella_degree is not None else max(self.degrees)
 
     def _check_family(self) -> None:
         """Validate ``activation`` (a registry name, or in Python a JAX-traceable callable) and ``target``
@@ -257,12 +295,12 @@ class TeacherStudentSim:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
-        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS}.items():
+        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS, "umbrella_degree": None}.items():
             if out[name] == default:
                 del out[name]
         if "activation" in out:
             out["activation"] = self.activation_name
-        return out
+        return umb.umbrella_parameters(out)          # umbrella options only when set: plain runs keep their hashes
 
     def branches(self) -> list[tuple[str, np.ndarray, str]]:
         """(branch name, s2 ladder in run order, start) of every chain family

@@ -106,7 +106,8 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     q_hist = np.asarray(acc["q_hist"]).reshape(shape + (sim.q_bins,))
     data_vars["q_hist"] = (("s2", "dataset", "init", "q"), q_hist)
     data_vars["q_overflow"] = (("s2", "dataset", "init"), np.asarray(acc["q_overflow"]).reshape(shape))
-    thr, theory_droplet = droplet_thresholds(sim)
+    # an umbrella run builds one part per (start, window) at the same sim: solve the theory once
+    thr, theory_droplet = (np.array(v) for v in _umbrella_thresholds(sim)) if sim.umbrella else droplet_thresholds(sim)
     beyond = np.abs(coords["q"])[None, :] > thr[:, None]                       # (S, B)
     total = q_hist.sum(axis=-1) + data_vars["q_overflow"][1]
     frac = ((q_hist * beyond[:, None, None, :]).sum(axis=-1) + data_vars["q_overflow"][1]) / total
@@ -168,6 +169,11 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
         ds.attrs["activation"] = sim.activation_name
         ds.attrs["target"] = sim.hermite_target.spec
     return annotate_result(ds, sim)
+
+
+@functools.lru_cache(maxsize=4)
+def _umbrella_thresholds(sim: TeacherStudentSim) -> tuple[np.ndarray, np.ndarray]:
+    return droplet_thresholds(sim)
 
 
 def _test_targets(task: Task, sim: TeacherStudentSim, keys: np.ndarray, block: int = 16) -> np.ndarray:

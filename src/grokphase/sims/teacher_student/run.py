@@ -93,6 +93,8 @@ MODEL = protocols.SimModel(
     replica_set_dim="chain",
     ladder_shared=("droplet_threshold", "theory_droplet_fraction", "q_edges", "qt_q_edges", "t_edges"),
     annotate_ladder=_annotate_ladder,
+    unit_dims=lambda sim: {"dataset": sim.datasets, "init": sim.inits},
+    system_dims=lambda sim: "dataset",          # every data set its own posterior; inits sample the same one
 )
 
 

@@ -141,19 +141,27 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
 
     The task depends only on the static sizes and choices (never on s2, lr or the priors, which are
     per-network array arguments), and is cached on them, so a second simulation with the same sizes
-    reuses the compiled executables."""
+    reuses the compiled executables.
+
+    The task declares the model's order parameter (``order_parameter``, named "learned_<k>"): the
+    learned fraction of target degree k = ``sim.order_degree`` (the exact population projection, as the
+    records ``learned`` / ``cubic_learned``; linear in the readout a for fixed w).  An umbrella sim builds
+    the umbrella task: the driver adds the window's bias to the potential (gradients through w and a)."""
     if model is None:
         model = TwoLayerNet(sim.N) if sim.paper_model else TwoLayerNet(sim.N, activation=sim.activation)
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
-                      sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target)
+                      sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
+                      sim.umbrella)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
-               target: str | None = None) -> Task:
+               target: str | None = None, order_degree: int | None = None, umbrella: bool = False) -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
-    (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients)."""
+    (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
+    ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
+    umbrella task (:class:`grokphase.sims.driver.Task`)."""
     dtype = DTYPES[dtype_name]
     paper_erf = target is None and isinstance(activation, str) and activation == "erf"
     if target is None:
@@ -259,6 +267,21 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         }
 
     record_names = scalar_names + DEGREE_RECORDS
+    order_degree = max(degrees) if order_degree is None else int(order_degree)
+    k_index = list(degrees).index(order_degree)
+
+    def order_parameter(theta, data, hyper):
+        """The learned fraction of degree ``order_degree``: the same arithmetic as its record (float64)."""
+        w, a, w_star = theta["w"], theta["a"], data["w_star"]
+        if target is None:
+            if paper_erf:
+                p1, p3 = population_projections(w, a, w_star)
+            else:
+                p1, p3 = family_projections(w, a, w_star, activation, degrees)
+            m = p1 if order_degree == 1 else p3 / (SQRT6 * hyper.eps.astype(w.dtype))
+        else:
+            m = (family_projections(w, a, w_star, activation, degrees) / jnp.asarray(yhat, jnp.float64))[k_index]
+        return m.astype(jnp.float64)
 
     def observe(theta, data, hyper, accum, weight):
         w, w_star = theta["w"], data["w_star"]
@@ -295,4 +318,5 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         }
         return record, accum
 
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe)
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, order_parameter=order_parameter,
+                order_parameter_name=f"learned_{order_degree}", umbrella=umbrella)
