@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
+
 from grokphase.cli.common import _emit, _positive
 from grokphase.io import load_dataset, save_dataset
 
@@ -38,6 +40,11 @@ def add_parser(groups) -> None:
     p.add_argument("--bootstrap", type=_int_at_least(10), default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap replicates per system for the standard errors (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--theory", action="store_true",
+                   help="also the mean-field theory's F(m) at every target s2 on the profile's m range (modular: "
+                        "finite-P theory in the simulated network's normalisation; teacher-student: the paper's "
+                        "erf model, exact finite-d theory at the simulated sizes): JSON theory_profiles, dashed "
+                        "lines in --plot")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="draw F(m) at every target s2")
     p.add_argument("--out", metavar="PROFILE.nc", default=None, help="save the profiles and results (netCDF)")
     p.add_argument("--json", action="store_true", help="print a one-object JSON summary on stdout")
@@ -79,13 +86,20 @@ def cmd_free_energy(args) -> int:
     summary = result.to_dict()
     if "start" in ds["order_parameter_trajectory"].dims and ds.sizes["start"] == 2:
         summary["start_agreement"] = start_agreement(ds).to_dict()
+    theory = None
+    if args.theory:
+        from grokphase.analysis.free_energy_theory import theory_profiles
+        m_all = np.concatenate([np.asarray(p["m"], np.float64) for p in summary["profiles"]])
+        grid = np.linspace(float(np.min(m_all)), float(np.max(m_all)), 81)
+        theory = theory_profiles(ds, [p["s2"] for p in summary["profiles"]], grid)
+        summary["theory_profiles"] = [{"s2": s, "m": mm.tolist(), "F": FF.tolist()} for s, (mm, FF) in theory.items()]
     out = result.to_dataset(parameters={"source": args.result, "seed": args.seed}, source=ds)
     if args.out:
         save_dataset(out, args.out)
         summary["out"] = args.out
     if args.plot:
         from grokphase.plotting.free_energy import plot_free_energy
-        plot_free_energy(out, args.plot)
+        plot_free_energy(out, args.plot, theory=theory)
         summary["plot"] = args.plot
     _emit(args, summary, _lines(summary))
     return 0
