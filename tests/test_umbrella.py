@@ -468,3 +468,26 @@ def test_cli_umbrella_errors_are_one_line(capsys):
             rc = exc.code
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1, (argv, err)
+
+
+def test_experiment_tables_carry_the_umbrella_options():
+    """The [[sim]] tables of the umbrella example files build umbrella sims (the TOML schema, cheap:
+    nothing is run); an umbrella option without windows in a table is an error naming it."""
+    import tomllib
+    from pathlib import Path
+
+    from grokphase.experiments.models import modular as modular_model
+    from grokphase.experiments.models import teacher_student as ts_model
+
+    root = Path(__file__).resolve().parents[1] / "sims"
+    spec = tomllib.loads((root / "free_energy_modular.toml").read_text())["sim"][0]
+    (sim,) = modular_model.sims_from_options({k: v for k, v in spec.items() if k != "name"}, "P23", strict=True,
+                                             given=set(spec) - {"name"})
+    assert sim.umbrella_m0 == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7) and sim.umbrella_kappa == (1e5,)
+    assert sim.umbrella_start == "both" and sim.readout == "gibbs"
+    spec = tomllib.loads((root / "free_energy_ts.toml").read_text())["sim"][0]
+    sim = ts_model.sim_from_options({k: v for k, v in spec.items() if k != "name"}, "beta8", strict=True,
+                                    given=set(spec) - {"name"})
+    assert sim.umbrella_range == (0.0, 0.3) and sim.umbrella and sim.order_degree == 3 and (sim.N, sim.d) == (88, 53)
+    with pytest.raises(ParameterError, match="beta8: umbrella_start .* has no effect here"):
+        ts_model.sim_from_options({"umbrella_start": "both"}, "beta8", strict=True, given={"umbrella_start"})

@@ -118,7 +118,7 @@ class Task(NamedTuple):
     window), i.e. (kappa/2)(m - m0)^2 added to -log posterior; a ``gibbs`` update must then draw from the
     biased conditional.  Every record then also holds ``order_parameter`` (m) and ``potential``
     (``loss`` in float64: L over the training data, without prior, penalty or bias), the inputs of
-    MBAR.  Without ``umbrella`` nothing of this is computed (runs are bit-identical to a task without
+    MBAR, and the diagnostic ``bias_stiffness`` (:func:`umbrella_records`).  Without ``umbrella`` nothing of this is computed (runs are bit-identical to a task without
     an order parameter); a kappa = 0 window runs the plain chain up to rounding (XLA compiles the two
     programs differently: ~1e-16 relative in float64)."""
 
