@@ -636,3 +636,22 @@ def checkpoint_timing(saved: dict) -> tuple[float, int]:
 def _checkpoint(checkpoint: Checkpointer, c: int, state: ChainState, recs: list, step: int,
                 timing: tuple[float, int]) -> None:
     checkpoint.save(c, checkpoint_arrays(state, recs, step, timing))
+
+
+def _chunk_key(ensemble_chunk: int | None, n_members: int, devices) -> int | None:
+    """The chunk size the driver will use (a multiple of the device count), for checkpoint configs."""
+    if ensemble_chunk is None:
+        return None
+    n_dev = len(devices) if devices is not None else len(jax.devices())
+    return int(math.ceil(min(ensemble_chunk, n_members) / n_dev) * n_dev)
+
+
+def write_timing(ds, seconds: float, network_steps: int, segments: int = 1, resumed: bool = False) -> None:
+    """The run's timing attributes: ``seconds`` (engine time of every segment that produced it: the
+    first run and each resume, up to its last checkpoint), ``network_steps_per_second`` (all network
+    steps over ``seconds``), ``segments`` (how many runs and resumes produced it; 1: uninterrupted) and
+    ``resumed`` (1 when it continued from checkpoints, else 0)."""
+    ds.attrs["seconds"] = float(seconds)
+    ds.attrs["network_steps_per_second"] = float(network_steps / max(seconds, 1e-9))
+    ds.attrs["segments"] = int(segments)
+    ds.attrs["resumed"] = int(bool(resumed))

@@ -34,7 +34,6 @@ m = s * units + j); a ladder's members are branch-major, then unit.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -44,7 +43,8 @@ import xarray as xr
 
 from grokphase.errors import ParameterError
 from grokphase.sims import replica as rx
-from grokphase.sims.driver import (Checkpointer, Members, Task, ladder_branch_output, ladder_timing, prior_z,
+from grokphase.sims.driver import (_chunk_key, write_timing,  # noqa: F401  (write_timing: re-exported)
+                                   Checkpointer, Members, Task, ladder_branch_output, ladder_timing, prior_z,
                                    run_ensemble, run_ladder)
 
 #: fold_in tags of the init and noise keys of each annealing branch (the data keys are shared)
@@ -187,28 +187,9 @@ def run(model: SimModel, sim, task: Task, *, devices=None, ensemble_chunk: int |
                             stop_after_records)
 
 
-def _chunk_key(ensemble_chunk: int | None, n_members: int, devices) -> int | None:
-    """The chunk size the driver will use (a multiple of the device count), for checkpoint configs."""
-    if ensemble_chunk is None:
-        return None
-    n_dev = len(devices) if devices is not None else len(jax.devices())
-    return int(math.ceil(min(ensemble_chunk, n_members) / n_dev) * n_dev)
-
-
 def _write_start_attrs(ds: xr.Dataset, branch: str, attrs: dict) -> None:
     for name, value in attrs.items():
         ds.attrs[f"{branch}_{name}"] = value
-
-
-def write_timing(ds: xr.Dataset, seconds: float, network_steps: int, segments: int = 1, resumed: bool = False) -> None:
-    """The run's timing attributes: ``seconds`` (engine time of every segment that produced it: the
-    first run and each resume, up to its last checkpoint), ``network_steps_per_second`` (all network
-    steps over ``seconds``), ``segments`` (how many runs and resumes produced it; 1: uninterrupted) and
-    ``resumed`` (1 when it continued from checkpoints, else 0)."""
-    ds.attrs["seconds"] = float(seconds)
-    ds.attrs["network_steps_per_second"] = float(network_steps / max(seconds, 1e-9))
-    ds.attrs["segments"] = int(segments)
-    ds.attrs["resumed"] = int(bool(resumed))
 
 
 def _run_independent(model: SimModel, sim, task: Task, devices, ensemble_chunk, checkpoint_dir, checkpoint_every,

@@ -51,7 +51,8 @@ import numpy as np
 import xarray as xr
 
 from grokphase.errors import ParameterError
-from grokphase.sims.driver import Checkpointer, Members, RunOutput, Task, prior_z, run_ensemble
+from grokphase.sims.driver import (Checkpointer, Members, RunOutput, Task, _chunk_key, prior_z, run_ensemble,
+                                   write_timing)
 
 #: where each window starts: the prior, the model's ordered start, or both (a ``start`` dimension)
 UMBRELLA_STARTS = ("prior", "ordered", "both")
@@ -229,8 +230,6 @@ def run_umbrella(model, sim, task: Task, *, devices=None, ensemble_chunk: int | 
                  stop_after_records: int | None = None) -> xr.Dataset:
     """Run the umbrella windows of ``sim`` (explicit, or planned by :func:`plan_windows` from
     ``umbrella_range``) as one ensemble and return the umbrella Dataset (module docstring)."""
-    from grokphase.sims.protocols import _chunk_key, write_timing
-
     if not task.umbrella or task.order_parameter is None:
         raise ParameterError(f"{model.kind}: the task was built without umbrella windows (make_task of the umbrella sim)")
     plan_attrs: dict = {"umbrella_plan": "explicit"}
