@@ -3,25 +3,13 @@ heat of an umbrella-sampling result by MBAR (:mod:`grokphase.analysis.free_energ
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
 
 from grokphase.cli.common import _emit, _positive
+from grokphase.cli.sims import _int_ge
 from grokphase.io import load_dataset, save_dataset
-
-
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
-        return value
-    return parse
 
 
 def add_parser(groups) -> None:
@@ -35,9 +23,9 @@ def add_parser(groups) -> None:
     p.add_argument("--s2", type=_positive, nargs="+", default=None, metavar="S2",
                    help="target s2 values of the profiles (default: the simulated ones); each must be reachable "
                         "by reweighting (effective sample size rule)")
-    p.add_argument("--bins", type=_int_at_least(3), default=DEFAULT_BINS,
+    p.add_argument("--bins", type=_int_ge(3), default=DEFAULT_BINS,
                    help=f"bins of m over the sampled range (default {DEFAULT_BINS})")
-    p.add_argument("--bootstrap", type=_int_at_least(10), default=DEFAULT_BOOTSTRAP,
+    p.add_argument("--bootstrap", type=_int_ge(10), default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap replicates per system for the standard errors (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--theory", action="store_true",
