@@ -467,12 +467,13 @@ def to_inference_data(ds: xr.Dataset, *, burn_in: int | None = None, source: str
             variables[key] = np.asarray(sub.values, dtype=np.float64)[:, keep]
             attrs[key] = {"observable": name, **{("dataset" if d == other[-1] else d): _label(c[d]) for d in other}}
     draws = lay.times[keep]
+    meta = {"source": source or "none", "source_kind": str(ds.attrs.get("grokphase_kind")), "burn_in": lay.burn_in,
+            "record_spacing": lay.spacing, "chain_dim": lay.chain_dim,
+            "note": "one variable per observable, s2 and data set; chains = the inits of that data set; draw = "
+                    "step of the record (after burn-in)"}
     with _quiet():
-        idata = az.from_dict(posterior=variables, coords={"draw": draws},
-                             attrs={"source": source or "none", "grokphase_kind": str(ds.attrs.get("grokphase_kind")),
-                                    "burn_in": lay.burn_in, "record_spacing": lay.spacing, "chain_dim": lay.chain_dim,
-                                    "note": "one variable per observable, s2 and data set; chains = the inits of "
-                                            "that data set; draw = step of the record (after burn-in)"})
+        idata = az.from_dict(posterior=variables, coords={"draw": draws}, attrs=meta)
+    idata.posterior.attrs.update(meta)
     for key, a in attrs.items():
         idata.posterior[key].attrs.update({**a, "burn_in": lay.burn_in})
     return idata
@@ -484,8 +485,10 @@ def write_inference_data(idata, path: str | os.PathLike) -> Path:
     from grokphase.io import file_mode, provenance
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    prov = {k: str(v) for k, v in provenance().items()}
+    idata.attrs.update(prov)
     for group in idata.groups():
-        getattr(idata, group).attrs.update({k: str(v) for k, v in provenance().items()})
+        getattr(idata, group).attrs.update(prov)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

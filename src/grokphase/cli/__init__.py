@@ -15,6 +15,7 @@ import jax
 
 from grokphase import __version__, enable_compilation_cache
 from grokphase.cli.common import _emit, _Parser, missing_variable
+from grokphase.cli.diagnostics import add_parsers as add_diagnostics_parsers
 from grokphase.cli.free_energy import add_parser as add_free_energy_parser
 from grokphase.cli.preflight import given_dests, preflight
 from grokphase.cli.reproduce import add_parser as add_reproduce_parser
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_parsers(groups)
     add_reproduce_parser(groups)
     add_free_energy_parser(groups)
+    add_diagnostics_parsers(groups)
 
 
     p = groups.add_parser("plot", help="draw the figure of a saved result file")
