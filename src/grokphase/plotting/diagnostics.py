@@ -69,5 +69,5 @@ def plot_diagnostics(ds: xr.Dataset, diag: xr.Dataset, path, also_pdf: bool = Fa
         axes[r, 1].set_title("rank plot (after burn-in)", fontsize=8)
         axes[r, 1].set_xlabel("rank (all chains)", fontsize=8)
         axes[r, 1].set_ylabel(lay.chain_dim, fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.75, wspace=0.22)      # not tight_layout: it doubles the drawing time
     return _save(fig, path, also_pdf=also_pdf)
