@@ -491,3 +491,188 @@ def test_experiment_tables_carry_the_umbrella_options():
     assert sim.umbrella_range == (0.0, 0.3) and sim.umbrella and sim.order_degree == 3 and (sim.N, sim.d) == (88, 53)
     with pytest.raises(ParameterError, match="beta8: umbrella_start .* has no effect here"):
         ts_model.sim_from_options({"umbrella_start": "both"}, "beta8", strict=True, given={"umbrella_start"})
+
+
+# ---------------------------------------------------------------------------------------------
+# several coordinates: the first-layer IPR beside the target component
+
+
+def _ipr_numpy(w, P):
+    """The mean over neurons of (IPR(u_i) + IPR(v_i))/2 written out with numpy.fft: per half the powers
+    |x_k|^2 + |x_{-k}|^2 of the pairs k = 1 .. P//2 (odd P), normalised, squared and summed."""
+    out = []
+    for half in (w[:P].T, w[P:].T):
+        X = np.abs(np.fft.fft(half, axis=1)) ** 2
+        pw = X[:, 1:P // 2 + 1] + X[:, P - 1:P - P // 2 - 1:-1]
+        tot = pw.sum(axis=1, keepdims=True)
+        out.append(np.where(tot[:, 0] > 0, np.sum((pw / np.where(tot > 0, tot, 1)) ** 2, axis=1), 0.0))
+    return float(np.mean(0.5 * (out[0] + out[1])))
+
+
+def _two_coordinate_sim(**kw):
+    base = dict(umbrella_coordinates="target_component,ipr", umbrella_m0=(0.0, 0.2, 0.3), umbrella_windows=(2, 1),
+                umbrella_kappa=(1e3, 5e4))
+    base.update(kw)
+    return _modular_sim(**base)
+
+
+def test_ipr_coordinate_against_numpy_finite_differences_and_the_record():
+    """The "ipr" coordinate equals the NumPy IPR and the task's own ``ipr`` record (float64, the same
+    formula), and its autodiff gradient matches central differences along random directions (h = 1e-5:
+    the truncation error h^2 |f'''| ~ 1e-10 against derivatives ~1e-2, so rtol 1e-6; a wrong gradient,
+    e.g. without the normalisation's derivative, is off by O(1)).  A neuron half with no power at k != 0
+    (a constant vector) and an all-zero neuron give IPR 0 there and a finite gradient (the guard)."""
+    from grokphase.sims.modular.task import ipr_coordinate
+
+    sim = _modular_sim(umbrella_coordinates="ipr", umbrella_m0=(0.2,), umbrella_kappa=(1e3,))
+    P = sim.P
+    task = modular_task(sim)
+    assert task.order_parameter_name == "ipr" and task.coordinate_names is None
+    members, _ = umb.build_umbrella_members(MOD_MODEL, sim, np.zeros(1), np.ones(1), ["prior"])
+    hyper, data = _one(task, members)
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(2 * P, sim.N))
+    w[:, 0] += 2.0 * np.cos(2 * np.pi * 3 * np.arange(2 * P) / P)           # one neuron partly localised
+    theta = {"w": jnp.asarray(w), "a": jnp.asarray(rng.normal(size=(sim.N, P)) * 0.1)}
+    value = float(task.order_parameter(theta, data, hyper))
+    assert value == pytest.approx(_ipr_numpy(w, P), rel=1e-12)
+    record, _ = task.observe(theta, data, hyper, task.init_accum(theta, data, hyper), jnp.ones(()))
+    assert value == pytest.approx(float(record["ipr"]), rel=1e-12)
+    f = jax.jit(lambda ww: ipr_coordinate(ww, P))
+    grad = np.asarray(jax.grad(lambda ww: ipr_coordinate(ww, P))(jnp.asarray(w)))
+    h = 1e-5
+    for _ in range(3):
+        d = rng.normal(size=w.shape)
+        fd = (float(f(jnp.asarray(w + h * d))) - float(f(jnp.asarray(w - h * d)))) / (2 * h)
+        assert float(np.sum(grad * d)) == pytest.approx(fd, rel=1e-6)
+    w0 = w.copy()
+    w0[:P, 1] = 0.7                                # u half of neuron 1: constant (power at k = 0 only)
+    w0[:, 2] = 0.0                                 # neuron 2: zero
+    g0 = np.asarray(jax.grad(lambda ww: ipr_coordinate(ww, P))(jnp.asarray(w0)))
+    assert np.all(np.isfinite(g0)) and np.all(g0[:, 2] == 0.0)
+    assert float(f(jnp.asarray(w0))) == pytest.approx(_ipr_numpy(w0, P), rel=1e-12)
+
+
+def test_a_first_layer_bias_leaves_the_gibbs_readout_alone_and_moves_w_by_its_gradient():
+    """A window on the IPR (a function of w alone) does not enter the readout's conditional: with windows
+    on (target component, IPR) the Gibbs draw equals the target-component-only task's with the same window
+    bit for bit, and with the IPR alone it equals the plain task's.  One driver step with the IPR window
+    minus the plain step with the same key is exactly -eta s2 kappa (ipr - ipr0) grad_w ipr on w (autodiff
+    of the summed bias) and 0 on the readout."""
+    both = _two_coordinate_sim()
+    tc_only = _modular_sim(umbrella_m0=(0.0, 0.2), umbrella_kappa=(1e3,))
+    ipr_only = _modular_sim(umbrella_coordinates="ipr", umbrella_m0=(0.3,), umbrella_kappa=(5e4,))
+    plain = dataclasses.replace(tc_only, umbrella_m0=None, umbrella_kappa=None)
+    t2, t1, ti, tp = (modular_task(s) for s in (both, tc_only, ipr_only, plain))
+    assert t2.coordinate_names == ("target_component", "ipr")
+    m0, kappa = umb.explicit_windows(both)
+    members, _ = umb.build_umbrella_members(MOD_MODEL, both, m0, kappa, ["prior"])
+    h2, data = _one(t2, members, j=2)                       # window (0.2, 0.3)
+    assert np.asarray(h2.umbrella_m0).tolist() == [0.2, 0.3] and np.asarray(h2.umbrella_kappa).tolist() == [1e3, 5e4]
+    h1 = h2._replace(umbrella_m0=h2.umbrella_m0[0], umbrella_kappa=h2.umbrella_kappa[0])
+    hi = h2._replace(umbrella_m0=h2.umbrella_m0[1], umbrella_kappa=h2.umbrella_kappa[1])
+    hp = h2._replace(umbrella_m0=None, umbrella_kappa=None)
+    z = tp.init(jnp.asarray(members.init_keys[2]), data, hp)
+    key = jax.random.PRNGKey(11)
+    draw = lambda t, h: np.asarray(jax.jit(t.gibbs)(z, data, h, key)["a"])  # noqa: E731
+    assert np.array_equal(draw(t2, h2), draw(t1, h1))
+    assert not np.array_equal(draw(t1, h1), draw(tp, hp))           # the target-component window does act
+    assert np.array_equal(draw(ti, hi), draw(tp, hp))
+    opt = _as_tx(tp.make_tx(hp)).init(z)
+    noise = jnp.asarray(members.noise_keys[2])
+    a = jax.jit(lambda z: _member_step(tp, z, opt, data, hp, noise, 3)[0])(z)
+    b = jax.jit(lambda z: _member_step(ti, z, opt, data, hi, noise, 3)[0])(z)
+    from grokphase.sims.modular.task import ipr_coordinate
+    m, grad = jax.value_and_grad(lambda ww: ipr_coordinate(ww, both.P))(z["w"])   # paper: theta_w = z_w
+    assert abs(float(m) - 0.3) > 0.05                                            # the bias pulls
+    expect = -both.lr * both.s2[0] * 5e4 * (float(m) - 0.3) * np.asarray(grad)
+    np.testing.assert_allclose(np.asarray(b["w"]) - np.asarray(a["w"]), expect, rtol=1e-8,
+                               atol=1e-12 * np.abs(expect).max())
+    assert np.array_equal(np.asarray(b["a"]), np.asarray(a["a"]))
+
+
+def test_two_coordinate_windows_are_the_product_grid():
+    """Explicit centres per coordinate (split by umbrella_windows), the first coordinate slowest; members
+    carry (C,) windows in the s2 x start x window x unit order; the plan is per coordinate from its own
+    pilot variances and refuses a grid of more than MAX_WINDOWS."""
+    sim = _two_coordinate_sim(umbrella_m0=(0.0, 0.1, 0.2, 0.15, 0.25), umbrella_windows=(3, 2),
+                              umbrella_kappa=(1.0, 2.0, 3.0, 10.0, 20.0))
+    m0, kappa = umb.explicit_windows(sim)
+    assert m0.tolist() == [[0.0, 0.15], [0.0, 0.25], [0.1, 0.15], [0.1, 0.25], [0.2, 0.15], [0.2, 0.25]]
+    assert kappa.tolist() == [[1, 10], [1, 20], [2, 10], [2, 20], [3, 10], [3, 20]]
+    members, labels = umb.build_umbrella_members(MOD_MODEL, sim, m0, kappa, ["prior", "ordered"])
+    K = sim.seeds
+    assert np.asarray(members.hyper.umbrella_m0).shape == (2 * 6 * K, 2)
+    j, t, k = 4, 1, 1                                               # window 4 of the ordered start, seed 1
+    idx = umb._member_index(1, 2, 6, K, t, j)[k]
+    assert np.asarray(members.hyper.umbrella_m0)[idx].tolist() == [0.2, 0.15]
+    assert "ordered start, window 4 m0=0.2,0.15 kappa=3,10" in labels[idx]
+    assert sim.parameters()["umbrella_windows"] == [3, 2]
+    assert sim.parameters()["umbrella_coordinates"] == ["target_component", "ipr"]
+    planned = _two_coordinate_sim(umbrella_m0=None, umbrella_kappa=None, umbrella_windows=None,
+                                  umbrella_range=(0.0, 0.1, 0.2, 0.3))
+    plan = umb.plan_windows(None, planned, None, variances=(np.array([1e-4, 1e-3]), np.array([5e-5, np.nan])))
+    k0, k1 = 4 / 1e-4, 4 / 1e-3
+    s0, s1 = 1 / math.sqrt(k0 + 1 / 5e-5), 1 / math.sqrt(k1 + 1 / 1e-3)
+    J0, J1 = math.ceil(0.1 / (2 * s0)) + 1, math.ceil(0.1 / (2 * s1)) + 1
+    assert plan.m0.shape == (J0 * J1, 2) and plan.kappa[0].tolist() == pytest.approx([k0, k1])
+    assert plan.m0[:J1, 0].tolist() == [0.0] * J1 and plan.m0[:J1, 1].tolist() == pytest.approx(np.linspace(0.2, 0.3, J1))
+    assert plan.attrs()["umbrella_plan_window_std"].tolist() == pytest.approx([s0, s1])
+    with pytest.raises(ParameterError, match="product grid has"):
+        umb.plan_windows(None, planned, None, variances=(np.array([1e-6, 1e-6]), np.array([np.nan, np.nan])))
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(umbrella_coordinates="target_component,droplets"), "unknown umbrella coordinate 'droplets'"),
+    (dict(umbrella_coordinates="ipr,ipr"), "names a coordinate twice"),
+    (dict(umbrella_windows=(2, 2)), r"add up to 4 centres but umbrella_m0 has 3"),
+    (dict(umbrella_windows=(3,)), "must be 2 integer counts"),
+    (dict(umbrella_windows=None), "needs umbrella_windows"),
+    (dict(umbrella_kappa=(1.0, 2.0, 3.0, 4.0)), "one value per coordinate"),
+    (dict(umbrella_m0=None, umbrella_kappa=None, umbrella_windows=None, umbrella_range=(0.0, 0.1)),
+     "must be 2 pairs lo, hi"),
+    (dict(umbrella_m0=None, umbrella_kappa=None, umbrella_windows=None, umbrella_range=(0.0, 0.1, 0.3, 0.2)),
+     "coordinate 2 must be lo < hi"),
+    (dict(umbrella_m0=None, umbrella_kappa=(1.0,), umbrella_windows=None, umbrella_range=(0, 0.1, 0.2, 0.3)),
+     "one value per coordinate"),
+    (dict(umbrella_m0=None, umbrella_kappa=None, umbrella_windows=(200, 2), umbrella_range=(0, 0.1, 0.2, 0.3)),
+     "product grid"),
+    (dict(umbrella_m0=None, umbrella_kappa=None, umbrella_windows=None), "umbrella_coordinates applies only"),
+])
+def test_bad_two_coordinate_options(kwargs, needle):
+    with pytest.raises(ParameterError, match=needle) as err:
+        _two_coordinate_sim(**kwargs)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParameterError, match="unknown umbrella coordinate 'ipr'; choose from learned_3"):
+        _ts_sim(umbrella_coordinates="ipr")
+
+
+def test_one_coordinate_named_explicitly_is_the_default_run():
+    """umbrella_coordinates naming the primary alone is the default (the same parameters and hash)."""
+    named = _modular_sim(umbrella_coordinates="target_component")
+    assert named.umbrella_coordinates is None and named.parameters() == _modular_sim().parameters()
+    assert _ts_sim(umbrella_coordinates="learned_3").parameters() == _ts_sim().parameters()
+
+
+def test_two_coordinate_umbrella_dataset():
+    """A run with windows on (target component, IPR), both starts: the coordinate dimension on the MBAR
+    inputs and window arrays, the IPR column equal to the model's own ``ipr`` record at every record
+    (float64 run: the same formula), the per-coordinate bias stiffness, and the attributes."""
+    sim = _two_coordinate_sim(umbrella_start="both")
+    ds = run_modular(sim)
+    opt = ds["order_parameter_trajectory"]
+    assert opt.dims == ("s2", "start", "window", "seed", "coordinate", "time")
+    assert ds["coordinate"].values.tolist() == ["target_component", "ipr"]
+    assert ds["window_m0"].dims == ("window", "coordinate") and ds["window_m0"].values.tolist() == [[0.0, 0.3],
+                                                                                                       [0.2, 0.3]]
+    assert ds["potential_trajectory"].dims == ("s2", "start", "window", "seed", "time")
+    assert ds["bias_stiffness_trajectory"].dims == opt.dims
+    np.testing.assert_allclose(opt.sel(coordinate="ipr").values, ds["ipr_trajectory"].values, rtol=1e-12)
+    np.testing.assert_allclose(opt.sel(coordinate="target_component").values,
+                               ds["target_component_trajectory"].values, rtol=1e-9, atol=1e-12)
+    assert ds.attrs["umbrella_coordinates"] == "target_component ipr"
+    assert ds.attrs["umbrella_order_parameter"] == "target_component"
+    assert np.isfinite(ds.attrs["umbrella_max_bias_stiffness"])
+    from grokphase.experiments.models.modular import points
+    pts = points(ds)
+    assert pts[0]["window_m0"] == [0.0, 0.3] and len(pts) == 4

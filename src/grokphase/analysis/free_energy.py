@@ -170,7 +170,11 @@ class Samples(NamedTuple):
 
     L, m: (N,) potential and order parameter of each sample; state: (N,) index k of the simulated state
     it was drawn in; N_k: (K,) samples per state; s2, m0, kappa: (K,) the states; g, t0: (K, C) each
-    chain's statistical inefficiency and the first record of its equilibrated part (after burn-in)."""
+    chain's statistical inefficiency and the first record of its equilibrated part (after burn-in).
+
+    Several umbrella coordinates: m (N, D) and m0, kappa (K, D) (the bias is the sum over coordinates);
+    ``axis`` says which coordinate the profiles F are taken along (:func:`profiled`): the marginal of
+    the others."""
     L: np.ndarray
     m: np.ndarray
     state: np.ndarray
@@ -180,18 +184,36 @@ class Samples(NamedTuple):
     kappa: np.ndarray
     g: np.ndarray
     t0: np.ndarray
+    axis: int = 0
+
+
+def profiled(samples: Samples) -> np.ndarray:
+    """The coordinate of the samples the profiles are taken along, (N,): ``m`` itself with one coordinate,
+    its column ``axis`` with several."""
+    return samples.m if samples.m.ndim == 1 else samples.m[:, samples.axis]
 
 
 def reduced_potentials(L, m, s2, m0, kappa) -> np.ndarray:
     """u_kn = L_n/s2_k + (kappa_k/2)(m_n - m0_k)^2, shape (K, N): the reduced potential of sample n in
-    state k (units of the log posterior; the s2-independent prior cancels)."""
+    state k (units of the log posterior; the s2-independent prior cancels).  Several coordinates (m of
+    shape (N, D), m0 and kappa (K, D)): the bias is summed over them,
+    u_kn = L_n/s2_k + sum_c (kappa_kc/2)(m_nc - m0_kc)^2."""
     L, m = np.asarray(L, np.float64), np.asarray(m, np.float64)
-    s2, m0, kappa = (np.asarray(v, np.float64)[:, None] for v in (s2, m0, kappa))
-    return L[None, :] / s2 + 0.5 * kappa * (m[None, :] - m0) ** 2
+    s2 = np.asarray(s2, np.float64)[:, None]
+    m0, kappa = (np.asarray(v, np.float64)[:, None] for v in (m0, kappa))
+    if m.ndim == 1:
+        return L[None, :] / s2 + 0.5 * kappa * (m[None, :] - m0) ** 2
+    return L[None, :] / s2 + np.sum(0.5 * kappa * (m[None, :, :] - m0) ** 2, axis=-1)
 
 
 def _chain_inefficiency(u: np.ndarray, m: np.ndarray) -> tuple[int, float]:
-    """(t0, g) of one chain: pymbar's equilibration detection on u, g = max(g_u, g_m) on [t0, T)."""
+    """(t0, g) of one chain: pymbar's equilibration detection on u, g = max(g_u, g_m) on [t0, T); m (T,) or
+    (T, D) for several coordinates (g_m: the largest over them)."""
+    if m.ndim == 2:
+        t0, g = _chain_inefficiency(u, m[:, 0])
+        for c in range(1, m.shape[1]):
+            g = max(g, _chain_inefficiency(u, m[:, c])[1])
+        return t0, g
     ts = _pymbar().timeseries
     T = u.size
     if T < 4:                       # too short for a correlation function: every record counts
@@ -211,18 +233,32 @@ def _chain_inefficiency(u: np.ndarray, m: np.ndarray) -> tuple[int, float]:
     return int(t0), float(max(g_u, g_m, 1.0))
 
 
-def decorrelate(L, m, s2, m0, kappa, *, subsample: bool = True) -> Samples:
+def decorrelate(L, m, s2, m0, kappa, *, subsample: bool = True, axis: int = 0) -> Samples:
     """Decorrelated samples of one system from trajectories ``L``, ``m`` of shape (K, C, T): K simulated
     states (``s2``, ``m0``, ``kappa`` of shape (K,)), C chains per state, T records (burn-in already
     dropped).  Per chain: equilibration detection and subsampling at the statistical inefficiency
-    (module docstring, step 1); ``subsample=False`` keeps every record (samples known independent)."""
+    (module docstring, step 1); ``subsample=False`` keeps every record (samples known independent).
+    Several umbrella coordinates: ``m`` (K, C, T, D), ``m0`` and ``kappa`` (K, D), and ``axis`` the
+    coordinate of the profiles (:class:`Samples`)."""
     L, m = np.asarray(L, np.float64), np.asarray(m, np.float64)
-    if L.shape != m.shape or L.ndim != 3:
-        raise ParameterError(f"L and m must both have shape (states, chains, times), got {L.shape} and {m.shape}")
+    several = m.ndim == 4
+    if L.ndim != 3 or m.shape[:3] != L.shape or m.ndim not in (3, 4):
+        raise ParameterError(f"L and m must both have shape (states, chains, times) (m: with a trailing coordinate "
+                             f"axis for several coordinates), got {L.shape} and {m.shape}")
     K, C, T = L.shape
-    s2, m0, kappa = (np.asarray(v, np.float64).reshape(-1) for v in (s2, m0, kappa))
-    if not s2.size == m0.size == kappa.size == K:
-        raise ParameterError(f"s2, m0 and kappa need one value per state ({K}), got {s2.size}, {m0.size}, {kappa.size}")
+    D = m.shape[3] if several else 1
+    shape = (K, D) if several else (K,)
+    s2 = np.asarray(s2, np.float64).reshape(-1)
+    try:
+        m0, kappa = (np.asarray(v, np.float64).reshape(shape) for v in (m0, kappa))
+    except ValueError:
+        raise ParameterError(f"m0 and kappa need shape {shape} (one value per state and coordinate), got "
+                             f"{np.shape(m0)} and {np.shape(kappa)}") from None
+    if not s2.size == K:
+        raise ParameterError(f"s2, m0 and kappa need one value per state ({K}), got {s2.size}, {m0.shape[0]}, "
+                             f"{kappa.shape[0]}")
+    if several and not (isinstance(axis, (int, np.integer)) and 0 <= axis < D):
+        raise ParameterError(f"axis must be a coordinate index in [0, {D}), got {axis!r}")
     if T < 1:
         raise ParameterError("no records left after burn-in")
     if not (np.all(np.isfinite(L)) and np.all(np.isfinite(m))):
@@ -237,7 +273,8 @@ def decorrelate(L, m, s2, m0, kappa, *, subsample: bool = True) -> Samples:
     for k in range(K):
         for c in range(C):
             if subsample:
-                u = L[k, c] / s2[k] + 0.5 * kappa[k] * (m[k, c] - m0[k]) ** 2
+                u = L[k, c] / s2[k] + np.sum(0.5 * kappa[k] * (m[k, c] - m0[k]) ** 2, axis=-1) if several else \
+                    L[k, c] / s2[k] + 0.5 * kappa[k] * (m[k, c] - m0[k]) ** 2
                 t0[k, c], g[k, c] = _chain_inefficiency(u, m[k, c])
                 with _quiet():
                     keep = t0[k, c] + np.asarray(_pymbar().timeseries.subsample_correlated_data(
@@ -249,7 +286,7 @@ def decorrelate(L, m, s2, m0, kappa, *, subsample: bool = True) -> Samples:
             states.append(np.full(keep.size, k, dtype=np.int64))
     state = np.concatenate(states)
     return Samples(np.concatenate(Ls), np.concatenate(ms), state, np.bincount(state, minlength=K),
-                   s2, m0, kappa, g, t0)
+                   s2, m0, kappa, g, t0, int(axis) if several else 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,18 +314,24 @@ def _log_denominator(u_kn, N_k, f_k) -> np.ndarray:
 
 def neighbour_pairs(s2, m0) -> list[tuple[int, int]]:
     """Pairs of neighbouring states: windows adjacent in m0 at the same s2; where an s2 has one window,
-    the same window (m0) at adjacent s2."""
+    the same window (m0) at adjacent s2.  Several coordinates (m0 of shape (K, D)): windows adjacent
+    along one coordinate with the same centres in the others (neighbours on the product grid)."""
     s2, m0 = np.asarray(s2), np.asarray(m0)
+    grid = m0.reshape(m0.shape[0], -1)
     pairs = []
     levels = np.unique(s2)
     for s in levels:
         ks = np.flatnonzero(s2 == s)
-        ks = ks[np.argsort(m0[ks], kind="stable")]
-        pairs += list(zip(ks[:-1].tolist(), ks[1:].tolist()))
+        for c in range(grid.shape[1]):
+            others = [tuple(row) for row in np.delete(grid[ks], c, axis=1)]
+            for line in dict.fromkeys(others):          # the states on one grid line along coordinate c
+                on = ks[[o == line for o in others]]
+                on = on[np.argsort(grid[on, c], kind="stable")]
+                pairs += list(zip(on[:-1].tolist(), on[1:].tolist()))
     for a, b in zip(levels[:-1], levels[1:]):
         if (s2 == a).sum() == 1 or (s2 == b).sum() == 1:
             for k in np.flatnonzero(s2 == a):
-                same = np.flatnonzero((s2 == b) & np.isclose(m0, m0[k]))
+                same = np.flatnonzero((s2 == b) & np.all(np.isclose(grid, grid[k]), axis=1))
                 pairs += [(int(k), int(l)) for l in same]
     return pairs
 
@@ -548,14 +591,16 @@ class _System:
         self.fit = fit = solve_mbar(samples)
         if math.isfinite(fit.overlap_min) and fit.overlap_min < min_overlap:
             k, l = fit.overlap_pair
+            show = lambda v: ",".join(f"{x:g}" for x in np.atleast_1d(v))  # noqa: E731
             raise ReweightingError(
-                f"neighbouring umbrella states (s2 = {samples.s2[k]:g}, m0 = {samples.m0[k]:g}) and (s2 = "
-                f"{samples.s2[l]:g}, m0 = {samples.m0[l]:g}) overlap only {fit.overlap_min:.3g} < {min_overlap:g}: "
+                f"neighbouring umbrella states (s2 = {samples.s2[k]:g}, m0 = {show(samples.m0[k])}) and (s2 = "
+                f"{samples.s2[l]:g}, m0 = {show(samples.m0[l])}) overlap only {fit.overlap_min:.3g} < {min_overlap:g}: "
                 "F(m) between them is not determined (add windows between them or lower kappa)")
-        bidx = np.searchsorted(edges, samples.m, side="right") - 1
-        bidx[samples.m == edges[-1]] = edges.size - 2
-        bidx[(samples.m < edges[0]) | (samples.m > edges[-1])] = -1
-        self.full = _Draw(samples.L, samples.m, bidx, fit.log_denominator)
+        x = profiled(samples)
+        bidx = np.searchsorted(edges, x, side="right") - 1
+        bidx[x == edges[-1]] = edges.size - 2
+        bidx[(x < edges[0]) | (x > edges[-1])] = -1
+        self.full = _Draw(samples.L, x, bidx, fit.log_denominator)
         self.s2_sim = np.unique(samples.s2)
         ess_ref = max(_ess(self.full, s) for s in self.s2_sim)
         self.ess_rule = (float(min_ess), float(min_ess_fraction), float(ess_ref))
@@ -608,7 +653,7 @@ class _System:
             if f_k is None:                        # Newton failed: pymbar's solvers, from the same start
                 with _quiet():
                     f_k = np.asarray(pymbar.MBAR(u, s.N_k, initial_f_k=self.fit.f_k).f_k, np.float64)
-            reps.append(_Draw(s.L[idx], s.m[idx], self.full.bin_index[idx], _log_denominator(u, s.N_k, f_k)))
+            reps.append(_Draw(s.L[idx], self.full.m[idx], self.full.bin_index[idx], _log_denominator(u, s.N_k, f_k)))
         self.reps = reps
 
     # -- measurements ------------------------------------------------------------------------------
@@ -976,7 +1021,7 @@ def free_energy(samples: Sequence[Samples], s2=None, bins=None, *, n_bootstrap: 
         np.asarray(s2, np.float64).reshape(-1)
     if targets.size == 0 or not np.all(np.isfinite(targets) & (targets > 0)):
         raise ParameterError(f"target s2 must be finite and > 0, got {targets}")
-    edges = _edges(bins, np.concatenate([s.m for s in samples]))
+    edges = _edges(bins, np.concatenate([profiled(s) for s in samples]))
     labels = tuple(range(len(samples))) if system_labels is None else tuple(system_labels)
     thresholds = {"min_ess": float(min_ess), "min_ess_fraction": float(min_ess_fraction),
                   "min_overlap": float(min_overlap), "well_z": float(well_z),
@@ -995,15 +1040,17 @@ def free_energy(samples: Sequence[Samples], s2=None, bins=None, *, n_bootstrap: 
     return _combine(results, labels, edges, order_parameter, n_bootstrap, thresholds)
 
 
-def free_energy_from_arrays(L, m, s2_k, m0_k, kappa_k, s2=None, bins=None, *, subsample: bool = True,
+def free_energy_from_arrays(L, m, s2_k, m0_k, kappa_k, s2=None, bins=None, *, subsample: bool = True, axis: int = 0,
                             **kw) -> FreeEnergyResult:
     """:func:`free_energy` from trajectories ``L``, ``m`` of shape (systems, K, chains, T) (burn-in
     dropped) and the K states ``s2_k``, ``m0_k``, ``kappa_k``; chains are decorrelated first
-    (:func:`decorrelate`; ``subsample=False`` keeps every record)."""
+    (:func:`decorrelate`; ``subsample=False`` keeps every record).  Several coordinates: ``m`` with a
+    trailing coordinate axis, ``m0_k``, ``kappa_k`` (K, D), profiles along coordinate ``axis``."""
     L, m = np.asarray(L, np.float64), np.asarray(m, np.float64)
-    if L.ndim != 4 or L.shape != m.shape:
-        raise ParameterError(f"L and m must have shape (systems, states, chains, times), got {L.shape}, {m.shape}")
-    samples = [decorrelate(L[i], m[i], s2_k, m0_k, kappa_k, subsample=subsample) for i in range(L.shape[0])]
+    if L.ndim != 4 or L.shape != m.shape[:4] or m.ndim not in (4, 5):
+        raise ParameterError(f"L and m must have shape (systems, states, chains, times) (m: with a trailing "
+                             f"coordinate axis for several coordinates), got {L.shape}, {m.shape}")
+    samples = [decorrelate(L[i], m[i], s2_k, m0_k, kappa_k, subsample=subsample, axis=axis) for i in range(L.shape[0])]
     return free_energy(samples, s2, bins, **kw)
 
 
@@ -1013,7 +1060,9 @@ def free_energy_from_arrays(L, m, s2_k, m0_k, kappa_k, s2=None, bins=None, *, su
 
 class UmbrellaArrays(NamedTuple):
     """An umbrella result as arrays: L, m (systems, K, chains, T) after burn-in; the K = s2 x window
-    states; the system labels and dims; the unit dims (chains); the order parameter's name."""
+    states; the system labels and dims; the unit dims (chains); the order parameter's name.  Several
+    coordinates (a ``coordinate`` dimension): m (systems, K, chains, T, D), m0_k and kappa_k (K, D),
+    ``coordinates`` their names (one coordinate: its name alone)."""
     L: np.ndarray
     m: np.ndarray
     s2_k: np.ndarray
@@ -1023,6 +1072,25 @@ class UmbrellaArrays(NamedTuple):
     system_dims: tuple
     unit_dims: tuple
     order_parameter: str
+    coordinates: tuple = ()
+
+
+def coordinates_of(ds: xr.Dataset) -> tuple[str, ...]:
+    """The umbrella coordinates of a result, in the order of its ``coordinate`` dimension (one coordinate:
+    the order parameter's name)."""
+    if "coordinate" in ds["order_parameter_trajectory"].dims:
+        return tuple(str(c) for c in ds["coordinate"].values)
+    return (str(ds.attrs.get("umbrella_order_parameter", "m")),)
+
+
+def coordinate_index(ds: xr.Dataset, coordinate: str | None) -> int:
+    """The index of ``coordinate`` (None: the first, the run's primary) among the result's coordinates."""
+    names = coordinates_of(ds)
+    if coordinate is None:
+        return 0
+    if coordinate not in names:
+        raise ParameterError(f"unknown coordinate {coordinate!r}: this umbrella result has {', '.join(names)}")
+    return names.index(coordinate)
 
 
 def _require_umbrella(ds: xr.Dataset) -> None:
@@ -1042,8 +1110,10 @@ def _require_umbrella(ds: xr.Dataset) -> None:
         if dim not in ds["order_parameter_trajectory"].dims:
             raise ResultFileError(f"order_parameter_trajectory has no {dim!r} dimension (dims: "
                                   f"{ds['order_parameter_trajectory'].dims})")
-    if ds["order_parameter_trajectory"].dims != ds["potential_trajectory"].dims:
-        raise ResultFileError("order_parameter_trajectory and potential_trajectory have different dimensions")
+    m_dims = tuple(d for d in ds["order_parameter_trajectory"].dims if d != "coordinate")
+    if m_dims != ds["potential_trajectory"].dims:
+        raise ResultFileError("order_parameter_trajectory and potential_trajectory have different dimensions (besides "
+                              "the coordinate dimension of several umbrella coordinates)")
 
 
 def umbrella_arrays(ds: xr.Dataset) -> UmbrellaArrays:
@@ -1057,46 +1127,58 @@ def umbrella_arrays(ds: xr.Dataset) -> UmbrellaArrays:
         if d not in m_da.dims:
             raise ResultFileError(f"umbrella_system_dims names {d!r}, which is not a dimension of the trajectories "
                                   f"{m_da.dims}")
-    units = tuple(d for d in m_da.dims if d not in (*sys_dims, "s2", "window", "time"))
+    several = "coordinate" in m_da.dims
+    units = tuple(d for d in m_da.dims if d not in (*sys_dims, "s2", "window", "time", "coordinate"))
     order = (*sys_dims, "s2", "window", *units, "time")
     burn = float(ds.attrs.get("param_burn_in", 0))
     times = np.asarray(ds["time"].values, np.float64) if "time" in ds.coords else np.arange(m_da.sizes["time"])
     keep = times > burn
     if not keep.any():
         raise ParameterError(f"no record after burn-in ({burn:g} steps; the last record is at {times.max():g})")
-    m = np.asarray(m_da.transpose(*order).values, np.float64)[..., keep]
+    if several:
+        m = np.asarray(m_da.transpose(*order, "coordinate").values, np.float64)[..., keep, :]
+    else:
+        m = np.asarray(m_da.transpose(*order).values, np.float64)[..., keep]
     L = np.asarray(L_da.transpose(*order).values, np.float64)[..., keep]
     S = int(np.prod([m_da.sizes[d] for d in sys_dims])) if sys_dims else 1
     n_s2, J = m_da.sizes["s2"], m_da.sizes["window"]
     C = int(np.prod([m_da.sizes[d] for d in units])) if units else 1
     T = int(keep.sum())
-    m, L = m.reshape(S, n_s2 * J, C, T), L.reshape(S, n_s2 * J, C, T)
+    m, L = m.reshape(S, n_s2 * J, C, T, *m.shape[len(order):]), L.reshape(S, n_s2 * J, C, T)
     s2 = np.asarray(ds["s2"].values, np.float64) if "s2" in ds.coords else None
     if s2 is None or s2.shape != (n_s2,):
         raise ResultFileError("the umbrella result needs a coordinate s2 along its s2 dimension")
-    m0 = np.asarray(ds["window_m0"].values, np.float64).reshape(-1)
-    kappa = np.asarray(ds["window_kappa"].values, np.float64).reshape(-1)
-    if m0.size != J or kappa.size != J:
-        raise ResultFileError(f"window_m0 and window_kappa need one value per window ({J})")
+    D = m_da.sizes["coordinate"] if several else 1
+    shape = (J, D) if several else (J,)
+    wdims = ("window", "coordinate") if several else ("window",)
+    if ds["window_m0"].dims != wdims or ds["window_kappa"].dims != wdims:
+        raise ResultFileError(f"window_m0 and window_kappa need one value per window{' and coordinate' * several} "
+                              f"(dims {wdims}), got {ds['window_m0'].dims} and {ds['window_kappa'].dims}")
+    m0 = np.asarray(ds["window_m0"].transpose(*wdims).values, np.float64).reshape(shape)
+    kappa = np.asarray(ds["window_kappa"].transpose(*wdims).values, np.float64).reshape(shape)
     if sys_dims:
         grids = np.meshgrid(*[np.asarray(ds[d].values) if d in ds.coords else np.arange(m_da.sizes[d])
                               for d in sys_dims], indexing="ij")
         labels = tuple("/".join(str(g.reshape(-1)[i]) for g in grids) for i in range(S))
     else:
         labels = ("all",)
-    return UmbrellaArrays(L, m, np.repeat(s2, J), np.tile(m0, n_s2), np.tile(kappa, n_s2), labels, sys_dims, units,
-                          str(ds.attrs.get("umbrella_order_parameter", "m")))
+    tile = lambda v: np.tile(v, (n_s2,) + (1,) * (v.ndim - 1))  # noqa: E731
+    return UmbrellaArrays(L, m, np.repeat(s2, J), tile(m0), tile(kappa), labels, sys_dims, units,
+                          str(ds.attrs.get("umbrella_order_parameter", "m")), coordinates_of(ds))
 
 
 def free_energy_from_dataset(ds: xr.Dataset, s2=None, bins=None, *, n_bootstrap: int = DEFAULT_BOOTSTRAP,
-                             seed: int = 0, **kw) -> FreeEnergyResult:
+                             seed: int = 0, coordinate: str | None = None, **kw) -> FreeEnergyResult:
     """Profiles F(m) at ``s2`` (default: the simulated s2), the coexistence point, barrier and latent heat
-    of an umbrella-sampling result Dataset (module docstring).  Bad input (not an umbrella result,
-    missing variables) is a :class:`~grokphase.errors.ResultFileError`; an s2 that cannot be reweighted a
-    :class:`ReweightingError`."""
+    of an umbrella-sampling result Dataset (module docstring).  With several umbrella coordinates the
+    MBAR states carry the bias summed over them and F is the marginal along ``coordinate`` (default the
+    first, the run's primary).  Bad input (not an umbrella result, missing variables) is a
+    :class:`~grokphase.errors.ResultFileError`; an s2 that cannot be reweighted a :class:`ReweightingError`."""
     arr = umbrella_arrays(ds)
-    samples = [decorrelate(arr.L[i], arr.m[i], arr.s2_k, arr.m0_k, arr.kappa_k) for i in range(arr.L.shape[0])]
-    return free_energy(samples, s2, bins, n_bootstrap=n_bootstrap, seed=seed, order_parameter=arr.order_parameter,
+    axis = coordinate_index(ds, coordinate)
+    samples = [decorrelate(arr.L[i], arr.m[i], arr.s2_k, arr.m0_k, arr.kappa_k, axis=axis)
+               for i in range(arr.L.shape[0])]
+    return free_energy(samples, s2, bins, n_bootstrap=n_bootstrap, seed=seed, order_parameter=arr.coordinates[axis],
                        system_labels=arr.system_labels, **kw)
 
 
@@ -1107,7 +1189,8 @@ def free_energy_from_dataset(ds: xr.Dataset, s2=None, bins=None, *, n_bootstrap:
 class StartAgreement(NamedTuple):
     """Per s2 and window the mean m of the chains from each start (``starts``), its SE (from the chains'
     statistical inefficiencies: var(m) g / T per chain), and z = (mean_0 - mean_1)/sqrt(se_0^2 + se_1^2);
-    ``disagree`` lists the windows with |z| > ``z_max``."""
+    ``disagree`` lists the windows with |z| > ``z_max``.  ``coordinate``: the umbrella coordinate
+    compared (m0: the windows' centres along it)."""
     s2: np.ndarray
     m0: np.ndarray
     starts: tuple
@@ -1116,21 +1199,28 @@ class StartAgreement(NamedTuple):
     z: np.ndarray           # (s2, window)
     z_max: float
     disagree: tuple
+    coordinate: str = "m"
 
     def to_dict(self) -> dict[str, Any]:
         finite = np.abs(self.z[np.isfinite(self.z)])
         return {"starts": list(self.starts), "z_max": self.z_max,
                 "max_abs_z": float(finite.max()) if finite.size else None,
-                "disagree": [dict(d) for d in self.disagree]}
+                "disagree": [dict(d) for d in self.disagree], "coordinate": self.coordinate}
 
 
-def start_agreement(ds: xr.Dataset, z_max: float = 3.0) -> StartAgreement:
+def start_agreement(ds: xr.Dataset, z_max: float = 3.0, coordinate: str | None = None) -> StartAgreement:
     """Hysteresis check of an umbrella result with a ``start`` dimension (e.g. "prior"/"ordered"): in
     every window both starts must sample the same distribution of m; windows where the means differ by
     more than ``z_max`` combined standard errors are reported (the chains have not forgotten their
-    start: a barrier inside the window, or too short a run)."""
+    start: a barrier inside the window, or too short a run).  With several umbrella coordinates the
+    check is on ``coordinate`` (default the first; :func:`start_agreements`: every one)."""
     _require_umbrella(ds)
     m_da = ds["order_parameter_trajectory"]
+    c = coordinate_index(ds, coordinate)
+    name = coordinates_of(ds)[c]
+    m0_da = ds["window_m0"]
+    if "coordinate" in m_da.dims:
+        m_da, m0_da = m_da.isel(coordinate=c), m0_da.isel(coordinate=c)
     if "start" not in m_da.dims or m_da.sizes["start"] != 2:
         raise ParameterError("start_agreement needs a 'start' dimension with two starts (e.g. prior and ordered)")
     others = tuple(d for d in m_da.dims if d not in ("s2", "window", "start", "time"))
@@ -1162,9 +1252,30 @@ def start_agreement(ds: xr.Dataset, z_max: float = 3.0) -> StartAgreement:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (mean[..., 0] - mean[..., 1]) / np.sqrt(se[..., 0] ** 2 + se[..., 1] ** 2)
     s2 = np.asarray(ds["s2"].values, np.float64)
-    m0 = np.asarray(ds["window_m0"].values, np.float64).reshape(-1)
+    m0 = np.asarray(m0_da.values, np.float64).reshape(-1)
     starts = tuple(str(s) for s in (ds["start"].values if "start" in ds.coords else ("0", "1")))
     bad = tuple({"s2": float(s2[i]), "window": int(j), "m0": float(m0[j]), "z": float(z[i, j]),
                  "mean": [float(mean[i, j, 0]), float(mean[i, j, 1])], "sem": [float(se[i, j, 0]), float(se[i, j, 1])]}
                 for i, j in zip(*np.nonzero(~(np.abs(z) <= z_max))))
-    return StartAgreement(s2, m0, starts, mean, se, z, float(z_max), bad)
+    return StartAgreement(s2, m0, starts, mean, se, z, float(z_max), bad, name)
+
+
+def start_agreements(ds: xr.Dataset, z_max: float = 3.0) -> dict[str, Any]:
+    """:func:`start_agreement` on every umbrella coordinate of the result (a window agrees when every
+    coordinate does), as the JSON summary: the keys of :meth:`StartAgreement.to_dict` over all
+    coordinates (``disagree``: every (window, coordinate) with |z| > ``z_max``, each naming its
+    coordinate; ``coordinate``: the coordinates checked, space-separated), ``windows`` and
+    ``windows_agree`` (windows x s2 where every coordinate agrees) and ``by_coordinate``."""
+    parts = [start_agreement(ds, z_max, name) for name in coordinates_of(ds)]
+    if len(parts) == 1:
+        out = parts[0].to_dict()
+        bad = np.zeros(parts[0].z.shape, bool) | ~(np.abs(parts[0].z) <= z_max)
+        out.update(windows=int(bad.size), windows_agree=int((~bad).sum()))
+        return out
+    dicts = [p.to_dict() for p in parts]
+    finite = [d["max_abs_z"] for d in dicts if d["max_abs_z"] is not None]
+    bad = np.any([~(np.abs(p.z) <= z_max) for p in parts], axis=0)
+    return {"starts": dicts[0]["starts"], "z_max": float(z_max), "max_abs_z": max(finite) if finite else None,
+            "disagree": [dict(d, coordinate=p.coordinate) for p in parts for d in p.disagree],
+            "coordinate": " ".join(p.coordinate for p in parts), "windows": int(bad.size),
+            "windows_agree": int((~bad).sum()), "by_coordinate": {p.coordinate: d for p, d in zip(parts, dicts)}}

@@ -24,8 +24,8 @@ import xarray as xr
 from grokphase.errors import ResultFileError
 
 
-def _degree(ds: xr.Dataset) -> int:
-    name = str(ds.attrs.get("umbrella_order_parameter", ""))
+def _degree(ds: xr.Dataset, coordinate: str | None = None) -> int:
+    name = str(ds.attrs.get("umbrella_order_parameter", "")) if coordinate is None else coordinate
     match = re.fullmatch(r"learned_(\d+)", name)
     if not match:
         raise ResultFileError(f"the teacher-student theory profile needs a learned-fraction order parameter "
@@ -33,16 +33,19 @@ def _degree(ds: xr.Dataset) -> int:
     return int(match.group(1))
 
 
-def theory_profiles(ds: xr.Dataset, s2, m) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+def theory_profiles(ds: xr.Dataset, s2, m, coordinate: str | None = None) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """{s2: (m, F)} of the mean-field theory for the umbrella result ``ds`` at each ``s2``, on the grid
     ``m`` (points the theory cannot solve are dropped, never returned as NaN; an s2 where none solves is
     left out).  Raises :class:`ResultFileError` for a result the theory does not describe (another
     optimiser or parametrisation, a training fraction < 1 (modular), another activation or target
-    (teacher-student))."""
+    (teacher-student)) or along a coordinate it has no profile of (``coordinate``: the profile's, default
+    the run's primary; modular: the theory's F is along the target component only)."""
     kind = ds.attrs.get("grokphase_kind")
     m = np.asarray(m, np.float64)
     out: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if kind == "sims.modular":
+        if coordinate not in (None, "target_component"):
+            raise ResultFileError(f"the modular theory's F(m) is along the target component, not {coordinate!r}")
         from grokphase.analysis.compare import _modular_params
         from grokphase.theory import modular as md
         from grokphase.theory.status import Status
@@ -59,7 +62,7 @@ def theory_profiles(ds: xr.Dataset, s2, m) -> dict[float, tuple[np.ndarray, np.n
         from grokphase.theory import teacher_student as ts
         from grokphase.theory.status import Status
         require_paper_model(ds, "the theory's free-energy profile")
-        degree = _degree(ds)
+        degree = _degree(ds, coordinate)
         if degree not in (1, 3):
             raise ResultFileError(f"the paper's model has target degrees 1 and 3, not {degree}")
         base = dict(N=float(ds.attrs["N"]), n=float(ds.attrs["n"]), d=float(ds.attrs["d"]),

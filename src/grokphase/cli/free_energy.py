@@ -28,6 +28,9 @@ def add_parser(groups) -> None:
     p.add_argument("--bootstrap", type=_int_ge(10), default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap replicates per system for the standard errors (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--coordinate", metavar="NAME", default=None,
+                   help="with several umbrella coordinates: the one F is drawn along (the marginal of the others; "
+                        "default the run's first, its primary); the start check covers every coordinate")
     p.add_argument("--theory", action="store_true",
                    help="also the mean-field theory's F(m) at every target s2 on the profile's m range (modular: "
                         "finite-P theory in the simulated network's normalisation; teacher-student: the paper's "
@@ -62,24 +65,27 @@ def _lines(d: dict) -> list[str]:
         lines.append(f"note: {d['reason']}")
     if "start_agreement" in d:
         sa = d["start_agreement"]
-        lines.append(f"starts {' vs '.join(sa['starts'])}: {len(sa['disagree'])} window(s) with |z| > {sa['z_max']:g}"
+        lines.append(f"starts {' vs '.join(sa['starts'])} ({sa['coordinate']}): {sa['windows_agree']} of "
+                     f"{sa['windows']} window(s) agree, {len(sa['disagree'])} disagreement(s) with |z| > {sa['z_max']:g}"
                      + (f" (max |z| = {sa['max_abs_z']:.2f})" if sa["max_abs_z"] is not None else ""))
     return lines
 
 
 def cmd_free_energy(args) -> int:
-    from grokphase.analysis.free_energy import free_energy_from_dataset, start_agreement
+    from grokphase.analysis.free_energy import free_energy_from_dataset, start_agreements
     ds = load_dataset(args.result)
-    result = free_energy_from_dataset(ds, s2=args.s2, bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed)
+    result = free_energy_from_dataset(ds, s2=args.s2, bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed,
+                                      coordinate=args.coordinate)
     summary = result.to_dict()
+    summary["coordinate"] = result.order_parameter
     if "start" in ds["order_parameter_trajectory"].dims and ds.sizes["start"] == 2:
-        summary["start_agreement"] = start_agreement(ds).to_dict()
+        summary["start_agreement"] = start_agreements(ds)
     theory = None
     if args.theory:
         from grokphase.analysis.free_energy_theory import theory_profiles
         m_all = np.concatenate([np.asarray(p["m"], np.float64) for p in summary["profiles"]])
         grid = np.linspace(float(np.min(m_all)), float(np.max(m_all)), 81)
-        theory = theory_profiles(ds, [p["s2"] for p in summary["profiles"]], grid)
+        theory = theory_profiles(ds, [p["s2"] for p in summary["profiles"]], grid, coordinate=result.order_parameter)
         summary["theory_profiles"] = [{"s2": s, "m": mm.tolist(), "F": FF.tolist()} for s, (mm, FF) in theory.items()]
     out = result.to_dataset(parameters={"source": args.result, "seed": args.seed}, source=ds)
     if args.out:

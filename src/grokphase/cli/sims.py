@@ -244,7 +244,13 @@ def _add_umbrella_options(p, order_parameter: str) -> None:
     g.add_argument("--umbrella-range", metavar="LO,HI",
                    help="planned windows over [LO, HI]: kappa and the spacing from short unbiased pilot runs "
                         "(kappa >= 4/Var(m) of the disordered phase, neighbours within 2 window standard deviations)")
-    g.add_argument("--umbrella-windows", type=_int_ge(2), help="with --umbrella-range: the number of windows")
+    g.add_argument("--umbrella-windows", metavar="J or J1,J2,...",
+                   help="with --umbrella-range: the number of windows; with several --umbrella-coordinates one count "
+                        "per coordinate (with --umbrella-m0: how many of the centres belong to each coordinate)")
+    g.add_argument("--umbrella-coordinates", metavar="NAME1,NAME2,...",
+                   help=f"the coordinates the windows bias (default: {order_parameter}); with two, --umbrella-m0 "
+                        "(with --umbrella-windows counts), --umbrella-kappa (one per coordinate) and --umbrella-range "
+                        "(LO1,HI1,LO2,HI2) are given per coordinate and the windows are their product grid")
 
 
 def _add_run_options(p, positive) -> None:
@@ -301,7 +307,8 @@ def _point_prefix(pt: dict) -> str:
     if "start" in pt:
         out += f"{pt['start']} start "
     if "window" in pt:
-        out += f"window {pt['window']} (m0 {pt['window_m0']:g}, kappa {pt['window_kappa']:g}) "
+        show = lambda v: ",".join(f"{x:g}" for x in v) if isinstance(v, list) else f"{v:g}"  # noqa: E731
+        out += f"window {pt['window']} (m0 {show(pt['window_m0'])}, kappa {show(pt['window_kappa'])}) "
     return out
 
 

@@ -120,7 +120,15 @@ class Task(NamedTuple):
     (``loss`` in float64: L over the training data, without prior, penalty or bias), the inputs of
     MBAR, and the diagnostic ``bias_stiffness`` (:func:`umbrella_records`).  Without ``umbrella`` nothing of this is computed (runs are bit-identical to a task without
     an order parameter); a kappa = 0 window runs the plain chain up to rounding (XLA compiles the two
-    programs differently: ~1e-16 relative in float64)."""
+    programs differently: ~1e-16 relative in float64).
+
+    **Several coordinates.**  With ``coordinate_names`` (a tuple of C >= 2 names; None: one coordinate)
+    ``order_parameter`` returns the (C,) vector of those coordinates (``order_parameter_name`` is the
+    first), ``hyper.umbrella_kappa`` and ``hyper.umbrella_m0`` are (C,) per member, the bias is the sum
+    over coordinates, and the records ``order_parameter`` and ``bias_stiffness`` gain a trailing
+    coordinate axis.  A coordinate need not be linear in the readout (e.g. a function of the first-layer
+    weights): its bias then reaches the parameters only through the gradient step, and a ``gibbs``
+    update draws the readout's conditional given the other parameters, in which it is a constant."""
 
     make_data: Callable
     init: Callable
@@ -135,14 +143,17 @@ class Task(NamedTuple):
     order_parameter: Callable | None = None
     order_parameter_name: str | None = None
     umbrella: bool = False
+    coordinate_names: tuple | None = None
 
 
 def umbrella_bias(m, hyper):
     """The harmonic umbrella bias of one member in the units of the potential (L):
     s2 (kappa/2)(m - m0)^2, i.e. U = (kappa/2)(m - m0)^2 added to -log posterior = L/s2 + ... (THEORY.md
     §1: a penalty R of the posterior enters the potential as s2 R).  ``hyper`` has ``s2``,
-    ``umbrella_kappa`` and ``umbrella_m0``."""
-    return hyper.s2 * (0.5 * hyper.umbrella_kappa) * (m - hyper.umbrella_m0) ** 2
+    ``umbrella_kappa`` and ``umbrella_m0``; with several coordinates (m, kappa, m0 of shape (C,)) the sum
+    of the coordinates' biases."""
+    u = hyper.s2 * (0.5 * hyper.umbrella_kappa) * (m - hyper.umbrella_m0) ** 2
+    return u if jnp.ndim(u) == 0 else jnp.sum(u, axis=-1)
 
 
 def umbrella_records(task: Task, z, opt_state, data, hyper) -> dict:
@@ -156,16 +167,25 @@ def umbrella_records(task: Task, z, opt_state, data, hyper) -> dict:
     std = task.prior_std(z, hyper)
     theta = scale_params(z, std)
     theta64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), theta)
-    grad_m = jax.grad(lambda zz: task.order_parameter(scale_params(zz, std), data, hyper))(z)
     tx = _as_tx(task.make_tx(hyper))
     key = jax.random.PRNGKey(0)
-    moved = tx.update(grad_m, opt_state, z, key=key)[0]
-    still = tx.update(jax.tree_util.tree_map(jnp.zeros_like, grad_m), opt_state, z, key=key)[0]
-    step = sum(jnp.sum((a.astype(jnp.float64) - b.astype(jnp.float64)) * g.astype(jnp.float64))
-               for a, b, g in zip(*(jax.tree_util.tree_leaves(t) for t in (moved, still, grad_m))))
+
+    def stiffness(m_of, kappa):
+        grad_m = jax.grad(lambda zz: m_of(task.order_parameter(scale_params(zz, std), data, hyper)))(z)
+        moved = tx.update(grad_m, opt_state, z, key=key)[0]
+        still = tx.update(jax.tree_util.tree_map(jnp.zeros_like, grad_m), opt_state, z, key=key)[0]
+        step = sum(jnp.sum((a.astype(jnp.float64) - b.astype(jnp.float64)) * g.astype(jnp.float64))
+                   for a, b, g in zip(*(jax.tree_util.tree_leaves(t) for t in (moved, still, grad_m))))
+        return -jnp.asarray(hyper.s2 * kappa, jnp.float64) * step
+
+    if task.coordinate_names is None:
+        bias_stiffness = stiffness(lambda m: m, hyper.umbrella_kappa)
+    else:                       # one coordinate at a time: eta s2 kappa_c |grad m_c|^2 per coordinate
+        bias_stiffness = jnp.stack([stiffness(lambda m, c=c: m[c], hyper.umbrella_kappa[c])
+                                    for c in range(len(task.coordinate_names))])
     return {"order_parameter": jnp.asarray(task.order_parameter(theta, data, hyper), jnp.float64),
             "potential": jnp.asarray(task.loss(theta64, data), jnp.float64),
-            "bias_stiffness": -jnp.asarray(hyper.s2 * hyper.umbrella_kappa, jnp.float64) * step}
+            "bias_stiffness": bias_stiffness}
 
 
 class ChainState(NamedTuple):

@@ -17,6 +17,13 @@ pilot runs); ``umbrella_start`` = "prior" | "ordered" | "both" ("both": every wi
 from the model's ordered start, a ``start`` dimension, for hidden hysteresis).  Windows need Langevin
 and the independent protocol (no anneal, no replica exchange); :func:`check_options` says so.
 
+**Several coordinates** (``umbrella_coordinates``: names the model declares, its primary first, e.g.
+modular "target_component,ipr"): the bias is the sum of one harmonic term per coordinate, every option
+is given per coordinate (:func:`check_options`) and the windows are the product grid of the
+coordinates' windows (:func:`product_grid`, the first coordinate slowest); a plan plans each coordinate
+from its own pilot variance.  Members then carry (C,) ``umbrella_kappa`` / ``umbrella_m0`` and the
+task's ``order_parameter`` returns the (C,) coordinates (``Task.coordinate_names``).
+
 **Members** (the driver's member axis): s2-major, then start, then window, then unit (modular:
 seed; teacher-student: dataset x init).  Every window of a unit uses the unit's data key (the same
 posterior), and init and noise keys folded with (start tag, window index), so windows are independent
@@ -29,7 +36,11 @@ over the training data (the sampled likelihood term, without prior, penalty or b
 ``window_m0``, ``window_kappa`` (window); attrs ``umbrella`` = 1, ``umbrella_order_parameter``,
 ``umbrella_system_dims`` (the dims indexing different posteriors), ``umbrella_start``,
 ``umbrella_plan`` ("explicit" or "auto", with the plan's numbers), ``protocol`` = "umbrella", and the
-model's usual attributes (param_*, parameters_json, seeds, provenance).  A diagnostic beside them:
+model's usual attributes (param_*, parameters_json, seeds, provenance).  With C >= 2 coordinates
+``order_parameter_trajectory`` and ``bias_stiffness_trajectory`` gain a ``coordinate`` dimension (before
+``time``; labels: the names), ``window_m0`` and ``window_kappa`` are (window, coordinate) and the attribute
+``umbrella_coordinates`` lists the names (space-separated); one coordinate keeps the layout above, bit
+for bit.  A diagnostic beside them:
 ``bias_stiffness_trajectory`` = eta s2 kappa |grad_z m|^2 over the Langevin-moved parameters (the
 discrete chain's stability along grad m: keep it well below 1; its maximum is the attribute
 ``umbrella_max_bias_stiffness``, and a run above :data:`STIFFNESS_WARNING` warns).  Every other variable of the
@@ -59,7 +70,7 @@ UMBRELLA_STARTS = ("prior", "ordered", "both")
 #: the umbrella options and their defaults (left out of a config's ``parameters()`` at these values, so
 #: that plain runs keep their checkpoint and result hashes)
 UMBRELLA_DEFAULTS = {"umbrella_m0": None, "umbrella_kappa": None, "umbrella_start": "prior", "umbrella_range": None,
-                     "umbrella_windows": None}
+                     "umbrella_windows": None, "umbrella_coordinates": None}
 #: fold_in tags of the init and noise keys per start (then the window index is folded in)
 START_TAGS = {"prior": 3, "ordered": 4}
 #: the plan's kappa: at least KAPPA_FACTOR / Var(m) of the disordered phase (the bias dominates the
@@ -88,11 +99,68 @@ def _floats(sim, name: str) -> tuple | None:
     return out
 
 
-def check_options(sim, ordered_problem: str | None = None) -> None:
+def _names(sim, available: tuple[str, ...]) -> tuple[str, ...]:
+    """The umbrella coordinates of ``sim`` (``umbrella_coordinates``: a comma-separated string or a
+    sequence of names), validated against the model's ``available`` ones (the first is the primary, the
+    default); normalised on ``sim`` to None when they are just the primary (its runs keep their hashes),
+    else to a tuple of names."""
+    value = getattr(sim, "umbrella_coordinates", None)
+    if value is None:
+        return available[:1]
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not items or not all(isinstance(v, str) for v in items):
+        raise ParameterError(f"umbrella_coordinates must be a list of names from {', '.join(available)}, got {value!r}")
+    names = tuple(v.strip() for v in items)
+    for name in names:
+        if name not in available:
+            raise ParameterError(f"unknown umbrella coordinate {name!r}; choose from {', '.join(available)}")
+    if len(set(names)) != len(names):
+        raise ParameterError(f"umbrella_coordinates names a coordinate twice: {list(names)}")
+    object.__setattr__(sim, "umbrella_coordinates", None if names == available[:1] else names)
+    return names
+
+
+def several_coordinates(value) -> bool:
+    """Whether a ``umbrella_coordinates`` option (a comma-separated string, or a sequence of names in
+    Python) names two or more coordinates."""
+    if isinstance(value, str):
+        return len(value.split(",")) > 1
+    return value is not None and len(value) > 1
+
+
+def _counts(sim, C: int, lo: int) -> tuple[int, ...]:
+    """``umbrella_windows`` as C integer counts >= ``lo`` (one per coordinate)."""
+    w = np.atleast_1d(np.asarray(sim.umbrella_windows, dtype=np.float64))
+    if w.ndim != 1 or w.size != C or not np.all(np.isfinite(w)) or not np.all(w == np.round(w)):
+        raise ParameterError(f"umbrella_windows with {C} umbrella coordinates must be {C} integer counts (one per "
+                             f"coordinate), got {sim.umbrella_windows!r}")
+    if np.any(w < lo) or np.any(w > MAX_WINDOWS):
+        raise ParameterError(f"umbrella_windows must be integers in [{lo}, {MAX_WINDOWS}], got {w.astype(int).tolist()}")
+    return tuple(int(v) for v in w)
+
+
+def check_options(sim, ordered_problem: str | None = None, coordinates: tuple[str, ...] | None = None) -> None:
     """Validate (and normalise to tuples) the umbrella options of a simulation config in its
     ``__post_init__``: one-line ParameterErrors for values out of range and for combinations that make
     no sense.  ``ordered_problem``: why the model has no ordered start for this config (None: it has
-    one)."""
+    one).  ``coordinates``: the names of the model's umbrella coordinates, its primary first (None: the
+    model has one, and ``umbrella_coordinates`` is refused); the config's ``umbrella_coordinate_names``
+    then says which a run biases.  With C >= 2 coordinates (``umbrella_coordinates``) every option is given
+    per coordinate, one coordinate after another: ``umbrella_m0`` the centres of coordinate 1, then of
+    coordinate 2, ... with ``umbrella_windows`` their C counts; ``umbrella_kappa`` one value per
+    coordinate (or one per centre); ``umbrella_range`` C pairs lo, hi with optional C counts
+    ``umbrella_windows`` and C stiffnesses ``umbrella_kappa``; the windows are the product grid."""
+    if coordinates is None and getattr(sim, "umbrella_coordinates", None) is not None:
+        raise ParameterError("umbrella_coordinates: this model declares one order parameter")
+    available = tuple(coordinates) if coordinates is not None else ("m",)
+    if getattr(sim, "umbrella_coordinates", None) is not None and not is_umbrella(sim):
+        raise ParameterError("umbrella_coordinates applies only to umbrella windows: give umbrella_m0 (or "
+                             "umbrella_range)")
+    names = _names(sim, available)
+    if len(names) > 1:
+        _check_grid_options(sim, len(names))
+        _check_protocol(sim, ordered_problem)
+        return
     m0, kappa, rng = (_floats(sim, name) for name in ("umbrella_m0", "umbrella_kappa", "umbrella_range"))
     windows = sim.umbrella_windows
     if sim.umbrella_start not in UMBRELLA_STARTS:
@@ -109,6 +177,11 @@ def check_options(sim, ordered_problem: str | None = None) -> None:
     if windows is not None:
         if rng is None:
             raise ParameterError("umbrella_windows (a count of planned windows) needs umbrella_range")
+        if isinstance(windows, (tuple, list, np.ndarray)):     # one count given as a list ("floats" option)
+            if len(windows) != 1:
+                raise ParameterError(f"umbrella_windows with one umbrella coordinate must be one count, got "
+                                     f"{list(windows)}")
+            windows = windows[0]
         if isinstance(windows, bool) or not float(windows).is_integer() or not 2 <= windows <= MAX_WINDOWS:
             raise ParameterError(f"umbrella_windows must be an integer in [2, {MAX_WINDOWS}], got {windows!r}")
         object.__setattr__(sim, "umbrella_windows", int(windows))
@@ -125,6 +198,52 @@ def check_options(sim, ordered_problem: str | None = None) -> None:
             raise ParameterError(f"umbrella_kappa must be one value or one per window ({len(m0)} windows), "
                                  f"got {len(kappa)}" if m0 is not None else
                                  f"umbrella_kappa with umbrella_range must be one value, got {len(kappa)}")
+    _check_protocol(sim, ordered_problem)
+
+
+def _check_grid_options(sim, C: int) -> None:
+    """The per-coordinate options of C >= 2 coordinates (:func:`check_options`)."""
+    m0, kappa, rng = (_floats(sim, name) for name in ("umbrella_m0", "umbrella_kappa", "umbrella_range"))
+    if sim.umbrella_start not in UMBRELLA_STARTS:
+        raise ParameterError(f"unknown umbrella_start {sim.umbrella_start!r}; choose from {', '.join(UMBRELLA_STARTS)}")
+    if m0 is not None and rng is not None:
+        raise ParameterError("give umbrella_m0 (explicit window centres) or umbrella_range (planned windows), not both")
+    if kappa is not None and any(k < 0 for k in kappa):
+        raise ParameterError(f"umbrella_kappa must be >= 0 (log-posterior units), got {list(kappa)}")
+    if m0 is not None:
+        if sim.umbrella_windows is None:
+            raise ParameterError(f"umbrella_m0 with {C} umbrella coordinates needs umbrella_windows: {C} counts saying "
+                                 "how many of the centres belong to each coordinate")
+        counts = _counts(sim, C, 1)
+        if sum(counts) != len(m0):
+            raise ParameterError(f"umbrella_windows {list(counts)} add up to {sum(counts)} centres but umbrella_m0 has "
+                                 f"{len(m0)}")
+        if kappa is None:
+            raise ParameterError("umbrella_m0 needs umbrella_kappa (one value per coordinate or one per centre, "
+                                 "log-posterior units)")
+        if len(kappa) not in (C, len(m0)):
+            raise ParameterError(f"umbrella_kappa with {C} umbrella coordinates must be one value per coordinate ({C}) "
+                                 f"or one per centre ({len(m0)}), got {len(kappa)}")
+    else:
+        if len(rng) != 2 * C:
+            raise ParameterError(f"umbrella_range with {C} umbrella coordinates must be {C} pairs lo, hi ({2 * C} "
+                                 f"numbers), got {len(rng)}")
+        for c in range(C):
+            if not rng[2 * c] < rng[2 * c + 1]:
+                raise ParameterError(f"umbrella_range of coordinate {c + 1} must be lo < hi, got "
+                                     f"{list(rng[2 * c:2 * c + 2])}")
+        counts = _counts(sim, C, 2) if sim.umbrella_windows is not None else None
+        if kappa is not None and len(kappa) != C:
+            raise ParameterError(f"umbrella_kappa with umbrella_range and {C} umbrella coordinates must be one value "
+                                 f"per coordinate, got {len(kappa)}")
+    if counts is not None:
+        if int(np.prod(counts)) > MAX_WINDOWS:
+            raise ParameterError(f"the product grid of umbrella_windows {list(counts)} has {int(np.prod(counts))} "
+                                 f"windows (> {MAX_WINDOWS})")
+        object.__setattr__(sim, "umbrella_windows", counts)
+
+
+def _check_protocol(sim, ordered_problem: str | None) -> None:
     if sim.optimizer != "langevin":
         raise ParameterError("umbrella windows bias the Langevin posterior: they need optimizer langevin")
     if sim.anneal != "none":
@@ -143,8 +262,8 @@ def umbrella_parameters(out: dict) -> dict:
     for name, default in UMBRELLA_DEFAULTS.items():
         if name in out and out[name] == default:
             del out[name]
-    for name in ("umbrella_m0", "umbrella_kappa", "umbrella_range"):
-        if out.get(name) is not None:
+    for name in ("umbrella_m0", "umbrella_kappa", "umbrella_range", "umbrella_coordinates", "umbrella_windows"):
+        if isinstance(out.get(name), (tuple, list)):
             out[name] = list(out[name])
     return out
 
@@ -154,11 +273,45 @@ def starts_of(sim) -> list[str]:
     return ["prior", "ordered"] if sim.umbrella_start == "both" else [sim.umbrella_start]
 
 
-def explicit_windows(sim) -> tuple[np.ndarray, np.ndarray]:
-    """(m0, kappa) per window of explicit options (kappa broadcast to every window)."""
-    m0 = np.asarray(sim.umbrella_m0, np.float64)
-    kappa = np.broadcast_to(np.asarray(sim.umbrella_kappa, np.float64), m0.shape).copy()
+def n_coordinates(sim) -> int:
+    """How many coordinates an umbrella config biases (1: the model's primary, the 1-coordinate layout)."""
+    value = getattr(sim, "umbrella_coordinates", None)
+    return 1 if value is None else len(value)
+
+
+def _split(sim, values, counts) -> list[np.ndarray]:
+    out, i = [], 0
+    for n in counts:
+        out.append(np.asarray(values[i:i + n], np.float64))
+        i += n
+    return out
+
+
+def product_grid(axes: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The product grid of per-coordinate windows [(m0_c, kappa_c)], the first coordinate slowest:
+    (m0, kappa) of shape (J, C), J = prod_c J_c, window j = ((j_1 J_2 + j_2) J_3 + j_3) ..."""
+    idx = np.stack([g.reshape(-1) for g in np.meshgrid(*[np.arange(len(a[0])) for a in axes], indexing="ij")],
+                   axis=1)
+    m0 = np.stack([axes[c][0][idx[:, c]] for c in range(len(axes))], axis=1)
+    kappa = np.stack([axes[c][1][idx[:, c]] for c in range(len(axes))], axis=1)
     return m0, kappa
+
+
+def explicit_windows(sim) -> tuple[np.ndarray, np.ndarray]:
+    """(m0, kappa) per window of explicit options (kappa broadcast to every window): shape (J,) with one
+    coordinate; (J, C) on the product grid of C >= 2 coordinates (:func:`product_grid`)."""
+    C = n_coordinates(sim)
+    if C == 1:
+        m0 = np.asarray(sim.umbrella_m0, np.float64)
+        kappa = np.broadcast_to(np.asarray(sim.umbrella_kappa, np.float64), m0.shape).copy()
+        return m0, kappa
+    counts = sim.umbrella_windows
+    m0s = _split(sim, sim.umbrella_m0, counts)
+    if len(sim.umbrella_kappa) == C:
+        kappas = [np.full(n, sim.umbrella_kappa[c]) for c, n in enumerate(counts)]
+    else:
+        kappas = _split(sim, sim.umbrella_kappa, counts)
+    return product_grid(list(zip(m0s, kappas)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,9 +337,15 @@ def build_umbrella_members(model, sim, m0, kappa, starts: list[str]) -> tuple[Me
     data = np.tile(np.asarray(data_k), (S * St * J, 1))
     s2 = np.repeat(np.asarray(sim.s2, np.float64), St * J * K)
     hyper = model.hyper(sim)(s2)
-    per_s2 = lambda v: np.tile(np.repeat(np.asarray(v, np.float64), K), S * St)  # noqa: E731
+    m0, kappa = np.asarray(m0, np.float64), np.asarray(kappa, np.float64)
+
+    def per_s2(v):          # (J[, C]) -> (M[, C]): (start, window, unit) per s2
+        v = np.repeat(v, K, axis=0)
+        return np.tile(v, (S * St,) + (1,) * (v.ndim - 1))
+
     hyper = hyper._replace(umbrella_kappa=per_s2(kappa), umbrella_m0=per_s2(m0))
-    labels = [f"umbrella network (s2={sim.s2[s]:g}, {start} start, window {j} m0={m0[j]:g} kappa={kappa[j]:g}, "
+    show = lambda v: ",".join(f"{x:g}" for x in np.atleast_1d(v))  # noqa: E731
+    labels = [f"umbrella network (s2={sim.s2[s]:g}, {start} start, window {j} m0={show(m0[j])} kappa={show(kappa[j])}, "
               f"{model.unit_label(sim, k)})" for s in range(S) for start in starts for j in range(J) for k in range(K)]
     return Members(data, block(inits), block(noises), hyper), labels
 
@@ -244,8 +403,8 @@ def run_umbrella(model, sim, task: Task, *, devices=None, ensemble_chunk: int | 
     if checkpoint_dir is not None:
         n_members = len(sim.s2) * len(starts) * len(m0) * int(np.shape(model.unit_keys(sim)[0])[0])
         config = {**model.checkpoint_config(sim, "umbrella", _chunk_key(ensemble_chunk, n_members, devices)),
-                  "protocol": "umbrella", "umbrella_windows_m0": [float(v) for v in m0],
-                  "umbrella_windows_kappa": [float(v) for v in kappa]}
+                  "protocol": "umbrella", "umbrella_windows_m0": np.asarray(m0, np.float64).tolist(),
+                  "umbrella_windows_kappa": np.asarray(kappa, np.float64).tolist()}
         ckpt = Checkpointer(checkpoint_dir, config, every_seconds=checkpoint_every)
     out, members, info = _run_members(model, sim, task, m0, kappa, starts, devices=devices,
                                       ensemble_chunk=ensemble_chunk, checkpoint=ckpt, progress=progress,
@@ -288,6 +447,7 @@ def umbrella_dataset(model, sim, task: Task, out: RunOutput, members: Members, m
     S, J, St, K = len(sim.s2), len(m0), len(starts), int(np.prod(list(unit.values())))
     T = out.record_steps.size
     dims = ("s2", *unit, "time")
+    names = task.coordinate_names             # None: one coordinate (no coordinate dimension)
     by_start = []
     for t in range(St):
         parts = []
@@ -296,8 +456,12 @@ def umbrella_dataset(model, sim, task: Task, out: RunOutput, members: Members, m
             part = model.build_dataset(sim, part_out, task, part_members)
             for record, name in (("order_parameter", "order_parameter_trajectory"),
                                  ("potential", "potential_trajectory"), ("bias_stiffness", "bias_stiffness_trajectory")):
-                values = np.asarray(part_out.records[record], np.float64).reshape(S, *unit.values(), T)
-                part[name] = (dims, values)
+                values = np.asarray(part_out.records[record], np.float64)
+                if names is None or record == "potential":
+                    part[name] = (dims, values.reshape(S, *unit.values(), T))
+                else:                                   # (members, time, coordinate)
+                    values = np.moveaxis(values.reshape(S, *unit.values(), T, len(names)), -1, -2)
+                    part[name] = (("s2", *unit, "coordinate", "time"), values)
             parts.append(part)
         ds = xr.concat(parts, dim="window", data_vars="all", coords="minimal", combine_attrs="override")
         for name in model.ladder_shared:
@@ -309,10 +473,15 @@ def umbrella_dataset(model, sim, task: Task, out: RunOutput, members: Members, m
         for name in model.ladder_shared:
             ds[name] = by_start[0][name]
         ds = ds.assign_coords(start=list(starts))
-    ds = ds.assign_coords(window=np.arange(J), window_m0=("window", np.asarray(m0, np.float64)),
-                          window_kappa=("window", np.asarray(kappa, np.float64)))
+    wdims = ("window",) if names is None else ("window", "coordinate")
+    ds = ds.assign_coords(window=np.arange(J), window_m0=(wdims, np.asarray(m0, np.float64)),
+                          window_kappa=(wdims, np.asarray(kappa, np.float64)))
+    if names is not None:
+        ds = ds.assign_coords(coordinate=list(names))
     ds = ds.transpose("s2", *(("start",) if "start" in ds.dims else ()), "window", ...)
-    ds["order_parameter_trajectory"].attrs["long_name"] = f"order parameter m = {task.order_parameter_name} at every record"
+    ds["order_parameter_trajectory"].attrs["long_name"] = (
+        f"order parameter m = {task.order_parameter_name} at every record" if names is None else
+        f"umbrella coordinates ({', '.join(names)}) at every record")
     ds["potential_trajectory"].attrs["long_name"] = ("L = 1/2 sum over the training data of (f - y)^2 at every record "
                                                      "(without prior, penalty or bias)")
     ds["bias_stiffness_trajectory"].attrs["long_name"] = (
@@ -324,6 +493,8 @@ def umbrella_dataset(model, sim, task: Task, out: RunOutput, members: Members, m
     ds.attrs.update(umbrella=1, umbrella_order_parameter=str(task.order_parameter_name),
                     umbrella_system_dims=str(model.system_dims(sim)), umbrella_start=str(sim.umbrella_start),
                     protocol="umbrella")
+    if names is not None:
+        ds.attrs["umbrella_coordinates"] = " ".join(names)
     return ds
 
 
@@ -335,23 +506,25 @@ class WindowPlan(NamedTuple):
     """Windows chosen by :func:`plan_windows`: centres ``m0`` and stiffnesses ``kappa`` (J,), and what
     they were chosen from: Var(m) in the pilots from the prior (``var_prior``) and from the ordered start
     (``var_ordered``, NaN without one), the expected standard deviation of m in a window
-    (``window_std``), the spacing, the pilot length and the rule's constants."""
+    (``window_std``), the spacing, the pilot length and the rule's constants.  With C >= 2 coordinates
+    ``m0`` and ``kappa`` are (J, C) (the product grid) and the per-coordinate numbers (C,) arrays."""
 
     m0: np.ndarray
     kappa: np.ndarray
-    var_prior: float
-    var_ordered: float
-    window_std: float
-    spacing: float
+    var_prior: Any
+    var_ordered: Any
+    window_std: Any
+    spacing: Any
     pilot_steps: int
     kappa_factor: float
     overlap_sigmas: float
     kappa_given: bool
 
     def attrs(self) -> dict:
-        return {"umbrella_plan": "auto", "umbrella_plan_var_prior": float(self.var_prior),
-                "umbrella_plan_var_ordered": float(self.var_ordered),
-                "umbrella_plan_window_std": float(self.window_std), "umbrella_plan_spacing": float(self.spacing),
+        num = lambda v: float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64)  # noqa: E731
+        return {"umbrella_plan": "auto", "umbrella_plan_var_prior": num(self.var_prior),
+                "umbrella_plan_var_ordered": num(self.var_ordered),
+                "umbrella_plan_window_std": num(self.window_std), "umbrella_plan_spacing": num(self.spacing),
                 "umbrella_plan_pilot_steps": int(self.pilot_steps),
                 "umbrella_plan_kappa_factor": float(self.kappa_factor),
                 "umbrella_plan_overlap_sigmas": float(self.overlap_sigmas),
@@ -359,33 +532,70 @@ class WindowPlan(NamedTuple):
 
 
 def pilot_variances(model, sim, task: Task, *, pilot_steps: int | None = None, devices=None, ensemble_chunk=None,
-                    progress: bool = False) -> tuple[float, float, int]:
+                    progress: bool = False) -> tuple[Any, Any, int]:
     """Var(m) of unbiased pilot runs (one kappa = 0 window) from the prior and, where the model has one,
     from the ordered start: the within-chain variance of m over the records after the pilot's burn-in
     (half the pilot), averaged over units, the smallest over s2.  Returns (var_prior, var_ordered (NaN
-    without an ordered start), pilot_steps).  Default pilot: a quarter of ``sim.steps``, at least 200."""
+    without an ordered start), pilot_steps); with C >= 2 coordinates the variances are (C,) arrays, one
+    per coordinate.  Default pilot: a quarter of ``sim.steps``, at least 200."""
     steps = int(pilot_steps) if pilot_steps is not None else max(200, sim.steps // 4)
-    base = dict(umbrella_m0=(0.0,), umbrella_kappa=(0.0,), umbrella_range=None, umbrella_windows=None, steps=steps,
-                burn_in=steps // 2, record_every=max(1, steps // 40), log_times=False)
+    C = n_coordinates(sim)
+    base = dict(umbrella_m0=(0.0,) * C, umbrella_kappa=(0.0,) * C, umbrella_range=None,
+                umbrella_windows=None if C == 1 else (1,) * C, steps=steps, burn_in=steps // 2,
+                record_every=max(1, steps // 40), log_times=False)
+    zeros = np.zeros(1) if C == 1 else np.zeros((1, C))
     try:
         pilot = dataclasses.replace(sim, umbrella_start="both", **base)
-        out, _, _ = _run_members(model, pilot, task, np.zeros(1), np.zeros(1), starts_of(pilot), devices=devices,
+        out, _, _ = _run_members(model, pilot, task, zeros, zeros, starts_of(pilot), devices=devices,
                                  ensemble_chunk=ensemble_chunk, progress=progress, desc="umbrella pilot")
     except ParameterError:              # no ordered start for this model / at these s2: the prior alone
         pilot = dataclasses.replace(sim, umbrella_start="prior", **base)
-        out, _, _ = _run_members(model, pilot, task, np.zeros(1), np.zeros(1), starts_of(pilot), devices=devices,
+        out, _, _ = _run_members(model, pilot, task, zeros, zeros, starts_of(pilot), devices=devices,
                                  ensemble_chunk=ensemble_chunk, progress=progress, desc="umbrella pilot")
     starts = starts_of(pilot)
     after = out.record_steps > pilot.burn_in
-    m = np.asarray(out.records["order_parameter"], np.float64)[:, after]
-    var = m.var(axis=1, ddof=1).reshape(len(sim.s2), len(starts), -1).mean(axis=2).min(axis=0)   # (starts,)
-    var_ordered = float(var[1]) if len(starts) == 2 else float("nan")
-    return float(var[0]), var_ordered, steps
+    m = np.asarray(out.records["order_parameter"], np.float64)[:, after]          # (M, T[, C])
+    var = m.var(axis=1, ddof=1)
+    var = var.reshape(len(sim.s2), len(starts), -1, *var.shape[1:]).mean(axis=2).min(axis=0)   # (starts[, C])
+    var_ordered = var[1] if len(starts) == 2 else np.full(var.shape[1:], np.nan)
+    if C == 1:
+        return float(var[0]), float(var_ordered), steps
+    return var[0], np.asarray(var_ordered, np.float64), steps
+
+
+def _plan_axis(lo: float, hi: float, windows: int | None, given: float | None, var_prior: float, var_ordered: float,
+               kappa_factor: float, overlap_sigmas: float, where: str = "") -> tuple[np.ndarray, float, float]:
+    """The windows of one coordinate (:func:`plan_windows`): (m0 (J,), kappa, window_std)."""
+    if not (math.isfinite(var_prior) and var_prior > 0):
+        raise ParameterError(f"{where}the pilot's Var(m) from the prior is {var_prior!r}: cannot plan windows (give "
+                             "umbrella_m0 and umbrella_kappa)")
+    var_min = float(np.nanmin([var_prior, var_ordered])) if var_ordered > 0 else var_prior
+    k = float(given) if given is not None else kappa_factor / var_prior
+    std = 1.0 / math.sqrt(k + 1.0 / var_min)
+    spacing_max = overlap_sigmas * std
+    if windows is None:
+        J = max(2, int(math.ceil((hi - lo) / spacing_max - 1e-9)) + 1)
+        if J > MAX_WINDOWS:
+            raise ParameterError(f"{where}overlapping windows over [{lo:g}, {hi:g}] at kappa {k:.4g} need {J} windows "
+                                 f"(> {MAX_WINDOWS}): narrow umbrella_range or lower umbrella_kappa")
+    else:
+        J = int(windows)
+        spacing = (hi - lo) / (J - 1)
+        if spacing > spacing_max * (1 + 1e-9):
+            k_max = (overlap_sigmas / spacing) ** 2 - 1.0 / var_min
+            need = int(math.ceil((hi - lo) / spacing_max - 1e-9)) + 1
+            if given is not None or k_max < kappa_factor / var_prior:
+                raise ParameterError(f"{where}{J} windows over [{lo:g}, {hi:g}] are {spacing:.4g} apart, more than "
+                                     f"{overlap_sigmas:g} window standard deviations ({std:.4g} at kappa {k:.4g}): "
+                                     f"use umbrella_windows >= {need}")
+            k = k_max
+            std = 1.0 / math.sqrt(k + 1.0 / var_min)
+    return np.linspace(lo, hi, J), k, std
 
 
 def plan_windows(model, sim, task: Task, *, m_range=None, windows: int | None = None, kappa: float | None = None,
                  pilot_steps: int | None = None, kappa_factor: float = KAPPA_FACTOR,
-                 overlap_sigmas: float = OVERLAP_SIGMAS, variances: tuple[float, float] | None = None,
+                 overlap_sigmas: float = OVERLAP_SIGMAS, variances: tuple | None = None,
                  devices=None, ensemble_chunk=None, progress: bool = False) -> WindowPlan:
     r"""Windows over ``m_range`` (default ``sim.umbrella_range``) from unbiased pilot runs
     (:func:`pilot_variances`; or the given ``variances`` = (Var_prior, Var_ordered)).
@@ -400,44 +610,45 @@ def plan_windows(model, sim, task: Task, *, m_range=None, windows: int | None = 
       a planned kappa is lowered to make the windows overlap, as long as it stays >= kappa_factor /
       Var_prior; otherwise a ParameterError names the count needed.
 
+    With C >= 2 coordinates (``sim.umbrella_coordinates``) each coordinate is planned so from its own
+    pilot variances (``m_range``: C pairs; ``windows``, ``kappa``: C values or None) and the windows are
+    their product grid (:func:`product_grid`).
+
     Returns a :class:`WindowPlan` (its ``attrs()`` are written to the umbrella Dataset).  With
     ``variances`` given no pilot runs (``model``, ``sim`` and ``task`` are then only read for the
     defaults above and may be None when every argument is given)."""
-    lo, hi = m_range if m_range is not None else sim.umbrella_range
+    C = 1 if sim is None else n_coordinates(sim)
+    rng = m_range if m_range is not None else sim.umbrella_range
     if windows is None and sim is not None:
         windows = sim.umbrella_windows
     given = kappa
     if given is None and sim is not None and sim.umbrella_kappa is not None:
-        given = sim.umbrella_kappa[0]
+        given = sim.umbrella_kappa[0] if C == 1 else sim.umbrella_kappa
     if variances is None:
         var_prior, var_ordered, steps = pilot_variances(model, sim, task, pilot_steps=pilot_steps, devices=devices,
                                                         ensemble_chunk=ensemble_chunk, progress=progress)
     else:
         (var_prior, var_ordered), steps = variances, 0
-    if not (math.isfinite(var_prior) and var_prior > 0):
-        raise ParameterError(f"the pilot's Var(m) from the prior is {var_prior!r}: cannot plan windows (give "
-                             "umbrella_m0 and umbrella_kappa)")
-    var_min = float(np.nanmin([var_prior, var_ordered])) if var_ordered > 0 else var_prior
-    k = float(given) if given is not None else kappa_factor / var_prior
-    std = 1.0 / math.sqrt(k + 1.0 / var_min)
-    spacing_max = overlap_sigmas * std
-    if windows is None:
-        J = max(2, int(math.ceil((hi - lo) / spacing_max - 1e-9)) + 1)
-        if J > MAX_WINDOWS:
-            raise ParameterError(f"overlapping windows over [{lo:g}, {hi:g}] at kappa {k:.4g} need {J} windows "
-                                 f"(> {MAX_WINDOWS}): narrow umbrella_range or lower umbrella_kappa")
-    else:
-        J = int(windows)
-        spacing = (hi - lo) / (J - 1)
-        if spacing > spacing_max * (1 + 1e-9):
-            k_max = (overlap_sigmas / spacing) ** 2 - 1.0 / var_min
-            need = int(math.ceil((hi - lo) / spacing_max - 1e-9)) + 1
-            if given is not None or k_max < kappa_factor / var_prior:
-                raise ParameterError(f"{J} windows over [{lo:g}, {hi:g}] are {spacing:.4g} apart, more than "
-                                     f"{overlap_sigmas:g} window standard deviations ({std:.4g} at kappa {k:.4g}): "
-                                     f"use umbrella_windows >= {need}")
-            k = k_max
-            std = 1.0 / math.sqrt(k + 1.0 / var_min)
-    m0 = np.linspace(lo, hi, J)
-    return WindowPlan(m0, np.full(J, k), var_prior, var_ordered, std, float(m0[1] - m0[0]), steps, kappa_factor,
-                      overlap_sigmas, given is not None)
+    if C == 1:
+        lo, hi = rng
+        m0, k, std = _plan_axis(lo, hi, windows, given, var_prior, var_ordered, kappa_factor, overlap_sigmas)
+        return WindowPlan(m0, np.full(m0.size, k), var_prior, var_ordered, std, float(m0[1] - m0[0]), steps,
+                          kappa_factor, overlap_sigmas, given is not None)
+    names = sim.umbrella_coordinates
+    rng = np.asarray(rng, np.float64).reshape(C, 2)
+    windows = (None,) * C if windows is None else tuple(windows)
+    givens = (None,) * C if given is None else tuple(np.broadcast_to(np.asarray(given, np.float64), (C,)))
+    var_prior, var_ordered = (np.broadcast_to(np.asarray(v, np.float64), (C,)) for v in (var_prior, var_ordered))
+    axes, stds = [], []
+    for c in range(C):
+        m0_c, k_c, std_c = _plan_axis(rng[c, 0], rng[c, 1], windows[c], givens[c], float(var_prior[c]),
+                                      float(var_ordered[c]), kappa_factor, overlap_sigmas, f"coordinate {names[c]}: ")
+        axes.append((m0_c, np.full(m0_c.size, k_c)))
+        stds.append(std_c)
+    J = int(np.prod([a[0].size for a in axes]))
+    if J > MAX_WINDOWS:
+        raise ParameterError(f"the planned product grid has {' x '.join(str(a[0].size) for a in axes)} = {J} windows "
+                             f"(> {MAX_WINDOWS}): narrow umbrella_range, lower umbrella_kappa or give umbrella_windows")
+    m0, kappa_grid = product_grid(axes)
+    return WindowPlan(m0, kappa_grid, var_prior, var_ordered, np.asarray(stds), np.array([a[0][1] - a[0][0] for a in axes]),
+                      steps, kappa_factor, overlap_sigmas, given is not None)

@@ -23,6 +23,7 @@ from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_resu
 from grokphase.plotting.hysteresis import plot_hysteresis_modular
 from grokphase.sims.memory import modular_bytes
 from grokphase.sims.modular import ModularSim, run_modular, summary_points
+from grokphase.sims.umbrella import several_coordinates
 from grokphase.theory import modular as md
 
 NAME = "modular"
@@ -31,7 +32,7 @@ KIND = "sims.modular"
 _FIELDS = ("P", "N", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay", "seeds", "seed",
            "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "replica_exchange",
            "swap_every", "ordered_droplets", "theory_convention", "umbrella_m0", "umbrella_kappa", "umbrella_start",
-           "umbrella_range", "umbrella_windows")
+           "umbrella_range", "umbrella_windows", "umbrella_coordinates")
 
 #: the [[sim]] schema: ModularSim's fields and defaults; alpha may list several training fractions
 #: (one run each); parametrisation defaults to paper for Langevin and gromov for the plain optimisers
@@ -53,6 +54,11 @@ def _parametrisation(o) -> str:
 
 def _umbrella(o) -> bool:
     return o["umbrella_m0"] is not None or o["umbrella_range"] is not None
+
+
+def _umbrella_counts(o) -> bool:
+    """Where umbrella_windows has an effect: planned windows, or explicit centres of several coordinates."""
+    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None and several_coordinates(o["umbrella_coordinates"]))
 
 
 def _ordered_start(o) -> bool:
@@ -80,8 +86,10 @@ OPTIONS = with_rules(OPTIONS, {
                                 ("start", "anneal", "umbrella_start")),
     "umbrella_kappa": UMBRELLA,
     "umbrella_start": UMBRELLA,
-    "umbrella_windows": Applies("with umbrella_range (planned windows)", lambda o: o["umbrella_range"] is not None,
-                                ("umbrella_range",)),
+    "umbrella_coordinates": UMBRELLA,
+    "umbrella_windows": Applies("with umbrella_range (planned windows), or with umbrella_m0 and several "
+                                "umbrella_coordinates (the centres per coordinate)", _umbrella_counts,
+                                ("umbrella_range", "umbrella_coordinates")),
 })
 #: window centres and ranges may be zero or negative, stiffnesses zero
 OPTIONS = signed(OPTIONS, "umbrella_m0", "umbrella_kappa", "umbrella_range")
@@ -139,12 +147,18 @@ def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None
 
 
 def points(ds: xr.Dataset) -> list[dict]:
-    """summary_points of a result, one alpha at a time."""
+    """summary_points of a result, one alpha at a time.  Windows on several umbrella coordinates: the
+    points' window_m0 and window_kappa are lists, one value per coordinate."""
     if "alpha" in ds.dims:
         out = []
         for j in range(ds.sizes["alpha"]):
-            out.extend(summary_points(ds.isel(alpha=j).assign_attrs(param_alpha=float(ds["alpha"].values[j]))))
+            out.extend(points(ds.isel(alpha=j).assign_attrs(param_alpha=float(ds["alpha"].values[j]))))
         return out
+    if "window_m0" in ds.coords and "coordinate" in ds["window_m0"].dims:
+        grid = {name: ds[name].transpose("window", "coordinate").values.tolist() for name in ("window_m0", "window_kappa")}
+        first = ds.assign_coords(window_m0=ds["window_m0"].isel(coordinate=0, drop=True),
+                                 window_kappa=ds["window_kappa"].isel(coordinate=0, drop=True))
+        return [{**pt, **{name: grid[name][pt["window"]] for name in grid}} for pt in summary_points(first)]
     return summary_points(ds)
 
 

@@ -27,6 +27,7 @@ from grokphase.plotting.perp_norm import plot_perp_norm
 from grokphase.plotting.single_index import plot_family
 from grokphase.sims.memory import format_bytes, teacher_student_bytes
 from grokphase.sims.teacher_student import FAMILY_DEFAULTS, TeacherStudentSim, run_teacher_student, summary_points
+from grokphase.sims.umbrella import several_coordinates
 from grokphase.theory.single_index import ACTIVATIONS
 from grokphase.theory import teacher_student as ts
 
@@ -46,7 +47,8 @@ OPTIONS: dict[str, Option] = {
     **options_of(TeacherStudentSim, ("lr", "record_every", "log_times", "optimizer", "weight_decay", "dtype",
                                      "replica_exchange", "swap_every", "anneal", "start", "ordered_droplets",
                                      "ordered_theory", "ordered_approximation", "umbrella_m0", "umbrella_kappa",
-                                     "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree")),
+                                     "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree",
+                                     "umbrella_coordinates")),
     "activation": Option("activation", "str", FAMILY_DEFAULTS["activation"],
                          f"the student's activation: {', '.join(ACTIVATIONS)}"),
     "target": Option("target", "str", FAMILY_DEFAULTS["target"],
@@ -60,6 +62,11 @@ OPTIONS: dict[str, Option] = {
 
 def _umbrella(o) -> bool:
     return o["umbrella_m0"] is not None or o["umbrella_range"] is not None
+
+
+def _umbrella_counts(o) -> bool:
+    """Where umbrella_windows has an effect: planned windows, or explicit centres of several coordinates."""
+    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None and several_coordinates(o["umbrella_coordinates"]))
 
 
 def _ordered_start(o) -> bool:
@@ -83,8 +90,10 @@ OPTIONS = with_rules(OPTIONS, {
     "umbrella_kappa": UMBRELLA,
     "umbrella_start": UMBRELLA,
     "umbrella_degree": UMBRELLA,
-    "umbrella_windows": Applies("with umbrella_range (planned windows)", lambda o: o["umbrella_range"] is not None,
-                                ("umbrella_range",)),
+    "umbrella_coordinates": UMBRELLA,
+    "umbrella_windows": Applies("with umbrella_range (planned windows), or with umbrella_m0 and several "
+                                "umbrella_coordinates (the centres per coordinate)", _umbrella_counts,
+                                ("umbrella_range", "umbrella_coordinates")),
 })
 #: window centres and ranges may be zero or negative, stiffnesses zero
 OPTIONS = signed(OPTIONS, "umbrella_m0", "umbrella_kappa", "umbrella_range")
@@ -103,7 +112,8 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
                                     "optimizer", "weight_decay", "dtype", "replica_exchange", "swap_every", "anneal",
                                     "start", "ordered_droplets", "ordered_theory", "ordered_approximation",
                                     "activation", "target", "umbrella_m0", "umbrella_kappa", "umbrella_start",
-                                    "umbrella_range", "umbrella_windows", "umbrella_degree")}
+                                    "umbrella_range", "umbrella_windows", "umbrella_degree",
+                                    "umbrella_coordinates")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 

@@ -26,6 +26,9 @@ DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 SCALAR_RECORDS = ("train_mse", "test_mse", "train_acc", "test_acc", "target_component", "target_component_mean",
                   "ipr", "w_norm2", "a_norm2", "droplet_fraction")
 IPR_BINS = 50
+#: the umbrella coordinates of the modular model (THEORY.md §7), its primary first: the target component
+#: m = (f, y)/(y, y) (linear in the readout) and the mean per-neuron Fourier IPR of the first-layer weights
+UMBRELLA_COORDINATES = ("target_component", "ipr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,10 @@ class ModularSim:
     Umbrella windows on the target component m = (f, y)/(y, y) (THEORY.md §7,
     :mod:`grokphase.sims.umbrella`): ``umbrella_m0`` (centres) with ``umbrella_kappa`` (one value or one
     per window, log-posterior units), or ``umbrella_range`` (lo, hi) with optional ``umbrella_windows``
-    and ``umbrella_kappa`` (planned from pilot runs); ``umbrella_start``: prior, ordered or both."""
+    and ``umbrella_kappa`` (planned from pilot runs); ``umbrella_start``: prior, ordered or both.
+    ``umbrella_coordinates`` (names from :data:`UMBRELLA_COORDINATES`, a comma-separated string or a
+    sequence; default the target component alone) chooses what the windows bias; with two, every option
+    is given per coordinate and the windows are the product grid (:func:`grokphase.sims.umbrella.check_options`)."""
 
     P: int = 59
     N: int = 256
@@ -68,7 +74,8 @@ class ModularSim:
     umbrella_kappa: tuple | None = None
     umbrella_start: str = "prior"
     umbrella_range: tuple | None = None
-    umbrella_windows: int | None = None
+    umbrella_windows: tuple | None = None
+    umbrella_coordinates: str | None = None
 
     def __post_init__(self):
         for name in ("P", "N", "seeds", "ipr_bins", "swap_every"):
@@ -143,12 +150,17 @@ class ModularSim:
         if self.parametrisation != "paper" or self.gamma <= 0 or self.P < 3:
             ordered_problem = ("the ordered start is built from the theory's droplet saddle, which needs the paper "
                                "parametrisation, gamma > 0 and P >= 3")
-        umb.check_options(self, ordered_problem)
+        umb.check_options(self, ordered_problem, UMBRELLA_COORDINATES)
 
     @property
     def umbrella(self) -> bool:
         """Whether this is an umbrella run (explicit or planned windows)."""
         return umb.is_umbrella(self)
+
+    @property
+    def umbrella_coordinate_names(self) -> tuple[str, ...]:
+        """The coordinates an umbrella run biases (``umbrella_coordinates``; default the target component)."""
+        return self.umbrella_coordinates or UMBRELLA_COORDINATES[:1]
 
     @property
     def n_train(self) -> int:

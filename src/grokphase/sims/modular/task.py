@@ -16,12 +16,15 @@ import optax
 from grokphase.sims import fourier
 from grokphase.sims.driver import Task
 from grokphase.sims.langevin import langevin
-from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, ModularSim
+from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, UMBRELLA_COORDINATES, ModularSim
 from grokphase.sims.modular.readout import (ReadoutBias, _draw_from_gram, full_table_Fy, full_table_gram,
                                             full_table_loss, gibbs_readout)
 
+#: the modular model's umbrella coordinates, its primary first: the target component (linear in the
+#: readout) and the mean per-neuron Fourier IPR of the first-layer weights (the ``ipr`` record)
+COORDINATES = UMBRELLA_COORDINATES
 #: the modular model's order parameter (THEORY.md §7): the target component on the whole table
-ORDER_PARAMETER = "target_component"
+ORDER_PARAMETER = COORDINATES[0]
 
 class SquareNet(nn.Module):
     """f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2 for integer pairs x = (n, m).
@@ -70,17 +73,32 @@ def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     m = (f, y)/(y, y) over the whole P x P table, m = scale sum_{i,p} (F^T y)_ip a_ip / (P (P - 1)) with
     F^T y of :func:`full_table_Fy` (float64; linear in the readout a for fixed w).  An umbrella sim
     (``sim.umbrella``) builds the umbrella task: the driver adds the window's bias to the potential and
-    the Gibbs readout draws from the biased conditional (:class:`ReadoutBias`)."""
+    the Gibbs readout draws from the biased conditional (:class:`ReadoutBias`).
+
+    Umbrella coordinates (``sim.umbrella_coordinate_names``, :data:`COORDINATES`): "target_component" (the
+    above) and "ipr" = 1/N sum_i (IPR(u_i) + IPR(v_i))/2, the mean per-neuron Fourier inverse participation
+    ratio of the first-layer weights (:func:`grokphase.sims.fourier.ipr`, the ``ipr`` record, here in
+    float64), a smooth function of w wherever a neuron's half has power in the nonzero frequencies (the
+    zero-power case is guarded: IPR and its gradient 0).  It does not depend on the readout, so its bias
+    leaves the readout's conditional alone: only a target-component window enters the Gibbs draw, while
+    its gradient enters the Langevin step on w through autodiff of the potential."""
     gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
     closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella)
+                      float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella, sim.umbrella_coordinate_names)
+
+
+def ipr_coordinate(w, P: int):
+    """The umbrella coordinate "ipr": the mean over neurons of (IPR(u_i) + IPR(v_i))/2 for the input weights
+    w (2P, N) (float64; the ``ipr`` record of :func:`make_task`'s observe)."""
+    w = w.astype(jnp.float64)
+    return jnp.mean(0.5 * (fourier.ipr(w[:P].T) + fourier.ipr(w[P:].T)))
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
                ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True,
-               umbrella: bool = False) -> Task:
+               umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,)) -> Task:
     dtype = DTYPES[dtype_name]
     model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
     pairs_all = jnp.asarray(all_pairs(P))
@@ -89,13 +107,28 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     answer_all = (pairs_all[:, 0] + pairs_all[:, 1]) % P
     yy = float(P * (P - 1))                     # (y, y) over the whole table, exactly
 
-    def order_parameter(theta, data, hyper):
+    def target_component(theta, data, hyper):
         """m = (f, y)/(y, y) on the whole table (float64), from F^T y: linear in the readout."""
         return scale * jnp.sum(full_table_Fy(theta["w"]) * theta["a"].astype(jnp.float64)) / yy
 
+    functions = {ORDER_PARAMETER: target_component, "ipr": lambda theta, data, hyper: ipr_coordinate(theta["w"], P)}
+    several = len(coordinates) > 1
+    if several:
+        def order_parameter(theta, data, hyper):
+            """The umbrella coordinates, (C,) float64."""
+            return jnp.stack([functions[name](theta, data, hyper) for name in coordinates])
+    else:
+        order_parameter = functions[coordinates[0]]
+    # the readout's conditional sees only a window on the target component (the other coordinates do not
+    # depend on the readout); None: no window on it
+    tc_index = coordinates.index(ORDER_PARAMETER) if ORDER_PARAMETER in coordinates else None
+
     def readout_bias(w, c, hyper, eps):
         """The window on m = g.z_a for the readout's unit variables z_a: g = c F^T y/(y, y)."""
-        return ReadoutBias(c * full_table_Fy(w) / yy, hyper.umbrella_kappa, hyper.umbrella_m0, eps)
+        kappa, m0 = hyper.umbrella_kappa, hyper.umbrella_m0
+        if several:
+            kappa, m0 = kappa[tc_index], m0[tc_index]
+        return ReadoutBias(c * full_table_Fy(w) / yy, kappa, m0, eps)
 
     def make_data(key, hyper):
         perm = jax.random.permutation(key, P * P) if split else jnp.arange(P * P)
@@ -167,7 +200,8 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
             # readout's sampling noise
             c = scale * prior_std(theta, hyper)["a"]
             # (an umbrella window: the mean of the window's biased conditional)
-            bias = readout_bias(theta["w"], c, hyper, jnp.zeros((), jnp.float64)) if umbrella else None
+            bias = (readout_bias(theta["w"], c, hyper, jnp.zeros((), jnp.float64))
+                    if umbrella and tc_index is not None else None)
             za_mean = readout_draw(theta["w"], data, c, hyper.s2, jnp.zeros((N, P)), bias=bias)
             tc_mean = c * jnp.sum(full_table_Fy(theta["w"]) * za_mean) / y_norm2    # <F z, y> = sum (F^T y) z
         else:
@@ -215,7 +249,7 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
                if N > n_train and not (not split and full_table) else None)
         w, c = std["w"] * z["w"], scale * std["a"]
         bias = None
-        if umbrella:                 # the window's extra normal: its own stream (xi and eps keep theirs)
+        if umbrella and tc_index is not None:   # the window's extra normal: its own stream (xi, eps keep theirs)
             bias = readout_bias(w, c, hyper, jax.random.normal(jax.random.fold_in(key, 2), (), jnp.float64))
         z_a = readout_draw(w, data, c, hyper.s2, xi, eps, bias)
         return {**z, "a": z_a.astype(z["a"].dtype)}
@@ -225,6 +259,6 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     # float64 LAPACK calls of the Gibbs readout across networks were seen to hang XLA:CPU
     # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
     return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
-                cpu_group=1, order_parameter=order_parameter, order_parameter_name=ORDER_PARAMETER,
-                umbrella=umbrella)
+                cpu_group=1, order_parameter=order_parameter, order_parameter_name=coordinates[0],
+                umbrella=umbrella, coordinate_names=tuple(coordinates) if several else None)
 

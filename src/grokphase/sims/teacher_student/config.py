@@ -115,8 +115,9 @@ class TeacherStudentSim:
     umbrella_kappa: tuple | None = None
     umbrella_start: str = "prior"
     umbrella_range: tuple | None = None
-    umbrella_windows: int | None = None
+    umbrella_windows: tuple | None = None
     umbrella_degree: int | None = None
+    umbrella_coordinates: str | None = None
 
     def __post_init__(self):
         self._check_family()
@@ -182,7 +183,6 @@ class TeacherStudentSim:
         ordered_problem = None if self.paper_model else (
             f"the ordered (droplet-saddle) start needs the paper's model (erf student, target He1 + eps He3), not "
             f"activation {self.activation_name!r} with target {self.hermite_target.spec!r}: use umbrella_start = prior")
-        umb.check_options(self, ordered_problem)
         if self.umbrella_degree is not None:
             if not self.umbrella:
                 raise ParameterError("umbrella_degree applies only to umbrella windows: give umbrella_m0 (or "
@@ -191,11 +191,18 @@ class TeacherStudentSim:
                 raise ParameterError(f"umbrella_degree must be one of the target's degrees {list(self.degrees)}, "
                                      f"got {self.umbrella_degree!r}")
             object.__setattr__(self, "umbrella_degree", int(self.umbrella_degree))
+        umb.check_options(self, ordered_problem, (f"learned_{self.order_degree}",))
 
     @property
     def umbrella(self) -> bool:
         """Whether this is an umbrella run (explicit or planned windows)."""
         return umb.is_umbrella(self)
+
+    @property
+    def umbrella_coordinate_names(self) -> tuple[str, ...]:
+        """The umbrella coordinate: the learned fraction of ``order_degree`` (one coordinate: this model
+        declares no other)."""
+        return (f"learned_{self.order_degree}",)
 
     @property
     def order_degree(self) -> int:
