@@ -96,7 +96,7 @@ def _lines(summary: dict, show_all: bool) -> list[str]:
     short = sum(p["burn_in_short"] for p in pts)
     if short:
         lines.append(f"note: at {short} point(s) the MSER-5 equilibration estimate exceeds the burn-in of "
-                     f"{summary['burn_in']} steps (* in the table with --all)")
+                     f"{summary['burn_in']} steps (marked * in the table)")
     if not show_all and not flagged:
         lines.append("every point meets the thresholds (--all lists them)")
     return lines
