@@ -310,3 +310,33 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, case, needle):
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert err.startswith("grokphase: error: ") and needle in err
     assert not (tmp_path / "a.nc").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# compare: z-scores on unconverged chains are marked
+
+
+def test_compare_marks_exactly_the_flagged_points():
+    """A comparison's rows name an observable as unreliable exactly where diagnose flags it: at s2 = 0.1
+    the cubic learned fraction's two inits of data set 1 are stuck apart (R-hat >> 1.01), everything
+    else mixes (AR(1), phi = 0.5, 4 x 2000 records: bulk ESS ~ 2700 > 400).  Only (s2 = 0.1, z_cubic)
+    is marked, with data set 1 and the R-hat reason; a one-init file gets a note and no marks."""
+    from grokphase.analysis import compare as cmp_mod
+
+    rng = np.random.default_rng(7)
+    S, D, I, T = 2, 2, 4, 2000
+    lin = ar1(rng, (S, D, I), T, 0.5)
+    cub = ar1(rng, (S, D, I), T, 0.5)
+    cub[0, 1, :2] += 3.0                              # s2 = 0.1, data set 1: two inits stuck 3 SD away
+    ds = result({"linear_learned": lin, "cubic_learned": cub}, s2=[0.1, 0.2])
+    extra = cmp_mod.diagnostics_extra([ds, ds.isel(init=[0])])
+    fake = xr.Dataset(attrs=extra)
+    flags = json.loads(extra["diagnostics_flags_json"])
+    assert {(f["sim"], f["s2"], f["observable"], f["dataset"]) for f in flags} == {(0, 0.1, "cubic_learned", 1)}
+    marked = cmp_mod.unreliable(fake, 0, 0.1, cmp_mod.TS_OBSERVABLES)
+    assert list(marked) == ["z_cubic"] and marked["z_cubic"].startswith("data set 1: R-hat")
+    assert cmp_mod.unreliable(fake, 0, 0.2, cmp_mod.TS_OBSERVABLES) == {}
+    assert cmp_mod.diagnostics_note(fake, 0) == ""
+    assert cmp_mod.diagnostics_note(fake, 1).startswith("diagnostics unavailable: R-hat needs at least 2 chains")
+    row = cmp_mod._mark({}, fake, 1, 0.1, cmp_mod.TS_OBSERVABLES)
+    assert row["unreliable"] == {} and "diagnostics" in row

@@ -8,12 +8,14 @@ These functions only read result Datasets (and solve the theory); plotting is in
 from __future__ import annotations
 
 import json
+import math
 from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
-from grokphase.errors import ResultFileError
+from grokphase.analysis.diagnostics import diagnose, flagged_points
+from grokphase.errors import ParameterError, ResultFileError
 from grokphase.io import annotate, parameters_of
 from grokphase.sims.modular import all_pairs
 from grokphase.stats import sem
@@ -22,6 +24,64 @@ from grokphase.theory import single_index as si
 from grokphase.theory import teacher_student as ts
 
 N_SUBENSEMBLES = 5
+
+
+# ---------------------------------------------------------------------------------------------------
+# convergence diagnostics of the compared simulations (issue 20)
+
+
+def diagnostics_extra(sims: Sequence[xr.Dataset]) -> dict:
+    """The convergence diagnostics (:func:`grokphase.analysis.diagnostics.diagnose`, default thresholds)
+    of every compared simulation file, as comparison attributes: ``diagnostics_flags_json`` (every
+    flagged point: sim index, s2, observable, data set, reason and its other point coordinates) and
+    ``diagnostics_notes_json`` (per file, why it could not be diagnosed, "" when it was)."""
+    flags, notes = [], []
+    for k, ds in enumerate(sims):
+        try:
+            found = flagged_points(diagnose(ds))
+            notes.append("")
+        except (ResultFileError, ParameterError) as exc:
+            found = []
+            notes.append(f"diagnostics unavailable: {exc}")
+        for p in found:
+            flags.append({"sim": k, "s2": p.s2, "observable": p.observable, "dataset": p.dataset,
+                          "reason": p.reason, **{d: str(v) for d, v in p.where.items()}})
+    return {"diagnostics_flags_json": json.dumps(flags), "diagnostics_notes_json": json.dumps(notes)}
+
+
+def unreliable(cmp: xr.Dataset, sim: int, s2: float, observables: dict[str, tuple[str, ...]], **where) -> dict:
+    """Which z-scores of one compared point (simulation ``sim`` at ``s2``; ``where``: other point
+    coordinates such as the branch) rest on chains that fail the convergence diagnostics:
+    {key: reason} for every key of ``observables`` (key -> the observable names it may have in the
+    diagnostics, e.g. ``("cubic_learned", "learned_degree3")``) with a flagged point; {} when none."""
+    flags = json.loads(cmp.attrs.get("diagnostics_flags_json", "[]"))
+    out = {}
+    for key, names in observables.items():
+        hits = [f"data set {f['dataset']}: {f['reason']}" for f in flags
+                if f["sim"] == sim and f["observable"] in names and math.isclose(f["s2"], s2, rel_tol=1e-9)
+                and all(f.get(d, str(v)) == str(v) for d, v in where.items())]
+        if hits:
+            out[key] = "; ".join(hits)
+    return out
+
+
+def diagnostics_note(cmp: xr.Dataset, sim: int) -> str:
+    """Why simulation ``sim`` of a comparison could not be diagnosed ("" when it was)."""
+    notes = json.loads(cmp.attrs.get("diagnostics_notes_json", "[]"))
+    return notes[sim] if sim < len(notes) else ""
+
+
+def _mark(row: dict, cmp: xr.Dataset, sim: int, s2: float, observables: dict, **where) -> dict:
+    row["unreliable"] = unreliable(cmp, sim, s2, observables, **where)
+    note = diagnostics_note(cmp, sim)
+    if note:
+        row["diagnostics"] = note
+    return row
+
+
+TS_OBSERVABLES = {"z_linear": ("linear_learned", "learned_degree1"), "z_cubic": ("cubic_learned", "learned_degree3")}
+MODULAR_OBSERVABLES = {"target_component": ("target_component_mean", "target_component"),
+                       "droplet_fraction": ("droplet_fraction",)}
 
 
 def _networks_first(hist: np.ndarray) -> np.ndarray:
@@ -244,6 +304,7 @@ def compare_single_index(sims: Sequence[xr.Dataset], num_line: int = 41) -> xr.D
     return annotate(cmp, kind=SINGLE_INDEX_KIND,
                     parameters={"sims": labels, "activation": activation, "target": spec},
                     extra={"z_against": SINGLE_INDEX_THEORY, "activation": activation, "target": spec,
+                           **diagnostics_extra(sims),
                            "sim_attrs_json": json.dumps([{k: str(v) for k, v in ds.attrs.items()
                                                           if k.startswith("param_") or k in ("N", "n", "d", "sa2",
                                                           "git_revision", "seconds")} for ds in sims])})
@@ -272,7 +333,7 @@ def compare_single_index_summary(cmp: xr.Dataset) -> dict:
             row["sim_test_mse"] = float(cmp["test_mse"].values[k, i])
             row["sim_ensemble_test_mse"] = float(cmp["ensemble_test_mse"].values[k, i])
             row["theory_status"] = int(cmp["theory_status"].values[k, i])
-            rows.append(row)
+            rows.append(_mark(row, cmp, k, s2, {f"z_learned_{d}": (f"learned_degree{d}",) for d in degrees}))
     return {"points": rows, "z_against": SINGLE_INDEX_THEORY, "activation": cmp.attrs.get("activation"),
             "target": cmp.attrs.get("target"), "degrees": [int(d) for d in degrees]}
 
@@ -410,7 +471,7 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
                     parameters={"sims": labels, "theory_file": theory is not None,
                                 "approximations": list(approximations)},
                     extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
-                           "approximation": primary,
+                           "approximation": primary, **diagnostics_extra(sims),
                            "z_against": (f"{primary} finite-d theory" if theory is None else
                                          f"the --theory file's {theory.attrs.get('approximation', '')} finite-d "
                                          f"sweep".replace("  ", " ")), "approximations": " ".join(approximations), **extra_attrs,
@@ -456,7 +517,7 @@ def compare_summary(cmp: xr.Dataset) -> dict:
                 if name.startswith("theory_") and name.count("_") >= 3 and not name.endswith("_line") \
                         and name.split("_")[1] in ("exact", "concentrated"):
                     row[name] = float(cmp[name].values[k, i])
-            rows.append(row)
+            rows.append(_mark(row, cmp, k, s2, TS_OBSERVABLES))
     out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),
            "approximation": cmp.attrs.get("approximation", "concentrated"), "z_against": z_against(cmp)}
     for a in ("exact", "concentrated"):
@@ -638,7 +699,8 @@ def compare_modular(sims: Sequence[xr.Dataset], conventions: Sequence[str] = MOD
     params = {"sims": [json.loads(ds.attrs.get("parameters_json", "{}")) for ds in sims],
               "conventions": list(conventions)}
     return annotate(cmp, kind="analysis.modular.compare", parameters=params,
-                    extra={"sizes_json": json.dumps([dict(N=s[0], P=s[1], sa2=s[2], gamma=s[3]) for s in sizes])})
+                    extra={"sizes_json": json.dumps([dict(N=s[0], P=s[1], sa2=s[2], gamma=s[3]) for s in sizes]),
+                           **diagnostics_extra(sims)})
 
 
 def compare_modular_summary(cmp: xr.Dataset) -> dict:
@@ -658,5 +720,6 @@ def compare_modular_summary(cmp: xr.Dataset) -> dict:
         for name in ("rf_target_component", "rf_target_component_sem", "nngp_target_component"):
             row[name] = float(cmp[name].values[j])
         row["z_rf"] = float(cmp["z_rf_target_component"].values[j])
-        pts.append(row)
+        branch = {} if row["branch"] == "independent" else {"branch": row["branch"]}
+        pts.append(_mark(row, cmp, int(cmp["point_run"].values[j]), row["s2"], MODULAR_OBSERVABLES, **branch))
     return {"points": pts, "conventions": convs}
