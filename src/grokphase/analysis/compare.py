@@ -74,6 +74,8 @@ def diagnostics_note(cmp: xr.Dataset, sim: int) -> str:
 def _mark(row: dict, cmp: xr.Dataset, sim: int, s2: float, observables: dict, **where) -> dict:
     row["unreliable"] = unreliable(cmp, sim, s2, observables, **where)
     note = diagnostics_note(cmp, sim)
+    if "diagnostics_flags_json" not in cmp.attrs:
+        note = "diagnostics not computed (a comparison saved before grokphase had them: recompute it)"
     if note:
         row["diagnostics"] = note
     return row
