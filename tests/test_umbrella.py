@@ -622,7 +622,8 @@ def test_two_coordinate_windows_are_the_product_grid():
     s0, s1 = 1 / math.sqrt(k0 + 1 / 5e-5), 1 / math.sqrt(k1 + 1 / 1e-3)
     J0, J1 = math.ceil(0.1 / (2 * s0)) + 1, math.ceil(0.1 / (2 * s1)) + 1
     assert plan.m0.shape == (J0 * J1, 2) and plan.kappa[0].tolist() == pytest.approx([k0, k1])
-    assert plan.m0[:J1, 0].tolist() == [0.0] * J1 and plan.m0[:J1, 1].tolist() == pytest.approx(np.linspace(0.2, 0.3, J1))
+    assert plan.m0[:J1, 0].tolist() == [0.0] * J1
+    assert plan.m0[:J1, 1].tolist() == pytest.approx(np.linspace(0.2, 0.3, J1))
     assert plan.attrs()["umbrella_plan_window_std"].tolist() == pytest.approx([s0, s1])
     with pytest.raises(ParameterError, match="product grid has"):
         umb.plan_windows(None, planned, None, variances=(np.array([1e-6, 1e-6]), np.array([np.nan, np.nan])))
@@ -661,17 +662,18 @@ def test_one_coordinate_named_explicitly_is_the_default_run():
 
 
 def test_two_coordinate_umbrella_dataset():
-    """A run with windows on (target component, IPR), both starts: the coordinate dimension on the MBAR
-    inputs and window arrays, the IPR column equal to the model's own ``ipr`` record at every record
-    (float64 run: the same formula), the per-coordinate bias stiffness, and the attributes."""
-    sim = _two_coordinate_sim(umbrella_start="both")
+    """A run with windows on (target component, IPR) (one seed, from the prior: the start dimension is
+    the one-coordinate contract's): the coordinate dimension on the MBAR inputs and window arrays, the IPR
+    column equal to the model's own ``ipr`` record at every record (float64 run: the same formula), the
+    per-coordinate bias stiffness, the attributes and the CLI's points."""
+    sim = _two_coordinate_sim(seeds=1, gamma=0.0)              # gamma = 0: no theory solve for the droplet rule
     ds = run_modular(sim)
     opt = ds["order_parameter_trajectory"]
-    assert opt.dims == ("s2", "start", "window", "seed", "coordinate", "time")
+    assert opt.dims == ("s2", "window", "seed", "coordinate", "time")
     assert ds["coordinate"].values.tolist() == ["target_component", "ipr"]
     assert ds["window_m0"].dims == ("window", "coordinate") and ds["window_m0"].values.tolist() == [[0.0, 0.3],
                                                                                                        [0.2, 0.3]]
-    assert ds["potential_trajectory"].dims == ("s2", "start", "window", "seed", "time")
+    assert ds["potential_trajectory"].dims == ("s2", "window", "seed", "time")
     assert ds["bias_stiffness_trajectory"].dims == opt.dims
     np.testing.assert_allclose(opt.sel(coordinate="ipr").values, ds["ipr_trajectory"].values, rtol=1e-12)
     np.testing.assert_allclose(opt.sel(coordinate="target_component").values,
@@ -681,7 +683,7 @@ def test_two_coordinate_umbrella_dataset():
     assert np.isfinite(ds.attrs["umbrella_max_bias_stiffness"])
     from grokphase.experiments.models.modular import points
     pts = points(ds)
-    assert pts[0]["window_m0"] == [0.0, 0.3] and len(pts) == 4
+    assert pts[0]["window_m0"] == [0.0, 0.3] and pts[1]["window_kappa"] == [1e3, 5e4] and len(pts) == 2
 
 
 def test_two_coordinate_experiment_tables():

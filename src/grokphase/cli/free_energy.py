@@ -66,7 +66,8 @@ def _lines(d: dict) -> list[str]:
     if "start_agreement" in d:
         sa = d["start_agreement"]
         lines.append(f"starts {' vs '.join(sa['starts'])} ({sa['coordinate']}): {sa['windows_agree']} of "
-                     f"{sa['windows']} window(s) agree, {len(sa['disagree'])} disagreement(s) with |z| > {sa['z_max']:g}"
+                     f"{sa['windows']} window(s) agree, {len(sa['disagree'])} disagreement(s) with |z| > "
+                     f"{sa['z_max']:g}"
                      + (f" (max |z| = {sa['max_abs_z']:.2f})" if sa["max_abs_z"] is not None else ""))
     return lines
 

@@ -161,7 +161,8 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
                         "starts: the theory's droplets at the lowest s2 (coldest)")
     p.add_argument("--theory-convention", choices=("paper", "network"),
                    help="normalisation of the theory used for Phi_+ (droplet rule, ordered start) and the droplet count")
-    _add_umbrella_options(p, "the target component m = (f, y)/(y, y) on the whole table")
+    _add_umbrella_options(p, "the target component m = (f, y)/(y, y) on the whole table",
+                          "target_component, ipr (the mean per-neuron Fourier IPR of the first-layer weights)")
     p.add_argument("--memory-gb", type=positive, help="memory budget of one network, GB (checked before the run)")
     p.add_argument("--devices", type=_int_ge(1), default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
@@ -230,7 +231,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.set_defaults(func=cmd_compare_perp_norm)
 
 
-def _add_umbrella_options(p, order_parameter: str) -> None:
+def _add_umbrella_options(p, order_parameter: str, coordinates: str | None = None) -> None:
     g = p.add_argument_group("umbrella sampling (free-energy profiles by MBAR, THEORY.md §7)")
     g.add_argument("--umbrella-m0", metavar="M1,M2,...",
                    help=f"window centres of harmonic biases (kappa/2)(m - m0)^2 on {order_parameter}; every window "
@@ -248,7 +249,8 @@ def _add_umbrella_options(p, order_parameter: str) -> None:
                    help="with --umbrella-range: the number of windows; with several --umbrella-coordinates one count "
                         "per coordinate (with --umbrella-m0: how many of the centres belong to each coordinate)")
     g.add_argument("--umbrella-coordinates", metavar="NAME1,NAME2,...",
-                   help=f"the coordinates the windows bias (default: {order_parameter}); with two, --umbrella-m0 "
+                   help=f"the coordinates the windows bias ({coordinates or 'this model has one'}; default: "
+                        f"{order_parameter}); with two, --umbrella-m0 "
                         "(with --umbrella-windows counts), --umbrella-kappa (one per coordinate) and --umbrella-range "
                         "(LO1,HI1,LO2,HI2) are given per coordinate and the windows are their product grid")
 

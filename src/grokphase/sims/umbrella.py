@@ -135,7 +135,8 @@ def _counts(sim, C: int, lo: int) -> tuple[int, ...]:
         raise ParameterError(f"umbrella_windows with {C} umbrella coordinates must be {C} integer counts (one per "
                              f"coordinate), got {sim.umbrella_windows!r}")
     if np.any(w < lo) or np.any(w > MAX_WINDOWS):
-        raise ParameterError(f"umbrella_windows must be integers in [{lo}, {MAX_WINDOWS}], got {w.astype(int).tolist()}")
+        raise ParameterError(f"umbrella_windows must be integers in [{lo}, {MAX_WINDOWS}], got "
+                             f"{w.astype(int).tolist()}")
     return tuple(int(v) for v in w)
 
 
@@ -279,7 +280,7 @@ def n_coordinates(sim) -> int:
     return 1 if value is None else len(value)
 
 
-def _split(sim, values, counts) -> list[np.ndarray]:
+def _split(values, counts) -> list[np.ndarray]:
     out, i = [], 0
     for n in counts:
         out.append(np.asarray(values[i:i + n], np.float64))
@@ -306,11 +307,11 @@ def explicit_windows(sim) -> tuple[np.ndarray, np.ndarray]:
         kappa = np.broadcast_to(np.asarray(sim.umbrella_kappa, np.float64), m0.shape).copy()
         return m0, kappa
     counts = sim.umbrella_windows
-    m0s = _split(sim, sim.umbrella_m0, counts)
+    m0s = _split(sim.umbrella_m0, counts)
     if len(sim.umbrella_kappa) == C:
         kappas = [np.full(n, sim.umbrella_kappa[c]) for c, n in enumerate(counts)]
     else:
-        kappas = _split(sim, sim.umbrella_kappa, counts)
+        kappas = _split(sim.umbrella_kappa, counts)
     return product_grid(list(zip(m0s, kappas)))
 
 
@@ -650,5 +651,6 @@ def plan_windows(model, sim, task: Task, *, m_range=None, windows: int | None = 
         raise ParameterError(f"the planned product grid has {' x '.join(str(a[0].size) for a in axes)} = {J} windows "
                              f"(> {MAX_WINDOWS}): narrow umbrella_range, lower umbrella_kappa or give umbrella_windows")
     m0, kappa_grid = product_grid(axes)
-    return WindowPlan(m0, kappa_grid, var_prior, var_ordered, np.asarray(stds), np.array([a[0][1] - a[0][0] for a in axes]),
-                      steps, kappa_factor, overlap_sigmas, given is not None)
+    spacing = np.array([a[0][1] - a[0][0] for a in axes])
+    return WindowPlan(m0, kappa_grid, var_prior, var_ordered, np.asarray(stds), spacing, steps, kappa_factor,
+                      overlap_sigmas, given is not None)

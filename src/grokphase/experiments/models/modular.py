@@ -58,7 +58,8 @@ def _umbrella(o) -> bool:
 
 def _umbrella_counts(o) -> bool:
     """Where umbrella_windows has an effect: planned windows, or explicit centres of several coordinates."""
-    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None and several_coordinates(o["umbrella_coordinates"]))
+    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None
+                                               and several_coordinates(o["umbrella_coordinates"]))
 
 
 def _ordered_start(o) -> bool:
@@ -155,7 +156,8 @@ def points(ds: xr.Dataset) -> list[dict]:
             out.extend(points(ds.isel(alpha=j).assign_attrs(param_alpha=float(ds["alpha"].values[j]))))
         return out
     if "window_m0" in ds.coords and "coordinate" in ds["window_m0"].dims:
-        grid = {name: ds[name].transpose("window", "coordinate").values.tolist() for name in ("window_m0", "window_kappa")}
+        grid = {name: ds[name].transpose("window", "coordinate").values.tolist()
+                for name in ("window_m0", "window_kappa")}
         first = ds.assign_coords(window_m0=ds["window_m0"].isel(coordinate=0, drop=True),
                                  window_kappa=ds["window_kappa"].isel(coordinate=0, drop=True))
         return [{**pt, **{name: grid[name][pt["window"]] for name in grid}} for pt in summary_points(first)]

@@ -66,7 +66,8 @@ def _umbrella(o) -> bool:
 
 def _umbrella_counts(o) -> bool:
     """Where umbrella_windows has an effect: planned windows, or explicit centres of several coordinates."""
-    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None and several_coordinates(o["umbrella_coordinates"]))
+    return o["umbrella_range"] is not None or (o["umbrella_m0"] is not None
+                                               and several_coordinates(o["umbrella_coordinates"]))
 
 
 def _ordered_start(o) -> bool:
