@@ -340,3 +340,31 @@ def test_compare_marks_exactly_the_flagged_points():
     assert cmp_mod.diagnostics_note(fake, 1).startswith("diagnostics unavailable: R-hat needs at least 2 chains")
     row = cmp_mod._mark({}, fake, 1, 0.1, cmp_mod.TS_OBSERVABLES)
     assert row["unreliable"] == {} and "diagnostics" in row
+
+
+def test_sim_summary_carries_the_worst_diagnostics_per_point():
+    """``grokphase sim``'s summary (cli.sims._with_diagnostics): each s2 point gets, per observable, the
+    largest R-hat and smallest bulk ESS over its data sets, equal to diagnose's own numbers; the flagged
+    list names the stuck (s2 = 0.2, data set 0) chains; the Dataset gains the diagnostics variables; a
+    one-init run says why it has none instead of failing."""
+    from grokphase.cli.sims import _with_diagnostics
+
+    rng = np.random.default_rng(3)
+    x = ar1(rng, (2, 2, 3), 1500, 0.6)
+    x[1, 0, 0] += 4.0                                  # s2 = 0.2, data set 0: one init stuck away
+    ds = result({"cubic_learned": x}, s2=[0.1, 0.2])
+    diag = dg.diagnose(ds)
+    summary, lines = {"points": [{"s2": 0.1}, {"s2": 0.2}]}, []
+    out = _with_diagnostics(ds, summary, lines)
+    for i, pt in enumerate(summary["points"]):
+        d = pt["diagnostics"]["cubic_learned"]
+        assert d["rhat"] == pytest.approx(float(diag["rhat"].sel(observable="cubic_learned").isel(s2=i).max()), rel=1e-12)
+        assert d["ess_bulk"] == pytest.approx(float(diag["ess_bulk"].sel(observable="cubic_learned").isel(s2=i).min()),
+                                              rel=1e-12)
+    assert [(f["s2"], f["dataset"]) for f in summary["diagnostics"]["flagged"]] == [(0.2, 0)]
+    assert summary["points"][1]["diagnostics"]["cubic_learned"]["rhat"] > 1.5 > summary["points"][0]["diagnostics"][
+        "cubic_learned"]["rhat"]
+    assert "diagnostics_rhat" in out and any("1 flagged" in line for line in lines)
+    summary1, lines1 = {"points": [{"s2": 0.1}]}, []
+    same = _with_diagnostics(ds.isel(init=[0]), summary1, lines1)
+    assert "unavailable" in summary1["diagnostics"] and "diagnostics_rhat" not in same

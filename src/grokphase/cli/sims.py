@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from grokphase.analysis.compare import compare_summary, compare_teacher_student
+from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnostics_points, flagged_points
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
 from grokphase.analysis.replica import replica_summary
 from grokphase.cli.common import _emit, _finish, _finite, _positive, missing_variable
-from grokphase.cli.text import _modular_lines, modular_hysteresis_lines, ts_hysteresis_lines
-from grokphase.errors import ParameterError
+from grokphase.cli.text import (_modular_lines, diagnostics_footer, modular_hysteresis_lines, star,
+                                ts_hysteresis_lines)
+from grokphase.errors import ParameterError, ResultFileError
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
@@ -314,6 +317,48 @@ def _point_prefix(pt: dict) -> str:
     return out
 
 
+def _with_diagnostics(ds, summary: dict, lines: list[str]):
+    """``ds`` with its convergence diagnostics attached (:mod:`grokphase.analysis.diagnostics`, default
+    thresholds); every summary point gains ``diagnostics`` ({observable: {rhat, ess_bulk, tau_int, mcse}},
+    the worst over data sets), the summary the flagged points with their reasons, the text a line per
+    flagged observable (its count and worst numbers).  A run that cannot be diagnosed (one init, not
+    Langevin, ...) says why."""
+    try:
+        diag = diagnose(ds)
+    except (ResultFileError, ParameterError) as exc:
+        summary["diagnostics"] = {"unavailable": str(exc)}
+        lines.append(f"  diagnostics unavailable: {exc}")
+        return ds
+    rows = diagnostics_points(diag)
+    std = {"s2", "dataset", "observable", "rhat", "ess_bulk", "ess_tail", "tau_int", "mcse", "mean", "equilibration",
+           "burn_in", "flagged", "reason", "burn_in_short", "equilibration_at_limit"}
+    worst = {"rhat": max, "ess_bulk": min, "tau_int": max, "mcse": max}
+    for pt in summary.get("points", []):
+        mine = [r for r in rows if math.isclose(r["s2"], float(pt["s2"]), rel_tol=1e-12)
+                and all(k not in pt or str(pt[k]) == str(v) for k, v in r.items() if k not in std)]
+        per: dict = {}
+        for r in mine:
+            d = per.setdefault(r["observable"], {})
+            for k, pick in worst.items():
+                if r[k] is not None:
+                    d[k] = r[k] if d.get(k) is None else pick(d[k], r[k])
+        pt["diagnostics"] = per
+    flagged = flagged_points(diag)
+    summary["diagnostics"] = {"rhat_max": float(diag.attrs["rhat_max"]), "min_ess": float(diag.attrs["min_ess"]),
+                              "burn_in": int(diag.attrs["burn_in"]), "checked": len(rows),
+                              "flagged": [{"s2": p.s2, "dataset": p.dataset, "observable": p.observable,
+                                           "reason": p.reason, **p.where} for p in flagged]}
+    lines.append(f"  diagnostics: {len(flagged)} of {len(rows)} (observable, s2, data set) flagged "
+                 f"(R-hat > {diag.attrs['rhat_max']:g} or ESS < {diag.attrs['min_ess']:g}; grokphase diagnose for all)")
+    for obs in dict.fromkeys(p.observable for p in flagged):      # one line per observable, worst numbers
+        mine = [r for r in rows if r["observable"] == obs and r["flagged"]]
+        rh = [r["rhat"] for r in mine if r["rhat"] is not None]
+        ess = [r["ess_bulk"] for r in mine if r["ess_bulk"] is not None]
+        lines.append(f"    {obs}: {len(mine)} flagged" + (f", worst R-hat {max(rh):.3f}" if rh else "")
+                     + (f", smallest bulk ESS {min(ess):.0f}" if ess else ""))
+    return attach_diagnostics(ds, diag)
+
+
 def cmd_sim_teacher_student(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
     sim = ts_model.sim_from_options(opts, COMMAND_LINE, given=set(opts))
@@ -345,6 +390,7 @@ def cmd_sim_teacher_student(args) -> int:
         lines.append(f"  {branch}s2={pt['s2']:.4g}  {learned}  droplets "
                      f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
                      f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
+    ds = _with_diagnostics(ds, summary, lines)
     return _finish(args, ds, summary, lines)
 
 
@@ -368,6 +414,7 @@ def cmd_sim_modular(args) -> int:
         r = summary["replica_exchange"]
         lines.append(f"  replica exchange: swap acceptance per pair {', '.join(f'{x:.3f}' for x in r['acceptance'])}; "
                      f"{r['round_trips']} round trips" + (f"; WARNING: {r['warning']}" if r["warning"] else ""))
+    ds = _with_diagnostics(ds, summary, lines)
     return _finish(args, ds, summary, lines)
 
 
@@ -387,9 +434,10 @@ def cmd_compare_teacher_student(args) -> int:
              f"{'beta':>6} {'s2':>7} {'cubic sim':>17} {'theory':>8} {'z':>6} {'linear sim':>17} {'theory':>8} {'z':>6}"]
     for r in summary["points"]:
         lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['sim_cubic_learned']:8.4f}±{r['sim_cubic_learned_sem']:.4f} "
-                     f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f} {r['sim_linear_learned']:8.4f}±"
-                     f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}")
-    return _finish(args, cmp, summary, lines)
+                     f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f}{star(r, 'z_cubic')}{r['sim_linear_learned']:8.4f}±"
+                     f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}"
+                     f"{star(r, 'z_linear')}")
+    return _finish(args, cmp, summary, lines + diagnostics_footer(summary["points"]))
 
 
 def single_index_compare_lines(summary: dict) -> list[str]:
@@ -398,9 +446,10 @@ def single_index_compare_lines(summary: dict) -> list[str]:
              f"z = (sim - theory) / SEM vs the {summary['z_against']}"]
     for r in summary["points"]:
         parts = [f"He{k} {r['sim_learned'][k]:.4f}±{r['sim_learned_sem'][k]:.4f} (theory "
-                 f"{r['theory_learned'][k]:.4f}, z={r['z_learned'][k]:.2f})" for k in r["sim_learned"]]
+                 f"{r['theory_learned'][k]:.4f}, z={r['z_learned'][k]:.2f}{star(r, f'z_learned_{k}').strip()})"
+                 for k in r["sim_learned"]]
         lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: " + "; ".join(parts))
-    return lines
+    return lines + diagnostics_footer(summary["points"])
 
 
 def cmd_compare_modular(args) -> int:
@@ -427,8 +476,11 @@ def cmd_run(args) -> int:
     for r in (summary.get("points", []) if "compare" in summary and "degrees" not in summary else []):
         lines.append(f"  beta={r['beta']:.4g} s2={r['s2']:.4g}: cubic {r['sim_cubic_learned']:.4f}"
                      f"±{r['sim_cubic_learned_sem']:.4f} (theory {r['theory_cubic_learned']:.4f}, "
-                     f"z={r['z_cubic']:.2f}{vs}); linear {r['sim_linear_learned']:.4f}±{r['sim_linear_learned_sem']:.4f} "
-                     f"(theory {r['theory_linear_learned']:.4f}, z={r['z_linear']:.2f}{vs})")
+                     f"z={r['z_cubic']:.2f}{star(r, 'z_cubic').strip()}{vs}); linear {r['sim_linear_learned']:.4f}"
+                     f"±{r['sim_linear_learned_sem']:.4f} (theory {r['theory_linear_learned']:.4f}, "
+                     f"z={r['z_linear']:.2f}{star(r, 'z_linear').strip()}{vs})")
+    if "compare" in summary and "degrees" not in summary:
+        lines.extend(diagnostics_footer(summary.get("points", [])))
     if "plot" in summary:
         lines.append(f"wrote {summary['plot']}")
     if "modular_compare" in summary:

@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 
+def star(row: dict, key: str) -> str:
+    """'*' after a z-score whose chains fail the convergence diagnostics (the row's ``unreliable``)."""
+    return "*" if key in row.get("unreliable", {}) else " "
+
+
+def diagnostics_footer(points: list[dict]) -> list[str]:
+    """The note under a comparison table: what a '*' means, and files that could not be diagnosed."""
+    out = []
+    if any(r.get("unreliable") for r in points):
+        out.append("* the chains of this point fail the convergence diagnostics (R-hat > 1.01 or ESS < 400): "
+                   "the z-score is unreliable ('unreliable' in --json; grokphase diagnose FILE for the details)")
+    for note in dict.fromkeys(r["diagnostics"] for r in points if r.get("diagnostics")):
+        out.append(f"note: {note}")
+    return out
+
+
 def _modular_lines(summary: dict) -> list[str]:
     convs = summary["conventions"]
     head = f"{'P':>4} {'branch':>11} {'s2':>7} {'target sim':>16} " + " ".join(f"{c:>8} {'z':>6}" for c in convs) \
@@ -12,9 +28,10 @@ def _modular_lines(summary: dict) -> list[str]:
     for r in summary["points"]:
         lines.append(f"{r['P']:4g} {r['branch']:>11} {r['s2']:7.4g} {r['sim_target_component']:8.4f}±"
                      f"{r['sim_target_component_sem']:.4f} " + " ".join(
-                         f"{r[f'theory_{c}_target_component']:8.4f} {r[f'z_{c}']:6.1f}" for c in convs)
+                         f"{r[f'theory_{c}_target_component']:8.4f} {r[f'z_{c}']:6.1f}{star(r, 'target_component')}"
+                         for c in convs)
                      + f" {r['sim_droplet_fraction']:8.3f}")
-    return lines
+    return lines + diagnostics_footer(summary["points"])
 
 
 def modular_hysteresis_lines(h: dict) -> list[str]:
