@@ -470,6 +470,7 @@ def cmd_run(args) -> int:
     lines = [f"simulations: {', '.join(summary['simulations'])}"]
     if summary.get("plots"):
         lines.append(f"wrote {', '.join(summary['plots'])}")
+    lines.extend(f"diagnostics of {f}: {d}" for f, d in summary.get("diagnostics", {}).items())
     vs = f" vs {summary.get('z_against', 'theory')}"
     if "compare" in summary and "degrees" in summary:       # a single-index comparison (issue 18)
         lines.extend(single_index_compare_lines(summary))

@@ -28,10 +28,32 @@ from grokphase.experiments.devices import experiment_devices
 from grokphase.experiments.files import entries, load_toml, sim_tables, table
 from grokphase.experiments.options import resolve
 from grokphase.experiments.registry import ModelSpec, get_model
+from grokphase.analysis.diagnostics import attach_diagnostics, diagnose
 from grokphase.io import load_dataset, save_dataset
 
 #: keys of an experiment file's top level besides the model's analysis tables
 TOP_KEYS = {"model", "sim", "common", "out_dir", "host_devices", "description"}
+
+
+def with_diagnostics(ds):
+    """``ds`` with its convergence diagnostics attached (:func:`grokphase.analysis.diagnostics.attach_diagnostics`,
+    default thresholds), or with the attribute ``diagnostics_unavailable`` saying why not (one init, not
+    Langevin, ...).  A finished run is never lost to its diagnostics: any failure of theirs is recorded
+    the same way."""
+    try:
+        return attach_diagnostics(ds, diagnose(ds))
+    except Exception as exc:  # noqa: BLE001 (the run's result is saved whatever the diagnostics do)
+        out = ds.copy()
+        out.attrs["diagnostics_unavailable"] = f"{type(exc).__name__}: {exc}"
+        return out
+
+
+def diagnostics_status(ds) -> str:
+    """One line on a result file's convergence diagnostics: how many points are flagged, or why none."""
+    if "diagnostics_flagged" in ds.attrs:
+        return (f"{int(ds.attrs['diagnostics_flagged'])} flagged (R-hat > {float(ds.attrs['diagnostics_rhat_max']):g} "
+                f"or ESS < {float(ds.attrs['diagnostics_min_ess']):g}; grokphase diagnose FILE)")
+    return f"unavailable: {ds.attrs.get('diagnostics_unavailable', 'a file written before grokphase had diagnostics')}"
 
 
 def mark_reused(ds, source: str | os.PathLike):
@@ -105,7 +127,7 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
         if ds is None:
             ds = model.run(opts, devices=devices, progress=progress, checkpoint_dir=str(out_dir / "checkpoints"),
                            where=f"{path}: [[sim]] #{i + 1}")
-            ds = model.mark(ds, config)
+            ds = with_diagnostics(model.mark(ds, config))
             save_dataset(ds, target)
             written[target] = ds
         names.append(name)
@@ -114,7 +136,8 @@ def run_experiment(path: str, *, devices_k: int | None = None, progress: bool = 
         if plot:
             model.plot(ds, plot)
             plots.append(str(plot))
-    summary: dict[str, Any] = {"simulations": files}
+    summary: dict[str, Any] = {"simulations": files,
+                               "diagnostics": {f: diagnostics_status(ds) for f, ds in zip(files, results)}}
     if model.points is not None:
         summary["points"] = [p for ds in results for p in model.points(ds)]
         summary["plots"] = plots
