@@ -23,8 +23,10 @@ demo: $(STAMP)
 	$(BIN)/grokphase run sims/modular_grok_quick.toml
 	$(BIN)/grokphase run sims/fig2_quick.toml
 
+# one pytest-xdist worker per core (at most 8), whole files per worker so that a module's fixtures
+# (solved theories, simulated ensembles) are computed once
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=8 --dist loadfile
 
 mutants: $(STAMP)
 	$(BIN)/python tests/mutants/run.py

@@ -14,6 +14,10 @@ import os
 # SciPy's OpenBLAS, and a multithreaded one competing with XLA's threads made a Gibbs-readout test
 # 3x slower (159 s vs 49 s, tests/test_modular_hysteresis.py, with another process on the second core)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# under pytest-xdist (``make test`` runs one worker per core) every worker is its own JAX process: on a
+# GPU machine each would otherwise preallocate 75% of the GPU's memory and all but the first would fail
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # the CLI's persistent XLA cache (grokphase.enable_compilation_cache) stays off in the tests: once an
 # in-process CLI test had enabled it, every later compile of the session wrote to ~/.cache, and a
 # fresh-clone run aborted inside JAX's cache write (put_executable_and_time, Fatal Python error:
