@@ -26,6 +26,7 @@ written before checksums existed have no ``data_sha256`` and load unverified.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -190,6 +191,25 @@ def _read(path: Path) -> xr.Dataset:
         return ds.load()
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A temporary file name beside ``path`` for the caller to write; when the block ends normally the
+    file gets mode ``0o666`` less the umask, is fsynced and renamed onto ``path``; on any exception it is
+    removed (no half-written result file is ever left)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` to ``path`` (netCDF4/HDF5) atomically: temp file in the same directory, checksum of
     its data as read back (``data_sha256``), mode ``0o666`` less the umask, fsync, rename."""
@@ -200,21 +220,11 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         ds = ds.copy()
         del ds.attrs[CHECKSUM_ATTR]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine=ENGINE, invalid_netcdf=False)
         digest = data_checksum(_read(Path(tmp)))
         with h5netcdf.File(tmp, "a") as fh:
             fh.attrs[CHECKSUM_ATTR] = digest
-        os.chmod(tmp, file_mode())
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

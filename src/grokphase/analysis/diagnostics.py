@@ -51,7 +51,6 @@ import contextlib
 import io as _io
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -482,24 +481,13 @@ def to_inference_data(ds: xr.Dataset, *, burn_in: int | None = None, source: str
 def write_inference_data(idata, path: str | os.PathLike) -> Path:
     """Write ``idata`` (``to_netcdf``) atomically, like :func:`grokphase.io.save_dataset`: a temporary
     file in the target directory, mode ``0o666`` less the umask, fsync, rename."""
-    from grokphase.io import file_mode, provenance
+    from grokphase.io import atomic_path, provenance
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prov = {k: str(v) for k, v in provenance().items()}
     idata.attrs.update(prov)
     for group in idata.groups():
         getattr(idata, group).attrs.update(prov)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with _quiet():
-            idata.to_netcdf(tmp, engine="h5netcdf")
-        os.chmod(tmp, file_mode())
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, _quiet():
+        idata.to_netcdf(tmp, engine="h5netcdf")
     return path

@@ -8,6 +8,7 @@ import math
 
 from grokphase.cli.common import _emit, _positive
 from grokphase.cli.preflight import check_file
+from grokphase.cli.sims import _int_ge
 
 
 def add_parsers(groups) -> None:
@@ -55,15 +56,7 @@ def _rhat(text: str) -> float:
     return value
 
 
-def _steps(text: str) -> int:
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (steps), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (steps), got {text!r}")
-    return value
+_steps = _int_ge(0)                 # burn-in steps: an integer >= 0
 
 
 def _fmt(value, spec: str) -> str:
