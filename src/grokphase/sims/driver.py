@@ -128,7 +128,15 @@ class Task(NamedTuple):
     over coordinates, and the records ``order_parameter`` and ``bias_stiffness`` gain a trailing
     coordinate axis.  A coordinate need not be linear in the readout (e.g. a function of the first-layer
     weights): its bias then reaches the parameters only through the gradient step, and a ``gibbs``
-    update draws the readout's conditional given the other parameters, in which it is a constant."""
+    update draws the readout's conditional given the other parameters, in which it is a constant.
+
+    **Metropolis adjustment** (``metropolis``, static): the update rule's step (a :func:`langevin` step of
+    temperature ``hyper.s2`` and rate ``hyper.lr`` on the unit variables, wrapped in
+    :func:`grokphase.sims.langevin.metropolis_adjusted`) becomes the proposal of a MALA chain, accepted
+    with the Metropolis-Hastings probability (:func:`metropolis_step`), which removes the O(lr) bias of
+    the discretisation; ``fixed_leaves`` names the top-level parameters the update rule holds fixed (a
+    readout drawn by ``gibbs``, a frozen layer), which are constants of the proposal and its density.  Every record then also holds
+    ``metropolis_acceptance``, the chain's acceptance rate since step 0."""
 
     make_data: Callable
     init: Callable
@@ -144,6 +152,8 @@ class Task(NamedTuple):
     order_parameter_name: str | None = None
     umbrella: bool = False
     coordinate_names: tuple | None = None
+    metropolis: bool = False
+    fixed_leaves: tuple = ()
 
 
 def umbrella_bias(m, hyper):
@@ -244,8 +254,54 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
     loss, grads = jax.value_and_grad(potential)(z)
     tx = _as_tx(task.make_tx(hyper))
     updates, opt_state = tx.update(grads, opt_state, z, key=key)
-    z = optax.apply_updates(z, updates)
-    return z, opt_state, loss
+    proposal = optax.apply_updates(z, updates)
+    if task.metropolis:
+        return metropolis_step(task, potential, z, proposal, loss, grads, opt_state, hyper, key)
+    return proposal, opt_state, loss
+
+
+#: fold_in tag of the Metropolis uniform's stream
+METROPOLIS_STREAM = 0x3A1A
+
+
+def metropolis_step(task: Task, potential, z, proposal, loss, grads, opt_state, hyper, key):
+    r"""Accept or reject a Langevin proposal (MALA, THEORY.md §1).  In the unit variables z the target is
+    pi(z) ∝ exp(-U(z)/s2) with U = potential + s2 |z|^2/2 over the moved parameters (the leaves in
+    ``task.fixed_leaves``, e.g. a ``gibbs``-drawn readout, are constants of this step), and the proposal
+    z' = z - eta grad U(z) + sqrt(2 eta s2) xi has density q(z'|z) ∝ exp(-|z' - z + eta grad U(z)|^2/(4 eta s2)).
+    The proposal is accepted with probability min(1, exp(-(U(z') - U(z))/s2 + log q(z|z') - log q(z'|z)))
+    (float64 algebra), otherwise the chain stays at z; a non-finite U(z') is rejected.  The proposal is the plain Langevin
+    step itself (the same noise), so an accepted step equals the unadjusted chain's.  One more
+    value-and-gradient of the potential per step (at z').  Returns (z, opt_state with the counters
+    advanced, the potential at the returned z)."""
+    s2 = jnp.asarray(hyper.s2, jnp.float64)
+    eta = jnp.asarray(hyper.lr, jnp.float64)
+    loss_p, grads_p = jax.value_and_grad(potential)(proposal)
+    moved = [k for k in z if k not in task.fixed_leaves]
+
+    def energy(value, zz):
+        prior = sum(jnp.sum(jnp.square(leaf.astype(jnp.float64)))
+                    for k in moved for leaf in jax.tree_util.tree_leaves(zz[k]))
+        return jnp.asarray(value, jnp.float64) + 0.5 * s2 * prior
+
+    def log_q(to, frm, g):
+        """log q(to | frm) up to the constant: -|to - frm + eta grad U(frm)|^2/(4 eta s2)."""
+        total = 0.0
+        for k in moved:
+            for t_, f_, g_ in zip(*(jax.tree_util.tree_leaves(x[k]) for x in (to, frm, g))):
+                f64 = f_.astype(jnp.float64)
+                r = t_.astype(jnp.float64) - f64 + eta * (g_.astype(jnp.float64) + s2 * f64)
+                total = total + jnp.sum(r * r)
+        return -total / (4.0 * eta * s2)
+
+    log_alpha = (-(energy(loss_p, proposal) - energy(loss, z)) / s2
+                 + log_q(z, proposal, grads_p) - log_q(proposal, z, grads))
+    log_u = jnp.log(jax.random.uniform(jax.random.fold_in(key, METROPOLIS_STREAM), (), jnp.float64))
+    accept = jnp.isfinite(log_alpha) & (log_u < log_alpha)
+    z_new = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, z)
+    opt_state = opt_state._replace(proposed=opt_state.proposed + 1,
+                                   accepted=opt_state.accepted + accept.astype(jnp.int32))
+    return z_new, opt_state, jnp.where(accept, loss_p, loss)
 
 
 #: networks advanced together inside one chunk on a single CPU device (None: one vmap over the chunk)
@@ -303,6 +359,10 @@ def _make_functions(task: Task, group: int | None = None, mesh: Mesh | None = No
         record, accum = task.observe(theta, data, hyper, state.accum, weight)
         if task.umbrella:
             record = {**record, **umbrella_records(task, state.z, state.opt_state, data, hyper)}
+        if task.metropolis:
+            counts = state.opt_state
+            record = {**record, "metropolis_acceptance": (counts.accepted.astype(jnp.float64)
+                                                          / jnp.maximum(counts.proposed, 1).astype(jnp.float64))}
         return record, state._replace(accum=accum)
 
     init_v = jax.jit(jax.vmap(init_member))

@@ -30,7 +30,7 @@ update above) its stationary variance is s2/(lambda (1 - eta lambda/2)) exactly.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,3 +121,30 @@ def langevin(learning_rate, temperature, prior_variance: Any = 1.0) -> optax.Gra
         _scale(-1.0 * learning_rate),
         add_langevin_noise(learning_rate, temperature),
     )
+
+
+class MetropolisState(NamedTuple):
+    """State of :func:`metropolis_adjusted`: the wrapped rule's state and the chain's proposal and
+    acceptance counts (int32, since step 0)."""
+
+    inner: Any
+    proposed: jax.Array
+    accepted: jax.Array
+
+
+def metropolis_adjusted(tx) -> optax.GradientTransformationExtraArgs:
+    r"""The update rule ``tx`` (a :func:`langevin` step, possibly inside ``optax.multi_transform``) with the
+    counters of a Metropolis-adjusted Langevin chain (MALA): ``update`` is ``tx``'s, the proposal; the
+    accept/reject decision needs the potential at the proposal and is taken by the driver
+    (:func:`grokphase.sims.driver.metropolis_step`), which also advances the counters.  ``init`` wraps
+    ``tx``'s state in :class:`MetropolisState`, so checkpoints, replica swaps and resumes carry the counts."""
+    tx = optax.with_extra_args_support(tx)
+
+    def init(params):
+        return MetropolisState(tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None, **extra):
+        out, inner = tx.update(updates, state.inner, params, **extra)
+        return out, state._replace(inner=inner)
+
+    return optax.GradientTransformationExtraArgs(init, update)

@@ -26,6 +26,12 @@ ANNEALS = ("none", "down", "up", "both")
 STARTS = ("auto", "prior", "ordered")
 ORDERED_DROPLETS = ("all", "theory")
 ORDERED_THEORIES = ("finite-d", "limit")
+#: the readout's update: a Langevin step with the first layer, or an exact draw from its Gaussian
+#: conditional given the first layer before every Langevin step on w (issue 20)
+READOUTS = ("langevin", "gibbs")
+#: the sampler options of issue 20, left out of ``parameters()`` at their defaults (earlier runs keep
+#: their hashes): the readout's update and the Metropolis adjustment (MALA)
+SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False}
 #: options added with the annealing ladders (issue 8); left out of ``parameters()`` at their defaults so
 #: that the checkpoints and result files of earlier plain runs keep their hashes and stay reusable
 LADDER_DEFAULTS = {"anneal": "none", "start": "auto", "ordered_droplets": "all", "ordered_theory": "finite-d",
@@ -72,6 +78,12 @@ class TeacherStudentSim:
     ``umbrella_m0`` (centres) with ``umbrella_kappa`` (one value or one per window, log-posterior units),
     or ``umbrella_range`` (lo, hi) with optional ``umbrella_windows`` and ``umbrella_kappa`` (planned from
     pilot runs); ``umbrella_start``: prior, ordered or both.
+
+    Samplers (issue 20): ``readout = "gibbs"`` draws the readout exactly from its Gaussian conditional
+    given the first layer before every Langevin step on w (:mod:`grokphase.sims.readout`; the dual form
+    when N > n); ``mala = True`` makes every Langevin step the proposal of a Metropolis-adjusted chain
+    (:func:`grokphase.sims.driver.metropolis_step`: no O(lr) bias; its acceptance rate is recorded).
+    Both keep the posterior as the stationary law.
     """
 
     # the model's defaults are the theory's (App. C at beta = 1), written once in TeacherStudentParams
@@ -118,9 +130,20 @@ class TeacherStudentSim:
     umbrella_windows: tuple | None = None
     umbrella_degree: int | None = None
     umbrella_coordinates: str | None = None
+    readout: str = "langevin"
+    mala: bool = False
 
     def __post_init__(self):
         self._check_family()
+        if self.readout not in READOUTS:
+            raise ParameterError(f"unknown readout update {self.readout!r}; choose {' or '.join(READOUTS)}")
+        if not isinstance(self.mala, (bool, np.bool_)):
+            raise ParameterError(f"mala must be true or false, got {self.mala!r}")
+        object.__setattr__(self, "mala", bool(self.mala))
+        if (self.readout == "gibbs" or self.mala) and self.optimizer != "langevin":
+            what = "readout = gibbs" if self.readout == "gibbs" else "mala"
+            raise ParameterError(f"{what} samples the Langevin posterior: it needs optimizer langevin, not "
+                                 f"{self.optimizer!r}")
         for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
                               ("ordered_theory", ORDERED_THEORIES),
                               ("ordered_approximation", ("exact", "concentrated"))):
@@ -302,7 +325,7 @@ class TeacherStudentSim:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
-        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS, "umbrella_degree": None}.items():
+        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS, **SAMPLER_DEFAULTS, "umbrella_degree": None}.items():
             if out[name] == default:
                 del out[name]
         if "activation" in out:

@@ -156,6 +156,12 @@ def build_dataset(sim: TeacherStudentSim, out, task: Task, members: Members) -> 
     ds["t_bulk"].attrs["long_name"] = "mean t = |w_perp|^2 of the neurons with |q| inside droplet_threshold"
     ds["qt_hist"].attrs["long_name"] = "2-D histogram of (q, t = |w_perp|^2) over neurons and record times"
     ds["count"] = (("s2", "dataset", "init"), count)
+    if "metropolis_acceptance" in out.records:      # MALA: the acceptance rate since step 0, at the last record
+        acc_rate = np.asarray(out.records["metropolis_acceptance"], np.float64).reshape(shape + (T,))[..., -1]
+        ds["metropolis_acceptance_network"] = (("s2", "dataset", "init"), acc_rate)
+        ds["metropolis_acceptance"] = (("s2",), acc_rate.mean(axis=(1, 2)))
+        ds["metropolis_acceptance"].attrs["long_name"] = ("MALA acceptance rate over the whole run (mean over "
+                                                          "networks; _network: per network)")
     ds["theory_droplet_fraction"] = (("s2",), theory_droplet)
     ds["theory_droplet_fraction"].attrs["long_name"] = "finite-d theory's mass of p(q) beyond droplet_threshold"
     for name in ("linear_learned", "cubic_learned") if sim.paper_target else ():
@@ -215,6 +221,8 @@ def _summary_point(ds: xr.Dataset, i: int) -> dict:
         degrees = [str(int(k)) for k in ds["degree"].values]
         pt["learned"] = dict(zip(degrees, map(float, ds["learned"].values[i])))
         pt["learned_sem"] = dict(zip(degrees, map(float, ds["learned_sem"].values[i])))
+    if "metropolis_acceptance" in ds:
+        pt["metropolis_acceptance"] = float(ds["metropolis_acceptance"].values[i])
     pt["train_mse"] = float(ds["train_mse"].values[i])
     pt["test_mse"] = float(ds["test_mse"].values[i])
     pt["ensemble_test_mse"] = float(ds["ensemble_test_mse"].values[i])

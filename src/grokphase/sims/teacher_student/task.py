@@ -15,9 +15,11 @@ import numpy as np
 import optax
 from numpy.polynomial.legendre import leggauss
 
+from grokphase.errors import ParameterError
 from grokphase.sims.driver import Task
-from grokphase.sims.langevin import langevin
-from grokphase.sims.models import TwoLayerNet, erf_prior_std
+from grokphase.sims.langevin import langevin, metropolis_adjusted
+from grokphase.sims.models import TwoLayerNet, erf_prior_std, network_activation
+from grokphase.sims.readout import ReadoutBias, readout_draw
 from grokphase.sims.teacher_student.config import (DEGREE_RECORDS, DTYPES, FAMILY_SCALAR_RECORDS, SCALAR_RECORDS, SQRT6,
                                                    TeacherStudentSim)
 from grokphase.theory.single_index import get_activation, get_target
@@ -149,19 +151,24 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
     the umbrella task: the driver adds the window's bias to the potential (gradients through w and a)."""
     if model is None:
         model = TwoLayerNet(sim.N) if sim.paper_model else TwoLayerNet(sim.N, activation=sim.activation)
+    elif sim.readout == "gibbs":
+        raise ParameterError("readout = gibbs draws the readout of the built-in two-layer network (its features "
+                             "phi(x w)); a user model samples every parameter by Langevin (readout = langevin)")
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
                       sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
-                      sim.umbrella)
+                      sim.umbrella, sim.readout == "gibbs", sim.mala)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
-               target: str | None = None, order_degree: int | None = None, umbrella: bool = False) -> Task:
+               target: str | None = None, order_degree: int | None = None, umbrella: bool = False,
+               gibbs_a: bool = False, metropolis: bool = False) -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
     (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
     ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
-    umbrella task (:class:`grokphase.sims.driver.Task`)."""
+    umbrella task (:class:`grokphase.sims.driver.Task`); ``gibbs_a``: the readout drawn from its exact
+    conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject)."""
     dtype = DTYPES[dtype_name]
     paper_erf = target is None and isinstance(activation, str) and activation == "erf"
     if target is None:
@@ -202,7 +209,11 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
 
     def make_tx(hyper):
         if optimizer == "langevin":
-            return langevin(hyper.lr, hyper.s2)
+            tx = langevin(hyper.lr, hyper.s2)
+            if gibbs_a:                      # the readout is drawn exactly by ``gibbs``
+                tx = optax.multi_transform({"langevin": tx, "gibbs": optax.set_to_zero()},
+                                           {"w": "langevin", "a": "gibbs"})
+            return metropolis_adjusted(tx) if metropolis else tx
         if optimizer == "sgd":
             return optax.sgd(hyper.lr)
         if optimizer == "adam":
@@ -318,5 +329,32 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         }
         return record, accum
 
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, order_parameter=order_parameter,
-                order_parameter_name=f"learned_{order_degree}", umbrella=umbrella)
+    phi = network_activation(model.activation) if gibbs_a else None
+
+    def gibbs(z, data, hyper, key):
+        """Draw the readout's unit variables z_a from their Gaussian conditional given w (THEORY.md §1):
+        f = c phi(x w) z_a with c = sqrt(sa2/N), so p(z_a | w) has precision I + (c^2/s2) F^T F,
+        F = phi(x w) (n, N), drawn by :func:`grokphase.sims.readout.readout_draw` (the dual n x n form
+        when N > n, with its own stream for the likelihood's noise).  An umbrella window on the learned
+        fraction (linear in z_a: m = g.z_a with g = grad_{z_a} m, exact for a linear function) is
+        drawn exactly from the biased conditional (:class:`~grokphase.sims.readout.ReadoutBias`)."""
+        std = prior_std(z, hyper)
+        w = jnp.asarray(std["w"], z["w"].dtype) * z["w"]
+        c = jnp.asarray(std["a"], jnp.float64)
+        F = phi(data["x"] @ w)
+        xi = jax.random.normal(key, (N, 1), jnp.float64)
+        eps = jax.random.normal(jax.random.fold_in(key, 1), (n, 1), jnp.float64) if N > n else None
+        bias = None
+        if umbrella:
+            def m_of(za):
+                return order_parameter({"w": w, "a": c * za}, data, hyper)
+
+            g = jax.grad(m_of)(jnp.zeros((N,), jnp.float64))
+            bias = ReadoutBias(g[:, None], hyper.umbrella_kappa, hyper.umbrella_m0,
+                               jax.random.normal(jax.random.fold_in(key, 2), (), jnp.float64))
+        z_a = readout_draw(F, data["y"][:, None], c, hyper.s2, xi, eps, bias)[:, 0]
+        return {**z, "a": z_a.astype(z["a"].dtype)}
+
+    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, gibbs=gibbs if gibbs_a else None,
+                order_parameter=order_parameter, order_parameter_name=f"learned_{order_degree}", umbrella=umbrella,
+                metropolis=metropolis, fixed_leaves=("a",) if gibbs_a else ())

@@ -1,0 +1,317 @@
+"""Exact samplers of issue 20: the Gaussian readout draw (teacher-student Gibbs readout) and the
+Metropolis-adjusted Langevin chain (MALA).
+
+Closed forms (THEORY.md §1; the notation of tests/test_langevin.py):
+
+* readout conditional: f = c F z with unit variables z ~ N(0, I) and features F (n, N) gives
+  p(z | F) = N(Lambda^-1 (c/s2) F^T y, Lambda^-1), Lambda = I + (c^2/s2) F^T F.  Both the primal draw
+  (N <= n) and the dual draw (N > n, Matheron's rule) are affine in their standard normals, so their
+  means and covariances are computed exactly from the Jacobians, not estimated.  An umbrella window
+  (kappa/2)(m0 - g.z)^2 adds kappa g g^T to the precision and kappa m0 g to the linear term.
+* MALA on Bayesian linear regression (a frozen random first layer): its stationary law is the exact
+  posterior N(m, A^-1) at every step size, whereas the unadjusted chain's covariance is
+  s2 H^-1 (I - eta H/2)^-1 (2.5x the posterior's along the top eigenvector at eta h_max = 1.2).
+
+Statistical tolerances are Z_TOL standard errors from independent chains; every comparison also asserts
+that the alternative it must reject is many standard errors away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import grokphase  # noqa: F401  (float64 enabled)
+from grokphase.errors import ParameterError
+from grokphase.sims.driver import Members, Schedule, Task, run_ensemble
+from grokphase.sims.langevin import MetropolisState, langevin, metropolis_adjusted
+from grokphase.sims.models import TwoLayerNet, erf_prior_std
+from grokphase.sims.readout import ReadoutBias, readout_draw
+from grokphase.sims.teacher_student.config import TeacherStudentSim
+from grokphase.sims.teacher_student.run import run_teacher_student
+from grokphase.sims.teacher_student.task import make_task
+
+from test_langevin import (BLR_SCHEDULE, DATA_KEY, INIT_KEY, N_FEAT, NOISE_SEED, S2, _blr_closed_form, _blr_hyper,
+                           _blr_task, _discrete_cov, _mean_se)
+
+Z_TOL = 5.0
+Z_REJECT = 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the Gaussian readout draw: exact mean and covariance, primal and dual, with and without a window
+
+
+def _problem(n, N, P=1, seed=0):
+    rng = np.random.default_rng(seed)
+    F = np.tanh(rng.normal(size=(n, N)))
+    y = rng.normal(size=(n, P))
+    return F, y, 0.7, 0.3
+
+
+def _closed_form(F, y, c, s2, bias=None):
+    N = F.shape[1]
+    Lam = np.eye(N) + (c * c / s2) * F.T @ F
+    b = (c / s2) * F.T @ y[:, 0]
+    if bias is not None:
+        g = np.asarray(bias.g)[:, 0]
+        Lam = Lam + bias.kappa * np.outer(g, g)
+        b = b + bias.kappa * bias.m0 * g
+    cov = np.linalg.inv(Lam)
+    return cov @ b, cov
+
+
+def _affine_moments(F, y, c, s2, bias=None):
+    """Mean and covariance of readout_draw's output, exactly: it is affine in (xi, eps, bias eps)."""
+    n, N = F.shape
+    dual = N > n
+
+    def draw(xi, eps, e):
+        b = None if bias is None else bias._replace(eps=e)
+        return readout_draw(jnp.asarray(F), jnp.asarray(y), c, s2, xi[:, None], eps[:, None] if dual else None,
+                            b)[:, 0]
+
+    xi0, eps0, e0 = jnp.zeros(N), jnp.zeros(n), jnp.zeros(())
+    mean = np.asarray(draw(xi0, eps0, e0))
+    # affine: the Jacobian's columns are draw(unit vector) - draw(0) (the draw has a batching rule, no JVP)
+    J_xi = np.asarray(jax.vmap(lambda e: draw(e, eps0, e0))(jnp.eye(N))).T - mean[:, None]
+    J_eps = np.asarray(jax.vmap(lambda e: draw(xi0, e, e0))(jnp.eye(n))).T - mean[:, None]
+    J_e = np.asarray(draw(xi0, eps0, jnp.ones(()))) - mean
+    cov = J_xi @ J_xi.T + J_eps @ J_eps.T + np.outer(J_e, J_e)
+    return mean, cov
+
+
+@pytest.mark.parametrize("n, N", [(30, 8), (8, 30)], ids=["primal", "dual"])
+@pytest.mark.parametrize("windowed", [False, True], ids=["plain", "window"])
+def test_readout_draw_is_the_exact_conditional(n, N, windowed):
+    """Primal (N <= n) and dual (N > n) draws have exactly the conditional's mean and covariance, with an
+    umbrella window too; the unwindowed law is rejected when the window is on (the test has power)."""
+    F, y, c, s2 = _problem(n, N)
+    bias = None
+    if windowed:
+        g = np.random.default_rng(1).normal(size=(N, 1)) / math.sqrt(N)
+        bias = ReadoutBias(jnp.asarray(g), 50.0, 0.8, jnp.zeros(()))
+    mean, cov = _affine_moments(F, y, c, s2, bias)
+    want_mean, want_cov = _closed_form(F, y, c, s2, bias)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(cov, want_cov, rtol=1e-9, atol=1e-11)
+    if windowed:
+        plain_mean, _ = _closed_form(F, y, c, s2)
+        assert np.max(np.abs(plain_mean - mean)) > 1e-3
+
+
+def _ts_sim(**kw):
+    base = dict(N=12, d=6, n=20, s2=(0.2,), datasets=1, inits=1, steps=10, burn_in=0, record_every=10, n_test=50,
+                dtype="float64", readout="gibbs")
+    base.update(kw)
+    return TeacherStudentSim(**base)
+
+
+def _ts_hyper(sim, **extra):
+    from grokphase.sims.teacher_student.run import stage_hyper
+    hyper = stage_hyper(sim)(np.asarray(sim.s2, np.float64))
+    hyper = hyper._replace(**extra)
+    return jax.tree_util.tree_map(lambda v: jnp.asarray(v[0]) if v is not None else None, hyper)
+
+
+@pytest.mark.parametrize("N", [12, 40], ids=["primal", "dual"])
+def test_teacher_student_gibbs_readout_matches_conditional(N):
+    """The teacher-student task's Gibbs update: 4000 draws (independent keys) of z_a at fixed w have the
+    conditional's mean and variance within standard errors, features phi(x w) with c = sqrt(sa2/N);
+    the first layer is untouched."""
+    sim = _ts_sim(N=N)
+    task = make_task(sim)
+    hyper = _ts_hyper(sim)
+    data = task.make_data(jax.random.PRNGKey(3), hyper)
+    z = task.init(jax.random.PRNGKey(4), data, hyper)
+    keys = jax.random.split(jax.random.PRNGKey(5), 4000)
+    draws = jax.jit(jax.vmap(lambda k: task.gibbs(z, data, hyper, k)))(keys)
+    np.testing.assert_array_equal(np.asarray(draws["w"]), np.broadcast_to(np.asarray(z["w"]), draws["w"].shape))
+    std = erf_prior_std(z, hyper)
+    F = np.asarray(jax.scipy.special.erf(data["x"] @ (std["w"] * z["w"])))
+    mean, cov = _closed_form(F, np.asarray(data["y"])[:, None], float(std["a"]), float(hyper.s2))
+    za = np.asarray(draws["a"])
+    se_mean = np.sqrt(np.diag(cov) / za.shape[0])
+    assert np.all(np.abs(za.mean(0) - mean) < Z_TOL * se_mean)
+    var_hat = za.var(0, ddof=1)
+    se_var = np.diag(cov) * math.sqrt(2.0 / (za.shape[0] - 1))
+    assert np.all(np.abs(var_hat - np.diag(cov)) < Z_TOL * se_var)
+    # along the best-determined direction (the smallest eigenvalue of the covariance) the sampled variance
+    # is the conditional's and the prior's (1) is rejected: the test has power
+    lam, V = np.linalg.eigh(cov)
+    proj = za @ V[:, 0]
+    se_proj = lam[0] * math.sqrt(2.0 / (za.shape[0] - 1))
+    assert abs(proj.var(ddof=1) - lam[0]) < Z_TOL * se_proj
+    assert 1.0 - lam[0] > Z_REJECT * math.sqrt(2.0 / (za.shape[0] - 1))
+
+
+def test_teacher_student_gibbs_window_draws_biased_conditional():
+    """With an umbrella window on the cubic learned fraction, the Gibbs readout's conditional mean (zero
+    normals) is the biased conditional's, with g = the exact linear coefficient of m in z_a."""
+    sim = _ts_sim(umbrella_m0=(0.5,), umbrella_kappa=(200.0,))
+    task = make_task(sim)
+    hyper = _ts_hyper(sim, umbrella_kappa=np.array([200.0]), umbrella_m0=np.array([0.5]))
+    data = task.make_data(jax.random.PRNGKey(3), hyper)
+    z = task.init(jax.random.PRNGKey(4), data, hyper)
+    std = erf_prior_std(z, hyper)
+    c = float(std["a"])
+    w = std["w"] * z["w"]
+    # m(z_a) = theta-space order parameter, linear in z_a: g_i by finite differences of unit vectors
+    m_of = lambda za: float(task.order_parameter({"w": w, "a": c * jnp.asarray(za)}, data, hyper))  # noqa: E731
+    g = np.array([m_of(np.eye(sim.N)[i]) - m_of(np.zeros(sim.N)) for i in range(sim.N)])
+    F = np.asarray(jax.scipy.special.erf(data["x"] @ w))
+    bias = ReadoutBias(g[:, None], 200.0, 0.5, 0.0)
+    want_mean, want_cov = _closed_form(F, np.asarray(data["y"])[:, None], c, float(hyper.s2), bias)
+    keys = jax.random.split(jax.random.PRNGKey(6), 4000)
+    za = np.asarray(jax.jit(jax.vmap(lambda k: task.gibbs(z, data, hyper, k)["a"]))(keys))
+    se = np.sqrt(np.diag(want_cov) / za.shape[0])
+    assert np.all(np.abs(za.mean(0) - want_mean) < Z_TOL * se)
+    # the window pulls m towards m0: the sampled m is within SE of g.mean, and far from the unbiased one
+    m_draws = za @ g
+    m_want = g @ want_mean
+    m_se = math.sqrt(g @ want_cov @ g / za.shape[0])
+    assert abs(m_draws.mean() - m_want) < Z_TOL * m_se
+    plain_mean, _ = _closed_form(F, np.asarray(data["y"])[:, None], c, float(hyper.s2))
+    assert abs(g @ plain_mean - m_want) > Z_REJECT * m_se
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. MALA: the exact posterior at a step size where the unadjusted chain is 2.5x too wide
+
+
+def _mala_blr_task() -> Task:
+    base = _blr_task()
+    return base._replace(make_tx=lambda hyper: metropolis_adjusted(base.make_tx(hyper)), metropolis=True,
+                         fixed_leaves=("w",))
+
+
+@pytest.fixture(scope="module")
+def mala_run():
+    task = _mala_blr_task()
+    cf = _blr_closed_form(task)
+    h_max = np.linalg.eigvalsh(cf["H"])[-1]
+    eta = 1.2 / h_max
+    M = 200
+    noise = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(NOISE_SEED), i))(jnp.arange(M))
+    members = Members(np.tile(np.asarray(jax.random.PRNGKey(DATA_KEY)), (M, 1)),
+                      np.tile(np.asarray(jax.random.PRNGKey(INIT_KEY)), (M, 1)),
+                      np.asarray(noise), _blr_hyper(np.full(M, eta)))
+    schedule = Schedule(steps=BLR_SCHEDULE.steps, burn_in=BLR_SCHEDULE.burn_in, record_every=BLR_SCHEDULE.record_every)
+    out = run_ensemble(task, members, schedule)
+    return {"out": out, "cf": cf, "eta": eta, "schedule": schedule}
+
+
+def test_mala_blr_exact_posterior_covariance(mala_run):
+    """MALA at eta h_max = 1.2: mean and covariance are the exact posterior's (A^-1 = s2 H^-1) entry by
+    entry and along the extreme eigenvectors; the unadjusted chain's s2 H^-1 (I - eta H/2)^-1 is rejected
+    along the top eigenvector by more than Z_REJECT standard errors.  The acceptance rate is recorded."""
+    out, cf, eta = mala_run["out"], mala_run["cf"], mala_run["eta"]
+    after = out.record_steps > mala_run["schedule"].burn_in
+    z = out.records["a"][:, after, :] / cf["S"]
+    dz = z - cf["mean"]
+    bias, se = _mean_se(dz.mean(1))
+    assert np.all(np.abs(bias / se) < Z_TOL), bias / se
+    cov_chains = np.einsum("mti,mtj->mij", dz, dz) / dz.shape[1]
+    est, se_c = _mean_se(cov_chains)
+    A_inv = S2 * np.linalg.inv(cf["H"])
+    iu = np.triu_indices(N_FEAT)
+    assert np.all(np.abs((est - A_inv) / se_c)[iu] < Z_TOL), ((est - A_inv) / se_c)[iu]
+    h, U = np.linalg.eigh(cf["H"])
+    u = U[:, -1]
+    p_hat, p_se = _mean_se(np.einsum("i,mij,j->m", u, cov_chains, u))
+    assert abs(p_hat - u @ A_inv @ u) < Z_TOL * p_se
+    assert (u @ _discrete_cov(cf["H"], eta) @ u - p_hat) / p_se > Z_REJECT
+    acc = out.records["metropolis_acceptance"][:, -1]
+    assert np.all((acc > 0.05) & (acc < 1.0)), acc
+    # the counters live in the update rule's state and count every step
+    assert isinstance(metropolis_adjusted(langevin(0.1, 1.0)).init({"a": jnp.zeros(2)}), MetropolisState)
+
+
+def test_mala_accepted_step_is_the_langevin_step():
+    """At a tiny step every proposal is accepted and the MALA chain equals the unadjusted chain bit for bit
+    (the proposal is the Langevin step with the same noise)."""
+    task = _blr_task()
+    mala = task._replace(make_tx=lambda hyper: metropolis_adjusted(task.make_tx(hyper)), metropolis=True,
+                         fixed_leaves=("w",))
+    M = 4
+    noise = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(NOISE_SEED), i))(jnp.arange(M))
+    members = Members(np.tile(np.asarray(jax.random.PRNGKey(DATA_KEY)), (M, 1)),
+                      np.tile(np.asarray(jax.random.PRNGKey(INIT_KEY)), (M, 1)),
+                      np.asarray(noise), _blr_hyper(np.full(M, 1e-5)))
+    schedule = Schedule(steps=200, burn_in=0, record_every=50)
+    plain = run_ensemble(task, members, schedule)
+    adjusted = run_ensemble(mala, members, schedule)
+    np.testing.assert_array_equal(adjusted.records["metropolis_acceptance"], 1.0)
+    np.testing.assert_array_equal(adjusted.z["a"], plain.z["a"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. teacher-student: the same statistics with every sampler; options and bad inputs
+
+
+@pytest.fixture(scope="module")
+def ts_samplers():
+    """One tiny teacher-student ensemble (8 data sets x 2 inits) per sampler, same seeds."""
+    common = dict(N=16, d=8, n=24, s2=(0.2,), datasets=8, inits=2, steps=4000, burn_in=1000, record_every=20,
+                  lr=0.02, n_test=100)
+    out = {}
+    for name, kw in {"plain": {}, "gibbs": {"readout": "gibbs"}, "mala": {"mala": True, "lr": 0.05},
+                     "gibbs+mala": {"readout": "gibbs", "mala": True, "lr": 0.05}}.items():
+        out[name] = run_teacher_student(TeacherStudentSim(**{**common, **kw}))
+    return out
+
+
+@pytest.mark.parametrize("name", ["gibbs", "mala", "gibbs+mala"])
+def test_teacher_student_samplers_agree_with_plain_langevin(ts_samplers, name):
+    """Learned fractions (both degrees) and the training MSE agree with plain Langevin within paired
+    standard errors (the same 8 data sets: per-data-set differences of the init-averaged means)."""
+    plain, other = ts_samplers["plain"], ts_samplers[name]
+    for var in ("learned_network", "train_mse_network"):
+        d = other[var].mean("init").values - plain[var].mean("init").values     # (s2, dataset[, degree])
+        diff = np.moveaxis(d, 1, -1).reshape(-1, d.shape[1])                     # (..., dataset)
+        d_mean = diff.mean(axis=-1)
+        d_se = diff.std(axis=-1, ddof=1) / math.sqrt(diff.shape[-1])
+        assert np.all(np.abs(d_mean) < Z_TOL * d_se + 1e-12), (var, d_mean, d_se)
+    if "mala" in name:
+        acc = other["metropolis_acceptance"].values
+        assert np.all((acc > 0.3) & (acc <= 1.0)), acc
+        assert json.loads(other.attrs["parameters_json"])["mala"] is True
+    else:
+        assert "metropolis_acceptance" not in other
+    # the defaults keep the plain run's parameters (hash) unchanged
+    assert not {"readout", "mala"} & set(json.loads(plain.attrs["parameters_json"]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(readout="exact"), "readout update"),
+    (dict(readout="gibbs", optimizer="adam"), "optimizer langevin"),
+    (dict(mala=True, optimizer="sgd"), "optimizer langevin"),
+    (dict(mala="yes"), "mala must be"),
+])
+def test_sampler_options_rejected(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        TeacherStudentSim(N=8, d=4, n=8, s2=(0.2,), **kwargs)
+
+
+def test_gibbs_readout_refuses_a_user_model():
+    sim = TeacherStudentSim(N=8, d=4, n=8, s2=(0.2,), readout="gibbs")
+    with pytest.raises(ParameterError, match="user model"):
+        make_task(sim, TwoLayerNet(8, activation=jnp.tanh))
+
+
+def test_optax_multi_transform_gibbs_leaves_are_fixed():
+    """The Gibbs task's update rule leaves the readout alone (its increment is exactly zero)."""
+    sim = _ts_sim()
+    task = make_task(sim)
+    hyper = _ts_hyper(sim)
+    data = task.make_data(jax.random.PRNGKey(3), hyper)
+    z = task.init(jax.random.PRNGKey(4), data, hyper)
+    tx = optax.with_extra_args_support(task.make_tx(hyper))
+    upd, _ = tx.update(jax.tree_util.tree_map(jnp.ones_like, z), tx.init(z), z, key=jax.random.PRNGKey(0))
+    assert np.all(np.asarray(upd["a"]) == 0.0) and np.any(np.asarray(upd["w"]) != 0.0)
