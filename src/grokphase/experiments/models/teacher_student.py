@@ -48,7 +48,7 @@ OPTIONS: dict[str, Option] = {
                                      "replica_exchange", "swap_every", "anneal", "start", "ordered_droplets",
                                      "ordered_theory", "ordered_approximation", "umbrella_m0", "umbrella_kappa",
                                      "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree",
-                                     "umbrella_coordinates")),
+                                     "umbrella_coordinates", "readout", "mala")),
     "activation": Option("activation", "str", FAMILY_DEFAULTS["activation"],
                          f"the student's activation: {', '.join(ACTIVATIONS)}"),
     "target": Option("target", "str", FAMILY_DEFAULTS["target"],
@@ -114,7 +114,7 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
                                     "start", "ordered_droplets", "ordered_theory", "ordered_approximation",
                                     "activation", "target", "umbrella_m0", "umbrella_kappa", "umbrella_start",
                                     "umbrella_range", "umbrella_windows", "umbrella_degree",
-                                    "umbrella_coordinates")}
+                                    "umbrella_coordinates", "readout", "mala")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 

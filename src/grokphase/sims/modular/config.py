@@ -66,6 +66,7 @@ class ModularSim:
     anneal: str = "none"
     start: str = "auto"
     readout: str = "gibbs"
+    mala: bool = False
     replica_exchange: bool = False
     swap_every: int = 10
     ordered_droplets: str = "all"
@@ -105,6 +106,12 @@ class ModularSim:
             raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
         if self.readout not in READOUTS:
             raise ParameterError(f"unknown readout update {self.readout!r}; choose gibbs or langevin")
+        if not isinstance(self.mala, (bool, np.bool_)):
+            raise ParameterError(f"mala must be true or false, got {self.mala!r}")
+        object.__setattr__(self, "mala", bool(self.mala))
+        if self.mala and self.optimizer != "langevin":
+            raise ParameterError(f"mala samples the Langevin posterior: it needs optimizer langevin, not "
+                                 f"{self.optimizer!r}")
         if self.anneal not in ANNEALS:
             raise ParameterError(f"unknown anneal {self.anneal!r}; choose from {', '.join(ANNEALS)}")
         if self.start not in STARTS:
@@ -194,6 +201,8 @@ class ModularSim:
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
         out["n_train"] = self.n_train
+        if not self.mala:                            # issue 20's option only when set: earlier runs keep their hashes
+            del out["mala"]
         return umb.umbrella_parameters(out)          # umbrella options only when set: plain runs keep their hashes
 
 

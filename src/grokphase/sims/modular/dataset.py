@@ -62,6 +62,12 @@ def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
     ds["t_grok"].attrs["long_name"] = "first record step with test accuracy >= 0.95 (-1: never)"
     ds["t_memorise"].attrs["long_name"] = "first record step with train accuracy >= 0.99 (-1: never)"
     ds["count"] = (("s2", "seed"), count)
+    if "metropolis_acceptance" in rec:              # MALA: the acceptance rate since step 0, at the last record
+        acc_rate = np.asarray(rec["metropolis_acceptance"], np.float64).reshape(S, K, T)[..., -1]
+        ds["metropolis_acceptance_network"] = (("s2", "seed"), acc_rate)
+        ds["metropolis_acceptance"] = (("s2",), acc_rate.mean(axis=1))
+        ds["metropolis_acceptance"].attrs["long_name"] = ("MALA acceptance rate over the whole run (mean over "
+                                                          "networks; _network: per network)")
     return annotate(ds, kind=KIND, parameters=sim.parameters(),
                     seeds={"seed": sim.seed, "seeds": sim.seeds},
                     extra={"sa2": sim.sa2_value, "n_train": sim.n_train,
@@ -78,6 +84,8 @@ def _summary_point(ds: xr.Dataset, i: int) -> dict:
     pt["target_component_mean"] = float(ds["target_component_mean"].values[i])
     pt["target_component_mean_sem"] = float(ds["target_component_mean_sem"].values[i])
     pt["droplet_fraction_sem"] = float(ds["droplet_fraction_sem"].values[i])
+    if "metropolis_acceptance" in ds:
+        pt["metropolis_acceptance"] = float(ds["metropolis_acceptance"].values[i])
     tm, tg = ds["t_memorise"].values[i], ds["t_grok"].values[i]
     pt["t_memorise"] = float(np.median(tm)) if np.all(tm >= 0) else None
     pt["t_grok"] = float(np.median(tg)) if np.all(tg >= 0) else None

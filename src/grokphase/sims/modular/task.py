@@ -15,7 +15,7 @@ import optax
 
 from grokphase.sims import fourier
 from grokphase.sims.driver import Task
-from grokphase.sims.langevin import langevin
+from grokphase.sims.langevin import langevin, metropolis_adjusted
 from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, UMBRELLA_COORDINATES, ModularSim
 from grokphase.sims.modular.readout import (ReadoutBias, _draw_from_gram, full_table_Fy, full_table_gram,
                                             full_table_loss, gibbs_readout)
@@ -85,7 +85,8 @@ def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     gibbs = sim.optimizer == "langevin" and sim.readout == "gibbs"
     closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
-                      float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella, sim.umbrella_coordinate_names)
+                      float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella, sim.umbrella_coordinate_names,
+                      sim.mala)
 
 
 def ipr_coordinate(w, P: int):
@@ -98,7 +99,7 @@ def ipr_coordinate(w, P: int):
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
                ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True,
-               umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,)) -> Task:
+               umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,), metropolis: bool = False) -> Task:
     dtype = DTYPES[dtype_name]
     model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
     pairs_all = jnp.asarray(all_pairs(P))
@@ -161,11 +162,11 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
         return (hyper.s2 * fourier.gamma_penalty(theta["w"], hyper.gamma, axis=0)).astype(dtype)
 
     def make_tx(hyper):
-        if optimizer == "langevin" and gibbs_a:      # the readout is drawn exactly by ``gibbs``
-            return optax.multi_transform({"langevin": langevin(hyper.lr, hyper.s2), "gibbs": optax.set_to_zero()},
-                                         {"w": "langevin", "a": "gibbs"})
         if optimizer == "langevin":
-            return langevin(hyper.lr, hyper.s2)
+            tx = langevin(hyper.lr, hyper.s2)
+            if gibbs_a:                              # the readout is drawn exactly by ``gibbs``
+                tx = optax.multi_transform({"langevin": tx, "gibbs": optax.set_to_zero()}, {"w": "langevin", "a": "gibbs"})
+            return metropolis_adjusted(tx) if metropolis else tx
         if optimizer == "adamw":
             return optax.adamw(hyper.lr, weight_decay=hyper.weight_decay)
         return optax.sgd(hyper.lr)
@@ -260,5 +261,6 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
     return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
                 cpu_group=1, order_parameter=order_parameter, order_parameter_name=coordinates[0],
-                umbrella=umbrella, coordinate_names=tuple(coordinates) if several else None)
+                umbrella=umbrella, coordinate_names=tuple(coordinates) if several else None, metropolis=metropolis,
+                fixed_leaves=("a",) if gibbs_a else ())
 
