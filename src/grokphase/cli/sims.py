@@ -6,6 +6,7 @@ import argparse
 import math
 
 from grokphase.analysis.compare import compare_summary, compare_teacher_student
+from grokphase.analysis.converge import diagnostic_thresholds
 from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnostics_points, flagged_points
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
 from grokphase.analysis.replica import replica_summary
@@ -18,7 +19,7 @@ from grokphase.experiments.models import modular as modular_model
 from grokphase.experiments.models import teacher_student as ts_model
 from grokphase.experiments.options import COMMAND_LINE
 from grokphase.experiments.registry import get_model, models
-from grokphase.experiments.runner import run_experiment
+from grokphase.experiments.runner import convergence_targets, run_experiment, run_options, until_converged_report
 from grokphase.io import load_dataset, save_dataset
 from grokphase.plotting.perp_norm import plot_perp_norm
 from grokphase.sims.teacher_student import summary_points
@@ -143,6 +144,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--burn-in", type=_int_ge(0))
     p.add_argument("--record-every", type=_int_ge(1))
     p.add_argument("--log-times", action="store_true")
+    _add_until_converged_options(p, positive)
     p.add_argument("--dtype")
     p.add_argument("--anneal", choices=("none", "down", "up", "both"),
                    help="sweep the s2 values carrying the state from one to the next: down = cooling (from the "
@@ -258,6 +260,17 @@ def _add_umbrella_options(p, order_parameter: str, coordinates: str | None = Non
                         "(LO1,HI1,LO2,HI2) are given per coordinate and the windows are their product grid")
 
 
+def _add_until_converged_options(p, positive) -> None:
+    g = p.add_argument_group("run until converged (docs/diagnostics.md)")
+    g.add_argument("--until-converged", action="store_true", default=None,
+                   help="extend the run by --block-steps through its checkpoints until every point has R-hat <= --rhat "
+                        "and bulk/tail ESS >= --min-ess, or --max-steps; the result says which rule stopped it")
+    g.add_argument("--block-steps", type=_int_ge(1), help="steps added per block (default --steps)")
+    g.add_argument("--max-steps", type=_int_ge(1), help="the most steps (default 10 x --steps)")
+    g.add_argument("--rhat", type=positive, help="largest split-R-hat accepted (default 1.01)")
+    g.add_argument("--min-ess", type=positive, help="smallest bulk and tail ESS accepted (default 400)")
+
+
 def _add_run_options(p, positive) -> None:
     g = p.add_argument_group("ensemble and dynamics")
     g.add_argument("--datasets", type=_int_ge(1), help="independent data sets per sigma^2")
@@ -269,6 +282,7 @@ def _add_run_options(p, positive) -> None:
     g.add_argument("--record-every", type=_int_ge(1))
     g.add_argument("--log-times", action="store_true", help="log-spaced record times (20 per decade from "
                                                             "--record-every to --steps)")
+    _add_until_converged_options(p, positive)
     g.add_argument("--optimizer", choices=("langevin", "sgd", "adam", "adamw"))
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
@@ -324,7 +338,7 @@ def _with_diagnostics(ds, summary: dict, lines: list[str]):
     flagged observable (its count and worst numbers).  A run that cannot be diagnosed (one init, not
     Langevin, ...) says why."""
     try:
-        diag = diagnose(ds)
+        diag = diagnose(ds, **diagnostic_thresholds(ds))
     except (ResultFileError, ParameterError) as exc:
         summary["diagnostics"] = {"unavailable": str(exc)}
         lines.append(f"  diagnostics unavailable: {exc}")
@@ -366,9 +380,10 @@ def cmd_sim_teacher_student(args) -> int:
         raise ParameterError("--plot: an umbrella run has no figure of its own (the free-energy analysis reads its "
                              "result); remove it")
     ts_model.check_memory(sim, opts, COMMAND_LINE)
+    convergence_targets(ts_model.OPTIONS, opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
-    ds = ts_model.run(opts, devices=devices, progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                      where=COMMAND_LINE)
+    ds = run_options(ts_model.run, ts_model.OPTIONS, opts, devices=devices, progress=not args.no_progress,
+                     checkpoint_dir=args.checkpoint_dir, where=COMMAND_LINE)
     points = summary_points(ds)
     summary = {"points": points, "N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
                "networks_per_s2": sim.datasets * sim.inits, "seconds": ds.attrs["seconds"],
@@ -390,6 +405,7 @@ def cmd_sim_teacher_student(args) -> int:
         lines.append(f"  {branch}s2={pt['s2']:.4g}  {learned}  droplets "
                      f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
                      f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
+    until_converged_report(ds, summary, lines)
     ds = _with_diagnostics(ds, summary, lines)
     return _finish(args, ds, summary, lines)
 
@@ -398,9 +414,10 @@ def cmd_sim_modular(args) -> int:
     opts = {k: v for k, v in vars(args).items() if v is not None}
     sims = modular_model.sims_from_options(opts, COMMAND_LINE, given=set(opts))
     modular_model.check_memory(sims, opts, COMMAND_LINE)
+    convergence_targets(modular_model.OPTIONS, opts, COMMAND_LINE)
     devices = configure_devices(args.devices)
-    ds = modular_model.run(opts, devices=devices, checkpoint_dir=args.checkpoint_dir, progress=not args.no_progress,
-                           where=COMMAND_LINE)
+    ds = run_options(modular_model.run, modular_model.OPTIONS, opts, devices=devices, progress=not args.no_progress,
+                     checkpoint_dir=args.checkpoint_dir, where=COMMAND_LINE)
     points = modular_model.points(ds)
     lines = [f"modular addition P={sims[0].P} N={sims[0].N} ({sims[0].optimizer})"]
     for pt in points:
@@ -414,6 +431,7 @@ def cmd_sim_modular(args) -> int:
         r = summary["replica_exchange"]
         lines.append(f"  replica exchange: swap acceptance per pair {', '.join(f'{x:.3f}' for x in r['acceptance'])}; "
                      f"{r['round_trips']} round trips" + (f"; WARNING: {r['warning']}" if r["warning"] else ""))
+    until_converged_report(ds, summary, lines)
     ds = _with_diagnostics(ds, summary, lines)
     return _finish(args, ds, summary, lines)
 

@@ -1,6 +1,14 @@
 """Checkpoints of the ensemble engine: atomic ``.npz`` files per chunk in a folder named by the hash
 of the run's configuration, so that re-running the same configuration resumes it and a different one
-never reads its files."""
+never reads its files.
+
+**Extending a run.**  A configuration may leave the total number of steps out of its hash (the
+independent protocol with linear record times does, :class:`grokphase.sims.protocols.SimModel`):
+the noise of step t is ``fold_in(noise_key, t)`` and the burn-in is fixed, so the state, records and
+accumulated statistics of an S-step run are exactly those of a longer run at step S.  A checkpoint
+then holds its own step (``step``, ``n_records``), and :func:`check_resumable` accepts it for a run
+of T >= step steps whose record times continue its records (a longer run extends it), and refuses it
+with :class:`CheckpointAheadError` when it is past T."""
 
 from __future__ import annotations
 
@@ -12,8 +20,18 @@ import zipfile
 import jax
 import numpy as np
 
-from grokphase.errors import ResultFileError
+from grokphase.errors import ParameterError, ResultFileError
 
+
+class CheckpointAheadError(ParameterError):
+    """A checkpoint that has run further than the run asking for it (``step`` > its total steps):
+    a shorter run cannot resume it.  ``step``: the checkpoint's step; ``config``: its configuration
+    (``config.json`` of its folder)."""
+
+    def __init__(self, message: str, step: int, config: dict):
+        super().__init__(message)
+        self.step = int(step)
+        self.config = dict(config)
 
 
 def _save_npz_atomic(path: str, arrays: dict) -> None:
@@ -58,6 +76,7 @@ class Checkpointer:
                 json.dump(config, fh, sort_keys=True, indent=1, default=str)
             os.replace(tmp, cfg_path)
         self.every_seconds = every_seconds
+        self.config = dict(config)
 
     def path(self, chunk: int) -> str:
         return os.path.join(self.dir, f"chunk{chunk:05d}.npz")
@@ -76,3 +95,23 @@ class Checkpointer:
     def save(self, chunk: int, arrays: dict) -> None:
         if jax.process_index() == 0:      # multi-host runs: one writer
             _save_npz_atomic(self.path(chunk), arrays)
+
+
+def check_resumable(checkpoint: Checkpointer, chunk: int, saved: dict, record_steps: np.ndarray) -> None:
+    """Whether the loaded checkpoint ``saved`` of ``chunk`` can be resumed by a run recording at
+    ``record_steps`` (its last entry the run's total steps): its step must be at most the total, and
+    its ``n_records`` records must be the run's first ones, the last of them at its step (so the
+    records of a shorter run are a prefix of the longer run's).  Raises :class:`CheckpointAheadError`
+    for a checkpoint past the total, :class:`ResultFileError` for records that do not line up."""
+    step, n_rec = int(saved["step"]), int(saved["n_records"])
+    total = int(record_steps[-1])
+    if step > total:
+        raise CheckpointAheadError(
+            f"checkpoint {checkpoint.path(chunk)} has reached step {step}, past this run's {total} steps: "
+            f"run at least {step} steps to extend it, or delete {checkpoint.dir} to start afresh",
+            step, checkpoint.config)
+    if n_rec > 0 and (n_rec > len(record_steps) or int(record_steps[n_rec - 1]) != step):
+        raise ResultFileError(
+            f"checkpoint {checkpoint.path(chunk)} holds {n_rec} records up to step {step}, which are not the first "
+            f"records of this run (record times {int(record_steps[0])}, ..., {total}): its total steps were not a "
+            f"multiple of the record spacing; delete {checkpoint.dir} to start afresh")

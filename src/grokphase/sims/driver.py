@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from grokphase.errors import GrokphaseError, ParameterError
-from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree, _tree_to_arrays
+from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree, _tree_to_arrays, check_resumable
 from grokphase.sims.models import scale_params
 
 
@@ -538,6 +538,7 @@ def run_ensemble(
         recs: list[dict] = []
         saved = checkpoint.load(c) if checkpoint is not None else None
         if saved is not None:
+            check_resumable(checkpoint, c, saved, record_steps)     # a longer run may extend it, a shorter not
             state = _arrays_to_tree("s", saved, state)
             state = _shard(state, sharding) if sharding is not None else jax.tree_util.tree_map(jnp.asarray, state)
             recs = checkpoint_records(saved)

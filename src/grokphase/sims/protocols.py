@@ -70,7 +70,9 @@ class SimModel(NamedTuple):
     checkpoint_config(sim, protocol, ensemble_chunk) -> dict: the configuration a checkpoint folder is
         hashed from; protocol is "independent", "anneal" or "replica exchange", ensemble_chunk the chunk
         size rounded to the device count (None when the caller gave none).  Keep it stable: a changed
-        dict means interrupted runs no longer resume.
+        dict means interrupted runs no longer resume.  Pass it through :func:`extendable_config`, so that
+        an independent run with linear record times leaves its total steps out (a longer run extends
+        its checkpoints: ``grokphase sim ... --until-converged``).
     describe(sim) -> str: the progress bar's description ("teacher-student N=700 d=150 n=3000").
     replica_set_dim: the Dataset dimension of the independent ladders of a replica-exchange run.
     ladder_shared: variables that do not depend on the branch (kept without a ``branch`` dimension).
@@ -104,6 +106,19 @@ class SimModel(NamedTuple):
     ordered_rungs: Callable[[Any, Members], np.ndarray] | None = None
     unit_dims: Callable[[Any], dict] | None = None
     system_dims: Callable[[Any], str] | None = None
+
+
+def extendable_config(config: dict, sim, protocol: str) -> dict:
+    """``config`` (a checkpoint configuration) without ``steps`` where a longer run can extend the
+    checkpoints (:mod:`grokphase.sims.checkpoint`): the independent protocol with linear record times,
+    whose S-step state, records and after-burn-in statistics are a prefix of any longer run's (the noise
+    of step t is fold_in(noise_key, t), the burn-in is part of the configuration).  The checkpoints then
+    carry their own step, and a run shorter than a checkpoint refuses it.  Annealing ladders (every
+    stage runs the whole schedule), replica exchange, umbrella runs and log-spaced record times keep
+    ``steps`` in their configuration."""
+    if protocol == "independent" and not sim.log_times:
+        return {k: v for k, v in config.items() if k != "steps"}
+    return config
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,11 +47,12 @@ def _ordered_rungs(sim: ModularSim, members: Members) -> np.ndarray:
 
 def _checkpoint_config(sim: ModularSim, protocol: str, ensemble_chunk: int | None) -> dict:
     """The checkpoint hash's configuration: the parameters (s2 as given) and the kind, with "protocol"
-    for replica exchange (the chunk size is not part of it)."""
+    for replica exchange (the chunk size is not part of it); without the total steps where a longer
+    run may extend the checkpoints (:func:`grokphase.sims.protocols.extendable_config`)."""
     config = {**sim.parameters(), "kind": KIND}
     if protocol == "replica exchange":
         config["protocol"] = protocol
-    return config
+    return protocols.extendable_config(config, sim, protocol)
 
 
 MODEL = protocols.SimModel(

@@ -63,7 +63,8 @@ def _start_ordered(sim: TeacherStudentSim, members: Members, task: Task) -> tupl
 def _checkpoint_config(sim: TeacherStudentSim, protocol: str, ensemble_chunk: int | None) -> dict:
     """The checkpoint hash's configuration: the parameters, the kind, the chunk size (independent and
     anneal; the chunk layout is part of the checkpoint), "protocol" for anneal and replica exchange
-    (whose parameters have s2 sorted)."""
+    (whose parameters have s2 sorted); without the total steps where a longer run may extend the
+    checkpoints (:func:`grokphase.sims.protocols.extendable_config`)."""
     if protocol == "replica exchange":
         return {**dataclasses.replace(sim, s2=tuple(sorted(sim.s2))).parameters(), "kind": KIND, "protocol": protocol}
     config = {**sim.parameters(), "kind": KIND}
@@ -71,7 +72,7 @@ def _checkpoint_config(sim: TeacherStudentSim, protocol: str, ensemble_chunk: in
         config["protocol"] = protocol
     if ensemble_chunk is not None:
         config["ensemble_chunk"] = ensemble_chunk
-    return config
+    return protocols.extendable_config(config, sim, protocol)
 
 
 def _annotate_ladder(ds: xr.Dataset, sim: TeacherStudentSim) -> xr.Dataset:
