@@ -244,7 +244,7 @@ def make_engine_tuned(sim, group=ENGINE_GROUP):
         def body(i, carry):
             z, opt_state, diverged_at = carry
             step = state.step + i
-            z, opt_state, loss = driver._member_step(task, z, opt_state, data, hyper, noise_key, step)
+            z, opt_state, loss, _ = driver._member_step(task, z, opt_state, data, hyper, noise_key, step)
             diverged_at = jnp.where(~jnp.isfinite(loss) & (diverged_at < 0), step, diverged_at)
             return z, opt_state, diverged_at
 

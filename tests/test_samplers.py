@@ -315,3 +315,30 @@ def test_optax_multi_transform_gibbs_leaves_are_fixed():
     tx = optax.with_extra_args_support(task.make_tx(hyper))
     upd, _ = tx.update(jax.tree_util.tree_map(jnp.ones_like, z), tx.init(z), z, key=jax.random.PRNGKey(0))
     assert np.all(np.asarray(upd["a"]) == 0.0) and np.any(np.asarray(upd["w"]) != 0.0)
+
+
+def test_cli_mala_and_gibbs_readout(tmp_path, capsys):
+    """CLI: ``sim teacher-student --readout gibbs --mala`` and ``sim modular --mala`` report the acceptance
+    rate (a probability, recorded in the result file), and --mala with a plain optimiser is refused."""
+    from grokphase.cli import main
+    out = tmp_path / "ts.nc"
+    rc = main(["sim", "teacher-student", "--N", "8", "--d", "4", "--n", "12", "--s2", "0.2", "--datasets", "1",
+               "--inits", "2", "--steps", "200", "--lr", "0.05", "--readout", "gibbs", "--mala", "--no-progress",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    import xarray as xr
+    with xr.open_dataset(out) as ds:
+        acc = float(ds["metropolis_acceptance"].values[0])
+        assert 0.0 < acc <= 1.0
+        params = json.loads(ds.attrs["parameters_json"])
+        assert params["readout"] == "gibbs" and params["mala"] is True
+    mod = tmp_path / "mod.nc"
+    rc = main(["sim", "modular", "--P", "5", "--N", "8", "--s2", "0.1", "--seeds", "2", "--steps", "100", "--mala",
+               "--no-progress", "--out", str(mod), "--json"])
+    assert rc == 0
+    with xr.open_dataset(mod) as ds:
+        assert 0.0 < float(ds["metropolis_acceptance"].values[0]) <= 1.0
+        assert json.loads(ds.attrs["parameters_json"])["mala"] is True
+    capsys.readouterr()
+    assert main(["sim", "modular", "--P", "5", "--N", "8", "--optimizer", "adamw", "--mala", "--no-progress"]) != 0
+    assert "--mala" in capsys.readouterr().err

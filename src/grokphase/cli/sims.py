@@ -155,6 +155,9 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--readout", choices=("gibbs", "langevin"),
                    help="Langevin only: draw the readout exactly from its Gaussian conditional posterior before "
                         "every step (gibbs, default) or move it by Langevin like the input layer")
+    p.add_argument("--mala", action="store_true",
+                   help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
+                        "rate is reported); one more gradient per step")
     p.add_argument("--replica-exchange", action="store_true",
                    help="parallel tempering: one replica per s2 (sorted), --seeds independent ladders; every "
                         "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
@@ -284,6 +287,12 @@ def _add_run_options(p, positive) -> None:
                                                             "--record-every to --steps)")
     _add_until_converged_options(p, positive)
     g.add_argument("--optimizer", choices=("langevin", "sgd", "adam", "adamw"))
+    g.add_argument("--readout", choices=("langevin", "gibbs"),
+                   help="Langevin only: move the readout by Langevin with the first layer (default) or draw it "
+                        "exactly from its Gaussian conditional before every step (gibbs; dual form when N > n)")
+    g.add_argument("--mala", action="store_true",
+                   help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
+                        "rate is reported); one more gradient per step")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
     g.add_argument("--devices", type=_int_ge(1), default=None,
@@ -393,7 +402,8 @@ def cmd_sim_teacher_student(args) -> int:
     if not sim.paper_model:
         summary.update(activation=sim.activation_name, target=sim.hermite_target.spec)
     model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
-    lines = [f"teacher-student Langevin{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
+    sampler = ("MALA" if sim.mala else "Langevin") + (", Gibbs readout" if sim.readout == "gibbs" else "")
+    lines = [f"teacher-student {sampler}{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
     for pt in points:
         branch = _point_prefix(pt)
@@ -404,7 +414,8 @@ def cmd_sim_teacher_student(args) -> int:
             learned = "  ".join(f"He{k} {v:.4f}±{pt['learned_sem'][k]:.4f}" for k, v in pt["learned"].items())
         lines.append(f"  {branch}s2={pt['s2']:.4g}  {learned}  droplets "
                      f"{pt['droplet_fraction']:.4f}±{pt['droplet_fraction_sem']:.4f}  train/test MSE "
-                     f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}")
+                     f"{pt['train_mse']:.4f}/{pt['test_mse']:.4f}"
+                     + (f"  acceptance {pt['metropolis_acceptance']:.3f}" if "metropolis_acceptance" in pt else ""))
     until_converged_report(ds, summary, lines)
     ds = _with_diagnostics(ds, summary, lines)
     return _finish(args, ds, summary, lines)

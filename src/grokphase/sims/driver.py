@@ -236,10 +236,8 @@ def _as_tx(tx):
 GIBBS_STREAM = 0x61B85
 
 
-def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
-    key = jax.random.fold_in(noise_key, step)
-    if task.gibbs is not None:
-        z = task.gibbs(z, data, hyper, jax.random.fold_in(key, GIBBS_STREAM))
+def _potential(task: Task, z, data, hyper):
+    """The sampled potential of the unit variables: loss + penalty + umbrella bias (prior excluded)."""
     std = task.prior_std(z, hyper)
 
     def potential(zz):
@@ -251,13 +249,32 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step):
             value = value + umbrella_bias(task.order_parameter(theta, data, hyper), hyper).astype(value.dtype)
         return value
 
-    loss, grads = jax.value_and_grad(potential)(z)
+    return potential
+
+
+def _carries_gradient(task: Task) -> bool:
+    """MALA without a Gibbs update evaluates the potential's gradient at its proposal anyway: the step
+    loop carries it to the next step (one gradient per step instead of two).  A Gibbs update changes z
+    before every step, so the gradient is computed afresh there."""
+    return task.metropolis and task.gibbs is None
+
+
+def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step, current=None):
+    """One update of one member.  ``current``: the (potential, gradient) at ``z`` carried from the previous
+    step (:func:`_carries_gradient`), else None (computed here).  Returns (z, opt_state, potential at the
+    step's start, (potential, gradient) at the returned z or None)."""
+    key = jax.random.fold_in(noise_key, step)
+    if task.gibbs is not None:
+        z = task.gibbs(z, data, hyper, jax.random.fold_in(key, GIBBS_STREAM))
+    potential = _potential(task, z, data, hyper)
+    loss, grads = jax.value_and_grad(potential)(z) if current is None else current
     tx = _as_tx(task.make_tx(hyper))
     updates, opt_state = tx.update(grads, opt_state, z, key=key)
     proposal = optax.apply_updates(z, updates)
     if task.metropolis:
-        return metropolis_step(task, potential, z, proposal, loss, grads, opt_state, hyper, key)
-    return proposal, opt_state, loss
+        z, opt_state, at_new = metropolis_step(task, potential, z, proposal, loss, grads, opt_state, hyper, key)
+        return z, opt_state, loss, at_new
+    return proposal, opt_state, loss, None
 
 
 #: fold_in tag of the Metropolis uniform's stream
@@ -272,8 +289,9 @@ def metropolis_step(task: Task, potential, z, proposal, loss, grads, opt_state, 
     The proposal is accepted with probability min(1, exp(-(U(z') - U(z))/s2 + log q(z|z') - log q(z'|z)))
     (float64 algebra), otherwise the chain stays at z; a non-finite U(z') is rejected.  The proposal is the plain Langevin
     step itself (the same noise), so an accepted step equals the unadjusted chain's.  One more
-    value-and-gradient of the potential per step (at z').  Returns (z, opt_state with the counters
-    advanced, the potential at the returned z)."""
+    value-and-gradient of the potential per step (at z'), which the step loop reuses at the next step
+    when no Gibbs update intervenes (:func:`_carries_gradient`).  Returns (z, opt_state with the counters
+    advanced, (potential, gradient) at the returned z)."""
     s2 = jnp.asarray(hyper.s2, jnp.float64)
     eta = jnp.asarray(hyper.lr, jnp.float64)
     loss_p, grads_p = jax.value_and_grad(potential)(proposal)
@@ -301,7 +319,8 @@ def metropolis_step(task: Task, potential, z, proposal, loss, grads, opt_state, 
     z_new = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), proposal, z)
     opt_state = opt_state._replace(proposed=opt_state.proposed + 1,
                                    accepted=opt_state.accepted + accept.astype(jnp.int32))
-    return z_new, opt_state, jnp.where(accept, loss_p, loss)
+    at_new = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), (loss_p, grads_p), (loss, grads))
+    return z_new, opt_state, at_new
 
 
 #: networks advanced together inside one chunk on a single CPU device (None: one vmap over the chunk)
@@ -343,15 +362,23 @@ def _make_functions(task: Task, group: int | None = None, mesh: Mesh | None = No
         return task.make_data(data_key, hyper)
 
     def advance_member(state: ChainState, data, hyper, noise_key, n_steps):
+        carry_grad = _carries_gradient(task)
+
         def body(i, carry):
-            z, opt_state, diverged_at = carry
+            z, opt_state, diverged_at, current = carry
             step = state.step + i
-            z, opt_state, loss = _member_step(task, z, opt_state, data, hyper, noise_key, step)
+            z, opt_state, loss, at_new = _member_step(task, z, opt_state, data, hyper, noise_key, step,
+                                                      current if carry_grad else None)
             bad = ~jnp.isfinite(loss)
             diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
-            return z, opt_state, diverged_at
+            return z, opt_state, diverged_at, at_new if carry_grad else current
 
-        z, opt_state, diverged_at = jax.lax.fori_loop(0, n_steps, body, (state.z, state.opt_state, state.diverged_at))
+        # the carried (potential, gradient) starts afresh at every call: hyperparameters may change between
+        # calls (ladders, replica swaps), never inside one
+        current = (jax.value_and_grad(_potential(task, state.z, data, hyper))(state.z) if carry_grad
+                   else jnp.zeros(()))
+        z, opt_state, diverged_at, _ = jax.lax.fori_loop(0, n_steps, body,
+                                                         (state.z, state.opt_state, state.diverged_at, current))
         return state._replace(z=z, opt_state=opt_state, diverged_at=diverged_at, step=state.step + n_steps)
 
     def observe_member(state: ChainState, data, hyper, weight):
