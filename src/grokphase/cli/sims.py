@@ -403,8 +403,9 @@ def cmd_sim_teacher_student(args) -> int:
         summary.update(activation=sim.activation_name, target=sim.hermite_target.spec)
     model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
     sampler = ("MALA" if sim.mala else "Langevin") + (", Gibbs readout" if sim.readout == "gibbs" else "")
+    steps = int(ds.attrs.get("steps_run", sim.steps))         # until converged: the steps actually run
     lines = [f"teacher-student {sampler}{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
-             f"{sim.datasets}x{sim.inits} networks per s2, {sim.steps} steps (lr {sim.lr:g})"]
+             f"{sim.datasets}x{sim.inits} networks per s2, {steps} steps (lr {sim.lr:g})"]
     for pt in points:
         branch = _point_prefix(pt)
         if "linear_learned" in pt:
