@@ -1279,3 +1279,31 @@ def start_agreements(ds: xr.Dataset, z_max: float = 3.0) -> dict[str, Any]:
             "disagree": [dict(d, coordinate=p.coordinate) for p in parts for d in p.disagree],
             "coordinate": " ".join(p.coordinate for p in parts), "windows": int(bad.size),
             "windows_agree": int((~bad).sum()), "by_coordinate": {p.coordinate: d for p, d in zip(parts, dicts)}}
+
+
+def free_energy_report(ds: xr.Dataset, *, s2=None, bins=None, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                       coordinate: str | None = None, theory: bool = False, source: str | None = None,
+                       theory_points: int = 81) -> tuple[dict[str, Any], xr.Dataset, dict | None]:
+    """The whole analysis of one umbrella result, as ``grokphase free-energy`` and an experiment file's
+    ``[free_energy]`` table run it: :func:`free_energy_from_dataset` (profiles, coexistence, barrier, latent
+    heat), the starts' agreement when the windows ran from two starts (:func:`start_agreements`), and with
+    ``theory`` the mean-field F(m) constrained to the same coordinate at every profile's s2
+    (:func:`grokphase.analysis.free_energy_theory.theory_profiles`, on ``theory_points`` values of m
+    spanning the profiles).  Returns (the JSON summary, the annotated result Dataset — its parameters
+    name ``source`` and ``seed`` —, the theory profiles {s2: (m, F)} or None)."""
+    result = free_energy_from_dataset(ds, s2=s2, bins=bins, n_bootstrap=n_bootstrap, seed=seed, coordinate=coordinate)
+    summary = result.to_dict()
+    summary["coordinate"] = result.order_parameter
+    if "start" in ds["order_parameter_trajectory"].dims and ds.sizes["start"] == 2:
+        summary["start_agreement"] = start_agreements(ds)
+    profiles_theory = None
+    if theory:
+        from grokphase.analysis.free_energy_theory import theory_profiles
+        m_all = np.concatenate([np.asarray(p["m"], np.float64) for p in summary["profiles"]])
+        grid = np.linspace(float(np.min(m_all)), float(np.max(m_all)), int(theory_points))
+        profiles_theory = theory_profiles(ds, [p["s2"] for p in summary["profiles"]], grid,
+                                          coordinate=result.order_parameter)
+        summary["theory_profiles"] = [{"s2": s, "m": mm.tolist(), "F": FF.tolist()}
+                                      for s, (mm, FF) in profiles_theory.items()]
+    out = result.to_dataset(parameters={"source": source, "seed": seed}, source=ds)
+    return summary, out, profiles_theory

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from grokphase.cli.common import _emit, _positive
 from grokphase.cli.sims import _int_ge
@@ -73,22 +72,11 @@ def _lines(d: dict) -> list[str]:
 
 
 def cmd_free_energy(args) -> int:
-    from grokphase.analysis.free_energy import free_energy_from_dataset, start_agreements
+    from grokphase.analysis.free_energy import free_energy_report
     ds = load_dataset(args.result)
-    result = free_energy_from_dataset(ds, s2=args.s2, bins=args.bins, n_bootstrap=args.bootstrap, seed=args.seed,
-                                      coordinate=args.coordinate)
-    summary = result.to_dict()
-    summary["coordinate"] = result.order_parameter
-    if "start" in ds["order_parameter_trajectory"].dims and ds.sizes["start"] == 2:
-        summary["start_agreement"] = start_agreements(ds)
-    theory = None
-    if args.theory:
-        from grokphase.analysis.free_energy_theory import theory_profiles
-        m_all = np.concatenate([np.asarray(p["m"], np.float64) for p in summary["profiles"]])
-        grid = np.linspace(float(np.min(m_all)), float(np.max(m_all)), 81)
-        theory = theory_profiles(ds, [p["s2"] for p in summary["profiles"]], grid, coordinate=result.order_parameter)
-        summary["theory_profiles"] = [{"s2": s, "m": mm.tolist(), "F": FF.tolist()} for s, (mm, FF) in theory.items()]
-    out = result.to_dataset(parameters={"source": args.result, "seed": args.seed}, source=ds)
+    summary, out, theory = free_energy_report(ds, s2=args.s2, bins=args.bins, n_bootstrap=args.bootstrap,
+                                              seed=args.seed, coordinate=args.coordinate, theory=args.theory,
+                                              source=args.result)
     if args.out:
         save_dataset(out, args.out)
         summary["out"] = args.out

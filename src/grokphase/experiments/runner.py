@@ -223,6 +223,10 @@ def check_file(path: str, spec: dict) -> tuple[ModelSpec, list, dict]:
         where = f"{path}: [[sim]] #{i + 1}"
         resolve({k: v for k, v in opts.items() if k not in UNTIL_CONVERGED_KEYS}, model.options, where)  # types
         convergence_targets(model.options, opts, where)                  # before anything runs
+    sim_names = [name for name, _ in entries(path, sims, common, allowed)]
+    for key, handler in model.tables.items():                          # tables that can be checked up front
+        if key in spec and callable(getattr(handler, "check", None)):
+            handler.check(path, spec[key], sim_names)
     return model, sims, common
 
 

@@ -17,6 +17,7 @@ from grokphase.analysis.replica import replica_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.options import (Applies, Option, check_fits, only_with, option_label, options_of, resolve,
                                            signed, with_rules)
+from grokphase.experiments.free_energy_table import free_energy_table
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import save_dataset
 from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
@@ -225,7 +226,7 @@ SPEC = register(ModelSpec(
     run=run,
     cache_config=cache_config,
     summary_points=summary_points,
-    tables={"hysteresis": hysteresis_table, "compare": compare_table},
+    tables={"hysteresis": hysteresis_table, "compare": compare_table, "free_energy": free_energy_table},
     sim_config=ModularSim,
     theory_params=md.ModularParams,
     theory={"solve": md.solve, "solve_limit": md.solve_limit, "transitions": md.transitions},

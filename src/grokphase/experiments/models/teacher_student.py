@@ -19,6 +19,7 @@ from grokphase.analysis.single_index import compare_family, family_summary
 from grokphase.errors import ParameterError
 from grokphase.experiments.options import (Applies, Option, check_fits, only_with, option_label, options_of, resolve,
                                            signed, with_rules)
+from grokphase.experiments.free_energy_table import free_energy_table
 from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import _jsonable, load_dataset, parameters_of, save_dataset
 from grokphase.plotting import plot_result
@@ -269,7 +270,7 @@ SPEC = register(ModelSpec(
     cache_config=cache_config,
     summary_points=summary_points,
     tables={"compare": compare_table, "perp_norm": perp_norm_table, "hysteresis": hysteresis_table,
-            "single_index": single_index_table},
+            "single_index": single_index_table, "free_energy": free_energy_table},
     sim_config=TeacherStudentSim,
     theory_params=ts.TeacherStudentParams,
     theory={"solve_finite_d": ts.solve_finite_d, "solve_limit": ts.solve_limit, "solve_transition": ts.solve_transition},
