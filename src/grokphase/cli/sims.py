@@ -525,6 +525,11 @@ def cmd_run(args) -> int:
             lines.extend(ts_hysteresis_lines(h))
     elif isinstance(hyst, dict):                    # modular
         lines.extend(modular_hysteresis_lines(hyst))
+    if summary.get("free_energy"):                  # the [free_energy] table: the command's own text per run
+        from grokphase.cli.free_energy import _lines as free_energy_lines
+        for entry in summary["free_energy"]:
+            lines.append(f"free energy of {entry['sim']} -> {entry['out']}")
+            lines.extend("  " + line for line in free_energy_lines(entry))
     _emit(args, summary, lines)
     return 0
 
