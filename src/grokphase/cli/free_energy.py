@@ -3,11 +3,11 @@ heat of an umbrella-sampling result by MBAR (:mod:`grokphase.analysis.free_energ
 
 from __future__ import annotations
 
-import math
 
 
 from grokphase.cli.common import _emit, _positive
 from grokphase.cli.sims import _int_ge
+from grokphase.cli.text import free_energy_lines
 from grokphase.io import load_dataset, save_dataset
 
 
@@ -41,36 +41,6 @@ def add_parser(groups) -> None:
     p.set_defaults(func=cmd_free_energy)
 
 
-def _fmt(value: float, sem: float, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return "none"
-    return f"{value:.{digits}g} ± {sem:.2g}" if sem is not None and math.isfinite(sem) else f"{value:.{digits}g} ± ?"
-
-
-def _lines(d: dict) -> list[str]:
-    lines = [f"free energy along {d['order_parameter']} ({d['n_systems']} system(s); SE: {d['sem_method']}); "
-             f"smallest neighbour overlap {d['overlap_min']:.3g}"]
-    for p in d["profiles"]:
-        wells = (f"2 wells at m = {p['minima_m'][0]:.4g}, {p['minima_m'][1]:.4g} (saddle {p['saddle_m']:.4g}), "
-                 f"F_ordered - F_disordered = {_fmt(p['delta_F'], p['delta_F_sem'], 3)}"
-                 if p["wells"] == 2 else "1 well")
-        lines.append(f"  s2 = {p['s2']:.5g}: {wells}; <L> = {_fmt(p['L_mean'], p['L_mean_sem'], 5)}; "
-                     f"ESS {p['ess']:.0f}")
-    if d["coexistence_s2"] is not None and math.isfinite(d["coexistence_s2"]):
-        lines.append(f"coexistence s2 = {_fmt(d['coexistence_s2'], d['coexistence_s2_sem'], 5)}, barrier "
-                     f"{_fmt(d['barrier'], d['barrier_sem'], 3)} (above the deeper minimum), latent heat "
-                     f"<L>_ordered - <L>_disordered = {_fmt(d['latent_heat'], d['latent_heat_sem'], 4)}")
-    if d.get("reason"):
-        lines.append(f"note: {d['reason']}")
-    if "start_agreement" in d:
-        sa = d["start_agreement"]
-        lines.append(f"starts {' vs '.join(sa['starts'])} ({sa['coordinate']}): {sa['windows_agree']} of "
-                     f"{sa['windows']} window(s) agree, {len(sa['disagree'])} disagreement(s) with |z| > "
-                     f"{sa['z_max']:g}"
-                     + (f" (max |z| = {sa['max_abs_z']:.2f})" if sa["max_abs_z"] is not None else ""))
-    return lines
-
-
 def cmd_free_energy(args) -> int:
     from grokphase.analysis.free_energy import free_energy_report
     ds = load_dataset(args.result)
@@ -84,5 +54,5 @@ def cmd_free_energy(args) -> int:
         from grokphase.plotting.free_energy import plot_free_energy
         plot_free_energy(out, args.plot, theory=theory)
         summary["plot"] = args.plot
-    _emit(args, summary, _lines(summary))
+    _emit(args, summary, free_energy_lines(summary))
     return 0

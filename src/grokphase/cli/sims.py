@@ -11,8 +11,8 @@ from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnos
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
 from grokphase.analysis.replica import replica_summary
 from grokphase.cli.common import _emit, _finish, _finite, _positive, missing_variable
-from grokphase.cli.text import (_modular_lines, diagnostics_footer, modular_hysteresis_lines, star,
-                                ts_hysteresis_lines)
+from grokphase.cli.text import (_modular_lines, diagnostics_footer, free_energy_lines, modular_hysteresis_lines,
+                                star, ts_hysteresis_lines)
 from grokphase.errors import ParameterError, ResultFileError
 from grokphase.experiments.devices import configure_devices
 from grokphase.experiments.models import modular as modular_model
@@ -526,7 +526,6 @@ def cmd_run(args) -> int:
     elif isinstance(hyst, dict):                    # modular
         lines.extend(modular_hysteresis_lines(hyst))
     if summary.get("free_energy"):                  # the [free_energy] table: the command's own text per run
-        from grokphase.cli.free_energy import _lines as free_energy_lines
         for entry in summary["free_energy"]:
             lines.append(f"free energy of {entry['sim']} -> {entry['out']}")
             lines.extend("  " + line for line in free_energy_lines(entry))

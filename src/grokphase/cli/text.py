@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def star(row: dict, key: str) -> str:
     """'*' after a z-score whose chains fail the convergence diagnostics (the row's ``unreliable``)."""
@@ -75,4 +77,35 @@ def ts_hysteresis_lines(h: dict) -> list[str]:
     if "loop" in h:
         lines.append(f"  loop (heating - cooling > {h['loop']['threshold_z']:g} SE): {h['loop']['loop_seen']} at "
                      f"s2 {h['loop']['s2_open']}")
+    return lines
+
+
+def _fmt_sem(value: float, sem: float, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "none"
+    return f"{value:.{digits}g} ± {sem:.2g}" if sem is not None and math.isfinite(sem) else f"{value:.{digits}g} ± ?"
+
+
+def free_energy_lines(d: dict) -> list[str]:
+    """The text summary of a free-energy analysis (``grokphase free-energy`` and the [free_energy] table)."""
+    lines = [f"free energy along {d['order_parameter']} ({d['n_systems']} system(s); SE: {d['sem_method']}); "
+             f"smallest neighbour overlap {d['overlap_min']:.3g}"]
+    for p in d["profiles"]:
+        wells = (f"2 wells at m = {p['minima_m'][0]:.4g}, {p['minima_m'][1]:.4g} (saddle {p['saddle_m']:.4g}), "
+                 f"F_ordered - F_disordered = {_fmt_sem(p['delta_F'], p['delta_F_sem'], 3)}"
+                 if p["wells"] == 2 else "1 well")
+        lines.append(f"  s2 = {p['s2']:.5g}: {wells}; <L> = {_fmt_sem(p['L_mean'], p['L_mean_sem'], 5)}; "
+                     f"ESS {p['ess']:.0f}")
+    if d["coexistence_s2"] is not None and math.isfinite(d["coexistence_s2"]):
+        lines.append(f"coexistence s2 = {_fmt_sem(d['coexistence_s2'], d['coexistence_s2_sem'], 5)}, barrier "
+                     f"{_fmt_sem(d['barrier'], d['barrier_sem'], 3)} (above the deeper minimum), latent heat "
+                     f"<L>_ordered - <L>_disordered = {_fmt_sem(d['latent_heat'], d['latent_heat_sem'], 4)}")
+    if d.get("reason"):
+        lines.append(f"note: {d['reason']}")
+    if "start_agreement" in d:
+        sa = d["start_agreement"]
+        lines.append(f"starts {' vs '.join(sa['starts'])} ({sa['coordinate']}): {sa['windows_agree']} of "
+                     f"{sa['windows']} window(s) agree, {len(sa['disagree'])} disagreement(s) with |z| > "
+                     f"{sa['z_max']:g}"
+                     + (f" (max |z| = {sa['max_abs_z']:.2f})" if sa["max_abs_z"] is not None else ""))
     return lines
