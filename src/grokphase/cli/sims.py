@@ -158,6 +158,9 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--mala", action="store_true",
                    help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
                         "rate is reported); one more gradient per step")
+    p.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
+                   help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
+                        "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
     p.add_argument("--replica-exchange", action="store_true",
                    help="parallel tempering: one replica per s2 (sorted), --seeds independent ladders; every "
                         "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
@@ -293,6 +296,9 @@ def _add_run_options(p, positive) -> None:
     g.add_argument("--mala", action="store_true",
                    help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
                         "rate is reported); one more gradient per step")
+    g.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
+                   help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
+                        "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
     g.add_argument("--devices", type=_int_ge(1), default=None,

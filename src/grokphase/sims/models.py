@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from grokphase.sims import special
+from grokphase.sims.precision import network_matmul
 from grokphase.theory.single_index import get_activation
 
 
@@ -40,17 +41,22 @@ class TwoLayerNet(nn.Module):
     Parameters: ``w`` of shape (d, N) (column i is neuron i's input weights w_i) and ``a`` of shape
     (N,).  The initialisers draw unit normals: the engine multiplies by the prior standard
     deviations, so ``init`` gives a prior draw of the unit variables, not of theta.
+
+    ``rounding`` (None, "tf32" or "bf16"): the inputs of both matmuls rounded to that format, forward and
+    backward (:func:`grokphase.sims.precision.network_matmul`); None is the plain ``@``, bit for bit.
     """
 
     N: int
     activation: Callable[[jax.Array], jax.Array] | str = special.erf
+    rounding: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
         w = self.param("w", nn.initializers.normal(1.0), (d, self.N), x.dtype)
         a = self.param("a", nn.initializers.normal(1.0), (self.N,), x.dtype)
-        return network_activation(self.activation)(x @ w) @ a
+        matmul = network_matmul(self.rounding)
+        return matmul(network_activation(self.activation)(matmul(x, w)), a)
 
 
 def erf_prior_std(params: Any, hyper: Any) -> Any:

@@ -23,6 +23,7 @@ from grokphase.io import save_dataset
 from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_modular
 from grokphase.sims.memory import modular_bytes
+from grokphase.sims.precision import MATMUL_PRECISIONS
 from grokphase.sims.modular import ModularSim, run_modular, summary_points
 from grokphase.sims.umbrella import several_coordinates
 from grokphase.theory import modular as md
@@ -33,12 +34,14 @@ KIND = "sims.modular"
 _FIELDS = ("P", "N", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay", "seeds", "seed",
            "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "mala", "replica_exchange",
            "swap_every", "ordered_droplets", "theory_convention", "umbrella_m0", "umbrella_kappa", "umbrella_start",
-           "umbrella_range", "umbrella_windows", "umbrella_coordinates")
+           "umbrella_range", "umbrella_windows", "umbrella_coordinates", "matmul_precision")
 
 #: the [[sim]] schema: ModularSim's fields and defaults; alpha may list several training fractions
 #: (one run each); parametrisation defaults to paper for Langevin and gromov for the plain optimisers
 OPTIONS: dict[str, Option] = {
-    **options_of(ModularSim, _FIELDS),
+    **options_of(ModularSim, _FIELDS, helps={
+        "matmul_precision": f"float32 matmuls: {', '.join(MATMUL_PRECISIONS)} (tf32/bf16: emulated by rounding the "
+                            "network's matmul inputs; docs/precision.md)"}),
     "alpha": Option("alpha", "floats", (ModularSim.alpha,), "training fraction(s) in (0, 1]; one run each"),
     "parametrisation": Option("parametrisation", "str", None, "paper or gromov (default: paper for Langevin, "
                               "gromov otherwise)", True),

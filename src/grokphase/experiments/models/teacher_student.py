@@ -27,6 +27,7 @@ from grokphase.plotting.hysteresis import plot_hysteresis_teacher_student
 from grokphase.plotting.perp_norm import plot_perp_norm
 from grokphase.plotting.single_index import plot_family
 from grokphase.sims.memory import format_bytes, teacher_student_bytes
+from grokphase.sims.precision import MATMUL_PRECISIONS
 from grokphase.sims.teacher_student import FAMILY_DEFAULTS, TeacherStudentSim, run_teacher_student, summary_points
 from grokphase.sims.umbrella import several_coordinates
 from grokphase.theory.single_index import ACTIVATIONS
@@ -50,6 +51,9 @@ OPTIONS: dict[str, Option] = {
                                      "ordered_theory", "ordered_approximation", "umbrella_m0", "umbrella_kappa",
                                      "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree",
                                      "umbrella_coordinates", "readout", "mala")),
+    "matmul_precision": Option("matmul_precision", "str", TeacherStudentSim.matmul_precision,
+                               f"float32 matmuls: {', '.join(MATMUL_PRECISIONS)} (tf32/bf16: emulated by rounding "
+                               "the network's matmul inputs; docs/precision.md)"),
     "activation": Option("activation", "str", FAMILY_DEFAULTS["activation"],
                          f"the student's activation: {', '.join(ACTIVATIONS)}"),
     "target": Option("target", "str", FAMILY_DEFAULTS["target"],
@@ -115,7 +119,7 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
                                     "start", "ordered_droplets", "ordered_theory", "ordered_approximation",
                                     "activation", "target", "umbrella_m0", "umbrella_kappa", "umbrella_start",
                                     "umbrella_range", "umbrella_windows", "umbrella_degree",
-                                    "umbrella_coordinates", "readout", "mala")}
+                                    "umbrella_coordinates", "readout", "mala", "matmul_precision")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 

@@ -13,6 +13,7 @@ import numpy as np
 from grokphase.errors import ParameterError
 from grokphase.sims import umbrella as umb
 from grokphase.sims.driver import Schedule, ladder_branches
+from grokphase.sims.precision import DEFAULT_MATMUL_PRECISION, check_matmul_precision
 
 PARAMETRISATIONS = ("paper", "gromov")
 OPTIMIZERS = ("langevin", "adamw", "gd")
@@ -67,6 +68,7 @@ class ModularSim:
     start: str = "auto"
     readout: str = "gibbs"
     mala: bool = False
+    matmul_precision: str = DEFAULT_MATMUL_PRECISION
     replica_exchange: bool = False
     swap_every: int = 10
     ordered_droplets: str = "all"
@@ -106,6 +108,7 @@ class ModularSim:
             raise ParameterError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
         if self.readout not in READOUTS:
             raise ParameterError(f"unknown readout update {self.readout!r}; choose gibbs or langevin")
+        check_matmul_precision(self.matmul_precision)
         if not isinstance(self.mala, (bool, np.bool_)):
             raise ParameterError(f"mala must be true or false, got {self.mala!r}")
         object.__setattr__(self, "mala", bool(self.mala))
@@ -203,6 +206,8 @@ class ModularSim:
         out["n_train"] = self.n_train
         if not self.mala:                            # issue 20's option only when set: earlier runs keep their hashes
             del out["mala"]
+        if self.matmul_precision == DEFAULT_MATMUL_PRECISION:     # issue 21's, likewise (attrs always record it)
+            del out["matmul_precision"]
         return umb.umbrella_parameters(out)          # umbrella options only when set: plain runs keep their hashes
 
 

@@ -70,7 +70,7 @@ def build_dataset(sim: ModularSim, out, members: Members) -> xr.Dataset:
                                                           "networks; _network: per network)")
     return annotate(ds, kind=KIND, parameters=sim.parameters(),
                     seeds={"seed": sim.seed, "seeds": sim.seeds},
-                    extra={"sa2": sim.sa2_value, "n_train": sim.n_train,
+                    extra={"sa2": sim.sa2_value, "n_train": sim.n_train, "matmul_precision": sim.matmul_precision,
                            "averages": "time average after burn-in" if has_avg and sim.optimizer == "langevin"
                            else "final record"})
 

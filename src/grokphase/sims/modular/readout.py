@@ -45,7 +45,7 @@ def _circ_conv(u, v):
     return jnp.fft.irfft(jnp.fft.rfft(u, axis=0) * jnp.fft.rfft(v, axis=0), n=u.shape[0], axis=0)
 
 
-def full_table_loss(w, a, scale):
+def full_table_loss(w, a, scale, matmul=jnp.matmul):
     r"""L = 1/2 sum over the whole P x P table and all outputs of (f - y)^2 without forming the
     (P^2, N) hidden layer: with u = w[:P], v = w[P:] (P, N), A = (u^2) a, B = (v^2) a (P, P) and the
     cross term C_p(n, m) = 2 sum_i a_ip u_ni v_mi,
@@ -57,15 +57,17 @@ def full_table_loss(w, a, scale):
         sum y^2 = P (P - 1),
 
     (* the circular convolution, by FFT).  O(N^2 P + N P^2) instead of the O(N P^3) of the direct
-    sum; equal to it to rounding (tested).  w: (2P, N) input weights, a: (N, P) readout."""
+    sum; equal to it to rounding (tested).  w: (2P, N) input weights, a: (N, P) readout.  ``matmul``: the product of every
+    matmul (default ``jnp.matmul``, what ``@`` calls; an emulated reduced-precision one of
+    :func:`grokphase.sims.precision.network_matmul`)."""
     P = a.shape[-1]
     u, v = w[:P], w[P:]
-    A = (u * u) @ a                                   # (P, P): A[n, p] = sum_i u_ni^2 a_ip
-    B = (v * v) @ a
+    A = matmul(u * u, a)                              # (P, P): A[n, p] = sum_i u_ni^2 a_ip
+    B = matmul(v * v, a)
     su, sv = jnp.sum(u, axis=0), jnp.sum(v, axis=0)   # (N,)
-    cross = 4.0 * jnp.sum((a @ a.T) * (u.T @ u) * (v.T @ v))
-    AC = 4.0 * jnp.sum(sv * jnp.sum(a * (u.T @ A), axis=1))
-    BC = 4.0 * jnp.sum(su * jnp.sum(a * (v.T @ B), axis=1))
+    cross = 4.0 * jnp.sum(matmul(a, a.T) * matmul(u.T, u) * matmul(v.T, v))
+    AC = 4.0 * jnp.sum(sv * jnp.sum(a * matmul(u.T, A), axis=1))
+    BC = 4.0 * jnp.sum(su * jnp.sum(a * matmul(v.T, B), axis=1))
     f2 = P * jnp.sum(A * A) + P * jnp.sum(B * B) + 2.0 * jnp.sum(jnp.sum(A, 0) * jnp.sum(B, 0)) + cross + AC + BC
     conv = _circ_conv(u, v)                           # (P, N): (u_i * v_i)_p
     sum_a = jnp.sum(a, axis=1)

@@ -16,6 +16,7 @@ from grokphase.sims.modular.config import ModHyper, ModularSim, _hyper
 from grokphase.sims.modular.dataset import KIND, build_dataset
 from grokphase.sims.modular.starts import ordered_start, theory_phi_plus
 from grokphase.sims.modular.task import make_task
+from grokphase.sims.precision import precision_context
 
 
 def unit_keys(sim: ModularSim) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,7 +95,14 @@ def run_modular(sim: ModularSim, *, devices=None, ensemble_chunk: int | None = N
     ``sim.anneal`` != "none" the s2 ladder is swept with the state carried from one s2 to the next and
     the Dataset gains a ``branch`` dimension (cooling, heating); with ``sim.replica_exchange`` the s2
     ladder is run as replica exchange; with umbrella windows (``sim.umbrella_m0`` or
-    ``sim.umbrella_range``) every window is one more ensemble axis (:mod:`grokphase.sims.umbrella`)."""
-    return protocols.run(MODEL, sim, make_task(sim), devices=devices, ensemble_chunk=ensemble_chunk,
-                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
-                         stop_after_records=_stop_after_records)
+    ``sim.umbrella_range``) every window is one more ensemble axis (:mod:`grokphase.sims.umbrella`).
+
+    The whole run is traced and compiled under ``sim.matmul_precision``'s device precision
+    (:func:`grokphase.sims.precision.precision_context`), which the result's attributes record."""
+    with precision_context(sim.matmul_precision):
+        ds = protocols.run(MODEL, sim, make_task(sim), devices=devices, ensemble_chunk=ensemble_chunk,
+                           checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
+                           stop_after_records=_stop_after_records)
+    if ds is not None:
+        ds.attrs["matmul_precision"] = sim.matmul_precision
+    return ds

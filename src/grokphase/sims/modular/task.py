@@ -19,6 +19,7 @@ from grokphase.sims.langevin import langevin, metropolis_adjusted
 from grokphase.sims.modular.config import DTYPES, SCALAR_RECORDS, UMBRELLA_COORDINATES, ModularSim
 from grokphase.sims.modular.readout import (ReadoutBias, _draw_from_gram, full_table_Fy, full_table_gram,
                                             full_table_loss, gibbs_readout)
+from grokphase.sims.precision import EMULATED, network_matmul, with_matmul_precision
 
 #: the modular model's umbrella coordinates, its primary first: the target component (linear in the
 #: readout) and the mean per-neuron Fourier IPR of the first-layer weights (the ``ipr`` record)
@@ -30,19 +31,22 @@ class SquareNet(nn.Module):
     """f_p(n, m) = scale * sum_i a_pi (w_{i,n} + w_{i,P+m})^2 for integer pairs x = (n, m).
 
     Parameters ``w`` (2P, N) (rows 0..P-1: the first operand's half, rows P..2P-1: the second's) and
-    ``a`` (N, P), initialised as unit normals (the engine multiplies by the prior std)."""
+    ``a`` (N, P), initialised as unit normals (the engine multiplies by the prior std).  ``rounding``
+    (None, "tf32", "bf16"): the readout matmul's inputs rounded to that format
+    (:func:`grokphase.sims.precision.network_matmul`; None: the plain ``@``)."""
 
     N: int
     P: int
     scale: float = 1.0
     dtype: Any = jnp.float32
+    rounding: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         w = self.param("w", nn.initializers.normal(1.0), (2 * self.P, self.N), self.dtype)
         a = self.param("a", nn.initializers.normal(1.0), (self.N, self.P), self.dtype)
         h = w[x[..., 0]] + w[self.P + x[..., 1]]          # (..., N): w_i . x_nm without one-hot
-        return jnp.asarray(self.scale, self.dtype) * ((h * h) @ a)
+        return jnp.asarray(self.scale, self.dtype) * network_matmul(self.rounding)(h * h, a)
 
 
 def one_hot_forward(params, x, P: int, scale: float = 1.0):
@@ -86,7 +90,7 @@ def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
                       float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella, sim.umbrella_coordinate_names,
-                      sim.mala)
+                      sim.mala, sim.matmul_precision)
 
 
 def ipr_coordinate(w, P: int):
@@ -99,9 +103,15 @@ def ipr_coordinate(w, P: int):
 @functools.lru_cache(maxsize=16)
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
                ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True,
-               umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,), metropolis: bool = False) -> Task:
+               umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,), metropolis: bool = False,
+               matmul_precision: str = "highest") -> Task:
+    """``matmul_precision``: every function traced under it (:func:`with_matmul_precision`); an emulated
+    format rounds the inputs of the network's matmuls: the readout's in :class:`SquareNet` and those of
+    :func:`full_table_loss`."""
     dtype = DTYPES[dtype_name]
-    model = SquareNet(N=N, P=P, scale=scale, dtype=dtype)
+    rounding = matmul_precision if matmul_precision in EMULATED else None
+    model = SquareNet(N=N, P=P, scale=scale, dtype=dtype, rounding=rounding)
+    matmul = network_matmul(rounding)
     pairs_all = jnp.asarray(all_pairs(P))
     y_all = targets(pairs_all, P, dtype)
     y_norm2 = jnp.sum(y_all * y_all)
@@ -146,7 +156,7 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
 
     def loss(theta, data):
         if not split and full_table:        # the whole table: closed-form sums, O(N^2 P), no (P^2, N) layer
-            half = full_table_loss(theta["w"], theta["a"], scale)
+            half = full_table_loss(theta["w"], theta["a"], scale, matmul=matmul)
         else:
             idx = data["train_idx"]
             f = model.apply({"params": theta}, pairs_all[idx])
@@ -259,8 +269,9 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     # caches (benchmarks/README.md: 1.4-1.55x over groups of 4 at P = 97, N = 500), and batched
     # float64 LAPACK calls of the Gibbs readout across networks were seen to hang XLA:CPU
     # nondeterministically (8 networks, N = 256, jaxlib 0.10); one network at a time never did
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
+    task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
                 cpu_group=1, order_parameter=order_parameter, order_parameter_name=coordinates[0],
                 umbrella=umbrella, coordinate_names=tuple(coordinates) if several else None, metropolis=metropolis,
                 fixed_leaves=("a",) if gibbs_a else ())
+    return with_matmul_precision(task, matmul_precision)
 

@@ -13,6 +13,7 @@ import numpy as np
 from grokphase.errors import ParameterError
 from grokphase.sims import umbrella as umb
 from grokphase.sims.driver import Schedule, ladder_branches
+from grokphase.sims.precision import DEFAULT_MATMUL_PRECISION, check_matmul_precision
 from grokphase.theory.single_index import ACTIVATIONS, HermiteTarget, get_activation, get_target
 from grokphase.theory.teacher_student import TeacherStudentParams
 
@@ -32,6 +33,9 @@ READOUTS = ("langevin", "gibbs")
 #: the sampler options of issue 20, left out of ``parameters()`` at their defaults (earlier runs keep
 #: their hashes): the readout's update and the Metropolis adjustment (MALA)
 SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False}
+#: the matmul-precision policy of issue 21 (:mod:`grokphase.sims.precision`), left out of ``parameters()`` at
+#: its default (earlier runs keep their hashes; the result's attributes always record it)
+PRECISION_DEFAULTS = {"matmul_precision": DEFAULT_MATMUL_PRECISION}
 #: options added with the annealing ladders (issue 8); left out of ``parameters()`` at their defaults so
 #: that the checkpoints and result files of earlier plain runs keep their hashes and stay reusable
 LADDER_DEFAULTS = {"anneal": "none", "start": "auto", "ordered_droplets": "all", "ordered_theory": "finite-d",
@@ -84,6 +88,10 @@ class TeacherStudentSim:
     when N > n); ``mala = True`` makes every Langevin step the proposal of a Metropolis-adjusted chain
     (:func:`grokphase.sims.driver.metropolis_step`: no O(lr) bias; its acceptance rate is recorded).
     Both keep the posterior as the stationary law.
+
+    ``matmul_precision`` (issue 21): "highest" (default), "high" or "default" set JAX's precision of the
+    float32 matmuls (TF32 on GPUs for the latter two; identical on CPUs); "tf32" and "bf16" emulate those
+    formats on any device by rounding the inputs of the network's matmuls (:mod:`grokphase.sims.precision`).
     """
 
     # the model's defaults are the theory's (App. C at beta = 1), written once in TeacherStudentParams
@@ -132,9 +140,11 @@ class TeacherStudentSim:
     umbrella_coordinates: str | None = None
     readout: str = "langevin"
     mala: bool = False
+    matmul_precision: str = DEFAULT_MATMUL_PRECISION
 
     def __post_init__(self):
         self._check_family()
+        check_matmul_precision(self.matmul_precision)
         if self.readout not in READOUTS:
             raise ParameterError(f"unknown readout update {self.readout!r}; choose {' or '.join(READOUTS)}")
         if not isinstance(self.mala, (bool, np.bool_)):
@@ -325,7 +335,8 @@ class TeacherStudentSim:
         out = dataclasses.asdict(self)
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
-        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS, **SAMPLER_DEFAULTS, "umbrella_degree": None}.items():
+        for name, default in {**LADDER_DEFAULTS, **FAMILY_DEFAULTS, **SAMPLER_DEFAULTS, **PRECISION_DEFAULTS,
+                              "umbrella_degree": None}.items():
             if out[name] == default:
                 del out[name]
         if "activation" in out:

@@ -208,7 +208,8 @@ def annotate_result(ds: xr.Dataset, sim: TeacherStudentSim) -> xr.Dataset:
     return annotate(ds, kind=KIND, parameters=sim.parameters(),
                     seeds={"seed": sim.seed, "datasets": sim.datasets, "inits": sim.inits},
                     extra={"N": sim.N, "n": sim.n, "d": sim.d, "sa2": sim.sa2_value,
-                           "record_times": "log" if sim.log_times else "linear"})
+                           "record_times": "log" if sim.log_times else "linear",
+                           "matmul_precision": sim.matmul_precision})
 
 
 def _summary_point(ds: xr.Dataset, i: int) -> dict:

@@ -13,6 +13,7 @@ import xarray as xr
 
 from grokphase.sims import protocols
 from grokphase.sims.driver import Members, Task
+from grokphase.sims.precision import precision_context
 from grokphase.sims.teacher_student.config import TeacherStudentSim, TSHyper
 from grokphase.sims.teacher_student.dataset import KIND, annotate_result, build_dataset
 from grokphase.sims.teacher_student.starts import ordered_start
@@ -122,11 +123,18 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     ``ensemble_chunk`` (default: as many networks as fit in ``memory_budget`` bytes, rounded to the
     device count) bounds memory; ``devices`` (default all JAX devices) share each chunk.
     ``checkpoint_dir`` enables periodic atomic checkpoints and resumption.  ``model``: a Flax module
-    replacing :class:`~grokphase.sims.models.TwoLayerNet` (:func:`make_task`)."""
+    replacing :class:`~grokphase.sims.models.TwoLayerNet` (:func:`make_task`).
+
+    The whole run is traced and compiled under ``sim.matmul_precision``'s device precision
+    (:func:`grokphase.sims.precision.precision_context`), which the result's attributes record."""
     task = make_task(sim, model)
     if ensemble_chunk is None:
         n_dev = len(devices) if devices is not None else len(jax.devices())
         ensemble_chunk = max(n_dev, int(memory_budget // sim.bytes_per_network()))
-    return protocols.run(MODEL, sim, task, devices=devices, ensemble_chunk=ensemble_chunk,
-                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
-                         stop_after_records=_stop_after_records)
+    with precision_context(sim.matmul_precision):
+        ds = protocols.run(MODEL, sim, task, devices=devices, ensemble_chunk=ensemble_chunk,
+                           checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
+                           stop_after_records=_stop_after_records)
+    if ds is not None:
+        ds.attrs["matmul_precision"] = sim.matmul_precision
+    return ds

@@ -19,6 +19,7 @@ from grokphase.errors import ParameterError
 from grokphase.sims.driver import Task
 from grokphase.sims.langevin import langevin, metropolis_adjusted
 from grokphase.sims.models import TwoLayerNet, erf_prior_std, network_activation
+from grokphase.sims.precision import EMULATED, network_matmul, with_matmul_precision
 from grokphase.sims.readout import ReadoutBias, readout_draw
 from grokphase.sims.teacher_student.config import (DEGREE_RECORDS, DTYPES, FAMILY_SCALAR_RECORDS, SCALAR_RECORDS, SQRT6,
                                                    TeacherStudentSim)
@@ -148,28 +149,40 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
     The task declares the model's order parameter (``order_parameter``, named "learned_<k>"): the
     learned fraction of target degree k = ``sim.order_degree`` (the exact population projection, as the
     records ``learned`` / ``cubic_learned``; linear in the readout a for fixed w).  An umbrella sim builds
-    the umbrella task: the driver adds the window's bias to the potential (gradients through w and a)."""
+    the umbrella task: the driver adds the window's bias to the potential (gradients through w and a).
+
+    ``sim.matmul_precision`` (:mod:`grokphase.sims.precision`): every function of the task is traced under
+    its device precision; an emulated format ("tf32", "bf16") rounds the inputs of the built-in network's
+    matmuls (a user model is refused: its matmuls are its own)."""
+    rounding = sim.matmul_precision if sim.matmul_precision in EMULATED else None
     if model is None:
-        model = TwoLayerNet(sim.N) if sim.paper_model else TwoLayerNet(sim.N, activation=sim.activation)
+        kwargs = {} if rounding is None else {"rounding": rounding}      # the default model: unchanged
+        model = (TwoLayerNet(sim.N, **kwargs) if sim.paper_model
+                 else TwoLayerNet(sim.N, activation=sim.activation, **kwargs))
     elif sim.readout == "gibbs":
         raise ParameterError("readout = gibbs draws the readout of the built-in two-layer network (its features "
                              "phi(x w)); a user model samples every parameter by Langevin (readout = langevin)")
+    elif rounding is not None:
+        raise ParameterError(f"matmul_precision = {rounding} rounds the matmuls of the built-in two-layer network; "
+                             "a user model runs its own (use highest, high or default)")
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
                       sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
-                      sim.umbrella, sim.readout == "gibbs", sim.mala)
+                      sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
                target: str | None = None, order_degree: int | None = None, umbrella: bool = False,
-               gibbs_a: bool = False, metropolis: bool = False) -> Task:
+               gibbs_a: bool = False, metropolis: bool = False, matmul_precision: str = "highest") -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
     (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
     ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
     umbrella task (:class:`grokphase.sims.driver.Task`); ``gibbs_a``: the readout drawn from its exact
-    conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject)."""
+    conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject);
+    ``matmul_precision``: the task's functions traced under it (:func:`with_matmul_precision`)."""
     dtype = DTYPES[dtype_name]
+    matmul = network_matmul(getattr(model, "rounding", None))     # the network's features x w (Gibbs readout)
     paper_erf = target is None and isinstance(activation, str) and activation == "erf"
     if target is None:
         degrees, coefficients = (1, 3), None
@@ -341,7 +354,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         std = prior_std(z, hyper)
         w = jnp.asarray(std["w"], z["w"].dtype) * z["w"]
         c = jnp.asarray(std["a"], jnp.float64)
-        F = phi(data["x"] @ w)
+        F = phi(matmul(data["x"], w))
         xi = jax.random.normal(key, (N, 1), jnp.float64)
         eps = jax.random.normal(jax.random.fold_in(key, 1), (n, 1), jnp.float64) if N > n else None
         bias = None
@@ -355,6 +368,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         z_a = readout_draw(F, data["y"][:, None], c, hyper.s2, xi, eps, bias)[:, 0]
         return {**z, "a": z_a.astype(z["a"].dtype)}
 
-    return Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, gibbs=gibbs if gibbs_a else None,
+    task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, gibbs=gibbs if gibbs_a else None,
                 order_parameter=order_parameter, order_parameter_name=f"learned_{order_degree}", umbrella=umbrella,
                 metropolis=metropolis, fixed_leaves=("a",) if gibbs_a else ())
+    return with_matmul_precision(task, matmul_precision)
