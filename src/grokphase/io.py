@@ -119,6 +119,7 @@ def provenance() -> dict[str, Any]:
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
         "jax_backend": jax.default_backend(),
+        "jax_process_count": int(jax.process_count()),      # > 1: a multi-process (--distributed) run
     }
 
 
@@ -210,10 +211,29 @@ def atomic_path(path: Path):
         raise
 
 
+def writes_files() -> bool:
+    """Whether this process writes result files, figures and summaries: always, except in a
+    multi-process run (``--distributed``), where process 0 alone does."""
+    return jax.process_count() == 1 or jax.process_index() == 0
+
+
+def _written_everywhere(path: Path) -> None:
+    """Multi-process runs: every process waits here until process 0 has written ``path``, so that a
+    process reading it back (on a shared file system) sees the whole file."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"grokphase wrote {path}")
+
+
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` to ``path`` (netCDF4/HDF5) atomically: temp file in the same directory, checksum of
-    its data as read back (``data_sha256``), mode ``0o666`` less the umask, fsync, rename."""
+    its data as read back (``data_sha256``), mode ``0o666`` less the umask, fsync, rename.  In a
+    multi-process run only process 0 writes, and every process returns once the file is complete."""
     path = Path(path)
+    if not writes_files():
+        _written_everywhere(path)
+        return path
     if "grokphase_kind" not in ds.attrs:
         raise ResultFileError(f"refusing to save {path}: dataset has no provenance (call annotate first)")
     if CHECKSUM_ATTR in ds.attrs:           # a loaded Dataset written again: its data may have changed
@@ -225,6 +245,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         digest = data_checksum(_read(Path(tmp)))
         with h5netcdf.File(tmp, "a") as fh:
             fh.attrs[CHECKSUM_ATTR] = digest
+    _written_everywhere(path)
     return path
 
 

@@ -481,8 +481,10 @@ def to_inference_data(ds: xr.Dataset, *, burn_in: int | None = None, source: str
 def write_inference_data(idata, path: str | os.PathLike) -> Path:
     """Write ``idata`` (``to_netcdf``) atomically, like :func:`grokphase.io.save_dataset`: a temporary
     file in the target directory, mode ``0o666`` less the umask, fsync, rename."""
-    from grokphase.io import atomic_path, provenance
+    from grokphase.io import atomic_path, provenance, writes_files
     path = Path(path)
+    if not writes_files():              # multi-process runs: process 0 writes
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     prov = {k: str(v) for k, v in provenance().items()}
     idata.attrs.update(prov)

@@ -8,7 +8,9 @@ problem, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Sequence
 
 import jax
@@ -22,6 +24,7 @@ from grokphase.cli.reproduce import add_parser as add_reproduce_parser
 from grokphase.cli.sims import add_parsers as add_sim_parsers
 from grokphase.cli.theory import add_parsers as add_theory_parsers
 from grokphase.errors import GrokphaseError
+from grokphase.experiments import distributed
 from grokphase.experiments.devices import request_host_devices
 from grokphase.io import load_dataset
 from grokphase.plotting import plot_result
@@ -71,25 +74,60 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "distributed", False):
+        try:
+            _, n_processes = distributed.initialize()        # before JAX starts a backend
+        except GrokphaseError as exc:
+            print(f"grokphase: error: {exc}", file=sys.stderr)
+            return 2
+        if n_processes > 1:
+            return _run_distributed(parser, args, argv)
     if getattr(args, "devices", None):
-
         request_host_devices(args.devices)
 
     enable_compilation_cache()
+    return _run(parser, args, argv)
 
+
+def _run_distributed(parser, args, argv) -> int:
+    """One process of a multi-process run: the command's output (stdout) comes from process 0 only;
+    every process reports its errors (stderr).  A process that fails leaves at once (``os._exit``):
+    the normal exit would wait at JAX's shutdown barrier for processes that will never come."""
+    if getattr(args, "devices", None):
+        request_host_devices(args.devices)
+    enable_compilation_cache()
+    # native libraries print to file descriptor 1 (Gloo: "Rank 0 is connected to 1 peer ranks"): send that
+    # to stderr, so that stdout carries the command's output alone (--json), and only process 0's
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(real_stdout, "w") if distributed.process_id() == 0 else open(os.devnull, "w")
+    prefix = f"grokphase: error: process {distributed.process_id()} of {distributed.num_processes()}: "
+    try:
+        code = _run(parser, args, argv, prefix)
+    except BaseException:                # noqa: BLE001 - a traceback, then leave without the barrier
+        traceback.print_exc()
+        code = 1
+    if code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(parser, args, argv, prefix: str = "grokphase: error: ") -> int:
     try:
         preflight(args, given_dests(parser, args, sys.argv[1:] if argv is None else argv))   # before any computation
         return int(args.func(args) or 0)
     except GrokphaseError as exc:
-        print(f"grokphase: error: {exc}", file=sys.stderr)
+        print(f"{prefix}{exc}", file=sys.stderr)
         return 2
     except (OSError, MemoryError) as exc:  # a full disk, a vanished folder, an array beyond memory
-        print(f"grokphase: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(f"{prefix}{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     except jax.errors.JaxRuntimeError as exc:
         if "RESOURCE_EXHAUSTED" not in str(exc):
             raise                        # not the user's input: keep the traceback
-        print("grokphase: error: out of device memory (lower --memory-gb / --ensemble-chunk or the sizes): "
+        print(f"{prefix}out of device memory (lower --memory-gb / --ensemble-chunk or the sizes): "
               + str(exc).splitlines()[0][:200], file=sys.stderr)
         return 2
     except KeyboardInterrupt:

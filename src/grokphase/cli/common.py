@@ -47,6 +47,26 @@ def _finite(text: str) -> float:
     return value
 
 
+DISTRIBUTED_HELP = ("run as one of several processes (jax.distributed): every process runs this same command; "
+                    "the layout comes from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID or the "
+                    "cluster (SLURM, Open MPI, ...); process 0 writes the results (docs/cluster.md)")
+
+
+def add_device_options(p, devices: bool = True) -> None:
+    """``--devices K`` (share each ensemble chunk over K devices, every process's together) and
+    ``--distributed`` (a multi-process run: :mod:`grokphase.experiments.distributed`)."""
+    if devices:
+        def count(text: str) -> int:
+            if not text.isdigit() or int(text) < 1:
+                raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+            return int(text)
+
+        p.add_argument("--devices", type=count, default=None,
+                       help="share each ensemble chunk over K devices (on CPU: K host devices; with "
+                            "--distributed, K counts every process's devices)")
+    p.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
+
+
 def _add_ts_params(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model parameters (the beta = 1 configuration; defaults: paper App. C)")
     P = TeacherStudentParams       # the defaults live in the dataclass (App. C)

@@ -4,6 +4,7 @@ definitions (:mod:`grokphase.experiments.reproduce`)."""
 from __future__ import annotations
 
 from grokphase.cli.common import _emit
+from grokphase.cli.common import add_device_options
 from grokphase.experiments.devices import request_host_devices
 from grokphase.experiments.reproduce import FIGURES, SCALES, reproduce
 
@@ -26,6 +27,7 @@ def add_parser(groups) -> None:
                    help="folder holding theory/reproduce.toml and sims/ (default: the checkout you are in, else the "
                         "definitions installed with grokphase)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_options(p, devices=False)
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure's numbers")
     p.set_defaults(func=cmd_reproduce)
 

@@ -10,7 +10,7 @@ from grokphase.analysis.converge import diagnostic_thresholds
 from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnostics_points, flagged_points
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
 from grokphase.analysis.replica import replica_summary
-from grokphase.cli.common import _emit, _finish, _finite, _positive, missing_variable
+from grokphase.cli.common import _emit, _finish, _finite, _positive, add_device_options, missing_variable
 from grokphase.cli.text import (_modular_lines, diagnostics_footer, free_energy_lines, modular_hysteresis_lines,
                                 star, ts_hysteresis_lines)
 from grokphase.errors import ParameterError, ResultFileError
@@ -65,7 +65,7 @@ def add_model_parser(ssub, model) -> None:
             p.add_argument(flag, type=_ARG_TYPES[opt.kind], default=None, help=opt.help,
                            metavar="V1,V2,..." if opt.kind == "floats" else None)
     show_defaults(p, model.options)
-    p.add_argument("--devices", type=_int_ge(1), default=None)
+    add_device_options(p)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", metavar="FILE.png", default=None)
@@ -175,7 +175,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     _add_umbrella_options(p, "the target component m = (f, y)/(y, y) on the whole table",
                           "target_component, ipr (the mean per-neuron Fourier IPR of the first-layer weights)")
     p.add_argument("--memory-gb", type=positive, help="memory budget of one network, GB (checked before the run)")
-    p.add_argument("--devices", type=_int_ge(1), default=None)
+    add_device_options(p)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="plot trajectories (and both branches)")
@@ -221,7 +221,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("file", metavar="FILE.toml|NAME",
                    help="a path, or the name of a definition under sims/ (the checkout you are in, else the "
                         "definitions installed with grokphase)")
-    p.add_argument("--devices", type=_int_ge(1), default=None)
+    add_device_options(p)
     p.add_argument("--only", metavar="PREFIX", default=None,
                    help="teacher-student files: run only the [[sim]] entries whose name starts with PREFIX (and "
                         "the [[hysteresis]] tables that use only those), e.g. the CPU-sized part of a file")
@@ -301,8 +301,7 @@ def _add_run_options(p, positive) -> None:
                         "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
-    g.add_argument("--devices", type=_int_ge(1), default=None,
-                   help="share each ensemble chunk over K devices (on CPU: K host devices)")
+    add_device_options(g)
     g.add_argument("--ensemble-chunk", type=_int_ge(1),
                    help="networks per chunk (default: what fits in --memory-gb)")
     g.add_argument("--memory-gb", type=positive, help="memory budget of an ensemble chunk, GB; one network over it "

@@ -12,11 +12,15 @@ import os
 import jax
 
 from grokphase.errors import ParameterError
+from grokphase.experiments import distributed
 
 
 def request_host_devices(k: int | None) -> None:
     """Ask XLA for K host (CPU) devices without intra-op threading; effective only before JAX
-    initialises its backend (the CLI calls this first thing).  Harmless on GPU machines."""
+    initialises its backend (the CLI calls this first thing).  Harmless on GPU machines.  In a
+    multi-process run (``--distributed``) K counts every process's devices: each process asks for
+    its share, ceil(K / processes)."""
+    k = distributed.local_device_count(k)
     if k is None:
         return
     flags = os.environ.get("XLA_FLAGS", "")
@@ -28,10 +32,21 @@ def request_host_devices(k: int | None) -> None:
 
 
 def configure_devices(k: int | None):
-    """The devices to shard ensembles over: the first K (``None``: every device)."""
+    """The devices to shard ensembles over: the first K (``None``: every device).  In a multi-process
+    run, the first ceil(K / processes) devices of every process (K counts them all)."""
     request_host_devices(k)
     if k is None:
         return jax.devices()
+    if distributed.num_processes() > 1:
+        share = distributed.local_device_count(k)
+        by_process: dict[int, list] = {}
+        for dev in jax.devices():
+            by_process.setdefault(dev.process_index, []).append(dev)
+        short = {p: len(v) for p, v in by_process.items() if len(v) < share}
+        if short:
+            raise ParameterError(f"--devices {k}: each of the {len(by_process)} processes needs {share} device(s); "
+                                 + ", ".join(f"process {p} has {c}" for p, c in sorted(short.items())))
+        return [dev for p in sorted(by_process) for dev in by_process[p][:share]]
     devs = jax.devices()
     if len(devs) < k:
         raise ParameterError(f"--devices {k}: only {len(devs)} device(s) available (on CPU the host device count "
@@ -53,4 +68,6 @@ def cached_run_devices(spec: dict):
     k = spec.get("host_devices")
     if jax.default_backend() != "cpu" or k is None:
         return configure_devices(None)
+    if distributed.num_processes() > 1:     # at least one device of every process
+        return configure_devices(max(distributed.num_processes(), min(int(k), len(jax.devices()))))
     return jax.devices()[: max(1, min(int(k), len(jax.devices())))]

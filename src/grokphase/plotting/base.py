@@ -14,6 +14,8 @@ from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.ndimage import distance_transform_edt, gaussian_filter  # noqa: E402
 
+from grokphase.io import writes_files  # noqa: E402
+
 _BETA_CMAP = plt.get_cmap("viridis")
 
 #: mathtext of the paper's symbols, for axis labels and legends (never the bare parameter name "s2")
@@ -53,6 +55,9 @@ def _save(fig, path, also_pdf=False) -> list[Path]:
     """Write ``fig`` to ``path`` (through a temporary file and an atomic rename) and, with ``also_pdf``,
     a PDF next to it.  No version or date goes into the file: the same figure gives the same bytes."""
     path = Path(path)
+    if not writes_files():               # multi-process runs: process 0 draws
+        plt.close(fig)
+        return [path] + ([path.with_suffix(".pdf")] if also_pdf and path.suffix.lower() != ".pdf" else [])
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path]
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")

@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from grokphase.errors import GrokphaseError, ParameterError
-from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree, _tree_to_arrays, check_resumable
+from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree, _tree_to_arrays, check_resumable, collective
 from grokphase.sims.models import scale_params
 
 
@@ -441,10 +441,27 @@ def _shard(tree, sharding):
 
 
 def _fetch(tree):
-    """Device arrays -> host NumPy (gathering every process's shards in a multi-host run)."""
-    if jax.process_count() > 1:
-        return jax.tree_util.tree_map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), tree)
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+    """Device arrays -> host NumPy.  In a multi-process run an array sharded over several processes'
+    devices is gathered from all of them (a collective every process must join); arrays this
+    process holds whole (computed redundantly by every process) are read locally.  A process that
+    has died or left shows up here: :class:`~grokphase.sims.checkpoint.LostProcessError`."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+    def get(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return collective(lambda: jax.tree_util.tree_map(get, tree))
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's ``flag`` in every process (a multi-process run's decisions that hang on a clock,
+    such as when to checkpoint, must be the same in all of them)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(collective(lambda: multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32))))
 
 
 def _take(tree, idx):
@@ -458,8 +475,9 @@ class _Interrupt(Exception):
 def progress_bar(total: int, desc: str, initial: int = 0):
     """The engine's progress bar on stderr, in network steps, showing "compiling" until
     :func:`advance_bar` restarts its clock."""
+    quiet = {"disable": True} if jax.process_index() != 0 else {}     # multi-process runs: process 0 reports
     bar = tqdm(total=total, initial=initial, unit="net-step", unit_scale=True, desc=desc, file=sys.stderr,
-               dynamic_ncols=True, smoothing=0.1)
+               dynamic_ncols=True, smoothing=0.1, **quiet)
     bar.set_postfix_str("compiling…")
     return bar
 
@@ -596,7 +614,7 @@ def run_ensemble(
             records_done += 1
             now = time.perf_counter()
             timing = (chunk_seconds + now - t_chunk, segment)
-            if checkpoint is not None and (now - last_ckpt >= checkpoint.every_seconds or t == record_steps[-1]):
+            if checkpoint is not None and _agreed(now - last_ckpt >= checkpoint.every_seconds or t == record_steps[-1]):
                 _checkpoint(checkpoint, c, state, recs, done_step, timing)
                 last_ckpt = now
             if stop_after_records is not None and records_done >= stop_after_records:

@@ -55,7 +55,7 @@ import numpy as np
 
 from grokphase.errors import ParameterError
 from grokphase.sims.checkpoint import Checkpointer, _arrays_to_tree
-from grokphase.sims.driver import (Members, Schedule, SimulationError, Task, _fetch, _Interrupt, _make_functions,
+from grokphase.sims.driver import (Members, Schedule, SimulationError, Task, _agreed, _fetch, _Interrupt, _make_functions,
                                    advance_bar, checkpoint_arrays, checkpoint_records, checkpoint_timing,
                                    default_group, progress_bar)
 from grokphase.sims.models import scale_params
@@ -284,7 +284,7 @@ def run_replica_exchange(
         now = time.perf_counter()
         last = t == events[-1]
         interrupt = stop_after_records is not None and records_done >= stop_after_records and t in rec_set
-        if checkpoint is not None and (now - last_ckpt >= checkpoint.every_seconds or last or interrupt):
+        if checkpoint is not None and _agreed(now - last_ckpt >= checkpoint.every_seconds or last or interrupt):
             _save(checkpoint, state, recs, done_step, history, attempts, accepts,
                   (earlier_seconds + now - t_start, segment))
             last_ckpt = now

@@ -38,7 +38,7 @@ from grokphase.experiments.reproduce.modular import fig3_data, fig3_summary, pd_
 from grokphase.experiments.reproduce.single_index import single_index_data
 from grokphase.experiments.reproduce.teacher_student import (appd_data, fig2_data, pd_ts_data,
                                                              sample_complexity_data)
-from grokphase.io import _jsonable, load_dataset
+from grokphase.io import _jsonable, load_dataset, writes_files
 from grokphase.plotting import appd as appd_plots
 from grokphase.plotting import reproduce as pr
 from grokphase.plotting.single_index import plot_family
@@ -131,6 +131,8 @@ def reproduce(names: Sequence[str], *, scale: str = "quick", out_dir: str | os.P
     out = {}
     for name in names:
         out[name] = reproduce_one(ctx, name)
+    if not writes_files():              # multi-process runs: process 0 writes the summary
+        return out
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / ".summary.json.tmp"
     tmp.write_text(json.dumps(_jsonable(out), indent=1, default=str))
