@@ -5,8 +5,8 @@ line instead of an out-of-memory traceback from XLA or NumPy minutes later.
 The estimates count what one network holds during a step and over the run: its data set (or the
 modular table), its parameters with their gradient, noise and optimiser state, the largest
 activations, and its recorded trajectories (one row per record time).  They are order-of-magnitude
-figures (the compiled program may fuse or reuse buffers), used to refuse runs that cannot fit, not to
-size chunks finely.
+figures (the compiled program may fuse or reuse buffers), used to refuse runs that cannot fit and to
+size ensemble chunks (:mod:`grokphase.sims.budget`, with the devices' memory).
 """
 
 from __future__ import annotations
@@ -63,3 +63,4 @@ def format_bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{int(n)} B"
+

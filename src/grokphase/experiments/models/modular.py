@@ -22,6 +22,7 @@ from grokphase.experiments.registry import ModelSpec, register
 from grokphase.io import save_dataset
 from grokphase.plotting import plot_modular_compare, plot_modular_sim, plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_modular
+from grokphase.sims.budget import budget_gb, chunk_size, upfront_budget_gb
 from grokphase.sims.memory import modular_bytes
 from grokphase.sims.precision import MATMUL_PRECISIONS
 from grokphase.sims.modular import ModularSim, run_modular, summary_points
@@ -46,7 +47,8 @@ OPTIONS: dict[str, Option] = {
     "parametrisation": Option("parametrisation", "str", None, "paper or gromov (default: paper for Langevin, "
                               "gromov otherwise)", True),
     "plot": Option("plot", "str", None, "figure of this run (FILE.png)", True),
-    "memory_gb": Option("memory_gb", "float", 2.0, "memory budget of one network, GB (checked before the run)"),
+    "memory_gb": Option("memory_gb", "float", None, "memory budget of one ensemble chunk, GB (default: 60% of each "
+                        "device's reported memory, 2 GB where none is reported, e.g. CPU)", True),
 }
 #: options of the run, not of the result: left out of the ModularSim and of the run's identity
 RUN_OPTIONS = ("plot", "memory_gb")
@@ -120,13 +122,22 @@ def sims_from_options(opts: Mapping[str, Any], where: str = "options", *, strict
     return sims
 
 
-def check_memory(sims: list[ModularSim], opts: Mapping[str, Any], where: str) -> None:
-    """One network of each run within ``memory_gb`` (:mod:`grokphase.sims.memory`)."""
-    memory_gb = resolve({k: v for k, v in opts.items() if k == "memory_gb"}, {"memory_gb": OPTIONS["memory_gb"]},
-                        where)["memory_gb"]
+def _memory_gb(opts: Mapping[str, Any], where: str) -> float | None:
+    return resolve({k: v for k, v in opts.items() if k == "memory_gb"}, {"memory_gb": OPTIONS["memory_gb"]},
+                   where)["memory_gb"]
+
+
+def check_memory(sims: list[ModularSim], opts: Mapping[str, Any], where: str, devices=None) -> None:
+    """One network of each run within ``memory_gb`` (:mod:`grokphase.sims.memory`); without it, within
+    the devices' budget (:func:`grokphase.sims.budget.budget_gb`; before the devices are set up, the
+    CPU's fallback where no accelerator can be present, else nothing until they are)."""
+    memory_gb = _memory_gb(opts, where)
+    budget = budget_gb(devices, memory_gb) if devices is not None else upfront_budget_gb(memory_gb)
+    if budget is None:
+        return
     for sim in sims:
         check_fits(f"P={sim.P}, N={sim.N} ({sim.dtype}, {sim.steps} steps, record every {sim.record_every})",
-                   modular_bytes(sim), memory_gb, where)
+                   modular_bytes(sim), budget, where)
 
 
 def check(opts: Mapping[str, Any], where: str, given=None) -> None:
@@ -139,8 +150,11 @@ def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None
         ) -> xr.Dataset:
     """Run one modular simulation per training fraction; alpha is a dimension when several are given."""
     sims = sims_from_options(opts, where)
-    check_memory(sims, opts, where)
-    results = [run_modular(sim, devices=devices, checkpoint_dir=checkpoint_dir, progress=progress) for sim in sims]
+    check_memory(sims, opts, where, devices=devices)
+    memory_gb = _memory_gb(opts, where)
+    results = [run_modular(sim, devices=devices, checkpoint_dir=checkpoint_dir, progress=progress,
+                           ensemble_chunk=chunk_size(modular_bytes(sim)["device"], devices, memory_gb))
+               for sim in sims]
     if len(results) == 1:
         return results[0]
     alphas = np.asarray([s.alpha for s in sims])

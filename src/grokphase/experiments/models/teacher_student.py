@@ -26,6 +26,7 @@ from grokphase.plotting import plot_result
 from grokphase.plotting.hysteresis import plot_hysteresis_teacher_student
 from grokphase.plotting.perp_norm import plot_perp_norm
 from grokphase.plotting.single_index import plot_family
+from grokphase.sims.budget import budget_gb, upfront_budget_gb
 from grokphase.sims.memory import format_bytes, teacher_student_bytes
 from grokphase.sims.precision import MATMUL_PRECISIONS
 from grokphase.sims.teacher_student import FAMILY_DEFAULTS, TeacherStudentSim, run_teacher_student, summary_points
@@ -60,7 +61,8 @@ OPTIONS: dict[str, Option] = {
                      "Hermite target 'degree:coefficient,...' of He_k(w*.x), e.g. '2:1,4:0.3' (default: He1 + eps "
                      "He3; give eps or target, not both)", True),
     "ensemble_chunk": Option("ensemble_chunk", "int", None, "networks per compiled call (default: memory_gb)", True),
-    "memory_gb": Option("memory_gb", "float", 2.0, "device memory budget of one ensemble chunk, GB"),
+    "memory_gb": Option("memory_gb", "float", None, "memory budget of one ensemble chunk, GB (default: 60% of "
+                        "each device's reported memory, 2 GB where none is reported, e.g. CPU)", True),
     "checkpoint_every": Option("checkpoint_every", "float", 60.0, "seconds between checkpoints"),
 }
 
@@ -125,10 +127,11 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
 
 
 def run_sim(sim: TeacherStudentSim, *, devices, progress: bool, checkpoint_dir=None, ensemble_chunk=None,
-            memory_gb: float = OPTIONS["memory_gb"].default,
+            memory_gb: float | None = OPTIONS["memory_gb"].default,
             checkpoint_every: float = OPTIONS["checkpoint_every"].default) -> xr.Dataset:
     """One simulation with the run options of an experiment table."""
-    return run_teacher_student(sim, devices=devices, ensemble_chunk=ensemble_chunk, memory_budget=memory_gb * 1e9,
+    return run_teacher_student(sim, devices=devices, ensemble_chunk=ensemble_chunk,
+                               memory_budget=None if memory_gb is None else memory_gb * 1e9,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress)
 
 
@@ -137,12 +140,16 @@ def _run_options(opts: Mapping[str, Any], where: str) -> dict:
                    {k: OPTIONS[k] for k in ("ensemble_chunk", "memory_gb", "checkpoint_every")}, where)
 
 
-def check_memory(sim: TeacherStudentSim, opts: Mapping[str, Any], where: str) -> None:
+def check_memory(sim: TeacherStudentSim, opts: Mapping[str, Any], where: str, devices=None) -> None:
     """One network within ``memory_gb`` (:mod:`grokphase.sims.memory`), and an explicit
-    ``ensemble_chunk`` of them within an explicit ``memory_gb``."""
+    ``ensemble_chunk`` of them within an explicit ``memory_gb``.  Without ``memory_gb`` the budget is
+    the devices' (:func:`grokphase.sims.budget.budget_gb`); before the devices are set up (the up-front
+    check) the CPU's fallback where no accelerator can be present, else nothing until they are."""
     o = _run_options(opts, where)
     need = teacher_student_bytes(sim)
-    check_fits(f"N={sim.N}, n={sim.n}, d={sim.d} ({sim.dtype})", need, o["memory_gb"], where)
+    budget = budget_gb(devices, o["memory_gb"]) if devices is not None else upfront_budget_gb(o["memory_gb"])
+    if budget is not None:
+        check_fits(f"N={sim.N}, n={sim.n}, d={sim.d} ({sim.dtype})", need, budget, where)
     chunk = o["ensemble_chunk"]
     if chunk is not None and opts.get("memory_gb") is not None and chunk * need["device"] > o["memory_gb"] * 1e9:
         raise ParameterError(f"{option_label('ensemble_chunk', where)} {chunk} networks of ~"
@@ -159,7 +166,7 @@ def check(opts: Mapping[str, Any], where: str, given=None) -> None:
 def run(opts: Mapping[str, Any], *, devices, progress: bool, checkpoint_dir=None, where: str = "options"
         ) -> xr.Dataset:
     sim = sim_from_options(opts, where)
-    check_memory(sim, opts, where)
+    check_memory(sim, opts, where, devices=devices)
     return run_sim(sim, devices=devices, progress=progress, checkpoint_dir=checkpoint_dir,
                    **_run_options(opts, where))
 

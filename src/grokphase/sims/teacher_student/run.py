@@ -13,6 +13,7 @@ import xarray as xr
 
 from grokphase.sims import protocols
 from grokphase.sims.driver import Members, Task
+from grokphase.sims.budget import chunk_size
 from grokphase.sims.precision import precision_context
 from grokphase.sims.teacher_student.config import TeacherStudentSim, TSHyper
 from grokphase.sims.teacher_student.dataset import KIND, annotate_result, build_dataset
@@ -113,15 +114,16 @@ def build_ladder_members(sim: TeacherStudentSim) -> tuple[Members, list[TSHyper]
 
 
 def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk: int | None = None,
-                        memory_budget: float = 2e9, checkpoint_dir: str | None = None,
+                        memory_budget: float | None = None, checkpoint_dir: str | None = None,
                         checkpoint_every: float = 60.0, progress: bool = False, model=None,
                         _stop_after_records: int | None = None) -> xr.Dataset:
     """Run the simulation and return its result Dataset (see :func:`build_dataset`), by the protocol
     ``sim`` asks for (:func:`grokphase.sims.protocols.run`: independent s2 values, an annealing
     ladder, or replica exchange).
 
-    ``ensemble_chunk`` (default: as many networks as fit in ``memory_budget`` bytes, rounded to the
-    device count) bounds memory; ``devices`` (default all JAX devices) share each chunk.
+    ``ensemble_chunk`` (default: as many networks as fit in ``memory_budget`` bytes, or without one in
+    each device's reported memory, else 2 GB: :func:`grokphase.sims.memory.chunk_size`; rounded to
+    the device count) bounds memory; ``devices`` (default all JAX devices) share each chunk.
     ``checkpoint_dir`` enables periodic atomic checkpoints and resumption.  ``model``: a Flax module
     replacing :class:`~grokphase.sims.models.TwoLayerNet` (:func:`make_task`).
 
@@ -129,8 +131,8 @@ def run_teacher_student(sim: TeacherStudentSim, *, devices=None, ensemble_chunk:
     (:func:`grokphase.sims.precision.precision_context`), which the result's attributes record."""
     task = make_task(sim, model)
     if ensemble_chunk is None:
-        n_dev = len(devices) if devices is not None else len(jax.devices())
-        ensemble_chunk = max(n_dev, int(memory_budget // sim.bytes_per_network()))
+        ensemble_chunk = chunk_size(sim.bytes_per_network(), devices,
+                                    None if memory_budget is None else memory_budget / 1e9)
     with precision_context(sim.matmul_precision):
         ds = protocols.run(MODEL, sim, task, devices=devices, ensemble_chunk=ensemble_chunk,
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, progress=progress,
