@@ -143,6 +143,10 @@ def commands(text: str):
 
 
 def grokphase_argv(argv):
+    while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", argv[0]):     # VAR=value grokphase ...
+        argv = argv[1:]
+    if argv and argv[-1] == "&":                                     # started in the background
+        argv = argv[:-1]
     if argv and argv[0] in ("grokphase", ".venv/bin/grokphase"):
         return argv[1:]
     if argv[:3] in (["python", "-m", "grokphase.cli"], [".venv/bin/python", "-m", "grokphase.cli"]):
@@ -190,6 +194,8 @@ def checked_up_to_work(args, monkeypatch) -> tuple[int | None, str]:
     if "--devices" in args:                    # host devices are fixed once JAX has started in this process
         i = args.index("--devices")
         del args[i:i + 2]
+    if "--distributed" in args:                # this process cannot join a multi-process run
+        args.remove("--distributed")
     with monkeypatch.context() as m:
         for module, name in WORK:
             m.setattr(module, name, _reached, raising=False)

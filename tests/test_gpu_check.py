@@ -16,6 +16,10 @@ from grokphase.io import load_dataset
 REPO = Path(__file__).resolve().parents[1]
 
 
+def dev_backend(out: Path) -> str:
+    return json.loads((out / "device.json").read_text())["backend"]
+
+
 @pytest.mark.slow
 def test_gpu_check_tiny(tmp_path):
     bindir = Path(sys.executable).parent
@@ -27,7 +31,9 @@ def test_gpu_check_tiny(tmp_path):
                          capture_output=True, text=True, env=env, timeout=1200, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]
     steps = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in steps] == ["fig2_beta1", "modular_P401", "bench_sims"]
+    assert [s["step"] for s in steps] == ["fig2_beta1", "modular_P401", "bench_sims", "precision_runs", "precision",
+                                          "multi_device_1", "multi_device_k", "multi_device_compare",
+                                          "multi_process_ref", "multi_process", "multi_process_compare"]
     assert all(s["rc"] == 0 and s["seconds"] > 0 for s in steps)
     ts = load_dataset(out / "fig2_beta1.nc", "sims.teacher_student")
     summary = json.loads((out / "fig2_beta1.json").read_text())
@@ -38,5 +44,18 @@ def test_gpu_check_tiny(tmp_path):
     recs = [json.loads(line) for line in (out / "bench_sims.jsonl").read_text().splitlines() if line.strip()]
     eng = [r for r in recs if r.get("implementation") == "engine"]
     assert eng and all(r["net_steps_per_s"]["median"] > 0 for r in eng)
+    # several devices: sharded = one device, two processes = one process, bit for bit (the modular task)
+    for name in ("multi_device_compare", "multi_process_compare"):
+        cmp = json.loads((out / f"{name}.json").read_text())
+        assert cmp["bit_identical"] and cmp["max_rel_diff"] == 0.0, cmp
+    assert int(load_dataset(out / "multi_process.nc").attrs["jax_process_count"]) == 2
+    # the precision step: the device's reduced setting and the emulations against float32 highest; on a CPU
+    # "default" equals "highest" bit for bit and the emulations move the statistics
+    bias = load_dataset(out / "precision_bias.nc")
+    assert bias.attrs["reference"] == "float32_highest" and bias.sizes["run"] == 4
+    diff = bias["diff"].sel(statistic="linear_learned")
+    if dev_backend(out) == "cpu":
+        assert float(diff.sel(run="float32_default")) == 0.0
+        assert float(diff.sel(run="float32_bf16")) != 0.0
     dev = json.loads((out / "device.json").read_text())
     assert dev["backend"] in ("cpu", "gpu", "cuda", "rocm", "tpu") and dev["devices"]
