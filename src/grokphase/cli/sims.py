@@ -90,6 +90,16 @@ def cmd_sim_model(args) -> int:
     return _finish(args, ds, {"model": model.name, "points": points}, lines)
 
 
+def _add_sampler_numerics(p) -> None:
+    """``--mala`` and ``--matmul-precision``, shared by both models' simulation commands."""
+    p.add_argument("--mala", action="store_true",
+                   help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
+                        "rate is reported); one more gradient per step")
+    p.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
+                   help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
+                        "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
+
+
 def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     sim = groups.add_parser("sim", help="Langevin ensemble simulations")
     ssub = sim.add_subparsers(dest="command", required=True, parser_class=type(sim))
@@ -155,12 +165,7 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--readout", choices=("gibbs", "langevin"),
                    help="Langevin only: draw the readout exactly from its Gaussian conditional posterior before "
                         "every step (gibbs, default) or move it by Langevin like the input layer")
-    p.add_argument("--mala", action="store_true",
-                   help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
-                        "rate is reported); one more gradient per step")
-    p.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
-                   help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
-                        "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
+    _add_sampler_numerics(p)
     p.add_argument("--replica-exchange", action="store_true",
                    help="parallel tempering: one replica per s2 (sorted), --seeds independent ladders; every "
                         "--swap-every steps neighbours swap states with the Metropolis rule; records swap "
@@ -293,12 +298,7 @@ def _add_run_options(p, positive) -> None:
     g.add_argument("--readout", choices=("langevin", "gibbs"),
                    help="Langevin only: move the readout by Langevin with the first layer (default) or draw it "
                         "exactly from its Gaussian conditional before every step (gibbs; dual form when N > n)")
-    g.add_argument("--mala", action="store_true",
-                   help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
-                        "rate is reported); one more gradient per step")
-    g.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
-                   help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
-                        "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
+    _add_sampler_numerics(g)
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
     add_device_options(g)
