@@ -221,7 +221,8 @@ def main(argv=None) -> None:
         date=start["date"], workload="diagram_exact_fast_vs_baseline",
         implementations=dict(
             A="this tree: ts.solve_finite_d(approximation='exact'), Newton started on the nested 1/4 x 1/4 rule, "
-              "fused single-pass evaluation and checks",
+              "one exponential per node, grid sums and half-rule checks as matrix products with the hoisted "
+              "moment basis, one flat Newton/line-search loop, padded points skipped",
             B=f"baseline {args.baseline} ({baseline}): the same 2-D (q, log t) trapezoid rule, Newton from v = 0",
             A_concentrated="this tree: ts.solve_finite_d(approximation='concentrated')"),
         sizes=dict(points=int(np.asarray(p.s2).size), q_grid_sizes=sorted(set(int(k) for k in ts.point_grid_sizes(p))),

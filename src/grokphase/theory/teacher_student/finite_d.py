@@ -25,7 +25,7 @@ from grokphase.theory.batching import (
 )
 from grokphase.theory.status import Phase, Status, raise_on_failure
 from grokphase.theory.teacher_student.action import SQRT6, _yhat, action, overlaps
-from grokphase.theory.teacher_student.free_energy import _evaluate_split
+from grokphase.theory.teacher_student.free_energy import _evaluate_split, _moment_basis
 from grokphase.theory.teacher_student.params import (
     DEFAULT_APPROXIMATION,
     TeacherStudentParams,
@@ -177,48 +177,43 @@ def _newton(evaluate, v0, yhat, r, maxiter: int, min_steps: int = 0) -> _NewtonS
     state = _NewtonState(v0, F0, g0, H0, Q0, lz0, jnp.int32(0),
                          jnp.where(done0, Status.CONVERGED, Status.MAX_ITER).astype(jnp.int32), done0)
 
-    def cond(st):
+    def cond(carry):
+        st = carry[0]
         return (~st.done) & (st.it < maxiter)
 
-    def body(st):
-        # convergence is tested where a state is made (here for the new one, above for the start),
+    def body(carry):
+        # one evaluation of F per pass: the Newton step's trial point, or (after a failed Armijo
+        # test) the next halving of the line search, so that the grid's arrays live in one loop
+        # (a nested line-search loop took them in and out on every Newton step); the sequence of
+        # trial points and accepted states is that of Newton + backtracking written as two loops.
+        # Convergence is tested where a state is made (here for an accepted one, above for the start),
         # so a converged state costs no further evaluation of the free energy
+        st, t = carry
         step = newton_step(st.grad, st.hess)
         slope = st.grad @ step  # > 0 for the ascent direction of a concave F
         # rounding allowance for comparing F values: F's terms are O(|F| + r|log z|)
         slack = 1e-13 * (1.0 + jnp.abs(st.F) + r * jnp.abs(st.F - st.v @ yhat + 0.5 * st.v @ st.v))
-
-        def ls_cond(carry):  # backtrack until the Armijo condition holds (at most ~40 halvings)
-            t, ok = carry[0], carry[-1]
-            return (~ok) & (t > 1e-12)
-
-        def ls_body(carry):
-            t = carry[0] * 0.5
-            vn = st.v + t * step
-            Fn, gn, Hn, Qn, lzn = evaluate(vn)
-            ok = jnp.isfinite(Fn) & (Fn >= st.F + 1e-4 * t * slope - slack)
-            return (t, Fn, gn, Hn, Qn, lzn, vn, ok)
-
-        vn = st.v + step
+        vn = st.v + t * step
         Fn, gn, Hn, Qn, lzn = evaluate(vn)
-        ok = jnp.isfinite(Fn) & (Fn >= st.F + 1e-4 * slope - slack)
-        t, Fn, gn, Hn, Qn, lzn, vn, ok = jax.lax.while_loop(
-            ls_cond, ls_body, (jnp.float64(1.0), Fn, gn, Hn, Qn, lzn, vn, ok))
+        ok = jnp.isfinite(Fn) & (Fn >= st.F + 1e-4 * t * slope - slack)
         nonfinite = ~(jnp.all(jnp.isfinite(step)) & jnp.isfinite(st.F))
         accept = ok & ~nonfinite
+        # the line search ends at an accepted point, at a non-finite start or after ~40 halvings
+        finished = accept | nonfinite | (t <= 1e-12)
         it = st.it + jnp.where(accept, 1, 0)
         conv = accept & converged(vn, gn, Hn, it)
         status = jnp.where(conv, Status.CONVERGED,
                            jnp.where(nonfinite, Status.NONFINITE,
                                      jnp.where(ok, Status.MAX_ITER, Status.LINE_SEARCH)))
         pick = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-        return _NewtonState(
+        new = _NewtonState(
             v=pick(vn, st.v), F=pick(Fn, st.F), grad=pick(gn, st.grad), hess=pick(Hn, st.hess),
-            Q=pick(Qn, st.Q), logz=pick(lzn, st.logz),
-            it=it, status=status.astype(jnp.int32), done=conv | ~accept,
+            Q=pick(Qn, st.Q), logz=pick(lzn, st.logz), it=it,
+            status=jnp.where(finished, status, st.status).astype(jnp.int32), done=finished & (conv | ~accept),
         )
+        return new, jnp.where(finished, 1.0, 0.5 * t)
 
-    return jax.lax.while_loop(cond, body, state)
+    return jax.lax.while_loop(cond, body, (state, jnp.float64(1.0)))[0]
 
 
 def _vg(g, v):
@@ -226,14 +221,16 @@ def _vg(g, v):
     return g[..., 0] * v[0] + g[..., 1] * v[1]
 
 
-def _grid_evaluator(params, grid):
-    """``evaluate(v)`` on ``grid`` for :func:`_newton` (overlaps split, prior probabilities hoisted
-    and built from their separable factors)."""
+def _grid_evaluator(params, grid, product: bool = True):
+    """``evaluate(v)`` on ``grid`` for :func:`_newton` (overlaps split and flattened, prior
+    probabilities hoisted and built from their separable factors).  ``product``: the grid sums as
+    one matrix product with the hoisted moment basis (see :func:`_evaluate_split`)."""
     lq, lt = _log_p0(grid)
-    logp0 = lq[:, None] + lt[None, :]
-    p0 = jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]
-    g1, g3 = grid.g[..., 0], grid.g[..., 1]
-    return lambda v: _evaluate_split(v, params, g1, g3, logp0, p0)
+    logp0 = (lq[:, None] + lt[None, :]).reshape(-1)
+    p0 = (jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]).reshape(-1)
+    g1, g3 = grid.g[..., 0].reshape(-1), grid.g[..., 1].reshape(-1)
+    basis = _moment_basis(g1, g3) if product else None
+    return lambda v: _evaluate_split(v, params, g1, g3, logp0, p0, basis)
 
 
 def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bool, exact: bool = False,
@@ -277,18 +274,23 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     even_t = jnp.arange(J) % 2 == 0
     halves = [(even_q, jnp.ones(J, bool))] + ([(jnp.ones(K, bool), even_t)] if exact else [])
     G1, G3 = grid.g[..., 0], grid.g[..., 1]
-    E1, E3 = E * G1, E * G3
     weak_any = jnp.max(x) < 1.0
     p0 = jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]
     qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
     quad_error = jnp.float64(0.0)
+    # the half rules' weights e^{-S2 + log w} (relative to each half's largest row weight), masked:
+    # their sums with the moment basis [1, g1^2, g1 g3, g3^2] give Z and Z <g g^T> of both halves in
+    # one matrix product (as in the evaluation of F)
+    shifts, weights = [], []
     for rows, cols in halves:
-        R = jnp.sum(jnp.where(cols, E, 0.0), axis=1)
-        M = [jnp.sum(jnp.where(cols, Ek * Gk, 0.0), axis=1) for Ek, Gk in ((E1, G1), (E1, G3), (E3, G3))]
         c = jnp.max(jnp.where(rows, lr, -jnp.inf))
         w = jnp.where(rows, jnp.exp(lr - c), 0.0)
-        Zh = w @ R
-        gg = jnp.stack([w @ m for m in M]) / Zh
+        shifts.append(c)
+        weights.append(jnp.where(cols[None, :], w[:, None] * E, 0.0).reshape(-1))
+    moments = jnp.stack(weights) @ _moment_basis(G1, G3)                        # (halves, 4): Zh, Zh <g g^T>
+    for (rows, cols), c, mh in zip(halves, shifts, moments):
+        Zh = mh[0]
+        gg = jnp.stack([mh[1], mh[2], mh[3]]) / Zh
         Qh = params.sa2 * jnp.stack([jnp.stack([gg[0], gg[1]]), jnp.stack([gg[1], gg[2]])])
         # log of the prior mass of the half rule: normalised (p0) and as summed in Zh (e^{prior + log w})
         lp0 = logsumexp(jnp.where(rows, lq, -jnp.inf)) + logsumexp(jnp.where(cols, lt, -jnp.inf))
@@ -358,11 +360,15 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
                       jnp.where(N * droplet >= 1.0, Phase.GMFL_I, Phase.GFL)).astype(jnp.int32)
     t_nodes = logp_qt = None
     if density:
+        # the half line's log density as one array, mirrored: bitwise symmetric (computed inside
+        # each half of the concatenation, XLA may round the two halves differently)
         q_full = jnp.concatenate([-q[:0:-1], q])
-        logp = -jnp.concatenate([S[:0:-1], S]) - log_norm
+        half = jax.lax.optimization_barrier(-S - log_norm)
+        logp = jnp.concatenate([half[:0:-1], half])
         if exact:
             t_nodes = grid.t
-            logp_qt = -jnp.concatenate([S2[:0:-1], S2]) - jnp.log(grid.t)[None, :] - log_norm
+            half_qt = jax.lax.optimization_barrier(-S2 - jnp.log(grid.t)[None, :] - log_norm)
+            logp_qt = jnp.concatenate([half_qt[:0:-1], half_qt])
     else:
         q_full = logp = None
     return FiniteDSolution(
@@ -391,22 +397,29 @@ def solve_finite_d_point(params: TeacherStudentParams, grid_size: int, maxiter: 
 def solve_finite_d_batch(params: TeacherStudentParams, grid_size: int, maxiter: int = 100,
                          density: bool = False, chunk: int | None = None,
                          approximation: str = DEFAULT_APPROXIMATION, t_size: int | None = None,
-                         t_level: int = 0) -> FiniteDSolution:
+                         t_level: int = 0, active: jax.Array | None = None) -> FiniteDSolution:
     """Finite-d solutions over 1-D parameter arrays (all fields of equal length), jitted.
 
     ``chunk=None`` vmaps the whole batch; ``chunk=B`` maps sequentially over chunks of B vmapped
     points (``jax.lax.map(..., batch_size=B)``), which avoids lockstep waste on CPUs.  In the exact
     approximation ``t_size`` t-nodes are used (default DEFAULT_T_SIZE; :func:`solve_finite_d`
-    chooses it per point with :func:`t_grid_size`)."""
+    chooses it per point with :func:`t_grid_size`).  ``active``: an optional boolean mask of the
+    points to solve; with ``chunk=1`` the others (padding) are skipped and return zeros (with other
+    chunkings they are solved all the same)."""
     exact = check_approximation(approximation) == "exact"
     J = int(t_size or DEFAULT_T_SIZE) if exact else 1
     solve_one = lambda p: _solve_point(p, grid_size, maxiter, density, exact, J, t_level)  # noqa: E731
     if chunk is None:
         return jax.vmap(solve_one)(params)
     if chunk == 1:  # one point at a time, unbatched: the weak-interaction branch runs only where taken
-        return jax.lax.map(solve_one, params)
-    return jax.lax.map(solve_one, params, batch_size=chunk)
+        if active is None:
+            return jax.lax.map(solve_one, params)
 
+        def skip(p):
+            return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(solve_one, p))
+
+        return jax.lax.map(lambda pa: jax.lax.cond(pa[1], solve_one, skip, pa[0]), (params, active))
+    return jax.lax.map(solve_one, params, batch_size=chunk)
 
 
 def _more(progress, n: int) -> None:
@@ -449,16 +462,19 @@ def solve_finite_d(params: TeacherStudentParams, *, approximation: str = DEFAULT
 
     def run(idx, K, J, level):
         # fixed-size blocks: one compiled executable per grid size, whatever the number of points;
-        # the last, partial block is padded to a power of two, not to a whole block:
-        # with one point solved after another (chunk 1), every padded point costs a full solve
-        # (a block of 64 for the 1-5 points refined to the finest grids was 20 % of the 64 x 64 diagram)
+        # the last, partial block is padded to a power of two, not to a whole block (under vmap every
+        # padded point costs a full solve); one point after another (chunk 1), padded points are
+        # skipped (they were 3 % of the 64 x 64 exact diagram)
         parts = []
         for start in range(0, idx.size, block):
             sub = take(flat, idx[start:start + block])
             m = batch_length(sub)
-            sub = pad_to(sub, min(block, 1 << (m - 1).bit_length()))
+            size = min(block, 1 << (m - 1).bit_length())
+            sub = pad_to(sub, size)
+            # one point after another (chunk 1), the padding is skipped: no padded point costs a solve
+            active = None if chunk != 1 else np.arange(size) < m
             parts.append(unpad(FiniteDSolution(*jax.device_get(
-                solve_finite_d_batch(sub, K, maxiter, density, chunk, approximation, J, level))), m))
+                solve_finite_d_batch(sub, K, maxiter, density, chunk, approximation, J, level, active))), m))
             if progress is not None:
                 progress.update(m)
         return FiniteDSolution(*[None if parts[0][i] is None else np.concatenate([pt[i] for pt in parts])
