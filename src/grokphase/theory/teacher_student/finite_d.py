@@ -221,15 +221,24 @@ def _vg(g, v):
     return g[..., 0] * v[0] + g[..., 1] * v[1]
 
 
-def _grid_evaluator(params, grid, product: bool = True):
-    """``evaluate(v)`` on ``grid`` for :func:`_newton` (overlaps split and flattened, prior
-    probabilities hoisted and built from their separable factors).  ``product``: the grid sums as
-    one matrix product with the hoisted moment basis (see :func:`_evaluate_split`)."""
+def _grid_nodes(grid, product: bool = True):
+    """The loop invariants of an evaluation on ``grid``: overlaps split and flattened, the prior's
+    normalised log probabilities and probabilities (from their separable factors) and, with
+    ``product``, the moment basis; materialised once (``optimization_barrier``: otherwise XLA fuses
+    their producers into every consumer and recomputes the t-nodes' exponentials per node)."""
     lq, lt = _log_p0(grid)
     logp0 = (lq[:, None] + lt[None, :]).reshape(-1)
     p0 = (jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]).reshape(-1)
     g1, g3 = grid.g[..., 0].reshape(-1), grid.g[..., 1].reshape(-1)
     basis = _moment_basis(g1, g3) if product else None
+    return jax.lax.optimization_barrier((g1, g3, logp0, p0, basis))
+
+
+def _grid_evaluator(params, grid, product: bool = True, nodes=None):
+    """``evaluate(v)`` on ``grid`` for :func:`_newton` (on :func:`_grid_nodes`, which may be passed
+    precomputed as ``nodes``).  ``product``: the grid sums as one matrix product with the hoisted
+    moment basis (see :func:`_evaluate_split`)."""
+    g1, g3, logp0, p0, basis = _grid_nodes(grid, product) if nodes is None else nodes
     return lambda v: _evaluate_split(v, params, g1, g3, logp0, p0, basis)
 
 
@@ -238,6 +247,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     """Finite-d solution for scalar parameters (jit/vmap-compatible; K, J, level, exact static)."""
     params = to_float64(params)
     grid = _grid(params, K, J, level, exact)
+    grid = jax.lax.optimization_barrier(grid)
     q, logw = grid.q, grid.logw_q
     yhat = _yhat(params.eps)
 
@@ -247,7 +257,9 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     if sq * st_ > 1:
         coarse = _newton(_grid_evaluator(params, _subgrid(grid, sq, st_)), v0, yhat, params.r, maxiter)
         v0 = jnp.where(jnp.all(jnp.isfinite(coarse.v)), coarse.v, v0)
-    st = _newton(_grid_evaluator(params, grid), v0, yhat, params.r, maxiter, min_steps=int(sq * st_ > 1))
+    nodes = _grid_nodes(grid)
+    st = _newton(_grid_evaluator(params, grid, nodes=nodes), v0, yhat, params.r, maxiter,
+                 min_steps=int(sq * st_ > 1))
     v, F, grad, Q, logz = st.v, st.F, st.grad, st.Q, st.logz
     residual = jnp.linalg.norm(grad)
     status = st.status
@@ -273,9 +285,8 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
     even_q = jnp.arange(K) % 2 == 0
     even_t = jnp.arange(J) % 2 == 0
     halves = [(even_q, jnp.ones(J, bool))] + ([(jnp.ones(K, bool), even_t)] if exact else [])
-    G1, G3 = grid.g[..., 0], grid.g[..., 1]
     weak_any = jnp.max(x) < 1.0
-    p0 = jnp.exp(lq)[:, None] * jnp.exp(lt)[None, :]
+    p0 = nodes[3].reshape(K, J)
     qnorm = jnp.maximum(jnp.max(jnp.abs(Q)), 1e-300)
     quad_error = jnp.float64(0.0)
     # the half rules' weights e^{-S2 + log w} (relative to each half's largest row weight), masked:
@@ -287,7 +298,7 @@ def _solve_point(params: TeacherStudentParams, K: int, maxiter: int, density: bo
         w = jnp.where(rows, jnp.exp(lr - c), 0.0)
         shifts.append(c)
         weights.append(jnp.where(cols[None, :], w[:, None] * E, 0.0).reshape(-1))
-    moments = jnp.stack(weights) @ _moment_basis(G1, G3)                        # (halves, 4): Zh, Zh <g g^T>
+    moments = jnp.stack(weights) @ nodes[4]                                     # (halves, 4): Zh, Zh <g g^T>
     for (rows, cols), c, mh in zip(halves, shifts, moments):
         Zh = mh[0]
         gg = jnp.stack([mh[1], mh[2], mh[3]]) / Zh
