@@ -292,3 +292,22 @@ def test_no_layout_is_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "JAX_COORDINATOR_ADDRESS" in lines[0]
+
+
+def test_jax_initialize_failure_is_one_line_error(monkeypatch, capsys):
+    """A failure inside jax.distributed.initialize itself (not grokphase's layout checks: e.g. the
+    coordinator's port taken by another program) is one line naming the exception, exit 2, no
+    traceback and nothing on stdout; nothing runs."""
+    import grokphase.cli as cli
+
+    def fail():
+        raise RuntimeError("UNAVAILABLE: failed to connect to all addresses\nsecond line of the C++ status")
+
+    monkeypatch.setattr(cli.distributed, "initialize", fail)
+    monkeypatch.setattr(cli, "_run", lambda *a, **k: pytest.fail("the command ran after a failed join"))
+    code = cli.main([*SIM, "--distributed"])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1, err
+    assert "RuntimeError: UNAVAILABLE: failed to connect" in lines[0] and "JAX_COORDINATOR_ADDRESS" in lines[0]
+    assert "Traceback" not in err and "second line" not in err

@@ -61,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_free_energy_parser(groups)
     add_diagnostics_parsers(groups)
 
-
     p = groups.add_parser("plot", help="draw the figure of a saved result file")
     p.add_argument("result", metavar="RESULT.nc")
     p.add_argument("--out", required=True, metavar="FILE.png")
@@ -74,18 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    n_processes = 1
     if getattr(args, "distributed", False):
         try:
             _, n_processes = distributed.initialize()        # before JAX starts a backend
         except GrokphaseError as exc:
             print(f"grokphase: error: {exc}", file=sys.stderr)
             return 2
-        if n_processes > 1:
-            return _run_distributed(parser, args, argv)
+        except Exception as exc:    # noqa: BLE001 - jax.distributed.initialize's own failures, in one line
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            print(f"grokphase: error: --distributed: JAX could not join the run's processes "
+                  f"({type(exc).__name__}: {first}); check JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+                  "JAX_PROCESS_ID", file=sys.stderr)
+            return 2
     if getattr(args, "devices", None):
         request_host_devices(args.devices)
-
     enable_compilation_cache()
+    if n_processes > 1:
+        return _run_distributed(parser, args, argv)
     return _run(parser, args, argv)
 
 
@@ -93,9 +98,6 @@ def _run_distributed(parser, args, argv) -> int:
     """One process of a multi-process run: the command's output (stdout) comes from process 0 only;
     every process reports its errors (stderr).  A process that fails leaves at once (``os._exit``):
     the normal exit would wait at JAX's shutdown barrier for processes that will never come."""
-    if getattr(args, "devices", None):
-        request_host_devices(args.devices)
-    enable_compilation_cache()
     # native libraries print to file descriptor 1 (Gloo: "Rank 0 is connected to 1 peer ranks"): send that
     # to stderr, so that stdout carries the command's output alone (--json), and only process 0's
     real_stdout = os.dup(1)
