@@ -10,6 +10,7 @@ data sets, next to the exact EK (q, t) theory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -25,9 +26,11 @@ BETA_8 = {"N": 88.0, "n": 375.0, "d": 53.0, "sa2": 8.0 / 700.0 * math.sqrt(8.0),
 
 
 def run_point(base: dict, s2: float, alpha: float, datasets, seed: int = 0, config: fn.FiniteNConfig = fn.FiniteNConfig(),
-              sampler_seed: int = 1, verbose: bool = False) -> dict:
+              sampler_seed: int = 1, verbose: bool = False, retry: bool = True) -> dict:
     """Solve every listed data set at (n alpha, s2 alpha); returns per-data-set numbers, their mean and the
-    standard error over data sets, and the EK (exact finite-d) theory at the same point."""
+    standard error over the converged data sets, and the EK (exact finite-d) theory at the same point.  With
+    ``retry`` a data set that does not converge is solved once more from tau0 = tau_EK/2 with fresh chains
+    and twice the iterations (``retried`` in its row)."""
     p = TeacherStudentParams(**{**base, "n": float(round(base["n"] * alpha)), "s2": s2 * alpha})
     ek = solve_finite_d(p)
     out = {"params": {k: float(v) for k, v in p.as_dict().items()}, "alpha": alpha, "seed": seed,
@@ -37,14 +40,25 @@ def run_point(base: dict, s2: float, alpha: float, datasets, seed: int = 0, conf
     for i in datasets:
         t0 = time.time()
         x, y, ws = fn.draw_dataset(fn.dataset_key(seed, i), int(p.n), int(p.d), base["eps"])
-        sol = fn.solve_finite_n(p, x, y, ws, jax.random.fold_in(jax.random.PRNGKey(sampler_seed), i), config,
-                                verbose=verbose)
+        key = jax.random.fold_in(jax.random.PRNGKey(sampler_seed), i)
+        sol = fn.solve_finite_n(p, x, y, ws, key, config, verbose=verbose)
+        retried = False
+        if not sol.converged and retry:
+            # caught in the runaway state (chains stuck in modes the current tau no longer supports):
+            # one fresh start, from half the EK discrepancy, with fresh chains and twice the iterations
+            retried = True
+            tau0 = 0.5 * fn.ek_tau(p, fn.make_problem(p, x, y, ws).s)
+            sol = fn.solve_finite_n(p, x, y, ws, jax.random.fold_in(key, 1000),
+                                    dataclasses.replace(config, iterations=2 * config.iterations), tau0=tau0,
+                                    verbose=verbose)
         row = {k: float(v) for k, v in sol._asdict().items() if np.ndim(v) == 0}
-        row.update(dataset=int(i), seconds=time.time() - t0)
+        row.update(dataset=int(i), seconds=time.time() - t0, retried=retried)
         out["datasets"].append(row)
         print(json.dumps(row), flush=True)
+    ok = [r for r in out["datasets"] if r["converged"]]       # the mean is over converged data sets only
+    out["failed"] = [r["dataset"] for r in out["datasets"] if not r["converged"]]
     for name in ("linear_learned", "cubic_learned", "droplet_mass"):
-        v = np.array([r[name] for r in out["datasets"]])
+        v = np.array([r[name] for r in ok])
         out[name] = float(v.mean())
         out[f"{name}_sem"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
     return out
