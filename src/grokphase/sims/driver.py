@@ -136,7 +136,13 @@ class Task(NamedTuple):
     with the Metropolis-Hastings probability (:func:`metropolis_step`), which removes the O(lr) bias of
     the discretisation; ``fixed_leaves`` names the top-level parameters the update rule holds fixed (a
     readout drawn by ``gibbs``, a frozen layer), which are constants of the proposal and its density.  Every record then also holds
-    ``metropolis_acceptance``, the chain's acceptance rate since step 0."""
+    ``metropolis_acceptance``, the chain's acceptance rate since step 0.
+
+    **Proposal of the Metropolis adjustment.**  ``step_scales(hyper) -> {top-level leaf: s_k}`` (optional;
+    missing leaves 1): the update rule moves leaf k with rate s_k * ``hyper.lr`` (a constant diagonal
+    preconditioner, one step size per layer); ``prior_exact`` (static): its noise variance is
+    2 eta_k s2 (1 - eta_k s2/2) (``langevin(..., prior_exact=True)``: the step is exact on the unit Gaussian
+    prior).  Both must describe the update rule, whose Gaussian proposal density :func:`metropolis_step` uses."""
 
     make_data: Callable
     init: Callable
@@ -154,6 +160,8 @@ class Task(NamedTuple):
     coordinate_names: tuple | None = None
     metropolis: bool = False
     fixed_leaves: tuple = ()
+    step_scales: Callable | None = None
+    prior_exact: bool = False
 
 
 def umbrella_bias(m, hyper):
@@ -286,6 +294,9 @@ def metropolis_step(task: Task, potential, z, proposal, loss, grads, opt_state, 
     pi(z) ∝ exp(-U(z)/s2) with U = potential + s2 |z|^2/2 over the moved parameters (the leaves in
     ``task.fixed_leaves``, e.g. a ``gibbs``-drawn readout, are constants of this step), and the proposal
     z' = z - eta grad U(z) + sqrt(2 eta s2) xi has density q(z'|z) ∝ exp(-|z' - z + eta grad U(z)|^2/(4 eta s2)).
+    Per leaf k the rate is eta_k = s_k eta (``task.step_scales``) and the noise variance v_k = 2 eta_k s2, or
+    2 eta_k s2 (1 - eta_k s2/2) with ``task.prior_exact``; the density is then
+    q(z'|z) ∝ exp(-sum_k |z'_k - z_k + eta_k grad_k U(z)|^2/(2 v_k)) (its normalisation does not depend on z).
     The proposal is accepted with probability min(1, exp(-(U(z') - U(z))/s2 + log q(z|z') - log q(z'|z)))
     (float64 algebra), otherwise the chain stays at z; a non-finite U(z') is rejected.  The proposal is the plain Langevin
     step itself (the same noise), so an accepted step equals the unadjusted chain's.  One more
@@ -302,14 +313,23 @@ def metropolis_step(task: Task, potential, z, proposal, loss, grads, opt_state, 
                     for k in moved for leaf in jax.tree_util.tree_leaves(zz[k]))
         return jnp.asarray(value, jnp.float64) + 0.5 * s2 * prior
 
+    scales = {} if task.step_scales is None else task.step_scales(hyper)
+
     def log_q(to, frm, g):
-        """log q(to | frm) up to the constant: -|to - frm + eta grad U(frm)|^2/(4 eta s2)."""
+        """log q(to | frm) up to the constant: -sum_k |to_k - frm_k + eta_k grad_k U(frm)|^2/(2 v_k), written as
+        -sum_k |r_k|^2/w_k / (4 eta s2) with w_k = v_k/(2 eta s2) (1 for the plain step: the same arithmetic)."""
         total = 0.0
         for k in moved:
+            s_k = jnp.asarray(scales[k], jnp.float64) if k in scales else None
+            eta_k = eta if s_k is None else eta * s_k
+            w_k = jnp.ones((), jnp.float64) if s_k is None else s_k
+            if task.prior_exact:
+                w_k = w_k * (1.0 - 0.5 * eta_k * s2)
+            unit = s_k is None and not task.prior_exact
             for t_, f_, g_ in zip(*(jax.tree_util.tree_leaves(x[k]) for x in (to, frm, g))):
                 f64 = f_.astype(jnp.float64)
-                r = t_.astype(jnp.float64) - f64 + eta * (g_.astype(jnp.float64) + s2 * f64)
-                total = total + jnp.sum(r * r)
+                r = t_.astype(jnp.float64) - f64 + eta_k * (g_.astype(jnp.float64) + s2 * f64)
+                total = total + (jnp.sum(r * r) if unit else jnp.sum(r * r) / w_k)
         return -total / (4.0 * eta * s2)
 
     log_alpha = (-(energy(loss_p, proposal) - energy(loss, z)) / s2
