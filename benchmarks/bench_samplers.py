@@ -14,6 +14,10 @@ dimensionless units: the Langevin rate of the prior-preconditioned unit variable
   lr = 0.05 (the readout's effect alone);
 * ``mala``: Metropolis-adjusted Langevin on (w, a), lr = 0.3 (exact at any lr; acceptance reported);
 * ``gibbs+mala``: both, lr = 0.3;
+* ``pcn-mala``: MALA with the prior-exact (pCN-Langevin) noise and a constant block preconditioner, the
+  readout's step lr * 0.3 (``prior_exact``, ``readout_lr_scale``; docs/samplers.md), lr = 0.4: tuned at
+  beta = 1/2 for an acceptance near 0.6; ``pcn-mala-b``: the same with readout_lr_scale 0.15, lr = 0.5;
+  ``pcn-mala-c``: the prior-exact noise alone (readout and first layer at one rate), lr = 0.3;
 * ``blackjax-sgld`` and ``blackjax-mala``: BlackJAX's ``sgld`` (full-batch gradient: unadjusted Langevin)
   and ``mala`` kernels on the same log density of the unit variables, log p(z) = -L(theta(z))/s2 - |z|^2/2,
   with step_size = lr * s2 (the same chains as plain / mala up to the noise stream), lr 0.05 and 0.3;
@@ -28,7 +32,7 @@ CPU-second of the run (compilation excluded: every sampler runs once untimed fir
 sampler's ESS/s to plain's; reported: median, min and max over rounds, CPU/wall and the load average.
 
 Answer check: every sampler's time-averaged learned fractions are compared with the exact sampler
-(gibbs+mala) by a paired z-score over data sets; plain's and gibbs's discretisation bias shows there.
+(gibbs+mala, or mala where gibbs+mala is not run) by a paired z-score over data sets; plain's and gibbs's discretisation bias shows there.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ SAMPLERS = {
     "gibbs": ("grokphase", {"readout": "gibbs"}, 0.05),
     "mala": ("grokphase", {"mala": True}, 0.3),
     "gibbs+mala": ("grokphase", {"readout": "gibbs", "mala": True}, 0.3),
+    "pcn-mala": ("grokphase", {"mala": True, "prior_exact": True, "readout_lr_scale": 0.3}, 0.4),
+    "pcn-mala-b": ("grokphase", {"mala": True, "prior_exact": True, "readout_lr_scale": 0.15}, 0.5),
+    "pcn-mala-c": ("grokphase", {"mala": True, "prior_exact": True}, 0.3),
     "blackjax-sgld": ("blackjax", {"kernel": "sgld"}, 0.05),
     "blackjax-mala": ("blackjax", {"kernel": "mala"}, 0.3),
 }
@@ -231,6 +238,8 @@ def main() -> None:
     ap.add_argument("--lr", default="", metavar="NAME=LR,...",
                     help="step sizes replacing the defaults, e.g. mala=0.15,gibbs+mala=0.15 (larger models need "
                          "smaller MALA steps for the same acceptance)")
+    ap.add_argument("--warmup-steps", type=int, default=4 * BLOCK,
+                    help="steps of the untimed compilation run per sampler (a multiple of %d)" % BLOCK)
     ap.add_argument("--pin-cpu", action="store_true", help="(handled by benchenv) whole process on one core")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
@@ -259,7 +268,7 @@ def main() -> None:
     compile_s = {}
     for name in names:
         t0 = time.perf_counter()
-        once(name, 10_000, 4 * BLOCK)
+        once(name, 10_000, args.warmup_steps)
         compile_s[name] = time.perf_counter() - t0
         print(f"warm-up {name}: {compile_s[name]:.1f} s", flush=True)
     rounds = []
@@ -276,7 +285,8 @@ def main() -> None:
         rounds.append(res)
     sim = make_sim(args, "plain", 0)
     recs = []
-    ref = "gibbs+mala" if "gibbs+mala" in names else "plain"
+    # the exact reference: gibbs+mala, else mala (at beta = 1/2 gibbs+mala costs 3x a plain run), else plain
+    ref = next((r for r in ("gibbs+mala", "mala") if r in names), "plain")
     for name in names:
         per = [rd[name] for rd in rounds]
         eff = {obs: [p[obs]["ess"] / p["cpu_s"] for p in per] for obs in ("cubic_learned", "linear_learned")}
@@ -291,6 +301,7 @@ def main() -> None:
                        "z": float(diff.mean() / se) if se > 0 else 0.0,
                        "mean": float(np.mean([p[obs]["means"].mean() for p in per]))}
         rec = dict(benchmark="samplers", sampler=name, implementation=SAMPLERS[name][0], lr=SAMPLERS[name][2],
+                   options={k: v for k, v in SAMPLERS[name][1].items() if k != "kernel"},
                    beta=args.beta, N=sim.N, n=sim.n, d=sim.d, s2=args.s2, steps=args.steps, record_every=RECORD_EVERY,
                    burn_in=sim.burn_in, datasets=args.datasets, inits=args.inits, rounds=args.pairs,
                    ess_per_cpu_s={o: stats(v) for o, v in eff.items()},

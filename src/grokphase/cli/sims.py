@@ -299,6 +299,13 @@ def _add_run_options(p, positive) -> None:
                    help="Langevin only: move the readout by Langevin with the first layer (default) or draw it "
                         "exactly from its Gaussian conditional before every step (gibbs; dual form when N > n)")
     _add_sampler_numerics(g)
+    g.add_argument("--readout-lr-scale", type=positive,
+                   help="Langevin only: the readout's step is lr times this (default 1; a constant block "
+                        "preconditioner letting the first layer step further than the readout's stiff likelihood "
+                        "allows, e.g. 0.3 with --mala --prior-exact --lr 0.4 at beta = 1/2; docs/samplers.md)")
+    g.add_argument("--prior-exact", action="store_true",
+                   help="Langevin noise variance 2 lr s2 (1 - lr s2/2): exact on the Gaussian prior (with --mala a "
+                        "pCN-Langevin proposal, whose acceptance does not fall with the number of weights)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
     add_device_options(g)
@@ -407,7 +414,9 @@ def cmd_sim_teacher_student(args) -> int:
     if not sim.paper_model:
         summary.update(activation=sim.activation_name, target=sim.hermite_target.spec)
     model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
-    sampler = ("MALA" if sim.mala else "Langevin") + (", Gibbs readout" if sim.readout == "gibbs" else "")
+    sampler = (("pCN-" if sim.prior_exact else "") + ("MALA" if sim.mala else "Langevin")
+               + (", Gibbs readout" if sim.readout == "gibbs" else "")
+               + (f", readout step x{sim.readout_lr_scale:g}" if sim.readout_lr_scale != 1.0 else ""))
     steps = int(ds.attrs.get("steps_run", sim.steps))         # until converged: the steps actually run
     lines = [f"teacher-student {sampler}{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {steps} steps (lr {sim.lr:g})"]

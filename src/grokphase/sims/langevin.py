@@ -25,6 +25,14 @@ the learning rate is dimensionless (eta s2 is the fraction of the prior relaxed 
 
 The discrete chain has an O(eta) bias: on a quadratic potential lambda theta^2/2 (in units of the
 update above) its stationary variance is s2/(lambda (1 - eta lambda/2)) exactly.
+
+**Prior-exact noise** (``langevin(..., prior_exact=True)``, issue 20).  With the noise variance
+2 eta s2 (1 - eta s2/(2 v)) instead of 2 eta s2 (v the prior variance) the step on the prior alone,
+theta' = rho theta + sqrt(v (1 - rho^2)) xi with rho = 1 - eta s2/v, is exact: its stationary law is the
+prior N(0, v) for any 0 < eta s2/v < 2 (the variance above with lambda = s2/v times the factor).  As the
+proposal of a Metropolis-adjusted chain it is a preconditioned Crank-Nicolson Langevin proposal (pCN,
+Cotter, Roberts, Stuart & White 2013): reversible with respect to the Gaussian prior, so the acceptance
+rate no longer falls with the number of prior-dominated parameters, only with the likelihood's part.
 """
 
 from __future__ import annotations
@@ -68,10 +76,11 @@ def _path_id(path) -> int:
     return zlib.crc32(jax.tree_util.keystr(path).encode()) & 0x7FFFFFFF
 
 
-def add_langevin_noise(learning_rate, temperature) -> optax.GradientTransformationExtraArgs:
-    """updates + sqrt(2 * learning_rate * temperature) * xi, xi ~ N(0, I) drawn from ``key``
+def add_langevin_noise(learning_rate, temperature, variance_factor=1.0) -> optax.GradientTransformationExtraArgs:
+    """updates + sqrt(2 * learning_rate * temperature * variance_factor) * xi, xi ~ N(0, I) drawn from ``key``
     (a required keyword argument of ``update``); leaf ``p`` uses ``fold_in(key, crc32(keystr(p)))``,
-    one independent stream per parameter name."""
+    one independent stream per parameter name.  ``variance_factor``: 1 for the Langevin step, 1 - eta s2/2
+    for the prior-exact step (:func:`langevin`)."""
 
     def init(params):
         del params
@@ -82,7 +91,7 @@ def add_langevin_noise(learning_rate, temperature) -> optax.GradientTransformati
         if key is None:
             raise ValueError("add_langevin_noise.update needs key=")
         leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
-        scale = jnp.sqrt(2.0 * learning_rate * temperature)
+        scale = jnp.sqrt(2.0 * learning_rate * temperature * variance_factor)
         noisy = [u + jnp.asarray(scale, u.dtype) * jax.random.normal(jax.random.fold_in(key, _path_id(path)),
                                                                      u.shape, u.dtype)
                  for path, u in leaves]
@@ -105,7 +114,8 @@ def _scale(factor) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def langevin(learning_rate, temperature, prior_variance: Any = 1.0) -> optax.GradientTransformationExtraArgs:
+def langevin(learning_rate, temperature, prior_variance: Any = 1.0,
+             prior_exact: bool = False) -> optax.GradientTransformationExtraArgs:
     """Full-batch Langevin step (eq. 6): -eta * (grad L + (s2/prior_variance) theta) + sqrt(2 eta s2) xi.
 
     Args:
@@ -113,13 +123,21 @@ def langevin(learning_rate, temperature, prior_variance: Any = 1.0) -> optax.Gra
       temperature: s2, the Langevin temperature = Bayesian observation-noise variance.
       prior_variance: prior variance of each parameter (scalar or pytree); 1 in the engine's
         preconditioned unit-variance parametrisation.
+      prior_exact: noise variance 2 eta s2 (1 - eta s2/(2 prior_variance)): the step is exact on the
+        prior (module docstring); needs a scalar ``prior_variance`` and 0 < eta s2/prior_variance < 2
+        (outside it the noise is NaN: validate at the boundary).
 
     ``update(grads, state, params, key=key)`` returns the increment; ``key`` is required.
     """
+    factor = 1.0
+    if prior_exact:
+        if not (isinstance(prior_variance, (int, float)) or hasattr(prior_variance, "shape")):
+            raise ValueError("langevin(prior_exact=True) needs one scalar prior_variance")
+        factor = 1.0 - 0.5 * learning_rate * temperature / prior_variance
     return optax.chain(
         add_prior_decay(temperature, prior_variance),
         _scale(-1.0 * learning_rate),
-        add_langevin_noise(learning_rate, temperature),
+        add_langevin_noise(learning_rate, temperature, factor),
     )
 
 

@@ -31,8 +31,9 @@ ORDERED_THEORIES = ("finite-d", "limit")
 #: conditional given the first layer before every Langevin step on w (issue 20)
 READOUTS = ("langevin", "gibbs")
 #: the sampler options of issue 20, left out of ``parameters()`` at their defaults (earlier runs keep
-#: their hashes): the readout's update and the Metropolis adjustment (MALA)
-SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False}
+#: their hashes): the readout's update, the Metropolis adjustment (MALA), the readout's step relative to the
+#: first layer's (a constant block preconditioner) and the prior-exact (pCN) noise
+SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False, "readout_lr_scale": 1.0, "prior_exact": False}
 #: the matmul-precision policy of issue 21 (:mod:`grokphase.sims.precision`), left out of ``parameters()`` at
 #: its default (earlier runs keep their hashes; the result's attributes always record it)
 PRECISION_DEFAULTS = {"matmul_precision": DEFAULT_MATMUL_PRECISION}
@@ -65,6 +66,7 @@ class TSHyper(NamedTuple):
     weight_decay: Any
     umbrella_kappa: Any = None       # the member's umbrella window (None outside umbrella runs: no leaves)
     umbrella_m0: Any = None
+    readout_lr_scale: Any = None     # the readout's Langevin rate / lr (None: 1, the plain step: no leaf)
 
 
 
@@ -87,7 +89,11 @@ class TeacherStudentSim:
     given the first layer before every Langevin step on w (:mod:`grokphase.sims.readout`; the dual form
     when N > n); ``mala = True`` makes every Langevin step the proposal of a Metropolis-adjusted chain
     (:func:`grokphase.sims.driver.metropolis_step`: no O(lr) bias; its acceptance rate is recorded).
-    Both keep the posterior as the stationary law.
+    Both keep the posterior as the stationary law.  ``readout_lr_scale`` (default 1): the readout's Langevin
+    rate is ``lr * readout_lr_scale`` (a constant block-diagonal preconditioner: the first layer may step
+    further than the readout's stiff likelihood allows); ``prior_exact``: the Langevin noise variance is
+    2 eta s2 (1 - eta s2/2), exact on the unit Gaussian prior (with ``mala``: a pCN-Langevin proposal whose
+    acceptance does not fall with the number of prior-dominated weights; docs/samplers.md).
 
     ``matmul_precision`` (issue 21): "highest" (default), "high" or "default" set JAX's precision of the
     float32 matmuls (TF32 on GPUs for the latter two; identical on CPUs); "tf32" and "bf16" emulate those
@@ -140,6 +146,8 @@ class TeacherStudentSim:
     umbrella_coordinates: str | None = None
     readout: str = "langevin"
     mala: bool = False
+    readout_lr_scale: float = 1.0
+    prior_exact: bool = False
     matmul_precision: str = DEFAULT_MATMUL_PRECISION
 
     def __post_init__(self):
@@ -150,8 +158,20 @@ class TeacherStudentSim:
         if not isinstance(self.mala, (bool, np.bool_)):
             raise ParameterError(f"mala must be true or false, got {self.mala!r}")
         object.__setattr__(self, "mala", bool(self.mala))
-        if (self.readout == "gibbs" or self.mala) and self.optimizer != "langevin":
-            what = "readout = gibbs" if self.readout == "gibbs" else "mala"
+        if not isinstance(self.prior_exact, (bool, np.bool_)):
+            raise ParameterError(f"prior_exact must be true or false, got {self.prior_exact!r}")
+        object.__setattr__(self, "prior_exact", bool(self.prior_exact))
+        scale = self.readout_lr_scale
+        if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ParameterError(f"readout_lr_scale must be a finite number > 0, got {scale!r}")
+        object.__setattr__(self, "readout_lr_scale", float(scale))
+        if self.readout_lr_scale != 1.0 and self.readout == "gibbs":
+            raise ParameterError("readout_lr_scale sets the readout's Langevin step: with readout = gibbs the readout "
+                                 "is drawn exactly (leave readout_lr_scale at 1)")
+        if (self.readout == "gibbs" or self.mala or self.prior_exact or self.readout_lr_scale != 1.0) \
+                and self.optimizer != "langevin":
+            what = ("readout = gibbs" if self.readout == "gibbs" else "mala" if self.mala
+                    else "prior_exact" if self.prior_exact else "readout_lr_scale")
             raise ParameterError(f"{what} samples the Langevin posterior: it needs optimizer langevin, not "
                                  f"{self.optimizer!r}")
         for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
@@ -194,6 +214,11 @@ class TeacherStudentSim:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.prior_exact:
+            rate = max(self.lr, self.lr * self.readout_lr_scale) * max(self.s2)
+            if not rate < 2.0:
+                raise ParameterError(f"prior_exact needs lr * s2 < 2 (for the readout lr * readout_lr_scale * s2) at "
+                                     f"every s2, got {rate:g}")
         if self.sa2 is not None and not (math.isfinite(self.sa2) and self.sa2 > 0):
             raise ParameterError(f"sa2 must be a finite number > 0, got {self.sa2!r}")
         if not math.isfinite(self.eps) or self.eps == 0:

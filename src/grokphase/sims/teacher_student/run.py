@@ -43,8 +43,10 @@ def stage_hyper(sim: TeacherStudentSim) -> Callable[[np.ndarray], TSHyper]:
     """s2 values (one per network) -> their :class:`TSHyper`, the other hyperparameters the sim's."""
     def hyper(s2: np.ndarray) -> TSHyper:
         const = lambda v: np.full(s2.size, v, dtype=np.float64)  # noqa: E731
+        # readout_lr_scale 1: no leaf, the plain step's program (bit for bit)
+        scale = None if sim.readout_lr_scale == 1.0 else const(sim.readout_lr_scale)
         return TSHyper(s2=s2, sa2=const(sim.sa2_value), sw2=const(sim.sw2), eps=const(sim.eps), lr=const(sim.lr),
-                       weight_decay=const(sim.weight_decay))
+                       weight_decay=const(sim.weight_decay), readout_lr_scale=scale)
 
     return hyper
 

@@ -167,20 +167,24 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
                              "a user model runs its own (use highest, high or default)")
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
                       sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
-                      sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision)
+                      sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision, sim.prior_exact)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: str, q_bins: int, q_max: float,
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
                target: str | None = None, order_degree: int | None = None, umbrella: bool = False,
-               gibbs_a: bool = False, metropolis: bool = False, matmul_precision: str = "highest") -> Task:
+               gibbs_a: bool = False, metropolis: bool = False, matmul_precision: str = "highest",
+               prior_exact: bool = False) -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
     (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
     ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
     umbrella task (:class:`grokphase.sims.driver.Task`); ``gibbs_a``: the readout drawn from its exact
     conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject);
-    ``matmul_precision``: the task's functions traced under it (:func:`with_matmul_precision`)."""
+    ``matmul_precision``: the task's functions traced under it (:func:`with_matmul_precision`); ``prior_exact``:
+    the Langevin noise exact on the unit prior (:func:`grokphase.sims.langevin.langevin`).  A per-network
+    ``hyper.readout_lr_scale`` (an array leaf, or None for 1) moves the readout with rate lr * readout_lr_scale
+    (:meth:`grokphase.sims.driver.Task` ``step_scales``)."""
     dtype = DTYPES[dtype_name]
     matmul = network_matmul(getattr(model, "rounding", None))     # the network's features x w (Gibbs readout)
     paper_erf = target is None and isinstance(activation, str) and activation == "erf"
@@ -222,10 +226,13 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
 
     def make_tx(hyper):
         if optimizer == "langevin":
-            tx = langevin(hyper.lr, hyper.s2)
+            tx = langevin(hyper.lr, hyper.s2, prior_exact=prior_exact)
             if gibbs_a:                      # the readout is drawn exactly by ``gibbs``
                 tx = optax.multi_transform({"langevin": tx, "gibbs": optax.set_to_zero()},
                                            {"w": "langevin", "a": "gibbs"})
+            elif hyper.readout_lr_scale is not None:     # one step size per layer (noise streams keyed by path)
+                tx_a = langevin(hyper.lr * hyper.readout_lr_scale, hyper.s2, prior_exact=prior_exact)
+                tx = optax.multi_transform({"langevin": tx, "readout": tx_a}, {"w": "langevin", "a": "readout"})
             return metropolis_adjusted(tx) if metropolis else tx
         if optimizer == "sgd":
             return optax.sgd(hyper.lr)
@@ -368,7 +375,12 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         z_a = readout_draw(F, data["y"][:, None], c, hyper.s2, xi, eps, bias)[:, 0]
         return {**z, "a": z_a.astype(z["a"].dtype)}
 
+    def step_scales(hyper):
+        """The update rule's rate per layer relative to hyper.lr (the Metropolis proposal's density)."""
+        return {} if hyper.readout_lr_scale is None or gibbs_a else {"a": hyper.readout_lr_scale}
+
     task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, gibbs=gibbs if gibbs_a else None,
                 order_parameter=order_parameter, order_parameter_name=f"learned_{order_degree}", umbrella=umbrella,
-                metropolis=metropolis, fixed_leaves=("a",) if gibbs_a else ())
+                metropolis=metropolis, fixed_leaves=("a",) if gibbs_a else (),
+                step_scales=step_scales if optimizer == "langevin" else None, prior_exact=prior_exact)
     return with_matmul_precision(task, matmul_precision)
