@@ -173,6 +173,7 @@ def test_zero_coupling_kernel_is_the_arcsine_nngp_kernel():
     assert np.max(np.abs(ref - np.diag(np.diag(ref)))) > 0.05              # off-diagonal entries are tested
 
 
+@pytest.mark.slow
 def test_large_n_approaches_the_exact_ek_theory():
     """n -> 4n, s2 -> 4 s2 at fixed u, r of a small model (d = 8, N = 40, u = 7.8, r = 0.08): the
     finite-n theory on two data sets lands on the exact (q, t) EK theory (linear 0.4127, cubic 0.0797)
@@ -182,7 +183,7 @@ def test_large_n_approaches_the_exact_ek_theory():
 
     p = TeacherStudentParams(N=40.0, n=400.0, d=8.0, s2=0.8, sa2=0.01)
     ek = solve_finite_d(p)
-    cfg = fn.FiniteNConfig(q_size=20, q_max=2.0, walkers=16, iterations=20, steps=10, blocks=2, block_steps=30)
+    cfg = fn.FiniteNConfig(q_size=16, q_max=2.0, walkers=16, iterations=16, steps=10, blocks=2, block_steps=30)
     lin, cub = [], []
     for i in range(2):
         x, y, w = fn.draw_dataset(fn.dataset_key(0, i), 400, 8, -0.3)
