@@ -40,6 +40,7 @@ from __future__ import annotations
 import benchenv  # noqa: F401  (first: thread pinning)
 
 import argparse
+import dataclasses
 import datetime
 import os
 import sys
@@ -84,9 +85,15 @@ SAMPLERS = {
 def make_sim(args, name: str, seed: int, steps: int | None = None) -> TeacherStudentSim:
     impl, opts, lr = SAMPLERS[name]
     steps = args.steps if steps is None else steps
-    return TeacherStudentSim.from_scaling(beta=args.beta, s2=(args.s2,), datasets=args.datasets, inits=args.inits,
-                                          steps=steps, burn_in=steps // 4, record_every=RECORD_EVERY,
-                                          seed=seed, lr=lr, n_test=N_TEST, **(opts if impl == "grokphase" else {}))
+    sim = TeacherStudentSim.from_scaling(beta=args.beta, s2=(args.s2,), datasets=args.datasets, inits=args.inits,
+                                         steps=steps, burn_in=steps // 4, record_every=RECORD_EVERY,
+                                         seed=seed, lr=lr, n_test=N_TEST, **(opts if impl == "grokphase" else {}))
+    if args.ek != 1:
+        # the equivalent-kernel control of sims/perp_norm.toml: n -> k n, s2 -> k s2 (u and r unchanged), lr -> lr/k
+        # (the preconditioned step lr * s2, and so every sampler's step in the unit variables, unchanged)
+        k = args.ek
+        sim = dataclasses.replace(sim, n=k * sim.n, s2=tuple(k * v for v in sim.s2), lr=sim.lr / k)
+    return sim
 
 
 def efficiency(traj: np.ndarray, times: np.ndarray, burn_in: int) -> dict:
@@ -130,7 +137,7 @@ def blackjax_runner(args, name: str):
     _, opts, lr = SAMPLERS[name]
     sim0 = make_sim(args, name, 0)
     task = make_task(sim0)
-    step_size = lr * sim0.s2[0]                     # the engine's lr in units of the Langevin temperature
+    step_size = sim0.lr * sim0.s2[0]                # the engine's lr in units of the Langevin temperature
 
     def same_dtypes(new, old):
         """BlackJAX draws its noise in the default dtype: keep the chain in the sim's dtype."""
@@ -230,6 +237,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--beta", type=float, default=0.125)
     ap.add_argument("--s2", type=float, default=0.14)
+    ap.add_argument("--ek", type=int, default=1, metavar="K",
+                    help="equivalent-kernel control: n -> K n, s2 -> K s2, every lr -> lr/K (sims/perp_norm.toml)")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--datasets", type=int, default=4)
     ap.add_argument("--inits", type=int, default=2)
@@ -302,7 +311,7 @@ def main() -> None:
                        "mean": float(np.mean([p[obs]["means"].mean() for p in per]))}
         rec = dict(benchmark="samplers", sampler=name, implementation=SAMPLERS[name][0], lr=SAMPLERS[name][2],
                    options={k: v for k, v in SAMPLERS[name][1].items() if k != "kernel"},
-                   beta=args.beta, N=sim.N, n=sim.n, d=sim.d, s2=args.s2, steps=args.steps, record_every=RECORD_EVERY,
+                   beta=args.beta, ek=args.ek, N=sim.N, n=sim.n, d=sim.d, s2=float(sim.s2[0]), steps=args.steps, record_every=RECORD_EVERY,
                    burn_in=sim.burn_in, datasets=args.datasets, inits=args.inits, rounds=args.pairs,
                    ess_per_cpu_s={o: stats(v) for o, v in eff.items()},
                    ratio_to_plain={o: stats(v) for o, v in ratio.items()},
