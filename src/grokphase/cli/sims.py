@@ -308,6 +308,11 @@ def _add_run_options(p, positive) -> None:
                    help="Langevin noise variance 2 lr s2 (1 - lr s2/2): exact on the Gaussian prior (with --mala a "
                         "pCN-Langevin proposal, whose acceptance does not fall with the number of weights; "
                         "--mala --prior-exact --lr 0.3 at beta = 1/2: ~3x plain's ESS per CPU-second)")
+    g.add_argument("--rao-blackwell", action="store_true",
+                   help="Langevin only: record the learned fractions (and mean outputs) at the readout's "
+                        "conditional mean E[a | w]: their conditional expectations given the first layer, the "
+                        "same posterior means with the readout's noise integrated out (higher ESS; the MSEs "
+                        "stay the sampled network's; not with umbrella windows; docs/samplers.md)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--dtype", help="float32 or float64")
     add_device_options(g)
@@ -418,7 +423,8 @@ def cmd_sim_teacher_student(args) -> int:
     model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
     sampler = (("pCN-" if sim.prior_exact else "") + ("MALA" if sim.mala else "Langevin")
                + (", Gibbs readout" if sim.readout == "gibbs" else "")
-               + (f", readout step x{sim.readout_lr_scale:g}" if sim.readout_lr_scale != 1.0 else ""))
+               + (f", readout step x{sim.readout_lr_scale:g}" if sim.readout_lr_scale != 1.0 else "")
+               + (", Rao-Blackwellised records" if sim.rao_blackwell else ""))
     steps = int(ds.attrs.get("steps_run", sim.steps))         # until converged: the steps actually run
     lines = [f"teacher-student {sampler}{model}: N={sim.N} d={sim.d} n={sim.n} sa2={sim.sa2_value:.4g}, "
              f"{sim.datasets}x{sim.inits} networks per s2, {steps} steps (lr {sim.lr:g})"]

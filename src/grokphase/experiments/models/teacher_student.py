@@ -51,7 +51,8 @@ OPTIONS: dict[str, Option] = {
                                      "replica_exchange", "swap_every", "anneal", "start", "ordered_droplets",
                                      "ordered_theory", "ordered_approximation", "umbrella_m0", "umbrella_kappa",
                                      "umbrella_start", "umbrella_range", "umbrella_windows", "umbrella_degree",
-                                     "umbrella_coordinates", "readout", "mala", "readout_lr_scale", "prior_exact")),
+                                     "umbrella_coordinates", "readout", "mala", "readout_lr_scale", "prior_exact",
+                                     "rao_blackwell")),
     "matmul_precision": Option("matmul_precision", "str", TeacherStudentSim.matmul_precision,
                                f"float32 matmuls: {', '.join(MATMUL_PRECISIONS)} (tf32/bf16: emulated by rounding "
                                "the network's matmul inputs; docs/precision.md)"),
@@ -122,7 +123,7 @@ def sim_from_options(opts: Mapping[str, Any], where: str = "options", *, strict:
                                     "activation", "target", "umbrella_m0", "umbrella_kappa", "umbrella_start",
                                     "umbrella_range", "umbrella_windows", "umbrella_degree",
                                     "umbrella_coordinates", "readout", "mala", "readout_lr_scale", "prior_exact",
-                                    "matmul_precision")}
+                                    "rao_blackwell", "matmul_precision")}
     return TeacherStudentSim.from_scaling(base, beta=o["beta"], alpha=o["alpha"], s2=o["s2"], burn_in=burn_in,
                                           **sim_fields)
 

@@ -32,8 +32,9 @@ ORDERED_THEORIES = ("finite-d", "limit")
 READOUTS = ("langevin", "gibbs")
 #: the sampler options of issue 20, left out of ``parameters()`` at their defaults (earlier runs keep
 #: their hashes): the readout's update, the Metropolis adjustment (MALA), the readout's step relative to the
-#: first layer's (a constant block preconditioner) and the prior-exact (pCN) noise
-SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False, "readout_lr_scale": 1.0, "prior_exact": False}
+#: first layer's (a constant block preconditioner), the prior-exact (pCN) noise and the Rao-Blackwellised records
+SAMPLER_DEFAULTS = {"readout": "langevin", "mala": False, "readout_lr_scale": 1.0, "prior_exact": False,
+                    "rao_blackwell": False}
 #: the matmul-precision policy of issue 21 (:mod:`grokphase.sims.precision`), left out of ``parameters()`` at
 #: its default (earlier runs keep their hashes; the result's attributes always record it)
 PRECISION_DEFAULTS = {"matmul_precision": DEFAULT_MATMUL_PRECISION}
@@ -93,7 +94,13 @@ class TeacherStudentSim:
     rate is ``lr * readout_lr_scale`` (a constant block-diagonal preconditioner: the first layer may step
     further than the readout's stiff likelihood allows); ``prior_exact``: the Langevin noise variance is
     2 eta s2 (1 - eta s2/2), exact on the unit Gaussian prior (with ``mala``: a pCN-Langevin proposal whose
-    acceptance does not fall with the number of prior-dominated weights; docs/samplers.md).
+    acceptance does not fall with the number of prior-dominated weights; docs/samplers.md);
+    ``rao_blackwell``: every record linear in the readout (the learned fractions: exact, test and training
+    projections; the mean outputs) is evaluated at the readout's conditional mean E[a | w] instead of the
+    sampled a, i.e. it is the record's conditional expectation given the first layer (Rao-Blackwellisation:
+    the same posterior means with the readout's noise integrated out; the MSE records stay those of the
+    sampled network).  Any Langevin sampler; not with umbrella windows (their reweighting needs the sampled
+    order parameter).
 
     ``matmul_precision`` (issue 21): "highest" (default), "high" or "default" set JAX's precision of the
     float32 matmuls (TF32 on GPUs for the latter two; identical on CPUs); "tf32" and "bf16" emulate those
@@ -148,6 +155,7 @@ class TeacherStudentSim:
     mala: bool = False
     readout_lr_scale: float = 1.0
     prior_exact: bool = False
+    rao_blackwell: bool = False
     matmul_precision: str = DEFAULT_MATMUL_PRECISION
 
     def __post_init__(self):
@@ -161,6 +169,9 @@ class TeacherStudentSim:
         if not isinstance(self.prior_exact, (bool, np.bool_)):
             raise ParameterError(f"prior_exact must be true or false, got {self.prior_exact!r}")
         object.__setattr__(self, "prior_exact", bool(self.prior_exact))
+        if not isinstance(self.rao_blackwell, (bool, np.bool_)):
+            raise ParameterError(f"rao_blackwell must be true or false, got {self.rao_blackwell!r}")
+        object.__setattr__(self, "rao_blackwell", bool(self.rao_blackwell))
         scale = self.readout_lr_scale
         if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ParameterError(f"readout_lr_scale must be a finite number > 0, got {scale!r}")
@@ -168,10 +179,11 @@ class TeacherStudentSim:
         if self.readout_lr_scale != 1.0 and self.readout == "gibbs":
             raise ParameterError("readout_lr_scale sets the readout's Langevin step: with readout = gibbs the readout "
                                  "is drawn exactly (leave readout_lr_scale at 1)")
-        if (self.readout == "gibbs" or self.mala or self.prior_exact or self.readout_lr_scale != 1.0) \
-                and self.optimizer != "langevin":
+        if (self.readout == "gibbs" or self.mala or self.prior_exact or self.readout_lr_scale != 1.0
+                or self.rao_blackwell) and self.optimizer != "langevin":
             what = ("readout = gibbs" if self.readout == "gibbs" else "mala" if self.mala
-                    else "prior_exact" if self.prior_exact else "readout_lr_scale")
+                    else "prior_exact" if self.prior_exact else "rao_blackwell" if self.rao_blackwell
+                    else "readout_lr_scale")
             raise ParameterError(f"{what} samples the Langevin posterior: it needs optimizer langevin, not "
                                  f"{self.optimizer!r}")
         for name, allowed in (("anneal", ANNEALS), ("start", STARTS), ("ordered_droplets", ORDERED_DROPLETS),
@@ -250,6 +262,10 @@ class TeacherStudentSim:
                                      f"got {self.umbrella_degree!r}")
             object.__setattr__(self, "umbrella_degree", int(self.umbrella_degree))
         umb.check_options(self, ordered_problem, (f"learned_{self.order_degree}",))
+        if self.rao_blackwell and self.umbrella:
+            raise ParameterError("rao_blackwell records conditional expectations given the first layer; umbrella "
+                                 "windows are reweighted by the sampled order parameter: run the windows without "
+                                 "rao_blackwell")
 
     @property
     def umbrella(self) -> bool:

@@ -159,15 +159,17 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
         kwargs = {} if rounding is None else {"rounding": rounding}      # the default model: unchanged
         model = (TwoLayerNet(sim.N, **kwargs) if sim.paper_model
                  else TwoLayerNet(sim.N, activation=sim.activation, **kwargs))
-    elif sim.readout == "gibbs":
-        raise ParameterError("readout = gibbs draws the readout of the built-in two-layer network (its features "
-                             "phi(x w)); a user model samples every parameter by Langevin (readout = langevin)")
+    elif sim.readout == "gibbs" or sim.rao_blackwell:
+        what = "readout = gibbs draws" if sim.readout == "gibbs" else "rao_blackwell averages"
+        raise ParameterError(f"{what} the readout of the built-in two-layer network (its features phi(x w)); a "
+                             "user model samples every parameter by Langevin (readout = langevin, no rao_blackwell)")
     elif rounding is not None:
         raise ParameterError(f"matmul_precision = {rounding} rounds the matmuls of the built-in two-layer network; "
                              "a user model runs its own (use highest, high or default)")
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
                       sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
-                      sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision, sim.prior_exact)
+                      sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision, sim.prior_exact,
+                      sim.rao_blackwell)
 
 
 @functools.lru_cache(maxsize=16)
@@ -175,14 +177,16 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
                target: str | None = None, order_degree: int | None = None, umbrella: bool = False,
                gibbs_a: bool = False, metropolis: bool = False, matmul_precision: str = "highest",
-               prior_exact: bool = False) -> Task:
+               prior_exact: bool = False, rao_blackwell: bool = False) -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
     (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
     ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
     umbrella task (:class:`grokphase.sims.driver.Task`); ``gibbs_a``: the readout drawn from its exact
     conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject);
     ``matmul_precision``: the task's functions traced under it (:func:`with_matmul_precision`); ``prior_exact``:
-    the Langevin noise exact on the unit prior (:func:`grokphase.sims.langevin.langevin`).  A per-network
+    the Langevin noise exact on the unit prior (:func:`grokphase.sims.langevin.langevin`); ``rao_blackwell``:
+    the records linear in the readout are their conditional expectations given w (:func:`rao_blackwell_readout`).
+    A per-network
     ``hyper.readout_lr_scale`` (an array leaf, or None for 1) moves the readout with rate lr * readout_lr_scale
     (:meth:`grokphase.sims.driver.Task` ``step_scales``)."""
     dtype = DTYPES[dtype_name]
@@ -314,13 +318,25 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
             m = (family_projections(w, a, w_star, activation, degrees) / jnp.asarray(yhat, jnp.float64))[k_index]
         return m.astype(jnp.float64)
 
+    phi = network_activation(model.activation) if (gibbs_a or rao_blackwell) else None
+
     def observe(theta, data, hyper, accum, weight):
         w, w_star = theta["w"], data["w_star"]
-        f_train, f_test = outputs(theta, data)
-        if target is None:
-            record = paper_record(theta, data, hyper, f_train, f_test)
+        if rao_blackwell:
+            # the readout-linear records (projections, outputs) at a = E[a | w]; the MSEs at the sampled a
+            theta_rb = {**theta, "a": conditional_readout_mean(theta, data, hyper)}
+            f_train, f_test = outputs(theta_rb, data)
+            mse_train, mse_test = outputs(theta, data)
         else:
-            record = family_record(theta, data, f_train, f_test)
+            theta_rb = theta
+            f_train, f_test = mse_train, mse_test = outputs(theta, data)
+        if target is None:
+            record = paper_record(theta_rb, data, hyper, f_train, f_test)
+        else:
+            record = family_record(theta_rb, data, f_train, f_test)
+        if rao_blackwell:
+            record["train_mse"] = jnp.mean((mse_train - data["y"]) ** 2)
+            record["test_mse"] = jnp.mean((mse_test - data["y_test"]) ** 2)
         q = w_star @ w
         k = jnp.floor((q - edges_lo) / width).astype(jnp.int32)
         inside = (k >= 0) & (k < q_bins)
@@ -349,7 +365,20 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         }
         return record, accum
 
-    phi = network_activation(model.activation) if gibbs_a else None
+    def conditional_readout_mean(theta, data, hyper):
+        """E[a | w] (Rao-Blackwellisation, issue 20): the mean of the readout's Gaussian conditional given the
+        first layer, c Lambda^-1 (c/s2) F^T y with Lambda = I + (c^2/s2) F^T F, c = sqrt(sa2/N), F = phi(x w)
+        (:func:`grokphase.sims.readout.readout_draw` with xi = 0; the dual n x n form when N > n).  Every
+        record linear in the readout, evaluated at E[a | w] instead of the sampled a, is that record's
+        conditional expectation: the same posterior mean (E[E[g | w]] = E[g]) with the readout's own noise
+        integrated out."""
+        w = theta["w"]
+        c = jnp.asarray(prior_std(theta, hyper)["a"], jnp.float64)
+        F = phi(matmul(data["x"], w))
+        zero = jnp.zeros((N, 1), jnp.float64)
+        eps0 = jnp.zeros((n, 1), jnp.float64) if N > n else None
+        z_a = readout_draw(F, data["y"][:, None], c, hyper.s2, zero, eps0)[:, 0]
+        return (c * z_a).astype(theta["a"].dtype)
 
     def gibbs(z, data, hyper, key):
         """Draw the readout's unit variables z_a from their Gaussian conditional given w (THEORY.md §1):
