@@ -91,10 +91,15 @@ def cmd_sim_model(args) -> int:
 
 
 def _add_sampler_numerics(p) -> None:
-    """``--mala`` and ``--matmul-precision``, shared by both models' simulation commands."""
+    """``--mala``, ``--prior-exact`` and ``--matmul-precision``, shared by both models' simulation commands."""
     p.add_argument("--mala", action="store_true",
                    help="Metropolis-adjusted Langevin: accept/reject every step (no O(lr) bias; the acceptance "
                         "rate is reported); one more gradient per step")
+    p.add_argument("--prior-exact", action="store_true",
+                   help="Langevin noise variance 2 lr s2 (1 - lr s2/2): exact on the Gaussian prior (with --mala a "
+                        "pCN-Langevin proposal, whose acceptance does not fall with the number of weights; "
+                        "teacher-student --mala --prior-exact --lr 0.3 at beta = 1/2: ~2.8x plain's ESS per "
+                        "CPU-second)")
     p.add_argument("--matmul-precision", choices=("highest", "high", "default", "tf32", "bf16"),
                    help="float32 matmuls: highest (default; never TF32 on GPUs), high, default (JAX's precision), "
                         "or tf32 / bf16 emulated on any device by rounding the network's matmul inputs")
@@ -304,10 +309,6 @@ def _add_run_options(p, positive) -> None:
                         "preconditioner letting the first layer step further than the readout's stiff likelihood "
                         "allows; the learned fractions mix with the readout, so < 1 was slower at beta = 1/2: "
                         "docs/samplers.md)")
-    g.add_argument("--prior-exact", action="store_true",
-                   help="Langevin noise variance 2 lr s2 (1 - lr s2/2): exact on the Gaussian prior (with --mala a "
-                        "pCN-Langevin proposal, whose acceptance does not fall with the number of weights; "
-                        "--mala --prior-exact --lr 0.3 at beta = 1/2: ~3x plain's ESS per CPU-second)")
     g.add_argument("--rao-blackwell", action="store_true",
                    help="Langevin only: record the learned fractions (and mean outputs) at the readout's "
                         "conditional mean E[a | w]: their conditional expectations given the first layer, the "

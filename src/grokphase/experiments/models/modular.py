@@ -33,7 +33,8 @@ NAME = "modular"
 KIND = "sims.modular"
 
 _FIELDS = ("P", "N", "s2", "sa2", "gamma", "parametrisation", "optimizer", "lr", "weight_decay", "seeds", "seed",
-           "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "mala", "replica_exchange",
+           "steps", "burn_in", "record_every", "log_times", "dtype", "anneal", "start", "readout", "mala", "prior_exact",
+           "replica_exchange",
            "swap_every", "ordered_droplets", "theory_convention", "umbrella_m0", "umbrella_kappa", "umbrella_start",
            "umbrella_range", "umbrella_windows", "umbrella_coordinates", "matmul_precision")
 
@@ -86,6 +87,7 @@ OPTIONS = with_rules(OPTIONS, {
     "gamma": only_with("optimizer", "langevin"),
     "readout": only_with("optimizer", "langevin"),
     "mala": only_with("optimizer", "langevin"),
+    "prior_exact": only_with("optimizer", "langevin"),
     "swap_every": only_with("replica_exchange", True),
     "sa2": Applies("with the paper parametrisation (gromov fixes the readout scale 1/((2P)^2 N))",
                    lambda o: _parametrisation(o) == "paper", ("parametrisation", "optimizer")),

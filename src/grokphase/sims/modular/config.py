@@ -68,6 +68,7 @@ class ModularSim:
     start: str = "auto"
     readout: str = "gibbs"
     mala: bool = False
+    prior_exact: bool = False
     matmul_precision: str = DEFAULT_MATMUL_PRECISION
     replica_exchange: bool = False
     swap_every: int = 10
@@ -115,6 +116,16 @@ class ModularSim:
         if self.mala and self.optimizer != "langevin":
             raise ParameterError(f"mala samples the Langevin posterior: it needs optimizer langevin, not "
                                  f"{self.optimizer!r}")
+        if not isinstance(self.prior_exact, (bool, np.bool_)):
+            raise ParameterError(f"prior_exact must be true or false, got {self.prior_exact!r}")
+        object.__setattr__(self, "prior_exact", bool(self.prior_exact))
+        if self.prior_exact:
+            if self.optimizer != "langevin":
+                raise ParameterError(f"prior_exact samples the Langevin posterior: it needs optimizer langevin, not "
+                                     f"{self.optimizer!r}")
+            if not (math.isfinite(self.lr) and 0.0 < self.lr * max(self.s2) < 2.0):
+                raise ParameterError(f"prior_exact needs 0 < lr * s2 < 2 at every s2, got lr * max(s2) = "
+                                     f"{self.lr * max(self.s2):g}")
         if self.anneal not in ANNEALS:
             raise ParameterError(f"unknown anneal {self.anneal!r}; choose from {', '.join(ANNEALS)}")
         if self.start not in STARTS:
@@ -204,8 +215,9 @@ class ModularSim:
         out["sa2"] = self.sa2_value
         out["s2"] = list(self.s2)
         out["n_train"] = self.n_train
-        if not self.mala:                            # issue 20's option only when set: earlier runs keep their hashes
-            del out["mala"]
+        for name in ("mala", "prior_exact"):         # issue 20's options only when set: earlier runs keep their hashes
+            if not out[name]:
+                del out[name]
         if self.matmul_precision == DEFAULT_MATMUL_PRECISION:     # issue 21's, likewise (attrs always record it)
             del out["matmul_precision"]
         return umb.umbrella_parameters(out)          # umbrella options only when set: plain runs keep their hashes

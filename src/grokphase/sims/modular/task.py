@@ -90,7 +90,7 @@ def make_task(sim: ModularSim, full_table_algebra: bool | None = None) -> Task:
     closed = sim.N < sim.P * sim.P if full_table_algebra is None else bool(full_table_algebra)
     return _make_task(sim.P, sim.N, sim.n_train, sim.dtype, sim.parametrisation, sim.optimizer, sim.ipr_bins,
                       float(sim.scale), sim.alpha < 1.0, gibbs, closed, sim.umbrella, sim.umbrella_coordinate_names,
-                      sim.mala, sim.matmul_precision)
+                      sim.mala, sim.matmul_precision, sim.prior_exact)
 
 
 def ipr_coordinate(w, P: int):
@@ -104,10 +104,11 @@ def ipr_coordinate(w, P: int):
 def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: str, optimizer: str,
                ipr_bins: int, scale: float, split: bool, gibbs_a: bool = False, full_table: bool = True,
                umbrella: bool = False, coordinates: tuple = (ORDER_PARAMETER,), metropolis: bool = False,
-               matmul_precision: str = "highest") -> Task:
+               matmul_precision: str = "highest", prior_exact: bool = False) -> Task:
     """``matmul_precision``: every function traced under it (:func:`with_matmul_precision`); an emulated
     format rounds the inputs of the network's matmuls: the readout's in :class:`SquareNet` and those of
-    :func:`full_table_loss`."""
+    :func:`full_table_loss`.  ``prior_exact``: the Langevin noise exact on the unit Gaussian prior
+    (:func:`grokphase.sims.langevin.langevin`; with ``metropolis`` a pCN-Langevin proposal)."""
     dtype = DTYPES[dtype_name]
     rounding = matmul_precision if matmul_precision in EMULATED else None
     model = SquareNet(N=N, P=P, scale=scale, dtype=dtype, rounding=rounding)
@@ -173,7 +174,7 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
 
     def make_tx(hyper):
         if optimizer == "langevin":
-            tx = langevin(hyper.lr, hyper.s2)
+            tx = langevin(hyper.lr, hyper.s2, prior_exact=prior_exact)
             if gibbs_a:                              # the readout is drawn exactly by ``gibbs``
                 tx = optax.multi_transform({"langevin": tx, "gibbs": optax.set_to_zero()}, {"w": "langevin", "a": "gibbs"})
             return metropolis_adjusted(tx) if metropolis else tx
@@ -272,6 +273,6 @@ def _make_task(P: int, N: int, n_train: int, dtype_name: str, parametrisation: s
     task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, penalty, gibbs if gibbs_a else None,
                 cpu_group=1, order_parameter=order_parameter, order_parameter_name=coordinates[0],
                 umbrella=umbrella, coordinate_names=tuple(coordinates) if several else None, metropolis=metropolis,
-                fixed_leaves=("a",) if gibbs_a else ())
+                fixed_leaves=("a",) if gibbs_a else (), prior_exact=prior_exact)
     return with_matmul_precision(task, matmul_precision)
 
