@@ -174,7 +174,7 @@ class ReachedWork(Exception):
 
 WORK = [(cli_theory, name) for name in ("build_teacher_student_sweep", "build_modular_sweep", "build_gp_learning_curve",
                                         "build_modular_gp_curve", "build_teacher_student_phase_diagram",
-                                        "build_modular_phase_diagram")]
+                                        "build_modular_phase_diagram", "run_finite_n")]
 WORK += [(cli_single_index, "build_single_index_sweep"), (cli_single_index, "build_single_index_phase_diagram"),
          (cli_single_index, "build_single_index_gp_curve"), (ts_model, "run_teacher_student"), (modular_model, "run_modular"), (protocols, "run"),
          (driver, "run_ensemble"), (cli_sims, "run_experiment"), (cli_sims, "compare_teacher_student"),

@@ -199,6 +199,82 @@ def _theory_from_file(theory: xr.Dataset, beta: float, alpha: float, s2_sim: np.
 
 
 # ---------------------------------------------------------------------------------------------------
+# the finite-n mean-field theory as a third curve (issue 22)
+
+#: the kind of a ``grokphase theory finite-n`` result
+FINITE_N_KIND = "theory.teacher_student.finite_n"
+#: the model parameters a finite-n file must share with a simulation to be compared with it
+FINITE_N_MATCH = ("N", "n", "d", "sa2", "sw2", "eps")
+#: the comparison's finite-n variables over (sim, point)
+FINITE_N_VARS = ("finite_n_linear_learned", "finite_n_linear_learned_sem", "finite_n_cubic_learned",
+                 "finite_n_cubic_learned_sem", "finite_n_datasets", "z_finite_n_linear", "z_finite_n_cubic")
+
+
+def _sim_model(ds: xr.Dataset) -> dict:
+    return {"N": float(ds.attrs["N"]), "n": float(ds.attrs["n"]), "d": float(ds.attrs["d"]),
+            "sa2": float(ds.attrs["sa2"]), "sw2": float(ds.attrs["param_sw2"]), "eps": float(ds.attrs["param_eps"])}
+
+
+def finite_n_mismatch(sim: xr.Dataset, fin: xr.Dataset) -> str | None:
+    """The first of :data:`FINITE_N_MATCH` in which a finite-n result differs from a simulation (relative
+    tolerance 1e-9), as ``"name = file value, simulation value"``; None when they describe the same model."""
+    model = _sim_model(sim)
+    for name in FINITE_N_MATCH:
+        value = float(fin.attrs[f"param_{name}"])
+        if not math.isclose(value, model[name], rel_tol=1e-9, abs_tol=0.0):
+            return f"{name} = {value:.10g} in the finite-n file, {model[name]:.10g} in the simulation"
+    return None
+
+
+def match_finite_n(sims: Sequence[xr.Dataset], finite_n) -> list:
+    """Per simulation its finite-n result (or None).  ``finite_n``: {label: Dataset} or a sequence of
+    Datasets.  A file that matches no simulation, or a second file for one simulation, is a
+    :class:`ResultFileError` naming the file and (for the first simulation) the mismatched parameter."""
+    items = list(finite_n.items()) if isinstance(finite_n, dict) else [
+        (f"finite-n file {k + 1}", f) for k, f in enumerate(finite_n)]
+    found: list = [None] * len(sims)
+    for label, fin in items:
+        if fin.attrs.get("grokphase_kind") != FINITE_N_KIND:
+            raise ResultFileError(f"{label}: expected a `grokphase theory finite-n` result, got "
+                                  f"{fin.attrs.get('grokphase_kind')!r}")
+        why = [finite_n_mismatch(ds, fin) for ds in sims]
+        hits = [k for k, w in enumerate(why) if w is None]
+        if not hits:
+            raise ResultFileError(f"{label} does not describe the simulated model: {why[0]}"
+                                  + (f" (and differs from the other {len(sims) - 1} simulation(s))" if len(sims) > 1 else ""))
+        for k in hits:
+            if found[k] is not None:
+                raise ResultFileError(f"{label}: a second finite-n file for the simulation at beta = {_sim_beta(sims[k])[0]:g}")
+            found[k] = fin
+    return found
+
+
+def finite_n_for_sim(sim: xr.Dataset, fin: xr.Dataset) -> dict:
+    """The finite-n theory at a simulation's sigma^2 points: its mean learned fractions over converged data
+    sets with their standard errors (NaN where the file has no such sigma^2), the number of converged data
+    sets, and the z-scores of the simulation against it, z = (sim - finite n)/sqrt(SEM_sim^2 + SEM_fin^2)
+    (both are means over independent data sets; NaN where either error is unknown)."""
+    s2 = np.asarray(sim["s2"].values, np.float64)
+    s2_fin = np.asarray(fin["s2"].values, np.float64)
+    idx = [np.flatnonzero(np.isclose(s2_fin, v, rtol=1e-9, atol=0.0)) for v in s2]
+    if not any(i.size for i in idx):
+        raise ResultFileError(f"the finite-n file has no sigma^2 of the simulation ({', '.join(f'{v:g}' for v in s2)}; "
+                              f"it has {', '.join(f'{v:g}' for v in s2_fin)})")
+    pick = lambda name: np.array([float(fin[name].values[i[0]]) if i.size else np.nan for i in idx])  # noqa: E731
+    out = {}
+    for short in ("linear", "cubic"):
+        mean, err = pick(f"{short}_learned"), pick(f"{short}_learned_sem")
+        out[f"finite_n_{short}_learned"], out[f"finite_n_{short}_learned_sem"] = mean, err
+        sim_mean = np.asarray(sim[f"{short}_learned"].values, np.float64)
+        sim_err = np.asarray(sim[f"{short}_learned_sem"].values, np.float64)
+        total = np.sqrt(sim_err**2 + err**2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"z_finite_n_{short}"] = np.where(np.isfinite(total) & (total > 0), (sim_mean - mean) / total, np.nan)
+    out["finite_n_datasets"] = pick("n_converged")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # the single-index family (THEORY.md §6, issue 18): any activation, any Hermite target
 
 #: the theory the single-index comparison's z-scores are against
@@ -341,7 +417,7 @@ def compare_single_index_summary(cmp: xr.Dataset) -> dict:
 
 
 def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None,
-                            approximations: Sequence[str] = ("exact", "concentrated")) -> xr.Dataset:
+                            approximations: Sequence[str] = ("exact", "concentrated"), finite_n=()) -> xr.Dataset:
     """Simulations vs the finite-d theory (paper Fig. 2).
 
     Files of another activation or target than the paper's (issue 18) go to :func:`compare_single_index`
@@ -357,7 +433,13 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     z-scores ((sim - theory)/sem), a first-order learning-rate bias estimate, -log p(q) from the
     simulation (with sub-ensemble error bars) and from the theory; and theory lines over s2.
     ``theory`` (optional) is a saved finite-d sweep used for the lines and point values instead of
-    solving (the densities are always solved at the simulated sizes)."""
+    solving (the densities are always solved at the simulated sizes).
+
+    ``finite_n`` (optional; {label: Dataset} or a sequence): ``grokphase theory finite-n`` results, each
+    matched to the simulation with the same (N, n, d, sa2, sw2, eps) (:func:`match_finite_n`; one that
+    matches none is refused naming the parameter): a third curve, the finite-n mean-field theory's mean
+    learned fractions over data sets at the simulated sigma^2, with z-scores against it
+    (:func:`finite_n_for_sim`; variables :data:`FINITE_N_VARS`)."""
 
     K = len(sims)
     if K == 0:
@@ -366,6 +448,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         if theory is not None:
             raise ResultFileError("--theory (a saved sweep of the paper's model) does not apply to other activations "
                                   "or targets: their theory is solved at the simulated sizes")
+        if len(finite_n):
+            raise ResultFileError("--finite-n (the finite-n theory of the paper's model) does not apply to other "
+                                  "activations or targets")
         return compare_single_index(sims)
     approximations = tuple(approximations)
     if not approximations or any(a not in ts.APPROXIMATIONS for a in approximations):
@@ -376,6 +461,16 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         if ds.attrs.get("grokphase_kind") != "sims.teacher_student":
             raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
     S = max(ds.sizes["s2"] for ds in sims)
+    fin_files = match_finite_n(sims, finite_n) if len(finite_n) else [None] * len(sims)
+    fin_out = {name: np.full((len(sims), S), np.nan) for name in FINITE_N_VARS} if len(finite_n) else {}
+    fin_same_data = []
+    for k, (ds, fin) in enumerate(zip(sims, fin_files)):
+        if fin is not None:
+            for name, v in finite_n_for_sim(ds, fin).items():
+                fin_out[name][k, :v.size] = v
+            fin_same_data.append(int(str(fin.attrs.get("param_seed")) == str(ds.attrs.get("param_seed"))))
+        else:
+            fin_same_data.append(-1)
     L = 61
     q_grid = np.linspace(-1.4, 1.4, 281)
     out = {k: np.full((K, S), np.nan) for k in (
@@ -455,7 +550,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         tr2 = ts.solve_transition(ref, along="s2", approximation=a)
         extra_attrs[f"limit_s2_c_{a}"] = float(tr2.value) if bool(np.asarray(tr2.found)) else float("nan")
     extra_attrs[f"limit_s2_c_{primary}"] = float(tr.value) if bool(np.asarray(tr.found)) else float("nan")
-    data = {name: (("sim", "point"), v) for name, v in out.items()}
+    data = {name: (("sim", "point"), v) for name, v in {**out, **fin_out}.items()}
+    if fin_out:
+        data["finite_n_same_seed"] = (("sim",), np.asarray(fin_same_data, np.int8))
     for a in others:
         for name, v in extra_vals[a].items():
             data[name] = (("sim", "s2_line" if name.endswith("_line") else "point"), v)
@@ -471,7 +568,7 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
 
     return annotate(cmp, kind="analysis.teacher_student.compare",
                     parameters={"sims": labels, "theory_file": theory is not None,
-                                "approximations": list(approximations)},
+                                "approximations": list(approximations), "finite_n_files": len(finite_n)},
                     extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
                            "approximation": primary, **diagnostics_extra(sims),
                            "z_against": (f"{primary} finite-d theory" if theory is None else
@@ -518,6 +615,9 @@ def compare_summary(cmp: xr.Dataset) -> dict:
             for name in cmp.data_vars:
                 if name.startswith("theory_") and name.count("_") >= 3 and not name.endswith("_line") \
                         and name.split("_")[1] in ("exact", "concentrated"):
+                    row[name] = float(cmp[name].values[k, i])
+            if "finite_n_cubic_learned" in cmp:
+                for name in FINITE_N_VARS:
                     row[name] = float(cmp[name].values[k, i])
             rows.append(_mark(row, cmp, k, s2, TS_OBSERVABLES))
     out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),

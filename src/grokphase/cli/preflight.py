@@ -31,6 +31,7 @@ EXCLUSIVE = (("P", "Ps"), ("s2", "s2_sweep"), ("n", "n_sweep"))
 
 #: (dest, flag, kind) of the input files a command reads: checked to exist and be readable files
 INPUT_FILES = (("result", "RESULT", "result"), ("sim", "--sim", "simulation"), ("theory", "--theory", "theory"),
+               ("finite_n", "--finite-n", "finite-n theory"),
                ("file", "FILE.toml", "experiment"))
 
 #: (dest, flag) of START:STOP:NUM[:log] sweeps, and of NAME:START:STOP:NUM[:log] phase-diagram axes

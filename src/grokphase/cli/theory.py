@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -22,8 +23,12 @@ from grokphase.theory.results import build_gp_learning_curve, build_modular_gp_c
 from grokphase.theory.teacher_student import PHASE_LABELS
 from grokphase.cli.single_index import add_parser as add_single_index_parser
 from grokphase.cli.common import (_add_approximation, _add_output, _add_scaling, _add_ts_params, _base_params, _finish,
-                                  _log, _Parser, _phase_label, _positive, _s2_values, _status_label)
-from grokphase.cli.common import _add_family, _family, _refuse
+                                  _finite, _log, _Parser, _phase_label, _positive, _s2_values, _status_label)
+from grokphase.cli.common import _add_family, _emit, _family, _refuse
+from grokphase.cli.sims import _int_ge
+from grokphase.experiments.finite_n import STARTS, run_finite_n, scaled_point
+from grokphase.theory.finite_n import FiniteNConfig
+from grokphase.theory.teacher_student import TeacherStudentParams
 
 DEFAULT_BETAS = (1 / 8, 1 / 2, 1.0, 2.0, 8.0)
 
@@ -48,6 +53,14 @@ def add_parsers(groups) -> None:
     _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
     _add_progress(p)
     p.set_defaults(func=cmd_theory_teacher_student)
+
+    p = tsub.add_parser("finite-n", help="finite-n mean-field theory on the simulations' own training sets (issue 22)",
+                        description="Solve the N -> infinity theory without the equivalent-kernel step on the "
+                                    "training sets the simulations draw (data set i of --seed), at one or several "
+                                    "sigma^2, and average over data sets (docs/finite_size.md).  With --out the file "
+                                    "is rewritten after every solve, and a rerun with the same parameters resumes it.")
+    _add_finite_n_params(p)
+    p.set_defaults(func=cmd_theory_finite_n)
 
     p = tsub.add_parser("gp-teacher-student", help="infinite-width GP (NNGP) baseline, EK learning curves",
                         description="Exact Rayleigh quotients of the arcsine kernel and EK learned fractions.")
@@ -113,6 +126,80 @@ def add_parsers(groups) -> None:
     _add_output(p, "plot the diagram")
     _add_progress(p)
     p.set_defaults(func=cmd_phase_diagram_modular)
+
+
+#: help of each FiniteNConfig field as a ``theory finite-n`` option (the meaning lives in its docstring)
+_FINITE_N_HELP = {
+    "q_size": "grid points of the overlap q on [0, q_max]", "q_max": "end of the q grid",
+    "walkers": "MALA chains per grid point", "iterations": "Newton iterations on tau (burn-in)",
+    "steps": "MALA steps per iteration", "damping": "damping of the Newton step",
+    "blocks": "production blocks (batch means)", "block_steps": "MALA steps per production block",
+    "step_size": "initial MALA step", "target_accept": "MALA acceptance the step adapts to",
+    "trust": "trust region: a step moves tau by at most trust |tau|",
+    "stride": "the n x n moments are sampled every stride-th step",
+}
+
+
+def _add_finite_n_params(p: argparse.ArgumentParser) -> None:
+    """``theory finite-n``'s options: the paper's model (as ``theory teacher-student``, with several --s2),
+    the Table-1 scaling (sizes rounded to integers as the simulations round them), the data sets and the
+    solver settings of :class:`~grokphase.theory.finite_n.FiniteNConfig` (defaults: the dataclass's)."""
+    g = p.add_argument_group("model parameters (the beta = 1 configuration; defaults: paper App. C)")
+    P = TeacherStudentParams
+    g.add_argument("--N", type=_positive, default=P.N, help=f"hidden width (default {P.N:g})")
+    g.add_argument("--n", type=_positive, default=P.n, help=f"training points (default {P.n:g})")
+    g.add_argument("--d", type=_positive, default=P.d, help=f"input dimension (default {P.d:g})")
+    g.add_argument("--s2", metavar="S1,S2,...", default=None,
+                   help=f"sigma^2 value(s) at beta = 1, scaled by alpha/beta (default {P.s2:g})")
+    g.add_argument("--sa2", type=_positive, default=None, help="readout prior a_i ~ N(0, sa2/N) (default 8/N)")
+    g.add_argument("--sw2", type=_positive, default=P.sw2, help=f"input prior (default {P.sw2:g})")
+    g.add_argument("--eps", type=_finite, default=P.eps, help=f"cubic strength of the teacher, nonzero (default {P.eps:g})")
+    p.add_argument("--beta", type=_positive, default=1.0,
+                   help="Table-1 scaling beta: N -> beta N, d -> sqrt(beta) d, sa2 -> sa2/sqrt(beta) (default 1)")
+    p.add_argument("--alpha", type=_positive, default=None,
+                   help="Table-1 alpha: n -> alpha n, s2 -> (alpha/beta) s2 (default beta; at --beta 1/8, --alpha 1/2 "
+                        "is the EK control n x 4, s2 x 4)")
+    g = p.add_argument_group("data sets")
+    g.add_argument("--datasets", nargs="+", default=["0"], metavar="I|I:J",
+                   help="data-set indices of the simulations (I:J = I, ..., J-1; default 0)")
+    g.add_argument("--seed", type=_int_ge(0), default=0, help="the simulations' seed (default 0)")
+    g.add_argument("--sampler-seed", type=_int_ge(0), default=1, help="the neuron sampler's seed (default 1)")
+    g = p.add_argument_group("solver settings (defaults: FiniteNConfig; docs/finite_size.md used --q-size 24 "
+                             "--walkers 24 --steps 12 --blocks 3 --block-steps 60)")
+    for field in dataclasses.fields(FiniteNConfig):
+        kind = _int_ge(1) if field.type in ("int", int) else _positive
+        g.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None,
+                       help=f"{_FINITE_N_HELP[field.name]} (default {field.default:g})")
+    g.add_argument("--no-retry", action="store_true",
+                   help="do not retry a run-away solve (by default it is retried once: continuation from the nearest "
+                        "larger sigma^2's converged solution of the same data set, else from tau_EK/2)")
+    p.add_argument("--out", metavar="FILE.nc", default=None,
+                   help="save the results (netCDF), rewritten after every solve; an existing file with the same "
+                        "parameters is resumed")
+    p.add_argument("--json", action="store_true", help="print a one-object JSON summary on stdout")
+    _add_progress(p)
+
+
+def _dataset_indices(tokens) -> list[int]:
+    """--datasets: indices I and half-open ranges I:J, each data set once."""
+    out: list[int] = []
+    for token in tokens:
+        try:
+            if ":" in token:
+                lo, hi = (int(v) for v in token.split(":"))
+                if not 0 <= lo < hi:
+                    raise ValueError
+                out.extend(range(lo, hi))
+            else:
+                out.append(int(token))
+                if out[-1] < 0:
+                    raise ValueError
+        except ValueError:
+            raise ParameterError(f"--datasets: {token!r} is not an index >= 0 or a range I:J with 0 <= I < J") from None
+    twice = sorted({i for i in out if out.count(i) > 1})
+    if twice:
+        raise ParameterError(f"--datasets: data set {twice[0]} given twice")
+    return out
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -239,6 +326,89 @@ def cmd_theory_teacher_student(args) -> int:
     _log(args, f"grokphase: teacher-student theory ({args.approximation}), {s2.size} sigma^2 x {betas.size} beta "
                f"in {elapsed:.2f} s")
     return _finish(args, ds, summary, lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# theory finite-n
+# ------------------------------------------------------------------------------------------------
+
+
+def cmd_theory_finite_n(args) -> int:
+    s2 = parse_list(args.s2, "--s2") if args.s2 is not None else np.array([TeacherStudentParams.s2])
+    if np.unique(s2).size != s2.size:
+        raise ParameterError(f"--s2: values must be distinct, got {args.s2}")
+    if args.eps == 0.0:
+        raise ParameterError("--eps must be nonzero (the cubic learned fraction divides by it)")
+    base = TeacherStudentParams(N=args.N, n=args.n, d=args.d, s2=s2, sa2=args.sa2, sw2=args.sw2, eps=args.eps)
+    alpha = args.beta if args.alpha is None else args.alpha
+    try:
+        point = scaled_point(base, args.beta, alpha)
+        for name in ("n", "d"):
+            if float(getattr(point, name)) < 2:
+                raise ParameterError(f"{name} = {float(getattr(point, name)):g} after rounding; the training set needs >= 2")
+    except ParameterError as exc:
+        if args.beta == 1.0 and alpha == 1.0:
+            raise
+        raise ParameterError(f"--beta {plain(args.beta)}, --alpha {plain(alpha)}: the scaled model is out of range: "
+                             f"{exc}") from None
+    datasets = _dataset_indices(args.datasets)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FiniteNConfig) if getattr(args, f.name) is not None}
+    try:
+        config = FiniteNConfig(**given)
+    except ParameterError as exc:           # name the option, not the dataclass field
+        msg = str(exc)
+        field = msg.split(" ", 1)[0]
+        raise ParameterError(f"--{field.replace('_', '-')} {msg.split(' ', 1)[1]}" if field in given else msg) from None
+    t0 = time.perf_counter()
+    with _progress(args, "finite-n theory") as bar:
+        bar.unit = "solve"
+        ds = run_finite_n(point, datasets, seed=args.seed, sampler_seed=args.sampler_seed, config=config,
+                          retry=not args.no_retry, beta=args.beta, alpha=alpha, out=args.out, progress=bar)
+    elapsed = time.perf_counter() - t0
+    summary, lines = finite_n_summary(ds)
+    _log(args, f"grokphase: finite-n theory, {ds.sizes['s2']} sigma^2 x {ds.sizes['dataset']} data sets "
+               f"(N = {float(point.N):g}, n = {float(point.n):g}, d = {float(point.d):g}) in {elapsed:.1f} s")
+    if args.out:
+        summary["out"] = args.out          # written (atomically) by run_finite_n after every solve
+    _emit(args, summary, lines)
+    return 0
+
+
+def finite_n_summary(ds) -> tuple[dict, list[str]]:
+    """(JSON summary, text lines) of a finite-n result: per sigma^2 the means over converged data sets with
+    their standard errors and the EK theory; per (sigma^2, data set) the learned fractions and status."""
+    points, rows = [], []
+    lines = [f"{'s2':>8} {'linear (finite n)':>19} {'EK':>7} {'cubic (finite n)':>19} {'EK':>7} {'converged':>10}"]
+    for j, v in enumerate(ds["s2"].values):
+        pt = {"s2": float(v), "s2_reference": float(ds["s2_reference"].values[j])}
+        for k in ("linear_learned", "linear_learned_sem", "cubic_learned", "cubic_learned_sem", "droplet_mass",
+                  "droplet_mass_sem", "ek_linear_learned", "ek_cubic_learned"):
+            pt[k] = float(ds[k].values[j])
+        pt["n_converged"], pt["n_solved"] = int(ds["n_converged"].values[j]), int(ds["n_solved"].values[j])
+        pt["failed"] = [int(i) for i, ok, done in zip(ds["dataset"].values, ds["converged"].values[j],
+                                                       ds["solved"].values[j]) if done and not ok]
+        points.append(pt)
+        lines.append(f"{v:8.4g} {pt['linear_learned']:10.4f}±{pt['linear_learned_sem']:<8.4f} {pt['ek_linear_learned']:7.4f} "
+                     f"{pt['cubic_learned']:10.4f}±{pt['cubic_learned_sem']:<8.4f} {pt['ek_cubic_learned']:7.4f} "
+                     f"{pt['n_converged']:>4}/{pt['n_solved']}")
+        for k, i in enumerate(ds["dataset"].values):
+            if not bool(ds["solved"].values[j, k]):
+                continue
+            rows.append({"s2": float(v), "dataset": int(i),
+                         **{name: float(ds[name].values[j, k]) for name in (
+                             "linear_learned_dataset", "linear_learned_mc_error", "cubic_learned_dataset",
+                             "cubic_learned_mc_error", "droplet_mass_dataset", "residual", "seconds")},
+                         "converged": bool(ds["converged"].values[j, k]), "retried": bool(ds["retried"].values[j, k]),
+                         "start": STARTS.get(int(ds["start"].values[j, k]), "none")})
+    failed = [f"s2 = {r['s2']:g} data set {r['dataset']} (|grad G|/|y| = {r['residual']:.3g})" for r in rows
+              if not r["converged"]]
+    if failed:
+        lines.append("not converged (left out of the means): " + "; ".join(failed))
+    retried = [f"s2 = {r['s2']:g} data set {r['dataset']} ({r['start']})" for r in rows if r["retried"]]
+    if retried:
+        lines.append("retried: " + "; ".join(retried))
+    return {"points": points, "datasets": rows, "N": float(ds.attrs["N"]), "n": float(ds.attrs["n"]),
+            "d": float(ds.attrs["d"]), "sa2": float(ds.attrs["sa2"])}, lines
 
 
 # ------------------------------------------------------------------------------------------------

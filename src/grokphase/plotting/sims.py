@@ -80,7 +80,7 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
     """The paper's Fig. 2 from a comparison Dataset: (a, b) -log p(q) from simulations (markers,
     sub-ensemble error bars) over the finite-d theory (lines), one colour per beta, at a simulated
     s2 on each side of the scaling-limit transition; (c) the cubic learned fraction vs s2 (inset: the
-    linear one)."""
+    linear one), with the finite-n mean-field theory as open squares when the comparison has it."""
     K = cmp.sizes["sim"]
     betas = cmp["beta"].values
     order = np.argsort(betas)
@@ -145,6 +145,13 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
         inset.errorbar(ref[k][ok], cmp["linear_learned"].values[k][ok],
                        yerr=np.nan_to_num(cmp["linear_learned_sem"].values[k][ok], posinf=0.0), fmt="o", ms=2.5,
                        color=cols[k], capsize=1)
+        if "finite_n_cubic_learned" in cmp:     # the finite-n mean-field theory (issue 22): open squares
+            fin = ok & np.isfinite(cmp["finite_n_cubic_learned"].values[k])
+            for a, name, ms in ((ax, "cubic", 5), (inset, "linear", 3)):
+                a.errorbar(ref[k][fin], cmp[f"finite_n_{name}_learned"].values[k][fin],
+                           yerr=np.nan_to_num(cmp[f"finite_n_{name}_learned_sem"].values[k][fin], nan=0.0),
+                           fmt="s", ms=ms, mfc="none", color=cols[k], capsize=2,
+                           label=f"finite-n theory, {_beta_label(float(betas[k]))}" if a is ax else None)
     primary = cmp.attrs.get("approximation", "concentrated")
     others = [a for a in str(cmp.attrs.get("approximations", primary)).split() if a != primary]
     for a in others:
@@ -161,7 +168,9 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
     ax.set_xlabel("$\\sigma^2$ (β = 1 units)")
     ax.set_ylabel("cubic learned fraction 1 − c/ε")
     ax.set_title(f"(c) markers: Langevin; lines: finite-d theory, — {primary}"
-                 + "".join(f", ··· {a}" for a in others), fontsize=9)
+                 + "".join(f", ··· {a}" for a in others)
+                 + ("\n□: finite-n mean-field theory (mean ± SE over data sets)" if "finite_n_cubic_learned" in cmp
+                    else ""), fontsize=9)
     ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.12, 1.0))
     inset.set_title("linear 1 − b", fontsize=7)
     inset.tick_params(labelsize=6)
