@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from grokphase.analysis.compare import compare_summary, compare_teacher_student
+from grokphase.analysis.compare import FINITE_N_KIND, compare_summary, compare_teacher_student
 from grokphase.analysis.converge import diagnostic_thresholds
 from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnostics_points, flagged_points
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
@@ -206,6 +206,9 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--sim", nargs="+", required=True, metavar="SIM.nc")
     p.add_argument("--theory", default=None, metavar="THEORY.nc",
                    help="a saved `grokphase theory teacher-student --s2-sweep ... --betas ...` result")
+    p.add_argument("--finite-n", nargs="+", default=None, metavar="RESULT.nc",
+                   help="`grokphase theory finite-n` results (the same N, n, d, sa2, sw2, eps as a simulation): the "
+                        "finite-n mean-field theory as a third curve, mean +- SE over data sets, with z-scores")
     p.add_argument("--plot", default=None, metavar="FILE.png")
     p.add_argument("--out", default=None, metavar="FILE.nc")
     p.add_argument("--json", action="store_true")
@@ -475,10 +478,11 @@ def cmd_compare_teacher_student(args) -> int:
 
     sims = [load_dataset(p, "sims.teacher_student") for p in args.sim]
     theory = load_dataset(args.theory, "theory.teacher_student.sweep") if args.theory else None
+    finite_n = {path: load_dataset(path, FINITE_N_KIND) for path in (args.finite_n or [])}
     try:
-        cmp = compare_teacher_student(sims, theory)
+        cmp = compare_teacher_student(sims, theory, finite_n=finite_n)
     except KeyError as err:
-        files = {**dict(zip(args.sim, sims)), **({args.theory: theory} if theory is not None else {})}
+        files = {**dict(zip(args.sim, sims)), **({args.theory: theory} if theory is not None else {}), **finite_n}
         raise missing_variable(err, files) or err from None
     summary = compare_summary(cmp)
     if "degrees" in summary:                         # another activation or target (issue 18)
@@ -490,7 +494,24 @@ def cmd_compare_teacher_student(args) -> int:
                      f"{r['theory_cubic_learned']:8.4f} {r['z_cubic']:6.2f}{star(r, 'z_cubic')}{r['sim_linear_learned']:8.4f}±"
                      f"{r['sim_linear_learned_sem']:.4f} {r['theory_linear_learned']:8.4f} {r['z_linear']:6.2f}"
                      f"{star(r, 'z_linear')}")
+    if finite_n:
+        lines += finite_n_compare_lines(summary["points"])
     return _finish(args, cmp, summary, lines + diagnostics_footer(summary["points"]))
+
+
+def finite_n_compare_lines(points) -> list[str]:
+    """The finite-n theory column of a teacher-student comparison: per point its mean +- SE over data sets
+    and z = (sim - finite n)/sqrt(SEM_sim^2 + SEM_fin^2)."""
+    lines = ["finite-n mean-field theory (mean ± SE over converged data sets; z against it, both errors):",
+             f"{'beta':>6} {'s2':>7} {'cubic finite-n':>17} {'z':>6} {'linear finite-n':>17} {'z':>6} {'sets':>5}"]
+    for r in points:
+        if not math.isfinite(r.get("finite_n_cubic_learned", math.nan)):
+            lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g}   (no finite-n solution at this sigma^2)")
+            continue
+        lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['finite_n_cubic_learned']:8.4f}±{r['finite_n_cubic_learned_sem']:<8.4f} "
+                     f"{r['z_finite_n_cubic']:6.2f} {r['finite_n_linear_learned']:8.4f}±{r['finite_n_linear_learned_sem']:<8.4f} "
+                     f"{r['z_finite_n_linear']:6.2f} {int(r['finite_n_datasets']):5d}")
+    return lines
 
 
 def single_index_compare_lines(summary: dict) -> list[str]:
