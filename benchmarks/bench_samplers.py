@@ -18,18 +18,21 @@ dimensionless units: the Langevin rate of the prior-preconditioned unit variable
   readout's step lr * 0.3 (``prior_exact``, ``readout_lr_scale``; docs/samplers.md), lr = 0.4: tuned at
   beta = 1/2 for an acceptance near 0.6; ``pcn-mala-b``: the same with readout_lr_scale 0.15, lr = 0.5;
   ``pcn-mala-c``: the prior-exact noise alone (readout and first layer at one rate), lr = 0.3;
+* ``plain-rb``, ``mala-rb``, ``pcn-mala-c-rb``: plain, mala and pcn-mala-c with Rao-Blackwellised records
+  (``rao_blackwell``: the learned fractions at the readout's conditional mean E[a | w]; the same chains);
 * ``blackjax-sgld`` and ``blackjax-mala``: BlackJAX's ``sgld`` (full-batch gradient: unadjusted Langevin)
   and ``mala`` kernels on the same log density of the unit variables, log p(z) = -L(theta(z))/s2 - |z|^2/2,
   with step_size = lr * s2 (the same chains as plain / mala up to the noise stream), lr 0.05 and 0.3;
   the same data sets and initial states, one ``lax.scan`` per chain, ``vmap`` over chains.  Needs the
   ``bench`` extra (``pip install -e '.[bench]'``).
 
-What is measured: the bulk ESS of the cubic (and linear) learned fraction (the exact population
+What is measured: the bulk ESS and the precision (1/MCSE^2 of the mean) of the cubic (and linear) learned fraction (the exact population
 projection, recorded every 10 steps, after a quarter of the steps as burn-in), summed over data sets
 (split-R-hat/ESS across the inits of each data set: :func:`grokphase.analysis.diagnostics.diagnose`), per
 CPU-second of the run (compilation excluded: every sampler runs once untimed first).  Interleaved rounds
 (the sampler order reversed every other round), a new seed per round; per round the ratio of each
-sampler's ESS/s to plain's; reported: median, min and max over rounds, CPU/wall and the load average.
+sampler's ESS/s (and precision/s: the fair measure between records of different variance, e.g. the
+Rao-Blackwellised ones) to plain's; reported: median, min and max over rounds, CPU/wall and the load average.
 
 Answer check: every sampler's time-averaged learned fractions are compared with the exact sampler
 (gibbs+mala, or mala where gibbs+mala is not run) by a paired z-score over data sets; plain's and gibbs's discretisation bias shows there.
@@ -77,6 +80,9 @@ SAMPLERS = {
     "pcn-mala": ("grokphase", {"mala": True, "prior_exact": True, "readout_lr_scale": 0.3}, 0.4),
     "pcn-mala-b": ("grokphase", {"mala": True, "prior_exact": True, "readout_lr_scale": 0.15}, 0.5),
     "pcn-mala-c": ("grokphase", {"mala": True, "prior_exact": True}, 0.3),
+    "plain-rb": ("grokphase", {"rao_blackwell": True}, 0.05),
+    "mala-rb": ("grokphase", {"mala": True, "rao_blackwell": True}, 0.3),
+    "pcn-mala-c-rb": ("grokphase", {"mala": True, "prior_exact": True, "rao_blackwell": True}, 0.3),
     "blackjax-sgld": ("blackjax", {"kernel": "sgld"}, 0.05),
     "blackjax-mala": ("blackjax", {"kernel": "mala"}, 0.3),
 }
@@ -97,14 +103,18 @@ def make_sim(args, name: str, seed: int, steps: int | None = None) -> TeacherStu
 
 
 def efficiency(traj: np.ndarray, times: np.ndarray, burn_in: int) -> dict:
-    """Bulk ESS (summed over data sets) and the per-data-set means of a (dataset, init, time) trajectory."""
+    """Bulk ESS and precision (sum of 1/MCSE^2 of the data sets' means) summed over data sets, and the
+    per-data-set means of a (dataset, init, time) trajectory.  The precision compares estimators of one
+    posterior mean with different variances (Rao-Blackwellised records): ESS counts samples of the record's
+    own variance, which the conditional expectation shrinks."""
     keep = times > burn_in
-    ess, means = 0.0, []
+    ess, precision, means = 0.0, 0.0, []
     for x in traj:
         st = chain_statistics(x[:, keep])
         ess += st["ess_bulk"]
+        precision += 1.0 / st["mcse"] ** 2
         means.append(float(x[:, keep].mean()))
-    return {"ess": ess, "means": np.asarray(means)}
+    return {"ess": ess, "precision": precision, "means": np.asarray(means)}
 
 
 def run_grokphase(args, name: str, seed: int, steps: int | None = None) -> dict:
@@ -301,6 +311,9 @@ def main() -> None:
         eff = {obs: [p[obs]["ess"] / p["cpu_s"] for p in per] for obs in ("cubic_learned", "linear_learned")}
         ratio = {obs: [p[obs]["ess"] / p["cpu_s"] / (rd["plain"][obs]["ess"] / rd["plain"]["cpu_s"])
                        for p, rd in zip(per, rounds)] for obs in eff}
+        # precision (1/MCSE^2) per CPU-second relative to plain's: the time to a given standard error
+        prec_ratio = {obs: [p[obs]["precision"] / p["cpu_s"] / (rd["plain"][obs]["precision"] / rd["plain"]["cpu_s"])
+                            for p, rd in zip(per, rounds)] for obs in eff}
         # answer check: paired differences over (round, data set) against the exact reference sampler
         zs = {}
         for obs in ("cubic_learned", "linear_learned"):
@@ -315,6 +328,7 @@ def main() -> None:
                    burn_in=sim.burn_in, datasets=args.datasets, inits=args.inits, rounds=args.pairs,
                    ess_per_cpu_s={o: stats(v) for o, v in eff.items()},
                    ratio_to_plain={o: stats(v) for o, v in ratio.items()},
+                   precision_ratio_to_plain={o: stats(v) for o, v in prec_ratio.items()},
                    cpu_s=stats([p["cpu_s"] for p in per]), cpu_per_wall=stats([p["cpu_s"] / p["wall_s"] for p in per]),
                    warmup_s=compile_s[name], versus_reference={"reference": ref, **zs},
                    acceptance=stats([p["acceptance"] for p in per]) if "acceptance" in per[0] else None,
@@ -322,7 +336,10 @@ def main() -> None:
         recs.append(rec)
         print(f"{name:14s} ESS/cpu-s cubic {rec['ess_per_cpu_s']['cubic_learned']['median']:.3f}  ratio to plain "
               f"{rec['ratio_to_plain']['cubic_learned']['median']:.2f} [{rec['ratio_to_plain']['cubic_learned']['min']:.2f}, "
-              f"{rec['ratio_to_plain']['cubic_learned']['max']:.2f}]  cubic {zs['cubic_learned']['mean']:.4f} "
+              f"{rec['ratio_to_plain']['cubic_learned']['max']:.2f}]  precision/s x plain "
+              f"{rec['precision_ratio_to_plain']['cubic_learned']['median']:.2f} "
+              f"(linear {rec['precision_ratio_to_plain']['linear_learned']['median']:.2f})  "
+              f"cubic {zs['cubic_learned']['mean']:.4f} "
               f"(z vs {ref} {zs['cubic_learned']['z']:+.1f})  linear {zs['linear_learned']['mean']:.4f} "
               f"(z {zs['linear_learned']['z']:+.1f})", flush=True)
     common = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
