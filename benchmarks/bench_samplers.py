@@ -20,6 +20,8 @@ dimensionless units: the Langevin rate of the prior-preconditioned unit variable
   ``pcn-mala-c``: the prior-exact noise alone (readout and first layer at one rate), lr = 0.3;
 * ``plain-rb``, ``mala-rb``, ``pcn-mala-c-rb``: plain, mala and pcn-mala-c with Rao-Blackwellised records
   (``rao_blackwell``: the learned fractions at the readout's conditional mean E[a | w]; the same chains);
+* ``pcn-refresh``, ``mala-refresh``: pcn-mala-c and mala with the readout also redrawn exactly at the start of
+  every record interval (``readout = "refresh"``: every 10 steps here);
 * ``blackjax-sgld`` and ``blackjax-mala``: BlackJAX's ``sgld`` (full-batch gradient: unadjusted Langevin)
   and ``mala`` kernels on the same log density of the unit variables, log p(z) = -L(theta(z))/s2 - |z|^2/2,
   with step_size = lr * s2 (the same chains as plain / mala up to the noise stream), lr 0.05 and 0.3;
@@ -83,6 +85,8 @@ SAMPLERS = {
     "plain-rb": ("grokphase", {"rao_blackwell": True}, 0.05),
     "mala-rb": ("grokphase", {"mala": True, "rao_blackwell": True}, 0.3),
     "pcn-mala-c-rb": ("grokphase", {"mala": True, "prior_exact": True, "rao_blackwell": True}, 0.3),
+    "pcn-refresh": ("grokphase", {"mala": True, "prior_exact": True, "readout": "refresh"}, 0.3),
+    "mala-refresh": ("grokphase", {"mala": True, "readout": "refresh"}, 0.3),
     "blackjax-sgld": ("blackjax", {"kernel": "sgld"}, 0.05),
     "blackjax-mala": ("blackjax", {"kernel": "mala"}, 0.3),
 }

@@ -303,9 +303,11 @@ def _add_run_options(p, positive) -> None:
                                                             "--record-every to --steps)")
     _add_until_converged_options(p, positive)
     g.add_argument("--optimizer", choices=("langevin", "sgd", "adam", "adamw"))
-    g.add_argument("--readout", choices=("langevin", "gibbs"),
-                   help="Langevin only: move the readout by Langevin with the first layer (default) or draw it "
-                        "exactly from its Gaussian conditional before every step (gibbs; dual form when N > n)")
+    g.add_argument("--readout", choices=("langevin", "gibbs", "refresh"),
+                   help="Langevin only: move the readout by Langevin with the first layer (default), draw it "
+                        "exactly from its Gaussian conditional before every step (gibbs; dual form when N > n), "
+                        "or both: move it with the first layer and redraw it exactly at the start of every "
+                        "record interval (refresh)")
     _add_sampler_numerics(g)
     g.add_argument("--readout-lr-scale", type=positive,
                    help="Langevin only: the readout's step is lr times this (default 1; a constant block "
@@ -427,6 +429,7 @@ def cmd_sim_teacher_student(args) -> int:
     model = "" if sim.paper_model else f" ({sim.activation_name}, target {sim.hermite_target.spec})"
     sampler = (("pCN-" if sim.prior_exact else "") + ("MALA" if sim.mala else "Langevin")
                + (", Gibbs readout" if sim.readout == "gibbs" else "")
+               + (f", readout redrawn every {sim.record_every} steps" if sim.readout == "refresh" else "")
                + (f", readout step x{sim.readout_lr_scale:g}" if sim.readout_lr_scale != 1.0 else "")
                + (", Rao-Blackwellised records" if sim.rao_blackwell else ""))
     steps = int(ds.attrs.get("steps_run", sim.steps))         # until converged: the steps actually run

@@ -142,7 +142,14 @@ class Task(NamedTuple):
     missing leaves 1): the update rule moves leaf k with rate s_k * ``hyper.lr`` (a constant diagonal
     preconditioner, one step size per layer); ``prior_exact`` (static): its noise variance is
     2 eta_k s2 (1 - eta_k s2/2) (``langevin(..., prior_exact=True)``: the step is exact on the unit Gaussian
-    prior).  Both must describe the update rule, whose Gaussian proposal density :func:`metropolis_step` uses."""
+    prior).  Both must describe the update rule, whose Gaussian proposal density :func:`metropolis_step` uses.
+
+    **Periodic Gibbs refresh** (``gibbs_per_call``, static): ``gibbs`` is applied once at the start of every
+    jitted advance call (every record interval, or every swap interval of a ladder) instead of before every
+    step, and the update rule moves every parameter (``fixed_leaves`` empty): a cycle of posterior-preserving
+    kernels (one exact conditional draw, then Langevin / MALA steps on the joint posterior), so the posterior
+    stays the stationary law, at one conditional draw per interval.  The chain then depends on the record
+    interval (the calls' boundaries), not on chunking, devices or resumes (which restart at record steps)."""
 
     make_data: Callable
     init: Callable
@@ -162,6 +169,7 @@ class Task(NamedTuple):
     fixed_leaves: tuple = ()
     step_scales: Callable | None = None
     prior_exact: bool = False
+    gibbs_per_call: bool = False
 
 
 def umbrella_bias(m, hyper):
@@ -263,8 +271,9 @@ def _potential(task: Task, z, data, hyper):
 def _carries_gradient(task: Task) -> bool:
     """MALA without a Gibbs update evaluates the potential's gradient at its proposal anyway: the step
     loop carries it to the next step (one gradient per step instead of two).  A Gibbs update changes z
-    before every step, so the gradient is computed afresh there."""
-    return task.metropolis and task.gibbs is None
+    before every step, so the gradient is computed afresh there; a once-per-call refresh
+    (``gibbs_per_call``) only at the call's start, where the carried gradient starts afresh anyway."""
+    return task.metropolis and (task.gibbs is None or task.gibbs_per_call)
 
 
 def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step, current=None):
@@ -272,7 +281,7 @@ def _member_step(task: Task, z, opt_state, data, hyper, noise_key, step, current
     step (:func:`_carries_gradient`), else None (computed here).  Returns (z, opt_state, potential at the
     step's start, (potential, gradient) at the returned z or None)."""
     key = jax.random.fold_in(noise_key, step)
-    if task.gibbs is not None:
+    if task.gibbs is not None and not task.gibbs_per_call:
         z = task.gibbs(z, data, hyper, jax.random.fold_in(key, GIBBS_STREAM))
     potential = _potential(task, z, data, hyper)
     loss, grads = jax.value_and_grad(potential)(z) if current is None else current
@@ -393,12 +402,16 @@ def _make_functions(task: Task, group: int | None = None, mesh: Mesh | None = No
             diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
             return z, opt_state, diverged_at, at_new if carry_grad else current
 
+        z0 = state.z
+        if task.gibbs is not None and task.gibbs_per_call:
+            # the periodic refresh: one exact conditional draw at the call's start (the key of its first step)
+            z0 = task.gibbs(z0, data, hyper, jax.random.fold_in(jax.random.fold_in(noise_key, state.step), GIBBS_STREAM))
         # the carried (potential, gradient) starts afresh at every call: hyperparameters may change between
         # calls (ladders, replica swaps), never inside one
-        current = (jax.value_and_grad(_potential(task, state.z, data, hyper))(state.z) if carry_grad
+        current = (jax.value_and_grad(_potential(task, z0, data, hyper))(z0) if carry_grad
                    else jnp.zeros(()))
         z, opt_state, diverged_at, _ = jax.lax.fori_loop(0, n_steps, body,
-                                                         (state.z, state.opt_state, state.diverged_at, current))
+                                                         (z0, state.opt_state, state.diverged_at, current))
         return state._replace(z=z, opt_state=opt_state, diverged_at=diverged_at, step=state.step + n_steps)
 
     def observe_member(state: ChainState, data, hyper, weight):

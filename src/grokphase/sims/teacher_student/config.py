@@ -28,8 +28,9 @@ STARTS = ("auto", "prior", "ordered")
 ORDERED_DROPLETS = ("all", "theory")
 ORDERED_THEORIES = ("finite-d", "limit")
 #: the readout's update: a Langevin step with the first layer, or an exact draw from its Gaussian
-#: conditional given the first layer before every Langevin step on w (issue 20)
-READOUTS = ("langevin", "gibbs")
+#: conditional given the first layer before every Langevin step on w, or a Langevin step with the first layer
+#: plus an exact redraw at the start of every record interval (issue 20)
+READOUTS = ("langevin", "gibbs", "refresh")
 #: the sampler options of issue 20, left out of ``parameters()`` at their defaults (earlier runs keep
 #: their hashes): the readout's update, the Metropolis adjustment (MALA), the readout's step relative to the
 #: first layer's (a constant block preconditioner), the prior-exact (pCN) noise and the Rao-Blackwellised records
@@ -88,7 +89,9 @@ class TeacherStudentSim:
 
     Samplers (issue 20): ``readout = "gibbs"`` draws the readout exactly from its Gaussian conditional
     given the first layer before every Langevin step on w (:mod:`grokphase.sims.readout`; the dual form
-    when N > n); ``mala = True`` makes every Langevin step the proposal of a Metropolis-adjusted chain
+    when N > n); ``readout = "refresh"`` moves the readout with the first layer (Langevin or MALA on both)
+    and redraws it exactly from the same conditional at the start of every record interval (a cycle of
+    posterior-preserving kernels: the chain depends on ``record_every``); ``mala = True`` makes every Langevin step the proposal of a Metropolis-adjusted chain
     (:func:`grokphase.sims.driver.metropolis_step`: no O(lr) bias; its acceptance rate is recorded).
     Both keep the posterior as the stationary law.  ``readout_lr_scale`` (default 1): the readout's Langevin
     rate is ``lr * readout_lr_scale`` (a constant block-diagonal preconditioner: the first layer may step
@@ -162,7 +165,7 @@ class TeacherStudentSim:
         self._check_family()
         check_matmul_precision(self.matmul_precision)
         if self.readout not in READOUTS:
-            raise ParameterError(f"unknown readout update {self.readout!r}; choose {' or '.join(READOUTS)}")
+            raise ParameterError(f"unknown readout update {self.readout!r}; choose {', '.join(READOUTS)}")
         if not isinstance(self.mala, (bool, np.bool_)):
             raise ParameterError(f"mala must be true or false, got {self.mala!r}")
         object.__setattr__(self, "mala", bool(self.mala))
@@ -179,9 +182,9 @@ class TeacherStudentSim:
         if self.readout_lr_scale != 1.0 and self.readout == "gibbs":
             raise ParameterError("readout_lr_scale sets the readout's Langevin step: with readout = gibbs the readout "
                                  "is drawn exactly (leave readout_lr_scale at 1)")
-        if (self.readout == "gibbs" or self.mala or self.prior_exact or self.readout_lr_scale != 1.0
+        if (self.readout != "langevin" or self.mala or self.prior_exact or self.readout_lr_scale != 1.0
                 or self.rao_blackwell) and self.optimizer != "langevin":
-            what = ("readout = gibbs" if self.readout == "gibbs" else "mala" if self.mala
+            what = (f"readout = {self.readout}" if self.readout != "langevin" else "mala" if self.mala
                     else "prior_exact" if self.prior_exact else "rao_blackwell" if self.rao_blackwell
                     else "readout_lr_scale")
             raise ParameterError(f"{what} samples the Langevin posterior: it needs optimizer langevin, not "

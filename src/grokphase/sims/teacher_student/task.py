@@ -159,8 +159,8 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
         kwargs = {} if rounding is None else {"rounding": rounding}      # the default model: unchanged
         model = (TwoLayerNet(sim.N, **kwargs) if sim.paper_model
                  else TwoLayerNet(sim.N, activation=sim.activation, **kwargs))
-    elif sim.readout == "gibbs" or sim.rao_blackwell:
-        what = "readout = gibbs draws" if sim.readout == "gibbs" else "rao_blackwell averages"
+    elif sim.readout != "langevin" or sim.rao_blackwell:
+        what = f"readout = {sim.readout} draws" if sim.readout != "langevin" else "rao_blackwell averages"
         raise ParameterError(f"{what} the readout of the built-in two-layer network (its features phi(x w)); a "
                              "user model samples every parameter by Langevin (readout = langevin, no rao_blackwell)")
     elif rounding is not None:
@@ -169,7 +169,7 @@ def make_task(sim: TeacherStudentSim, model=None) -> Task:
     return _make_task(sim.N, sim.n, sim.d, sim.n_test, sim.dtype, sim.optimizer, sim.q_bins, float(sim.q_max), model,
                       sim.qt_q_bins, sim.t_bins, float(sim.t_max), sim.activation, sim.target, sim.order_degree,
                       sim.umbrella, sim.readout == "gibbs", sim.mala, sim.matmul_precision, sim.prior_exact,
-                      sim.rao_blackwell)
+                      sim.rao_blackwell, sim.readout == "refresh")
 
 
 @functools.lru_cache(maxsize=16)
@@ -177,7 +177,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
                model, qt_q_bins: int = 60, t_bins: int = 50, t_max: float = 1.25, activation="erf",
                target: str | None = None, order_degree: int | None = None, umbrella: bool = False,
                gibbs_a: bool = False, metropolis: bool = False, matmul_precision: str = "highest",
-               prior_exact: bool = False, rao_blackwell: bool = False) -> Task:
+               prior_exact: bool = False, rao_blackwell: bool = False, refresh: bool = False) -> Task:
     """``target`` None: the paper's He1 + eps He3 (eps a per-network leaf) with the linear_/cubic_ records
     (erf: today's float arithmetic, bit for bit); a spec: that Hermite target (static coefficients).
     ``order_degree``: the degree of the order parameter (default the highest); ``umbrella``: the
@@ -185,7 +185,9 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
     conditional before every step (:func:`gibbs`); ``metropolis``: MALA (the driver's accept/reject);
     ``matmul_precision``: the task's functions traced under it (:func:`with_matmul_precision`); ``prior_exact``:
     the Langevin noise exact on the unit prior (:func:`grokphase.sims.langevin.langevin`); ``rao_blackwell``:
-    the records linear in the readout are their conditional expectations given w (:func:`rao_blackwell_readout`).
+    the records linear in the readout are their conditional expectations given w (``conditional_readout_mean``);
+    ``refresh``: the readout moves with w by the update rule and is redrawn exactly from its conditional at the
+    start of every record interval (:class:`grokphase.sims.driver.Task` ``gibbs_per_call``).
     A per-network
     ``hyper.readout_lr_scale`` (an array leaf, or None for 1) moves the readout with rate lr * readout_lr_scale
     (:meth:`grokphase.sims.driver.Task` ``step_scales``)."""
@@ -318,7 +320,7 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
             m = (family_projections(w, a, w_star, activation, degrees) / jnp.asarray(yhat, jnp.float64))[k_index]
         return m.astype(jnp.float64)
 
-    phi = network_activation(model.activation) if (gibbs_a or rao_blackwell) else None
+    phi = network_activation(model.activation) if (gibbs_a or rao_blackwell or refresh) else None
 
     def observe(theta, data, hyper, accum, weight):
         w, w_star = theta["w"], data["w_star"]
@@ -408,8 +410,10 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         """The update rule's rate per layer relative to hyper.lr (the Metropolis proposal's density)."""
         return {} if hyper.readout_lr_scale is None or gibbs_a else {"a": hyper.readout_lr_scale}
 
-    task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe, gibbs=gibbs if gibbs_a else None,
+    task = Task(make_data, init, prior_std, loss, make_tx, init_accum, observe,
+                gibbs=gibbs if (gibbs_a or refresh) else None,
                 order_parameter=order_parameter, order_parameter_name=f"learned_{order_degree}", umbrella=umbrella,
                 metropolis=metropolis, fixed_leaves=("a",) if gibbs_a else (),
-                step_scales=step_scales if optimizer == "langevin" else None, prior_exact=prior_exact)
+                step_scales=step_scales if optimizer == "langevin" else None, prior_exact=prior_exact,
+                gibbs_per_call=refresh)
     return with_matmul_precision(task, matmul_precision)
