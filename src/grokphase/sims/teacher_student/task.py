@@ -326,9 +326,13 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         w, w_star = theta["w"], data["w_star"]
         if rao_blackwell:
             # the readout-linear records (projections, outputs) at a = E[a | w]; the MSEs at the sampled a
-            theta_rb = {**theta, "a": conditional_readout_mean(theta, data, hyper)}
-            f_train, f_test = outputs(theta_rb, data)
-            mse_train, mse_test = outputs(theta, data)
+            # the features once: the sampled network's outputs (the model's arithmetic: f = phi(x w) @ a) and
+            # those at E[a | w] share them
+            F_train = phi(matmul(data["x"], theta["w"]))
+            F_test = phi(matmul(data["x_test"], theta["w"]))
+            theta_rb = {**theta, "a": conditional_readout_mean(F_train, theta, data, hyper)}
+            f_train, f_test = matmul(F_train, theta_rb["a"]), matmul(F_test, theta_rb["a"])
+            mse_train, mse_test = matmul(F_train, theta["a"]), matmul(F_test, theta["a"])
         else:
             theta_rb = theta
             f_train, f_test = mse_train, mse_test = outputs(theta, data)
@@ -367,16 +371,15 @@ def _make_task(N: int, n: int, d: int, n_test: int, dtype_name: str, optimizer: 
         }
         return record, accum
 
-    def conditional_readout_mean(theta, data, hyper):
+    def conditional_readout_mean(F, theta, data, hyper):
         """E[a | w] (Rao-Blackwellisation, issue 20): the mean of the readout's Gaussian conditional given the
         first layer, c Lambda^-1 (c/s2) F^T y with Lambda = I + (c^2/s2) F^T F, c = sqrt(sa2/N), F = phi(x w)
-        (:func:`grokphase.sims.readout.readout_draw` with xi = 0; the dual n x n form when N > n).  Every
+        (:func:`grokphase.sims.readout.readout_draw` with xi = 0; the dual n x n form when N > n; ``F`` the
+        training features phi(x w) of ``theta``).  Every
         record linear in the readout, evaluated at E[a | w] instead of the sampled a, is that record's
         conditional expectation: the same posterior mean (E[E[g | w]] = E[g]) with the readout's own noise
         integrated out."""
-        w = theta["w"]
         c = jnp.asarray(prior_std(theta, hyper)["a"], jnp.float64)
-        F = phi(matmul(data["x"], w))
         zero = jnp.zeros((N, 1), jnp.float64)
         eps0 = jnp.zeros((n, 1), jnp.float64) if N > n else None
         z_a = readout_draw(F, data["y"][:, None], c, hyper.s2, zero, eps0)[:, 0]
