@@ -214,14 +214,19 @@ def mala_step(key, z, h, q, tau, prob: Problem):
     return jnp.where(acc[..., None], prop, z), acc
 
 
+def _overlaps(q, tp):
+    """The erf overlaps with the target's Hermite directions, g1 = <erf(w·x), Hhat1(w*·x)> = 2q/sqrt(pi D)
+    and g3 = <erf(w·x), Hhat3(w*·x)> = -4q^3/(sqrt(6 pi) D^{3/2}), D = 1 + 2(q^2 + |w_perp|^2)."""
+    D = 1.0 + 2.0 * (q * q + tp)
+    return 2.0 * q / jnp.sqrt(jnp.pi * D), -4.0 * q**3 / (math.sqrt(6.0 * math.pi) * D**1.5)
+
+
 def _observe(z, q, tau, prob: Problem):
     """Per-walker observables at (z, q): dF/dq integrand, g1 m, g3 m, |w_perp|^2, phi."""
     qb = jnp.broadcast_to(q[:, None], z.shape[:-1])
     _, _, m, dm_dq, phi = neuron_terms(z, qb, tau, prob)
     tp = prob.c**2 * jnp.sum(z * z, axis=-1)
-    D = 1.0 + 2.0 * (qb * qb + tp)
-    g1 = 2.0 * qb / jnp.sqrt(jnp.pi * D)
-    g3 = -4.0 * qb**3 / (math.sqrt(6.0 * math.pi) * D**1.5)
+    g1, g3 = _overlaps(qb, tp)
     return prob.A * m * dm_dq, g1 * m, g3 * m, tp, phi
 
 
@@ -262,9 +267,8 @@ def newton_direction(tau, moments, prob: Problem, s2, sa2):
     (= y - (s2 + K) tau), -hess G = s2 I + sa2 <phi phi^T> + sa2 A Cov_p(m phi) (THEORY.md §2: the
     Hessian of N log z is K + sa2 A Cov(m phi)); the fixed point t = s2 (s2 + K)^{-1} y is grad G = 0."""
     P1, P2, mu = moments
-    n = tau.shape[0]
     g = prob.y - s2 * tau - sa2 * mu
-    Hn = s2 * jnp.eye(n) + sa2 * P1 + sa2 * prob.A * (P2 - jnp.outer(mu, mu))
+    Hn = saddle_hessian(P1, P2, mu, s2, sa2, prob.A)
     return jnp.linalg.solve(Hn, g), float(jnp.linalg.norm(g) / jnp.linalg.norm(prob.y))
 
 
@@ -288,6 +292,114 @@ def q_weights(q, dF, d, sw2):
     return logp, w / w.sum()
 
 
+# ------------------------------------------------------------------------- one-loop (1/N) correction
+class LoopSums(NamedTuple):
+    """Averages over p at the saddle tau that the one-loop correction contracts, with C = H^{-1}, the
+    means mu = E[m phi] and E[g_k m] held fixed: dZ = m phi - mu, a1 = phi·C dZ, a2 = phi·C phi,
+    a3 = dZ·C dZ (per neuron), g_k the overlaps of the observables L_k = sa2 E[g_k m]."""
+
+    phi_a1: jax.Array   # (n,) E[phi a1]
+    dZ_a2: jax.Array    # (n,) E[dZ a2]
+    dZ_a3: jax.Array    # (n,) E[dZ a3]
+    g_phi: jax.Array    # (K, n) E[g_k phi]
+    gm_dZ: jax.Array    # (K, n) E[g_k m dZ]
+    g_a1: jax.Array     # (K,) E[g_k a1]
+    dgm_a2: jax.Array   # (K,) E[(g_k m - E[g_k m]) a2]
+    dgm_a3: jax.Array   # (K,) E[(g_k m - E[g_k m]) a3]
+
+
+def loop_sums(phi, g, weights, tau, C, mu, gm_mean) -> LoopSums:
+    """The weighted sums of :class:`LoopSums` over neurons ``phi`` (S, n) = phi(X w_s) with overlaps ``g``
+    (K, S) and weights (S,) (averages when the weights sum to 1)."""
+    m = phi @ tau
+    dZ = phi * m[:, None] - mu
+    v = dZ @ C
+    a1 = jnp.sum(phi * v, axis=1)
+    a2 = jnp.sum(phi * (phi @ C), axis=1)
+    a3 = jnp.sum(dZ * v, axis=1)
+    gw = g * weights
+    dgm = (g * m - gm_mean[:, None]) * weights
+    return LoopSums((weights * a1) @ phi, (weights * a2) @ dZ, (weights * a3) @ dZ, gw @ phi, (gw * m) @ dZ,
+                    gw @ a1, dgm @ a2, dgm @ a3)
+
+
+def one_loop_correction(sums: LoopSums, C, A, sa2):
+    r"""The one-loop (first order in 1/N) shift of the observables L_k = sa2 E_p[g_k m] and of tau.
+
+    The saddle over tau of THEORY.md §2 is the N -> infinity limit of the exact integral
+    Z = int dtau exp(-G(tau)) (along tau* + i eta; G(tau) = tau·y - s2|tau|^2/2 - N log z(tau)), whose
+    exponent is Gaussian up to terms of order 1/N (every derivative of N log z beyond the second carries a
+    factor A = sa2/N).  To the first non-Gaussian order, with C = H^{-1}, H = -grad^2 G and G3 the third
+    derivative of G:
+
+        <tau> = tau* - C G3[C] / 2,    <L> = L* - grad L · C G3[C] / 2 - tr(grad^2 L C) / 2,
+
+        G3[C]_a = -sa2 (A (2 E[phi_a a1] + E[dZ_a a2]) + A^2 E[dZ_a a3]),
+        grad L = sa2 (E[g phi] + A E[g m dZ]),
+        tr(grad^2 L C) = sa2 (2A E[g a1] + A E[(gm - E gm) a2] + A^2 E[(gm - E gm) a3])
+
+    (the third cumulants of the neuron action: :class:`LoopSums`).  Returns (delta L (K,), delta tau (n,));
+    the mean training discrepancy shifts by s2 delta tau.  Tested against the exact contour integral at
+    n = 2 (tests/test_finite_n_loop.py), where the remainder falls like 1/N^2."""
+    G3C = -sa2 * (A * (2.0 * sums.phi_a1 + sums.dZ_a2) + A**2 * sums.dZ_a3)
+    dtau = -0.5 * C @ G3C
+    grad = sa2 * (sums.g_phi + A * sums.gm_dZ)
+    tr = sa2 * (2.0 * A * sums.g_a1 + A * sums.dgm_a2 + A**2 * sums.dgm_a3)
+    return grad @ dtau - 0.5 * tr, dtau
+
+
+def saddle_hessian(P1, P2, mu, s2, sa2, A):
+    """H = -grad^2 G = s2 I + sa2 E[phi phi^T] + sa2 A Cov(m phi) from the mixture moments (P1, P2, mu)."""
+    n = mu.shape[0]
+    return s2 * jnp.eye(n) + sa2 * P1 + sa2 * A * (P2 - jnp.outer(mu, mu))
+
+
+def one_loop(phi, g, weights, tau, s2, sa2, A):
+    """The mean-field observables and their one-loop correction from weighted neuron samples of p at the
+    saddle tau: ``phi`` (S, n) = phi(X w_s), ``g`` (K, S) overlaps, ``weights`` (S,) (normalised here).
+    Returns (L (K,) = sa2 E[g_k m], delta L (K,), delta tau (n,)) (:func:`one_loop_correction`)."""
+    weights = weights / jnp.sum(weights)
+    m = phi @ tau
+    wphi = phi * jnp.sqrt(weights)[:, None]
+    mu = weights @ (phi * m[:, None])
+    H = saddle_hessian(wphi.T @ wphi, (wphi * m[:, None]).T @ (wphi * m[:, None]), mu, s2, sa2, A)
+    C = jnp.linalg.inv(H)
+    C = 0.5 * (C + C.T)
+    gm_mean = (g * m) @ weights
+    dL, dtau = one_loop_correction(loop_sums(phi, g, weights, tau, C, mu, gm_mean), C, A, sa2)
+    return sa2 * gm_mean, dL, dtau
+
+
+def run_loop_chains(key, walkers: Walkers, q, tau, prob: Problem, steps: int, omega, C, mu, gm_mean, stride: int = 4):
+    """``steps`` MALA steps at the frozen tau accumulating :class:`LoopSums` (observables g1, g3) over the
+    mixture p = sum_j omega_j p(z | q_j) every ``stride``-th step.  Returns (walkers, averaged LoopSums)."""
+    Q, M, _ = walkers.z.shape
+    n = prob.s.shape[0]
+    wt = jnp.broadcast_to((omega / M)[:, None], (Q, M)).reshape(Q * M)
+
+    def sums_at(z):
+        qb = jnp.broadcast_to(q[:, None], z.shape[:-1])
+        phi = neuron_terms(z, qb, tau, prob)[4].reshape(Q * M, n)
+        g = jnp.stack(_overlaps(qb, prob.c**2 * jnp.sum(z * z, axis=-1))).reshape(2, Q * M)
+        return loop_sums(phi, g, wt, tau, C, mu, gm_mean)
+
+    def body(carry, i):
+        z, acc = carry
+        z, _ = mala_step(jax.random.fold_in(key, i), z, walkers.h, q, tau, prob)
+        acc = jax.lax.cond(i % stride == 0, lambda a: jax.tree_util.tree_map(jnp.add, a, sums_at(z)),
+                           lambda a: a, acc)
+        return (z, acc), None
+
+    zero = LoopSums(jnp.zeros(n), jnp.zeros(n), jnp.zeros(n), jnp.zeros((2, n)), jnp.zeros((2, n)), jnp.zeros(2),
+                    jnp.zeros(2), jnp.zeros(2))
+    (z, acc), _ = jax.lax.scan(body, (walkers.z, zero), jnp.arange(steps))
+    count = (steps + stride - 1) // stride
+    return Walkers(z, walkers.h), jax.tree_util.tree_map(lambda a: a / count, acc)
+
+
+_run_loop_chains = jax.jit(run_loop_chains, static_argnames=("steps", "stride"))
+
+
 # ----------------------------------------------------------------------------------------------- solver
 class FiniteNSolution(NamedTuple):
     """One data set at one parameter point.  ``*_sem``: batch-means standard errors of the production
@@ -306,6 +418,12 @@ class FiniteNSolution(NamedTuple):
     log_p: np.ndarray
     tau: np.ndarray
     history: np.ndarray        # (iterations, 3): linear, cubic learned, |grad G|/|y| per burn-in iteration
+    # the one-loop (1/N) corrections (solve_finite_n(one_loop=True); NaN otherwise): the finite-N
+    # prediction is linear_learned + linear_one_loop, with their batch-means errors
+    linear_one_loop: float = math.nan
+    linear_one_loop_sem: float = math.nan
+    cubic_one_loop: float = math.nan
+    cubic_one_loop_sem: float = math.nan
 
 
 def check_params(params: TeacherStudentParams) -> TeacherStudentParams:
@@ -349,12 +467,15 @@ def _learned(avg: Averages, omega, params):
 
 
 def solve_finite_n(params: TeacherStudentParams, x, y, w_star, key, config: FiniteNConfig = FiniteNConfig(),
-                   tau0=None, verbose: bool = False) -> FiniteNSolution:
+                   tau0=None, verbose: bool = False, one_loop: bool = False) -> FiniteNSolution:
     """Solve the finite-n mean-field theory (module docstring) on one training set (x, y, w_star).
 
     ``params``: one point (N, n, d, s2, sa2, sw2, eps; n, d must match the data).  ``key``: the
     sampler's key (chains keyed by fold_in(key, iteration)).  ``tau0``: start (default: the exact EK
-    solution on these data)."""
+    solution on these data).  ``one_loop``: also the first finite-width (1/N) correction of the learned
+    fractions (:func:`one_loop_correction`), measured by ``blocks`` further blocks of ``block_steps`` at the
+    frozen tau with C = H^{-1} from the last production block (batch means); the mean-field numbers are
+    unchanged by it (the extra chains are keyed by fold_in(production key, 10^6 + block))."""
     params = check_params(params)
     prob = make_problem(params, x, y, w_star)
     cfg = config
@@ -405,10 +526,25 @@ def solve_finite_n(params: TeacherStudentParams, x, y, w_star, key, config: Fini
             _, residual = newton_direction(tau, mom, prob, s2, sa2)
     B = cfg.blocks
     se = lambda v: float(np.std(v, ddof=1) / math.sqrt(B))  # noqa: E731
+    loop = ()
+    if one_loop:
+        P1, P2, mu = mom
+        C = jnp.linalg.inv(saddle_hessian(P1, P2, mu, s2, sa2, prob.A))
+        C = 0.5 * (C + C.T)
+        om = jnp.asarray(omega)
+        gm_mean = jnp.stack([om @ avg.g1m, om @ avg.g3m])
+        d_lin, d_cub = [], []
+        for b in range(cfg.blocks):
+            walkers, sums = _run_loop_chains(jax.random.fold_in(k_prod, 10**6 + b), walkers, q, tau, prob,
+                                             cfg.block_steps, om, C, mu, gm_mean, stride=cfg.stride)
+            dL, _ = one_loop_correction(sums, C, prob.A, sa2)
+            d_lin.append(float(dL[0]))
+            d_cub.append(float(dL[1]) / (SQRT6 * float(params.eps)))
+        loop = (float(np.mean(d_lin)), se(d_lin), float(np.mean(d_cub)), se(d_cub))
     return FiniteNSolution(float(np.mean(lins)), se(lins), float(np.mean(cubs)), se(cubs), float(np.mean(masses)),
                            float(np.max(tails)), residual, float(np.mean(accs)), bool(residual < RESIDUAL_OK),
                            np.asarray(q),
-                           np.mean(logps, axis=0), np.asarray(tau), np.asarray(history))
+                           np.mean(logps, axis=0), np.asarray(tau), np.asarray(history), *loop)
 
 
 def _droplet_mass(q, logp, omega, default: float = 0.4) -> float:
