@@ -10,6 +10,7 @@ one-loop correction must reproduce exact - mean field up to a remainder falling 
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -142,3 +143,48 @@ def test_the_solver_streams_the_same_sums():
     ref = fn.loop_sums(phi, g, jnp.repeat(omega / M, M), tau, C, mu, gm)
     for a, b in zip(sums, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------------ `theory finite-n --one-loop`
+TINY = ["theory", "finite-n", "--N", "40", "--n", "50", "--d", "8", "--sa2", "0.2", "--s2", "0.2,0.3", "--q-size", "8",
+        "--walkers", "8", "--iterations", "6", "--steps", "4", "--blocks", "2", "--block-steps", "4", "--no-progress",
+        "--datasets", "0", "1"]
+
+
+def test_cli_one_loop_adds_the_correction_and_keeps_the_mean_field(tmp_path, capsys):
+    """--one-loop leaves every mean-field number of the file unchanged (bit for bit), adds per cell the
+    solver's one-loop correction and over sigma^2 the means of the correction and of finite n + one loop;
+    a file written without it is not resumed with it (the parameter named)."""
+    from grokphase.cli import main
+    from grokphase.experiments import finite_n as efn
+    from grokphase.io import load_dataset
+    from grokphase.theory.teacher_student import TeacherStudentParams
+
+    plain, loop = tmp_path / "plain.nc", tmp_path / "loop.nc"
+    assert main([*TINY, "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--out", str(loop), "--one-loop", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    a, b = load_dataset(plain, efn.KIND), load_dataset(loop, efn.KIND)
+    assert "linear_corrected" not in a and "linear_one_loop_dataset" not in a
+    for name in a.data_vars:
+        if name != "seconds":
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    # one cell from the solver (s2 = 0.3 is solved first: no continuation start)
+    x, y, w = fn.draw_dataset(fn.dataset_key(0, 1), 50, 8, -0.3)
+    p = TeacherStudentParams(N=40.0, n=50.0, d=8.0, sa2=0.2, s2=0.3)
+    cfg = fn.FiniteNConfig(q_size=8, walkers=8, iterations=6, steps=4, blocks=2, block_steps=4)
+    sol, _, _ = efn.solve_with_retry(p, x, y, w, jax.random.fold_in(jax.random.PRNGKey(1), 1), cfg, one_loop=True)
+    cell = b.sel(s2=0.3, dataset=1)
+    assert float(cell["linear_one_loop_dataset"]) == sol.linear_one_loop
+    assert float(cell["cubic_one_loop_mc_error"]) == sol.cubic_one_loop_sem
+    assert math.isfinite(sol.linear_one_loop) and sol.linear_one_loop != 0.0
+    for j in range(2):
+        ok = b["converged"].values[j]
+        for short in ("linear", "cubic"):
+            corr = (b[f"{short}_learned_dataset"].values[j] + b[f"{short}_one_loop_dataset"].values[j])[ok]
+            if ok.any():
+                assert float(b[f"{short}_corrected"].values[j]) == pytest.approx(corr.mean(), rel=1e-12)
+                assert summary["points"][j][f"{short}_corrected"] == pytest.approx(corr.mean(), rel=1e-12)
+    rc = main([*TINY, "--out", str(plain), "--one-loop"])
+    assert rc == 2 and "one_loop" in capsys.readouterr().err

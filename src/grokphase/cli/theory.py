@@ -173,6 +173,9 @@ def _add_finite_n_params(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-retry", action="store_true",
                    help="do not retry a run-away solve (by default it is retried once: continuation from the nearest "
                         "larger sigma^2's converged solution of the same data set, else from tau_EK/2)")
+    p.add_argument("--one-loop", action="store_true",
+                   help="also the one-loop (first order in 1/N) finite-width correction of each solve and the finite-N "
+                        "prediction finite n + one loop (docs/finite_size.md)")
     p.add_argument("--out", metavar="FILE.nc", default=None,
                    help="save the results (netCDF), rewritten after every solve; an existing file with the same "
                         "parameters is resumed")
@@ -363,7 +366,8 @@ def cmd_theory_finite_n(args) -> int:
     with _progress(args, "finite-n theory") as bar:
         bar.unit = "solve"
         ds = run_finite_n(point, datasets, seed=args.seed, sampler_seed=args.sampler_seed, config=config,
-                          retry=not args.no_retry, beta=args.beta, alpha=alpha, out=args.out, progress=bar)
+                          retry=not args.no_retry, beta=args.beta, alpha=alpha, out=args.out, progress=bar,
+                          one_loop=args.one_loop)
     elapsed = time.perf_counter() - t0
     summary, lines = finite_n_summary(ds)
     _log(args, f"grokphase: finite-n theory, {ds.sizes['s2']} sigma^2 x {ds.sizes['dataset']} data sets "
@@ -387,10 +391,18 @@ def finite_n_summary(ds) -> tuple[dict, list[str]]:
         pt["n_converged"], pt["n_solved"] = int(ds["n_converged"].values[j]), int(ds["n_solved"].values[j])
         pt["failed"] = [int(i) for i, ok, done in zip(ds["dataset"].values, ds["converged"].values[j],
                                                        ds["solved"].values[j]) if done and not ok]
+        loop = "linear_corrected" in ds
+        if loop:
+            for k in ("linear_one_loop", "cubic_one_loop", "linear_corrected", "cubic_corrected"):
+                pt[k], pt[f"{k}_sem"] = float(ds[k].values[j]), float(ds[f"{k}_sem"].values[j])
         points.append(pt)
         lines.append(f"{v:8.4g} {pt['linear_learned']:10.4f}±{pt['linear_learned_sem']:<8.4f} {pt['ek_linear_learned']:7.4f} "
                      f"{pt['cubic_learned']:10.4f}±{pt['cubic_learned_sem']:<8.4f} {pt['ek_cubic_learned']:7.4f} "
                      f"{pt['n_converged']:>4}/{pt['n_solved']}")
+        if loop:
+            lines.append(f"{'+ 1/N':>8} {pt['linear_corrected']:10.4f}±{pt['linear_corrected_sem']:<8.4f} {'':7} "
+                         f"{pt['cubic_corrected']:10.4f}±{pt['cubic_corrected_sem']:<8.4f}   (one loop: linear "
+                         f"{pt['linear_one_loop']:+.4f}, cubic {pt['cubic_one_loop']:+.4f})")
         for k, i in enumerate(ds["dataset"].values):
             if not bool(ds["solved"].values[j, k]):
                 continue
@@ -398,6 +410,8 @@ def finite_n_summary(ds) -> tuple[dict, list[str]]:
                          **{name: float(ds[name].values[j, k]) for name in (
                              "linear_learned_dataset", "linear_learned_mc_error", "cubic_learned_dataset",
                              "cubic_learned_mc_error", "droplet_mass_dataset", "residual", "seconds")},
+                         **{name: float(ds[name].values[j, k]) for name in (
+                             "linear_one_loop_dataset", "cubic_one_loop_dataset") if name in ds},
                          "converged": bool(ds["converged"].values[j, k]), "retried": bool(ds["retried"].values[j, k]),
                          "start": STARTS.get(int(ds["start"].values[j, k]), "none")})
     failed = [f"s2 = {r['s2']:g} data set {r['dataset']} (|grad G|/|y| = {r['residual']:.3g})" for r in rows

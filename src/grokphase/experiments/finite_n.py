@@ -96,6 +96,17 @@ CELL_VARS = (
     ("residual", "residual", "|grad G|/|y| at the frozen tau (converged: < RESIDUAL_OK)"),
     ("accept", "accept", "mean MALA acceptance in production"),
 )
+#: the one-loop (1/N) corrections of a cell (``one_loop=True`` runs only)
+LOOP_VARS = (
+    ("linear_one_loop_dataset", "linear_one_loop", "one-loop (1/N) correction of linear_learned_dataset"),
+    ("linear_one_loop_mc_error", "linear_one_loop_sem", "batch-means Monte-Carlo error of linear_one_loop_dataset"),
+    ("cubic_one_loop_dataset", "cubic_one_loop", "one-loop (1/N) correction of cubic_learned_dataset"),
+    ("cubic_one_loop_mc_error", "cubic_one_loop_sem", "batch-means Monte-Carlo error of cubic_one_loop_dataset"),
+)
+
+
+def _cell_vars(params: dict):
+    return CELL_VARS + (LOOP_VARS if params.get("one_loop") else ())
 
 
 def scaled_point(base: TeacherStudentParams, beta: float = 1.0, alpha: float | None = None) -> TeacherStudentParams:
@@ -111,7 +122,7 @@ def scaled_point(base: TeacherStudentParams, beta: float = 1.0, alpha: float | N
 
 
 def solve_with_retry(p: TeacherStudentParams, x, y, w_star, key, config: fn.FiniteNConfig, *, retry: bool = True,
-                     previous: tuple[float, np.ndarray] | None = None):
+                     previous: tuple[float, np.ndarray] | None = None, one_loop: bool = False):
     """One (sigma^2, data set) solve with the retry rule: (solution, start, retried).
 
     The first solve starts from the exact EK discrepancy (start 0, ``ek``).  A solution flagged not
@@ -120,8 +131,9 @@ def solve_with_retry(p: TeacherStudentParams, x, y, w_star, key, config: fn.Fini
     ``previous = (s2', tau')``, a converged solution of the *same* training set at a larger s2' (weaker
     coupling, fewer droplets): the discrepancy is carried over, tau0 = s2' tau'/s2 (start 1,
     ``continuation``); without one from tau_EK/2 (start 2, ``half_ek``).  The retry is kept if it converged
-    or has the smaller residual; else the first solve is kept (start 0, retried True)."""
-    sol = fn.solve_finite_n(p, x, y, w_star, key, config)
+    or has the smaller residual; else the first solve is kept (start 0, retried True).  ``one_loop``: every
+    solve also measures the one-loop (1/N) correction (:func:`grokphase.theory.finite_n.solve_finite_n`)."""
+    sol = fn.solve_finite_n(p, x, y, w_star, key, config, one_loop=one_loop)
     if sol.converged or not retry:
         return sol, 0, False
     s2 = float(p.s2)
@@ -130,7 +142,8 @@ def solve_with_retry(p: TeacherStudentParams, x, y, w_star, key, config: fn.Fini
     else:
         tau0, start = 0.5 * np.asarray(fn.ek_tau(p, fn.make_problem(p, x, y, w_star).s)), 2
     again = fn.solve_finite_n(p, x, y, w_star, jax.random.fold_in(key, RETRY_KEY),
-                              dataclasses.replace(config, iterations=RETRY_ITERATIONS * config.iterations), tau0=tau0)
+                              dataclasses.replace(config, iterations=RETRY_ITERATIONS * config.iterations), tau0=tau0,
+                              one_loop=one_loop)
     if again.converged or again.residual <= sol.residual:
         return again, start, True
     return sol, 0, True
@@ -143,12 +156,15 @@ def _check_index(value, what: str) -> int:
 
 
 def _run_parameters(p: TeacherStudentParams, s2: np.ndarray, beta: float, alpha: float, seed: int, sampler_seed: int,
-                    retry: bool, config: fn.FiniteNConfig) -> dict:
-    """What a result file must agree on to be resumed (everything but the data sets), JSON-normalised."""
+                    retry: bool, config: fn.FiniteNConfig, one_loop: bool = False) -> dict:
+    """What a result file must agree on to be resumed (everything but the data sets), JSON-normalised
+    (``one_loop`` recorded only when on, so files without it keep their parameters)."""
     params = {k: float(np.asarray(getattr(p, k))) for k in PARAM_NAMES if k != "s2"}
     params.update(s2=[float(v) for v in s2], s2_reference=[float(v) * beta / alpha for v in s2], beta=float(beta),
                   alpha=float(alpha), seed=seed, sampler_seed=sampler_seed, retry=bool(retry),
                   config={k: getattr(config, k) for k in config.__dataclass_fields__})
+    if one_loop:
+        params["one_loop"] = True
     return json.loads(to_json(params))
 
 
@@ -169,7 +185,7 @@ def _resume_cells(path: Path, params: dict, S: int) -> dict:
         for k, i in enumerate(prev["dataset"].values):
             if not bool(prev["solved"].values[j, k]):
                 continue
-            row = {name: float(prev[name].values[j, k]) for name, _, _ in CELL_VARS}
+            row = {name: float(prev[name].values[j, k]) for name, _, _ in _cell_vars(params)}
             row.update(converged=bool(prev["converged"].values[j, k]), retried=bool(prev["retried"].values[j, k]),
                        start=int(prev["start"].values[j, k]), seconds=float(prev["seconds"].values[j, k]),
                        tau=np.asarray(prev["tau"].values[j, k], np.float64),
@@ -187,19 +203,20 @@ def _assemble(cells: dict, s2: np.ndarray, params: dict, config: fn.FiniteNConfi
     D = len(ds_idx)
     col = {i: k for k, i in enumerate(ds_idx)}
     q = np.linspace(0.0, config.q_max, config.q_size)
-    data = {name: np.full((S, D), np.nan) for name, _, _ in CELL_VARS}
+    cell_vars = _cell_vars(params)
+    data = {name: np.full((S, D), np.nan) for name, _, _ in cell_vars}
     data["seconds"] = np.full((S, D), np.nan)
     solved, converged, retried = (np.zeros((S, D), bool) for _ in range(3))
     start = np.full((S, D), -1, np.int8)
     tau, log_p = np.full((S, D, n), np.nan), np.full((S, D, q.size), np.nan)
     for (j, i), row in cells.items():
         k = col[i]
-        for name, _, _ in CELL_VARS:
+        for name, _, _ in cell_vars:
             data[name][j, k] = row[name]
         data["seconds"][j, k] = row["seconds"]
         solved[j, k], converged[j, k], retried[j, k], start[j, k] = True, row["converged"], row["retried"], row["start"]
         tau[j, k], log_p[j, k] = row["tau"], row["log_p"]
-    v = {name: (("s2", "dataset"), data[name], {"long_name": doc}) for name, _, doc in CELL_VARS}
+    v = {name: (("s2", "dataset"), data[name], {"long_name": doc}) for name, _, doc in cell_vars}
     v["seconds"] = (("s2", "dataset"), data["seconds"], {"long_name": "wall time of the solve(s), s"})
     v["solved"] = (("s2", "dataset"), solved, {"long_name": "this cell has been solved"})
     v["converged"] = (("s2", "dataset"), converged, {"long_name": f"residual < {fn.RESIDUAL_OK}"})
@@ -215,6 +232,16 @@ def _assemble(cells: dict, s2: np.ndarray, params: dict, config: fn.FiniteNConfi
         err = np.array([float(sem(cell[j, ok[j]], single=np.nan)) for j in range(S)])
         v[name] = (("s2",), mean, {"long_name": f"finite-n {doc}: mean over converged data sets"})
         v[f"{name}_sem"] = (("s2",), err, {"long_name": "standard error over converged data sets (NaN below 2)"})
+    if params.get("one_loop"):
+        for short in ("linear", "cubic"):
+            loop = data[f"{short}_one_loop_dataset"]
+            for name, cell, doc in ((f"{short}_one_loop", loop, "one-loop (1/N) correction"),
+                                    (f"{short}_corrected", data[f"{short}_learned_dataset"] + loop,
+                                     "finite-n theory + its one-loop (1/N) correction: the finite-N prediction")):
+                mean = np.array([cell[j, ok[j]].mean() if ok[j].any() else np.nan for j in range(S)])
+                err = np.array([float(sem(cell[j, ok[j]], single=np.nan)) for j in range(S)])
+                v[name] = (("s2",), mean, {"long_name": f"{doc}: mean over converged data sets"})
+                v[f"{name}_sem"] = (("s2",), err, {"long_name": "standard error over converged data sets (NaN below 2)"})
     v["n_converged"] = (("s2",), ok.sum(axis=1).astype(np.int64))
     v["n_solved"] = (("s2",), solved.sum(axis=1).astype(np.int64))
     v["ek_linear_learned"] = (("s2",), ek[0], {"long_name": "exact (q, t) EK theory 1 - b at the same point"})
@@ -232,7 +259,8 @@ def _assemble(cells: dict, s2: np.ndarray, params: dict, config: fn.FiniteNConfi
 
 def run_finite_n(params: TeacherStudentParams, datasets: Sequence[int], *, seed: int = 0, sampler_seed: int = 1,
                  config: fn.FiniteNConfig = fn.FiniteNConfig(), retry: bool = True, beta: float = 1.0,
-                 alpha: float | None = None, out: str | Path | None = None, progress=None) -> xr.Dataset:
+                 alpha: float | None = None, out: str | Path | None = None, progress=None,
+                 one_loop: bool = False) -> xr.Dataset:
     """The finite-n mean-field theory (:func:`grokphase.theory.finite_n.solve_finite_n`) at every sigma^2 of
     ``params`` on the simulations' training sets ``datasets`` (indices; data set i of simulation seed
     ``seed``), as an annotated xarray Dataset of kind :data:`KIND`.
@@ -253,6 +281,11 @@ def run_finite_n(params: TeacherStudentParams, datasets: Sequence[int], *, seed:
         skipped (resume; data sets of the file not asked for now are kept too) — a file written with
         other parameters is a :class:`ParameterError` naming them.
       progress: a tqdm-like bar (``reset(total=)``, ``update()``, ``set_postfix_str()``), one step per solve.
+      one_loop: also the one-loop (first order in 1/N) finite-width correction of every cell
+        (:func:`grokphase.theory.finite_n.one_loop_correction`): variables ``linear_one_loop_dataset``,
+        ``cubic_one_loop_dataset`` with their ``*_mc_error``, and over s2 ``linear_one_loop``,
+        ``cubic_one_loop`` and the finite-N predictions ``linear_corrected``, ``cubic_corrected`` (finite n +
+        one loop), each with ``*_sem``.  Off, the file is the same as before this option existed.
 
     Returns:
       Variables over (s2, dataset): ``linear_learned_dataset``, ``cubic_learned_dataset`` and their
@@ -279,7 +312,7 @@ def run_finite_n(params: TeacherStudentParams, datasets: Sequence[int], *, seed:
     if len(set(datasets)) != len(datasets):
         raise ParameterError(f"datasets: data set {next(i for i in datasets if datasets.count(i) > 1)} given twice")
     seed, sampler_seed = _check_index(seed, "seed"), _check_index(sampler_seed, "sampler_seed")
-    run = _run_parameters(points[0], s2, beta, alpha, seed, sampler_seed, retry, config)
+    run = _run_parameters(points[0], s2, beta, alpha, seed, sampler_seed, retry, config, one_loop)
     path = None if out is None else Path(out)
     cells = _resume_cells(path, run, s2.size) if path is not None and path.exists() else {}
     ek_sols = [solve_finite_d(pt) for pt in points]     # point by point: the compiled solve of the EK start
@@ -302,8 +335,9 @@ def run_finite_n(params: TeacherStudentParams, datasets: Sequence[int], *, seed:
             t0 = time.perf_counter()
             above = [k for k in range(j + 1, s2.size) if cells.get((k, i), {}).get("converged")]
             previous = (float(s2[above[0]]), cells[(above[0], i)]["tau"]) if above else None
-            sol, start, retried = solve_with_retry(points[j], x, y, w_star, key, config, retry=retry, previous=previous)
-            row = {name: float(getattr(sol, field)) for name, field, _ in CELL_VARS}
+            sol, start, retried = solve_with_retry(points[j], x, y, w_star, key, config, retry=retry, previous=previous,
+                                                   one_loop=one_loop)
+            row = {name: float(getattr(sol, field)) for name, field, _ in _cell_vars(run)}
             row.update(converged=bool(sol.converged), retried=retried, start=start, seconds=time.perf_counter() - t0,
                        tau=np.asarray(sol.tau, np.float64), log_p=np.asarray(sol.log_p, np.float64))
             cells[(j, i)] = row
