@@ -188,3 +188,55 @@ def test_cli_one_loop_adds_the_correction_and_keeps_the_mean_field(tmp_path, cap
                 assert summary["points"][j][f"{short}_corrected"] == pytest.approx(corr.mean(), rel=1e-12)
     rc = main([*TINY, "--out", str(plain), "--one-loop"])
     assert rc == 2 and "one_loop" in capsys.readouterr().err
+
+
+def test_compare_adds_the_corrected_curve_and_the_paired_differences():
+    """compare's finite-n columns with a --one-loop file: the corrected means and their z-scores are those of
+    the file; on the simulation's own data sets (same seed) the paired differences sim - theory per data set
+    (sim: mean over inits) with their SE, recomputed here; a file of another seed gets no paired columns."""
+    from grokphase.analysis import compare as cmp
+    from grokphase.experiments import finite_n as efn
+    from grokphase.sims.teacher_student import run_teacher_student
+    from grokphase.sims.teacher_student.config import TeacherStudentSim
+    from grokphase.theory.teacher_student import TeacherStudentParams
+
+    jax.config.update("jax_enable_x64", True)
+    s2 = (0.2, 0.3)
+    cfg = fn.FiniteNConfig(q_size=8, walkers=8, iterations=6, steps=4, blocks=2, block_steps=4)
+    fin = efn.run_finite_n(TeacherStudentParams(N=40.0, n=50.0, d=8.0, sa2=0.2, s2=np.asarray(s2)), [0, 1, 2],
+                           config=cfg, one_loop=True)
+    fin["converged"].values[:] = True            # the arithmetic is tested, not the tiny solves' convergence
+    fin["converged"].values[0, 1] = False        # one cell left out of the means and of the pairing
+    for short in ("linear", "cubic"):            # the means over converged cells, as run_finite_n forms them
+        for field in ("learned", "corrected"):
+            cell = fin[f"{short}_learned_dataset"] + (fin[f"{short}_one_loop_dataset"] if field == "corrected" else 0)
+            for j in range(2):
+                v = cell.values[j][fin["converged"].values[j]]
+                fin[f"{short}_{field}"].values[j] = v.mean()
+                fin[f"{short}_{field}_sem"].values[j] = v.std(ddof=1) / math.sqrt(v.size)
+    sim = run_teacher_student(TeacherStudentSim(N=40, n=50, d=8, s2=s2, sa2=0.2, datasets=2, inits=2, steps=40,
+                                                burn_in=10, record_every=10, n_test=200))
+    out = cmp.finite_n_for_sim(sim, fin)
+    for j in range(2):
+        ok = [k for k in (0, 1) if fin["converged"].values[j, k]]
+        for short in ("linear", "cubic"):
+            v, e = float(sim[f"{short}_learned"].values[j]), float(sim[f"{short}_learned_sem"].values[j])
+            m, se = float(fin[f"{short}_corrected"].values[j]), float(fin[f"{short}_corrected_sem"].values[j])
+            assert out[f"finite_n_{short}_corrected"][j] == m
+            assert out[f"z_finite_n_{short}_corrected"][j] == pytest.approx((v - m) / math.hypot(e, se), rel=1e-12)
+            per_sim = sim[f"{short}_learned_network"].values[j].mean(axis=1)        # (dataset,) over inits
+            for what, cell in (("", fin[f"{short}_learned_dataset"].values[j]),
+                               ("_corrected", (fin[f"{short}_learned_dataset"] + fin[f"{short}_one_loop_dataset"]).values[j])):
+                d = per_sim[ok] - cell[ok]
+                assert out[f"paired_finite_n_{short}{what}_diff"][j] == pytest.approx(d.mean(), rel=1e-12)
+                if d.size == 1:              # s2 = 0.2: data set 1 left out, one pair: no error, no z
+                    assert np.isnan(out[f"paired_finite_n_{short}{what}_diff_sem"][j])
+                    assert np.isnan(out[f"z_paired_finite_n_{short}{what}"][j])
+                    continue
+                assert out[f"paired_finite_n_{short}{what}_diff_sem"][j] == pytest.approx(
+                    d.std(ddof=1) / math.sqrt(d.size), rel=1e-12)
+                assert out[f"z_paired_finite_n_{short}{what}"][j] == pytest.approx(
+                    d.mean() / (d.std(ddof=1) / math.sqrt(d.size)), rel=1e-12)
+    other = fin.copy()
+    other.attrs = {**fin.attrs, "param_seed": "7"}
+    assert not any(k.startswith("paired_") for k in cmp.finite_n_for_sim(sim, other))

@@ -208,6 +208,13 @@ FINITE_N_MATCH = ("N", "n", "d", "sa2", "sw2", "eps")
 #: the comparison's finite-n variables over (sim, point)
 FINITE_N_VARS = ("finite_n_linear_learned", "finite_n_linear_learned_sem", "finite_n_cubic_learned",
                  "finite_n_cubic_learned_sem", "finite_n_datasets", "z_finite_n_linear", "z_finite_n_cubic")
+#: with a ``theory finite-n --one-loop`` file: the finite-N prediction (finite n + one loop) and z against it
+FINITE_N_LOOP_VARS = ("finite_n_linear_corrected", "finite_n_linear_corrected_sem", "finite_n_cubic_corrected",
+                      "finite_n_cubic_corrected_sem", "z_finite_n_linear_corrected", "z_finite_n_cubic_corrected")
+#: paired over the simulation's own data sets (same seed): mean and SE of sim - theory per data set, its z
+FINITE_N_PAIRED_VARS = tuple(f"{pre}finite_n_{short}{what}{post}" for what in ("", "_corrected")
+                             for short in ("linear", "cubic")
+                             for pre, post in (("paired_", "_diff"), ("paired_", "_diff_sem"), ("z_paired_", "")))
 
 
 def _sim_model(ds: xr.Dataset) -> dict:
@@ -253,7 +260,13 @@ def finite_n_for_sim(sim: xr.Dataset, fin: xr.Dataset) -> dict:
     """The finite-n theory at a simulation's sigma^2 points: its mean learned fractions over converged data
     sets with their standard errors (NaN where the file has no such sigma^2), the number of converged data
     sets, and the z-scores of the simulation against it, z = (sim - finite n)/sqrt(SEM_sim^2 + SEM_fin^2)
-    (both are means over independent data sets; NaN where either error is unknown)."""
+    (both are means over independent data sets; NaN where either error is unknown).  A file written with
+    ``--one-loop`` adds the finite-N prediction (finite n + one loop, ``finite_n_*_corrected``) and the
+    z-scores against it (:data:`FINITE_N_LOOP_VARS`).  When the file solved the simulation's own training
+    sets (same seed), the comparison is also made data set by data set (:data:`FINITE_N_PAIRED_VARS`): the
+    mean over the common data sets (converged in the file) of sim - theory, the simulation's value of a
+    data set being its mean over inits, with the standard error of those differences — the data-set
+    spread, which dominates both unpaired errors, cancels."""
     s2 = np.asarray(sim["s2"].values, np.float64)
     s2_fin = np.asarray(fin["s2"].values, np.float64)
     idx = [np.flatnonzero(np.isclose(s2_fin, v, rtol=1e-9, atol=0.0)) for v in s2]
@@ -263,14 +276,41 @@ def finite_n_for_sim(sim: xr.Dataset, fin: xr.Dataset) -> dict:
     pick = lambda name: np.array([float(fin[name].values[i[0]]) if i.size else np.nan for i in idx])  # noqa: E731
     out = {}
     for short in ("linear", "cubic"):
-        mean, err = pick(f"{short}_learned"), pick(f"{short}_learned_sem")
-        out[f"finite_n_{short}_learned"], out[f"finite_n_{short}_learned_sem"] = mean, err
         sim_mean = np.asarray(sim[f"{short}_learned"].values, np.float64)
         sim_err = np.asarray(sim[f"{short}_learned_sem"].values, np.float64)
-        total = np.sqrt(sim_err**2 + err**2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"z_finite_n_{short}"] = np.where(np.isfinite(total) & (total > 0), (sim_mean - mean) / total, np.nan)
+        for field, suffix in (("learned", ""), ("corrected", "_corrected")):
+            if f"{short}_{field}" not in fin:
+                continue
+            mean, err = pick(f"{short}_{field}"), pick(f"{short}_{field}_sem")
+            out[f"finite_n_{short}_{field}"], out[f"finite_n_{short}_{field}_sem"] = mean, err
+            total = np.sqrt(sim_err**2 + err**2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"z_finite_n_{short}{suffix}"] = np.where(np.isfinite(total) & (total > 0),
+                                                              (sim_mean - mean) / total, np.nan)
     out["finite_n_datasets"] = pick("n_converged")
+    if str(fin.attrs.get("param_seed")) == str(sim.attrs.get("param_seed")) and "linear_learned_network" in sim:
+        common = [int(i) for i in fin["dataset"].values if int(i) in set(int(v) for v in sim["dataset"].values)]
+        for short in ("linear", "cubic"):
+            per_sim = sim[f"{short}_learned_network"].mean("init")
+            for what, cell in (("", fin[f"{short}_learned_dataset"]),
+                               ("_corrected", fin[f"{short}_learned_dataset"] + fin[f"{short}_one_loop_dataset"]
+                                if f"{short}_one_loop_dataset" in fin else None)):
+                if cell is None:
+                    continue
+                diff, err = np.full(s2.size, np.nan), np.full(s2.size, np.nan)
+                for j, i in enumerate(idx):
+                    if not i.size:
+                        continue
+                    ok = [k for k in common if bool(fin["converged"].values[i[0], list(fin["dataset"].values).index(k)])]
+                    if not ok:
+                        continue
+                    d = (per_sim.isel(s2=j).sel(dataset=ok).values
+                         - cell.isel(s2=int(i[0])).sel(dataset=ok).values)
+                    diff[j] = d.mean()
+                    err[j] = d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else np.nan
+                out[f"paired_finite_n_{short}{what}_diff"], out[f"paired_finite_n_{short}{what}_diff_sem"] = diff, err
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[f"z_paired_finite_n_{short}{what}"] = np.where(np.isfinite(err) & (err > 0), diff / err, np.nan)
     return out
 
 
@@ -462,7 +502,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
             raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
     S = max(ds.sizes["s2"] for ds in sims)
     fin_files = match_finite_n(sims, finite_n) if len(finite_n) else [None] * len(sims)
-    fin_out = {name: np.full((len(sims), S), np.nan) for name in FINITE_N_VARS} if len(finite_n) else {}
+    fin_names = FINITE_N_VARS + (FINITE_N_LOOP_VARS if any(f is not None and "linear_corrected" in f for f in fin_files)
+                                 else ()) + FINITE_N_PAIRED_VARS
+    fin_out = {name: np.full((len(sims), S), np.nan) for name in fin_names} if len(finite_n) else {}
     fin_same_data = []
     for k, (ds, fin) in enumerate(zip(sims, fin_files)):
         if fin is not None:
@@ -617,8 +659,9 @@ def compare_summary(cmp: xr.Dataset) -> dict:
                         and name.split("_")[1] in ("exact", "concentrated"):
                     row[name] = float(cmp[name].values[k, i])
             if "finite_n_cubic_learned" in cmp:
-                for name in FINITE_N_VARS:
-                    row[name] = float(cmp[name].values[k, i])
+                for name in FINITE_N_VARS + FINITE_N_LOOP_VARS + FINITE_N_PAIRED_VARS:
+                    if name in cmp:
+                        row[name] = float(cmp[name].values[k, i])
             rows.append(_mark(row, cmp, k, s2, TS_OBSERVABLES))
     out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),
            "approximation": cmp.attrs.get("approximation", "concentrated"), "z_against": z_against(cmp)}

@@ -514,6 +514,23 @@ def finite_n_compare_lines(points) -> list[str]:
         lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {r['finite_n_cubic_learned']:8.4f}±{r['finite_n_cubic_learned_sem']:<8.4f} "
                      f"{r['z_finite_n_cubic']:6.2f} {r['finite_n_linear_learned']:8.4f}±{r['finite_n_linear_learned_sem']:<8.4f} "
                      f"{r['z_finite_n_linear']:6.2f} {int(r['finite_n_datasets']):5d}")
+        if math.isfinite(r.get("finite_n_cubic_corrected", math.nan)):
+            lines.append(f"{'+ 1/N':>14} {r['finite_n_cubic_corrected']:8.4f}±{r['finite_n_cubic_corrected_sem']:<8.4f} "
+                         f"{r['z_finite_n_cubic_corrected']:6.2f} {r['finite_n_linear_corrected']:8.4f}±"
+                         f"{r['finite_n_linear_corrected_sem']:<8.4f} {r['z_finite_n_linear_corrected']:6.2f}   "
+                         "(finite n + one loop)")
+    paired = [r for r in points if math.isfinite(r.get("paired_finite_n_cubic_diff", math.nan))]
+    if paired:
+        lines.append("paired over the simulation's own data sets: mean ± SE of sim - theory per data set, z")
+        for r in paired:
+            for what, label in (("", "finite n"), ("_corrected", "finite n + 1/N")):
+                if not math.isfinite(r.get(f"paired_finite_n_cubic{what}_diff", math.nan)):
+                    continue
+                lines.append(f"{r['beta']:6.4g} {r['s2']:7.4g} {label:>15}: cubic "
+                             f"{r[f'paired_finite_n_cubic{what}_diff']:+.4f}±{r[f'paired_finite_n_cubic{what}_diff_sem']:.4f} "
+                             f"(z {r[f'z_paired_finite_n_cubic{what}']:.2f}), linear "
+                             f"{r[f'paired_finite_n_linear{what}_diff']:+.4f}±{r[f'paired_finite_n_linear{what}_diff_sem']:.4f} "
+                             f"(z {r[f'z_paired_finite_n_linear{what}']:.2f})")
     return lines
 
 

@@ -152,6 +152,11 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
                            yerr=np.nan_to_num(cmp[f"finite_n_{name}_learned_sem"].values[k][fin], nan=0.0),
                            fmt="s", ms=ms, mfc="none", color=cols[k], capsize=2,
                            label=f"finite-n theory, {_beta_label(float(betas[k]))}" if a is ax else None)
+                if f"finite_n_{name}_corrected" in cmp:     # + the one-loop 1/N correction: open diamonds
+                    a.errorbar(ref[k][fin], cmp[f"finite_n_{name}_corrected"].values[k][fin],
+                               yerr=np.nan_to_num(cmp[f"finite_n_{name}_corrected_sem"].values[k][fin], nan=0.0),
+                               fmt="D", ms=ms - 1, mfc="none", color=cols[k], capsize=2,
+                               label=f"finite n + 1/N, {_beta_label(float(betas[k]))}" if a is ax else None)
     primary = cmp.attrs.get("approximation", "concentrated")
     others = [a for a in str(cmp.attrs.get("approximations", primary)).split() if a != primary]
     for a in others:
