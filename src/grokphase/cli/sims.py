@@ -505,6 +505,7 @@ def cmd_compare_teacher_student(args) -> int:
 def finite_n_compare_lines(points) -> list[str]:
     """The finite-n theory column of a teacher-student comparison: per point its mean +- SE over data sets
     and z = (sim - finite n)/sqrt(SEM_sim^2 + SEM_fin^2)."""
+    points = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in points]   # JSON rows: null
     lines = ["finite-n mean-field theory (mean ± SE over converged data sets; z against it, both errors):",
              f"{'beta':>6} {'s2':>7} {'cubic finite-n':>17} {'z':>6} {'linear finite-n':>17} {'z':>6} {'sets':>5}"]
     for r in points:

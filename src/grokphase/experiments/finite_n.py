@@ -133,7 +133,8 @@ def solve_with_retry(p: TeacherStudentParams, x, y, w_star, key, config: fn.Fini
     ``continuation``); without one from tau_EK/2 (start 2, ``half_ek``).  The retry is kept if it converged
     or has the smaller residual; else the first solve is kept (start 0, retried True).  ``one_loop``: every
     solve also measures the one-loop (1/N) correction (:func:`grokphase.theory.finite_n.solve_finite_n`)."""
-    sol = fn.solve_finite_n(p, x, y, w_star, key, config, one_loop=one_loop)
+    loop = {"one_loop": True} if one_loop else {}        # the plain call unchanged (a substituted solver need not know it)
+    sol = fn.solve_finite_n(p, x, y, w_star, key, config, **loop)
     if sol.converged or not retry:
         return sol, 0, False
     s2 = float(p.s2)
@@ -143,7 +144,7 @@ def solve_with_retry(p: TeacherStudentParams, x, y, w_star, key, config: fn.Fini
         tau0, start = 0.5 * np.asarray(fn.ek_tau(p, fn.make_problem(p, x, y, w_star).s)), 2
     again = fn.solve_finite_n(p, x, y, w_star, jax.random.fold_in(key, RETRY_KEY),
                               dataclasses.replace(config, iterations=RETRY_ITERATIONS * config.iterations), tau0=tau0,
-                              one_loop=one_loop)
+                              **loop)
     if again.converged or again.residual <= sol.residual:
         return again, start, True
     return sol, 0, True
