@@ -188,6 +188,10 @@ def test_cli_one_loop_adds_the_correction_and_keeps_the_mean_field(tmp_path, cap
                 assert summary["points"][j][f"{short}_corrected"] == pytest.approx(corr.mean(), rel=1e-12)
     rc = main([*TINY, "--out", str(plain), "--one-loop"])
     assert rc == 2 and "one_loop" in capsys.readouterr().err
+    # `grokphase plot` draws both files (the corrected curve only where it exists)
+    for f in (plain, loop):
+        png = tmp_path / f"{f.stem}.png"
+        assert main(["plot", str(f), "--out", str(png)]) == 0 and png.stat().st_size > 10_000
 
 
 def test_compare_adds_the_corrected_curve_and_the_paired_differences():

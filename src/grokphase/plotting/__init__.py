@@ -18,8 +18,8 @@ from grokphase.plotting.sims import (plot_modular_compare, plot_modular_sim, plo
                                      plot_teacher_student_compare,
                                      plot_teacher_student_sim)
 from grokphase.plotting.single_index import plot_family, plot_family_phase_diagram, plot_family_sweep
-from grokphase.plotting.theory import (plot_gp_learning_curve, plot_modular_gp, plot_modular_sweep, plot_phase_diagram,
-                                       plot_teacher_student_sweep)
+from grokphase.plotting.theory import (plot_finite_n, plot_gp_learning_curve, plot_modular_gp, plot_modular_sweep,
+                                       plot_phase_diagram, plot_teacher_student_sweep)
 
 PLOTTERS = {
     "sims.modular": plot_modular_sim,
@@ -36,6 +36,7 @@ PLOTTERS = {
     "theory.teacher_student.sweep": plot_teacher_student_sweep,
     "theory.teacher_student.phase_diagram": plot_phase_diagram,
     "theory.teacher_student.gp": plot_gp_learning_curve,
+    "theory.teacher_student.finite_n": plot_finite_n,
     "analysis.free_energy": plot_free_energy,
 }
 

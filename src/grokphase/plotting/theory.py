@@ -278,3 +278,49 @@ def plot_modular_gp(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
     fig.tight_layout()
     return _save(fig, path, also_pdf)
 
+
+
+def plot_finite_n(ds: xr.Dataset, path, also_pdf: bool = False) -> list[Path]:
+    """A ``grokphase theory finite-n`` result: the cubic and linear learned fractions against sigma^2 (beta = 1
+    units) — every converged data set (dots; run-away ones as crosses), their mean ± SE (squares), with a
+    ``--one-loop`` file the finite-N prediction finite n + one loop (diamonds), and the exact EK theory at
+    the same points (plus signs) — and log p(q) of every solved data set."""
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.6))
+    x = ds["s2_reference"].values
+    jitter = 0.004 * (np.ptp(x) if x.size > 1 else max(abs(float(x[0])), 1e-3))
+    loop = "linear_corrected" in ds
+    for ax, short in ((axes[0], "cubic"), (axes[1], "linear")):
+        cell = ds[f"{short}_learned_dataset"].values
+        ok = ds["solved"].values & ds["converged"].values
+        bad = ds["solved"].values & ~ds["converged"].values
+        for k in range(ds.sizes["dataset"]):
+            dx = (k - (ds.sizes["dataset"] - 1) / 2) * jitter
+            ax.plot(x[ok[:, k]] + dx, cell[ok[:, k], k], ".", color="0.6", ms=3)
+            ax.plot(x[bad[:, k]] + dx, np.clip(cell[bad[:, k], k], None, 1.5), "x", color="tab:red", ms=4)
+        ax.errorbar(x, ds[f"{short}_learned"].values, yerr=np.nan_to_num(ds[f"{short}_learned_sem"].values),
+                    fmt="s", mfc="none", color="k", capsize=2, label="finite n (N → ∞): mean ± SE")
+        if loop:
+            ax.errorbar(x, ds[f"{short}_corrected"].values, yerr=np.nan_to_num(ds[f"{short}_corrected_sem"].values),
+                        fmt="D", mfc="none", color="tab:blue", capsize=2, ms=4, label="finite n + one loop (1/N)")
+        ax.plot(x, ds[f"ek_{short}_learned"].values, "+", color="tab:red", ms=9, label="EK theory (same point)")
+        ax.plot([], [], ".", color="0.6", label="per data set")
+        ax.set_xlabel(f"{S2} (β = 1 units)")
+        ax.set_ylabel(f"{short} learned fraction")
+    axes[0].legend(fontsize=7)
+    cols = _colors(ds.sizes["s2"])
+    for j in range(ds.sizes["s2"]):
+        for k in range(ds.sizes["dataset"]):
+            if not bool(ds["solved"].values[j, k]):
+                continue
+            lp = ds["log_p"].values[j, k]
+            axes[2].plot(ds["q"].values, lp - np.nanmax(lp), color=cols[j], lw=0.8,
+                         label=f"{S2} = {float(ds['s2_reference'].values[j]):g}" if k == 0 else None)
+    axes[2].set_ylim(bottom=-30)
+    axes[2].set_xlabel("q = w·w*")
+    axes[2].set_ylabel("log p(q) (max 0)")
+    axes[2].legend(fontsize=7)
+    a = ds.attrs
+    fig.suptitle(f"finite-n mean-field theory on the simulations' training sets: N = {float(a['N']):g}, "
+                 f"n = {float(a['n']):g}, d = {float(a['d']):g}, σ_a² = {float(a['sa2']):.4g}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, also_pdf)
