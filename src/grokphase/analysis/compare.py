@@ -502,8 +502,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
             raise ResultFileError(f"expected a teacher-student simulation result, got {ds.attrs.get('grokphase_kind')!r}")
     S = max(ds.sizes["s2"] for ds in sims)
     fin_files = match_finite_n(sims, finite_n) if len(finite_n) else [None] * len(sims)
-    fin_names = FINITE_N_VARS + (FINITE_N_LOOP_VARS if any(f is not None and "linear_corrected" in f for f in fin_files)
-                                 else ()) + FINITE_N_PAIRED_VARS
+    loop = any(f is not None and "linear_corrected" in f for f in fin_files)
+    fin_names = FINITE_N_VARS + (FINITE_N_LOOP_VARS if loop else ()) + tuple(
+        name for name in FINITE_N_PAIRED_VARS if loop or "_corrected" not in name)
     fin_out = {name: np.full((len(sims), S), np.nan) for name in fin_names} if len(finite_n) else {}
     fin_same_data = []
     for k, (ds, fin) in enumerate(zip(sims, fin_files)):

@@ -227,22 +227,19 @@ def _assemble(cells: dict, s2: np.ndarray, params: dict, config: fn.FiniteNConfi
     v["tau"] = (("s2", "dataset", "point"), tau, {"long_name": "frozen tau = t/s2 on the training points"})
     v["log_p"] = (("s2", "dataset", "q"), log_p, {"long_name": "log p(q) on the q grid (up to a constant)"})
     ok = solved & converged
-    for name, doc in (("linear_learned", "1 - b"), ("cubic_learned", "1 - c/eps"), ("droplet_mass", "droplet mass")):
-        cell = data[f"{name}_dataset"]
-        mean = np.array([cell[j, ok[j]].mean() if ok[j].any() else np.nan for j in range(S)])
-        err = np.array([float(sem(cell[j, ok[j]], single=np.nan)) for j in range(S)])
-        v[name] = (("s2",), mean, {"long_name": f"finite-n {doc}: mean over converged data sets"})
-        v[f"{name}_sem"] = (("s2",), err, {"long_name": "standard error over converged data sets (NaN below 2)"})
+    means = [(name, data[f"{name}_dataset"], f"finite-n {doc}") for name, doc in (
+        ("linear_learned", "1 - b"), ("cubic_learned", "1 - c/eps"), ("droplet_mass", "droplet mass"))]
     if params.get("one_loop"):
         for short in ("linear", "cubic"):
             loop = data[f"{short}_one_loop_dataset"]
-            for name, cell, doc in ((f"{short}_one_loop", loop, "one-loop (1/N) correction"),
-                                    (f"{short}_corrected", data[f"{short}_learned_dataset"] + loop,
-                                     "finite-n theory + its one-loop (1/N) correction: the finite-N prediction")):
-                mean = np.array([cell[j, ok[j]].mean() if ok[j].any() else np.nan for j in range(S)])
-                err = np.array([float(sem(cell[j, ok[j]], single=np.nan)) for j in range(S)])
-                v[name] = (("s2",), mean, {"long_name": f"{doc}: mean over converged data sets"})
-                v[f"{name}_sem"] = (("s2",), err, {"long_name": "standard error over converged data sets (NaN below 2)"})
+            means += [(f"{short}_one_loop", loop, "one-loop (1/N) correction"),
+                      (f"{short}_corrected", data[f"{short}_learned_dataset"] + loop,
+                       "finite-n theory + its one-loop (1/N) correction: the finite-N prediction")]
+    for name, cell, doc in means:
+        mean = np.array([cell[j, ok[j]].mean() if ok[j].any() else np.nan for j in range(S)])
+        err = np.array([float(sem(cell[j, ok[j]], single=np.nan)) for j in range(S)])
+        v[name] = (("s2",), mean, {"long_name": f"{doc}: mean over converged data sets"})
+        v[f"{name}_sem"] = (("s2",), err, {"long_name": "standard error over converged data sets (NaN below 2)"})
     v["n_converged"] = (("s2",), ok.sum(axis=1).astype(np.int64))
     v["n_solved"] = (("s2",), solved.sum(axis=1).astype(np.int64))
     v["ek_linear_learned"] = (("s2",), ek[0], {"long_name": "exact (q, t) EK theory 1 - b at the same point"})
