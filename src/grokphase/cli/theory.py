@@ -19,6 +19,7 @@ from grokphase._params import plain
 from grokphase.errors import ParameterError, SolverError
 from grokphase.theory import modular as md, teacher_student as ts
 from grokphase.theory.modular import ModularParams
+from grokphase.theory.results import check_corrections
 from grokphase.theory.results import build_gp_learning_curve, build_modular_gp_curve, build_modular_phase_diagram, build_modular_sweep, build_teacher_student_phase_diagram, build_teacher_student_sweep
 from grokphase.theory.teacher_student import PHASE_LABELS
 from grokphase.cli.single_index import add_parser as add_single_index_parser
@@ -48,6 +49,9 @@ def add_parsers(groups) -> None:
     p.add_argument("--transition", action="store_true", help="report the limit transition s2_c and u_c")
     p.add_argument("--density-s2", metavar="S1,S2", default=None,
                    help="sigma^2 values for log p(q) (default: one on each side of the transition when plotting)")
+    p.add_argument("--corrections", metavar="NAME", default=None,
+                   help="finite-n correction of the finite-d theory: 'ridge' (the renormalised ridge of finite-n "
+                        "kernel regression, docs/finite_size.md section 4); adds ridge_* columns and variables")
     _add_approximation(p)
     _add_family(p, kmax=True)
     _add_output(p, "write the Fig. 2 theory figure (PNG or PDF)")
@@ -249,8 +253,12 @@ def cmd_theory_teacher_student(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_teacher_student
-        _refuse(args, family, ("betas", "alpha", "density_s2"))
+        _refuse(args, family, ("betas", "alpha", "density_s2", "corrections"))
         return run_family_teacher_student(args, family)
+    corrections = check_corrections(args.corrections)
+    if corrections and args.limit:
+        raise ParameterError("--corrections: the finite-n corrections vanish in the scaling limit (n -> infinity); "
+                             "drop --limit to get them on the finite-d theory")
     base = _base_params(args)
     s2 = _s2_values(args)
     if args.betas is not None:
@@ -274,7 +282,7 @@ def cmd_theory_teacher_student(args) -> int:
                                          finite_d=(not args.limit) or bool(args.plot), gp_baseline=True,
                                          density_s2=density_s2 if want_density else None,
                                          approximation=args.approximation, check_limit=bool(args.limit),
-                                         progress=bar)
+                                         progress=bar, corrections=corrections)
     if not want_density:
         ds = ds.drop_vars([v for v in ("log_p", "density_droplet_fraction", "density_t_droplet", "density_t_bulk",
                                        "limit_action") if v in ds])
@@ -298,7 +306,9 @@ def cmd_theory_teacher_student(args) -> int:
             lines.append(f"{v:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} {pt['c']:9.5f} "
                          f"{pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} {pt['pi1']:7.3f} {pt['q_star']:6.3f}")
     else:
-        lines.append(f"{'beta':>6} {'s2':>9} {'u':>9} {'phase':>7} {'b':>9} {'c':>9} {'lin':>7} {'cubic':>7} {'droplet':>8}")
+        ridge = "ridge" in corrections
+        lines.append(f"{'beta':>6} {'s2':>9} {'u':>9} {'phase':>7} {'b':>9} {'c':>9} {'lin':>7} {'cubic':>7} {'droplet':>8}"
+                     + (f" {'ridge lin':>9} {'ridge cub':>9} {'n kappa/s2':>10}" if ridge else ""))
         for beta in np.atleast_1d(args.beta if args.betas is None and not args.plot else betas):
             for i, v in enumerate(s2):
                 row = ds.sel(beta=beta).isel(s2=i)
@@ -311,11 +321,19 @@ def cmd_theory_teacher_student(args) -> int:
                 pt["phase"] = _phase_label(row["phase"])
                 pt["status"] = _status_label(row["status"])
                 pt["learned"] = _learned(pt["linear_learned"], pt["cubic_learned"])
+                if ridge:
+                    for k in ("b", "c", "linear_learned", "cubic_learned", "droplet_fraction", "kappa", "s2_eff"):
+                        pt[f"ridge_{k}"] = float(row[f"ridge_{k}"])
+                    pt["ridge_phase"] = _phase_label(row["ridge_phase"])
                 points.append(pt)
                 lines.append(f"{beta:6.3g} {pt['s2']:9.4f} {pt['u']:9.3f} {pt['phase']:>7} {pt['b']:9.5f} "
                              f"{pt['c']:9.5f} {pt['linear_learned']:7.4f} {pt['cubic_learned']:7.4f} "
-                             f"{pt['droplet_fraction']:8.5f}")
+                             f"{pt['droplet_fraction']:8.5f}"
+                             + (f" {pt['ridge_linear_learned']:9.4f} {pt['ridge_cubic_learned']:9.4f} "
+                                f"{pt['ridge_s2_eff'] / pt['s2']:10.5f}" if ridge else ""))
     summary: dict[str, Any] = {"approximation": args.approximation, "points": points}
+    if corrections:
+        summary["corrections"] = list(corrections)
     if args.transition:
         summary["s2_c"] = float(ds.attrs["s2_c"])
         summary["u_c"] = float(ds.attrs["u_c"])

@@ -66,6 +66,57 @@ def _base_parameters(base: ts.TeacherStudentParams) -> dict:
     return {k: np.asarray(getattr(base, k)).tolist() for k in ts.PARAM_NAMES}
 
 
+#: finite-n corrections of the finite-d teacher-student theory (``build_teacher_student_sweep``)
+CORRECTIONS = ("ridge",)
+RIDGE_VARS = {
+    "b": "discrepancy coefficient on H1, renormalised-ridge theory",
+    "c": "discrepancy coefficient on H3, renormalised-ridge theory",
+    "linear_learned": "1 - b, renormalised-ridge (finite-n) theory",
+    "cubic_learned": "1 - c/eps, renormalised-ridge (finite-n) theory",
+    "droplet_fraction": "droplet fraction, renormalised-ridge theory",
+    "phase": None,
+    "status": None,
+}
+
+
+def check_corrections(corrections) -> tuple[str, ...]:
+    """Validate a list of correction names (a comma-separated string is split); unknown or repeated
+    names are a ParameterError naming them."""
+    if corrections is None:
+        return ()
+    names = [c.strip() for c in corrections.split(",")] if isinstance(corrections, str) else list(corrections)
+    names = [c for c in names if c]
+    bad = [c for c in names if c not in CORRECTIONS]
+    if bad:
+        raise ParameterError(f"unknown correction {bad[0]!r}; choose from {', '.join(CORRECTIONS)}")
+    if len(set(names)) != len(names):
+        raise ParameterError(f"corrections: {', '.join(names)} names one twice")
+    return tuple(names)
+
+
+def _ridge_vars(params: ts.TeacherStudentParams, approximation: str, progress) -> dict[str, xr.Variable]:
+    """The renormalised-ridge theory at the (beta, s2) grid ``params`` as ``ridge_*`` variables."""
+    from grokphase.theory.teacher_student.finite_d import _more
+    _more(progress, int(np.prod(np.broadcast_shapes(*(np.shape(getattr(params, k)) for k in ts.PARAM_NAMES)))))
+    r = ts.solve_finite_d_ridge(params, approximation=approximation, progress=progress)
+    dims = ("beta", "s2")
+    out = {}
+    for k, doc in RIDGE_VARS.items():
+        v = _var(dims, getattr(r.solution, k), k)
+        if doc:
+            v.attrs["long_name"] = doc
+        out[f"ridge_{k}"] = v
+    s2 = np.broadcast_to(np.asarray(params.s2, dtype=float), r.kappa.shape)
+    out["ridge_kappa"] = xr.Variable(dims, r.kappa, {"long_name": "renormalised ridge kappa (EK: s2/n)"})
+    out["ridge_s2_eff"] = xr.Variable(dims, r.s2_eff, {"long_name": "effective noise n kappa solved at (scaled)"})
+    out["ridge_shift"] = xr.Variable(dims, r.s2_eff / s2 - 1.0, {"long_name": "n kappa/s2 - 1"})
+    out["ridge_lambda_perp"] = xr.Variable(dims, r.spectrum.perp,
+                                           {"long_name": "kernel eigenvalue of each of the d - 1 perpendicular linear modes"})
+    out["ridge_rest_trace"] = xr.Variable(dims, r.spectrum.rest, {"long_name": "kernel trace beyond the explicit modes"})
+    out["ridge_iterations"] = xr.Variable((), r.iterations)
+    return out
+
+
 def _var(dims, values, name):
     attrs = dict(PHASE_ATTRS) if name == "phase" else dict(STATUS_ATTRS) if name == "status" else {}
     if name in DOCS:
@@ -98,7 +149,7 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
                                 gp_baseline: bool = True, density_s2: Sequence[float] | None = None,
                                 q_plot: float = 1.4, num_q: int = 561,
                                 approximation: str = ts.DEFAULT_APPROXIMATION, check_limit: bool = True,
-                                progress=None) -> xr.Dataset:
+                                progress=None, corrections: Sequence[str] = ()) -> xr.Dataset:
     """Finite-d sweeps over sigma^2 for several beta (alpha = alpha_ratio * beta, default alpha = beta),
     the scaling limit, the GP baseline, the transition, and log p(q) at ``density_s2``, all in the
     chosen ``approximation`` ("exact" or "concentrated", recorded in the attributes; the transition
@@ -108,8 +159,15 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
     ``check_limit=False``: a sweep point where the scaling limit has no solution gets NaN limit
     curves instead of an error (for callers that did not ask for the limit).  ``progress``: a
     tqdm-like bar (``reset(total=...)``, ``update(n)``) counting the finite-d points solved.
+    ``corrections``: finite-n corrections of the finite-d theory to add, from :data:`CORRECTIONS`
+    (``"ridge"``: the renormalised ridge, :func:`~grokphase.theory.teacher_student.solve_finite_d_ridge`,
+    as ``ridge_*`` variables over (beta, s2)); files without corrections are unchanged.
     """
     ts.check_approximation(approximation)
+    corrections = check_corrections(corrections)
+    if corrections and not finite_d:
+        raise ParameterError("corrections apply to the finite-d theory (the scaling limit has n -> infinity, "
+                             "where they vanish); ask for the finite-d solver")
     s2 = np.asarray(s2, dtype=float)
     betas = np.asarray(betas, dtype=float)
     ratio = 1.0 if alpha_ratio is None else float(alpha_ratio)
@@ -141,6 +199,8 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
         data["s2_scaled"] = xr.Variable(("beta", "s2"), np.broadcast_to(params.s2, (betas.size, s2.size)))
         data["u"] = xr.Variable(("s2",), np.asarray(sweep.u) * np.ones(s2.size))
         data["r"] = xr.Variable(("s2",), np.asarray(sweep.r) * np.ones(s2.size))
+        if "ridge" in corrections:
+            data.update(_ridge_vars(params, approximation, progress))
         if density_s2 is not None:
             dens_s2 = np.asarray(density_s2, dtype=float)
             dparams = ts.TeacherStudentParams(**{k: np.asarray(getattr(base, k)) for k in ts.PARAM_NAMES})
@@ -184,7 +244,7 @@ def build_teacher_student_sweep(base: ts.TeacherStudentParams, s2: Sequence[floa
     return annotate(ds, kind="theory.teacher_student.sweep", parameters={
         **_base_parameters(base), "s2": s2.tolist(), "betas": betas.tolist(), "alpha_over_beta": ratio,
         "density_s2": None if density_s2 is None else list(map(float, density_s2)),
-        "approximation": approximation,
+        "approximation": approximation, **({"corrections": list(corrections)} if corrections else {}),
     }, extra={"s2_c": s2_c, "u_c": float(transition.u) if transition.found else float("nan"),
               "q_star_c": float(transition.q_star) if transition.found else float("nan"),
               "t_star_c": float(transition.t_star) if transition.found else float("nan"),

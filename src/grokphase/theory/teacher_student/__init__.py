@@ -49,7 +49,8 @@ Modules (everything is re-exported here, so ``teacher_student.solve_finite_d`` e
 * :mod:`.free_energy` — F(v), its gradient and Hessian on a grid;
 * :mod:`.finite_d` — the Newton solver, :func:`solve_finite_d`, the density p(q);
 * :mod:`.limit` — the scaling limit; :mod:`.transition` — Claim IV's transition;
-* :mod:`.frozen` — metastable branches with the droplet occupation frozen (hysteresis).
+* :mod:`.frozen` — metastable branches with the droplet occupation frozen (hysteresis);
+* :mod:`.ridge` — the renormalised ridge, the finite-n (eigenlearning) correction of the EK theory.
 
 Status codes and phases live in :mod:`grokphase.theory.status`, batching in
 :mod:`grokphase.theory.batching`; both are shared with the modular model.
@@ -114,6 +115,13 @@ from grokphase.theory.teacher_student.quadrature import (
     t_grid_size,
 )
 from grokphase.theory.teacher_student.transition import Transition, solve_transition
+from grokphase.theory.teacher_student.ridge import (
+    RidgeSolution,
+    RidgeSpectrum,
+    kernel_spectrum,
+    renormalised_ridge,
+    solve_finite_d_ridge,
+)
 
 # Private helpers that tests and benchmarks reach through ``teacher_student._name`` (the module was
 # one file before it became this package); kept importable here, not part of the API.
@@ -128,11 +136,11 @@ __all__ = [
     "MAX_GRID_SIZE", "MAX_T_LEVEL", "NEWTON_RTOL", "PARAM_NAMES", "PHASE_LABELS", "RESIDUAL_ACCEPT",
     "RESOLUTION_TOL", "SQRT6", "SUPPORT_CONTRAST", "TRUNCATION_CHECK", "T_FLOOR", "T_LEVEL_STEP", "T_SPACING",
     "FiniteDSolution", "FrozenBranch", "LimitSolution", "Phase", "Status", "TeacherStudentParams",
-    "TeacherStudentProfile", "Transition",
+    "RidgeSolution", "RidgeSpectrum", "TeacherStudentProfile", "Transition",
     "action", "bucket_size", "check_approximation", "default_block", "default_chunk", "default_grid_size",
-    "degeneracy_ratio", "degeneracy_ratio_exact", "free_energy_objective", "free_energy_profile", "gfl_b",
+    "degeneracy_ratio", "degeneracy_ratio_exact", "free_energy_objective", "kernel_spectrum", "free_energy_profile", "gfl_b",
     "log_density",
     "log_density_qt", "overlaps", "point_grid_sizes", "prior_kernel", "q_support", "reduced_action",
-    "reduced_action_qt", "solve_finite_d", "solve_finite_d_batch", "solve_finite_d_point", "solve_frozen_branch",
+    "reduced_action_qt", "renormalised_ridge", "solve_finite_d", "solve_finite_d_ridge", "solve_finite_d_batch", "solve_finite_d_point", "solve_frozen_branch",
     "solve_limit", "solve_limit_batch", "solve_limit_point", "solve_transition", "t_grid_size",
 ]
