@@ -187,3 +187,34 @@ def test_cli_corrections_ridge(tmp_path, capsys):
         check_corrections("one-loop")
     with pytest.raises(ParameterError, match="twice"):
         check_corrections(["ridge", "ridge"])
+
+
+def test_compare_teacher_student_with_the_ridge_curve(tmp_path, capsys):
+    """`compare teacher-student --corrections ridge` on a tiny simulation: the ridge columns are
+    solve_finite_d_ridge at the simulated sizes, the z-scores (sim - ridge)/SEM recomputed from the
+    simulation file, the table has the section and the figure draws."""
+    from grokphase.io import save_dataset
+    from grokphase.sims.teacher_student import run_teacher_student
+    from grokphase.sims.teacher_student.config import TeacherStudentSim
+
+    s2 = np.array([0.2, 0.4])
+    sim = run_teacher_student(TeacherStudentSim(N=40, n=50, d=8, s2=s2, sa2=0.2, datasets=2, inits=2, steps=40,
+                                                burn_in=10, record_every=10, n_test=200))
+    path = tmp_path / "sim.nc"
+    save_dataset(sim, path)
+    rc = main(["compare", "teacher-student", "--sim", str(path), "--corrections", "ridge", "--json",
+               "--out", str(tmp_path / "c.nc"), "--plot", str(tmp_path / "c.png")])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)["points"]
+    r = ts.solve_finite_d_ridge(ts.TeacherStudentParams(N=40.0, n=50.0, d=8.0, s2=s2, sa2=0.2, sw2=0.5, eps=-0.3))
+    for i, row in enumerate(rows):
+        for short in ("linear", "cubic"):
+            want = float(np.asarray(getattr(r.solution, f"{short}_learned"))[i])
+            assert row[f"ridge_{short}_learned"] == pytest.approx(want, rel=1e-8)
+            z = (float(sim[f"{short}_learned"].values[i]) - want) / float(sim[f"{short}_learned_sem"].values[i])
+            assert row[f"z_ridge_{short}"] == pytest.approx(z, rel=1e-8)
+    cmp = load_dataset(tmp_path / "c.nc")
+    assert np.all(np.isfinite(cmp["ridge_cubic_learned_line"].values))
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    rc = main(["compare", "teacher-student", "--sim", str(path), "--corrections", "ridge"])
+    assert rc == 0 and "renormalised-ridge (finite-n) theory" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from grokphase.io import annotate, parameters_of
 from grokphase.sims.modular import all_pairs
 from grokphase.stats import sem
 from grokphase.theory import modular as mt
+from grokphase.theory.results import check_corrections
 from grokphase.theory import single_index as si
 from grokphase.theory import teacher_student as ts
 
@@ -157,6 +159,23 @@ def theory_for_sim(ds: xr.Dataset, s2_line: np.ndarray | None = None, num_line: 
     dens = (ts.solve_finite_d(ts.TeacherStudentParams(s2=s2, **base), density=True, approximation=approximation)
             if density else None)
     return points, line, np.asarray(s2_line), dens
+
+
+RIDGE_COMPARE_VARS = ("ridge_linear_learned", "ridge_cubic_learned", "z_ridge_linear", "z_ridge_cubic")
+
+
+def ridge_for_sim(ds: xr.Dataset, s2_line: np.ndarray, approximation: str = "exact"):
+    """The renormalised-ridge theory (:func:`~grokphase.theory.teacher_student.solve_finite_d_ridge`) at
+    exactly the simulated sizes: (solution at the simulated s2, solution on ``s2_line``)."""
+    N, n, d, sa2 = (float(ds.attrs[k]) for k in ("N", "n", "d", "sa2"))
+    base = dict(N=N, n=n, d=d, sa2=sa2, sw2=float(ds.attrs["param_sw2"]), eps=float(ds.attrs["param_eps"]))
+    s2 = np.asarray(ds["s2"].values, np.float64)
+    both = ts.solve_finite_d_ridge(ts.TeacherStudentParams(s2=np.concatenate([s2, np.asarray(s2_line, np.float64)]),
+                                                           **base), approximation=approximation).solution
+    split = lambda a: (a[:s2.size], a[s2.size:])       # noqa: E731
+    fields = {k: split(np.asarray(getattr(both, k))) for k in ("linear_learned", "cubic_learned")}
+    return (SimpleNamespace(**{k: v[0] for k, v in fields.items()}),
+            SimpleNamespace(**{k: v[1] for k, v in fields.items()}))
 
 
 def lr_bias_estimate(ds: xr.Dataset):
@@ -457,7 +476,8 @@ def compare_single_index_summary(cmp: xr.Dataset) -> dict:
 
 
 def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | None = None,
-                            approximations: Sequence[str] = ("exact", "concentrated"), finite_n=()) -> xr.Dataset:
+                            approximations: Sequence[str] = ("exact", "concentrated"), finite_n=(),
+                            corrections: Sequence[str] = ()) -> xr.Dataset:
     """Simulations vs the finite-d theory (paper Fig. 2).
 
     Files of another activation or target than the paper's (issue 18) go to :func:`compare_single_index`
@@ -479,9 +499,15 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
     matched to the simulation with the same (N, n, d, sa2, sw2, eps) (:func:`match_finite_n`; one that
     matches none is refused naming the parameter): a third curve, the finite-n mean-field theory's mean
     learned fractions over data sets at the simulated sigma^2, with z-scores against it
-    (:func:`finite_n_for_sim`; variables :data:`FINITE_N_VARS`)."""
+    (:func:`finite_n_for_sim`; variables :data:`FINITE_N_VARS`).
+
+    ``corrections`` (optional, ``("ridge",)``): the renormalised-ridge (finite-n) theory
+    (:func:`~grokphase.theory.teacher_student.solve_finite_d_ridge`, the primary approximation) at the
+    simulated sizes: ``ridge_{linear,cubic}_learned`` with z-scores ``z_ridge_{linear,cubic}`` at the
+    points and ``ridge_*_learned_line`` over the theory line."""
 
     K = len(sims)
+    corrections = check_corrections(corrections)
     if K == 0:
         raise ResultFileError("no simulation files given")
     if any(ds.attrs.get("grokphase_kind") == "sims.teacher_student" and sim_family(ds) is not None for ds in sims):
@@ -490,6 +516,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
                                   "or targets: their theory is solved at the simulated sizes")
         if len(finite_n):
             raise ResultFileError("--finite-n (the finite-n theory of the paper's model) does not apply to other "
+                                  "activations or targets")
+        if corrections:
+            raise ResultFileError("--corrections (the paper's model's finite-n corrections) does not apply to other "
                                   "activations or targets")
         return compare_single_index(sims)
     approximations = tuple(approximations)
@@ -521,6 +550,9 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         "droplet_fraction", "droplet_fraction_sem", "theory_linear_learned", "theory_cubic_learned",
         "theory_droplet_fraction", "z_linear", "z_cubic", "z_droplet", "lr_bias_linear", "lr_bias_cubic",
         "test_mse", "ensemble_test_mse", "theory_test_mse")}
+    ridge_out = ({name: np.full((K, S), np.nan) for name in RIDGE_COMPARE_VARS}
+                 | {f"ridge_{f}_learned_line": np.full((K, L), np.nan) for f in ("linear", "cubic")}
+                 if "ridge" in corrections else {})
     line_s2 = np.full((K, L), np.nan)
     line_lin = np.full((K, L), np.nan)
     line_cub = np.full((K, L), np.nan)
@@ -548,6 +580,16 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
             idx = np.linspace(0, s2_line.size - 1, L).round().astype(int)
             lines = (s2_line[idx], lin_l[idx], cub_l[idx])
         line_s2[k], line_lin[k], line_cub[k] = lines
+        if ridge_out:
+            ridge_pts, ridge_line = ridge_for_sim(ds, lines[0], primary)
+            for short in ("linear", "cubic"):
+                val = np.asarray(getattr(ridge_pts, f"{short}_learned"))
+                ridge_out[f"ridge_{short}_learned"][k, :m] = val
+                sem = np.asarray(ds[f"{short}_learned_sem"].values, np.float64)
+                diff = np.asarray(ds[f"{short}_learned"].values, np.float64) - val
+                ridge_out[f"z_ridge_{short}"][k, :m] = np.where(sem > 0, diff / np.where(sem > 0, sem, 1.0),
+                                                                np.inf * np.sign(diff))
+                ridge_out[f"ridge_{short}_learned_line"][k] = np.asarray(getattr(ridge_line, f"{short}_learned"))
         out["s2"][k, :m] = s2
         out["s2_reference"][k, :m] = s2 * beta / alpha
         for name in ("linear_learned", "cubic_learned", "droplet_fraction"):
@@ -594,6 +636,7 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
         extra_attrs[f"limit_s2_c_{a}"] = float(tr2.value) if bool(np.asarray(tr2.found)) else float("nan")
     extra_attrs[f"limit_s2_c_{primary}"] = float(tr.value) if bool(np.asarray(tr.found)) else float("nan")
     data = {name: (("sim", "point"), v) for name, v in {**out, **fin_out}.items()}
+    data.update({name: (("sim", "s2_line" if name.endswith("_line") else "point"), v) for name, v in ridge_out.items()})
     if fin_out:
         data["finite_n_same_seed"] = (("sim",), np.asarray(fin_same_data, np.int8))
     for a in others:
@@ -611,7 +654,8 @@ def compare_teacher_student(sims: Sequence[xr.Dataset], theory: xr.Dataset | Non
 
     return annotate(cmp, kind="analysis.teacher_student.compare",
                     parameters={"sims": labels, "theory_file": theory is not None,
-                                "approximations": list(approximations), "finite_n_files": len(finite_n)},
+                                "approximations": list(approximations), "finite_n_files": len(finite_n),
+                                **({"corrections": list(corrections)} if corrections else {})},
                     extra={"limit_s2_c": float(tr.value) if bool(np.asarray(tr.found)) else float("nan"),
                            "approximation": primary, **diagnostics_extra(sims),
                            "z_against": (f"{primary} finite-d theory" if theory is None else
@@ -663,6 +707,9 @@ def compare_summary(cmp: xr.Dataset) -> dict:
                 for name in FINITE_N_VARS + FINITE_N_LOOP_VARS + FINITE_N_PAIRED_VARS:
                     if name in cmp:
                         row[name] = float(cmp[name].values[k, i])
+            for name in RIDGE_COMPARE_VARS:
+                if name in cmp:
+                    row[name] = float(cmp[name].values[k, i])
             rows.append(_mark(row, cmp, k, s2, TS_OBSERVABLES))
     out = {"points": rows, "limit_s2_c": cmp.attrs.get("limit_s2_c"),
            "approximation": cmp.attrs.get("approximation", "concentrated"), "z_against": z_against(cmp)}

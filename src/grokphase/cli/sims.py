@@ -6,6 +6,7 @@ import argparse
 import math
 
 from grokphase.analysis.compare import FINITE_N_KIND, compare_summary, compare_teacher_student
+from grokphase.theory.results import check_corrections
 from grokphase.analysis.converge import diagnostic_thresholds
 from grokphase.analysis.diagnostics import attach_diagnostics, diagnose, diagnostics_points, flagged_points
 from grokphase.analysis.perp_norm import compare_perp_norm, perp_norm_lines, perp_norm_summary
@@ -209,6 +210,9 @@ def add_parsers(groups, positive=_positive, finite=_finite) -> None:
     p.add_argument("--finite-n", nargs="+", default=None, metavar="RESULT.nc",
                    help="`grokphase theory finite-n` results (the same N, n, d, sa2, sw2, eps as a simulation): the "
                         "finite-n mean-field theory as a third curve, mean +- SE over data sets, with z-scores")
+    p.add_argument("--corrections", default=None, metavar="NAME",
+                   help="'ridge': the renormalised-ridge (finite-n) theory at the simulated sizes as another curve, "
+                        "with z-scores (docs/finite_size.md section 4)")
     p.add_argument("--plot", default=None, metavar="FILE.png")
     p.add_argument("--out", default=None, metavar="FILE.nc")
     p.add_argument("--json", action="store_true")
@@ -483,7 +487,8 @@ def cmd_compare_teacher_student(args) -> int:
     theory = load_dataset(args.theory, "theory.teacher_student.sweep") if args.theory else None
     finite_n = {path: load_dataset(path, FINITE_N_KIND) for path in (args.finite_n or [])}
     try:
-        cmp = compare_teacher_student(sims, theory, finite_n=finite_n)
+        cmp = compare_teacher_student(sims, theory, finite_n=finite_n,
+                                      corrections=check_corrections(args.corrections))
     except KeyError as err:
         files = {**dict(zip(args.sim, sims)), **({args.theory: theory} if theory is not None else {}), **finite_n}
         raise missing_variable(err, files) or err from None
@@ -499,6 +504,11 @@ def cmd_compare_teacher_student(args) -> int:
                      f"{star(r, 'z_linear')}")
     if finite_n:
         lines += finite_n_compare_lines(summary["points"])
+    if "ridge_cubic_learned" in cmp:
+        lines += ["renormalised-ridge (finite-n) theory at the simulated sizes (z against it):",
+                  f"{'beta':>6} {'s2':>7} {'cubic ridge':>12} {'z':>6} {'linear ridge':>13} {'z':>6}"]
+        lines += [f"{r['beta']:6.4g} {r['s2']:7.4g} {r['ridge_cubic_learned']:12.4f} {r['z_ridge_cubic']:6.2f} "
+                  f"{r['ridge_linear_learned']:13.4f} {r['z_ridge_linear']:6.2f}" for r in summary["points"]]
     return _finish(args, cmp, summary, lines + diagnostics_footer(summary["points"]))
 
 

@@ -157,6 +157,12 @@ def plot_teacher_student_compare(cmp: xr.Dataset, path, also_pdf: bool = False) 
                                yerr=np.nan_to_num(cmp[f"finite_n_{name}_corrected_sem"].values[k][fin], nan=0.0),
                                fmt="D", ms=ms - 1, mfc="none", color=cols[k], capsize=2,
                                label=f"finite n + 1/N, {_beta_label(float(betas[k]))}" if a is ax else None)
+    if "ridge_cubic_learned_line" in cmp:      # the renormalised-ridge (finite-n) theory: dash-dotted lines
+        for k in order:
+            ax.plot(cmp["theory_s2_line_reference"].values[k], cmp["ridge_cubic_learned_line"].values[k], "-.",
+                    color=cols[k], lw=1.0, label=f"renormalised ridge, {_beta_label(float(betas[k]))}")
+            inset.plot(cmp["theory_s2_line_reference"].values[k], cmp["ridge_linear_learned_line"].values[k], "-.",
+                       color=cols[k], lw=0.8)
     primary = cmp.attrs.get("approximation", "concentrated")
     others = [a for a in str(cmp.attrs.get("approximations", primary)).split() if a != primary]
     for a in others:
