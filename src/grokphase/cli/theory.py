@@ -71,6 +71,9 @@ def add_parsers(groups) -> None:
     _add_ts_params(p)
     p.add_argument("--s2-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep sigma^2")
     p.add_argument("--n-sweep", metavar="START:STOP:NUM[:log]", default=None, help="sweep n (learning curve)")
+    p.add_argument("--corrections", metavar="NAME", default=None,
+                   help="'ridge': also the finite-n learning curve with the renormalised ridge (eigenlearning), "
+                        "docs/finite_size.md section 4")
     _add_approximation(p)
     _add_family(p)
     _add_output(p, "plot the learning curves")
@@ -452,7 +455,9 @@ def cmd_theory_gp(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_gp
+        _refuse(args, family, ("corrections",))
         return run_family_gp(args, family)
+    corrections = check_corrections(args.corrections)
     base = _base_params(args)
     s2 = _s2_values(args)
     if args.n_sweep is not None:
@@ -461,11 +466,15 @@ def cmd_theory_gp(args) -> int:
         n = np.geomspace(10.0, 1e10, 91)
     else:
         n = np.array([args.n])
-    ds = build_gp_learning_curve(base, s2, n, approximation=args.approximation)
+    ds = build_gp_learning_curve(base, s2, n, approximation=args.approximation, corrections=corrections)
+    ridge = "ridge" in corrections
     points = [{"s2": float(a), "n": float(b), "linear_learned": float(ds["linear_learned"].sel(s2=a, n=b)),
                "cubic_learned": float(ds["cubic_learned"].sel(s2=a, n=b))} for a in s2 for b in n]
     for pt in points:
         pt["learned"] = _learned(pt["linear_learned"], pt["cubic_learned"])
+        if ridge:
+            for k in ("linear_learned", "cubic_learned", "kappa"):
+                pt[f"ridge_{k}"] = float(ds[f"ridge_{k}"].sel(s2=pt["s2"], n=pt["n"]))
     nh = ds["n_half_cubic"].values
     nl = ds["n_half_linear"].values
     summary = {"lambda1": ds.attrs["lambda1"], "lambda3": ds.attrs["lambda3"], "lambda13": ds.attrs["lambda13"],
@@ -476,8 +485,11 @@ def cmd_theory_gp(args) -> int:
             else "concentrated |w_perp|^2 = sw2, u -> 0 kernel of the paper's reduction")
     lines = [f"lambda1 = {summary['lambda1']:.6e}, lambda3 = {summary['lambda3']:.6e} ({what})",
              *(f"s2 = {a:g}: cubic half learned at n = {h:.4e}, linear at n = {l_:.4e}" for a, h, l_ in zip(s2, nh, nl)),
-             f"{'s2':>9} {'n':>12} {'linear':>9} {'cubic':>11}",
-             *(f"{p['s2']:9.4f} {p['n']:12.5g} {p['linear_learned']:9.5f} {p['cubic_learned']:11.4e}" for p in points)]
+             f"{'s2':>9} {'n':>12} {'linear':>9} {'cubic':>11}" + (f" {'ridge lin':>9} {'ridge cub':>11}" if ridge else ""),
+             *(f"{p['s2']:9.4f} {p['n']:12.5g} {p['linear_learned']:9.5f} {p['cubic_learned']:11.4e}"
+               + (f" {p['ridge_linear_learned']:9.5f} {p['ridge_cubic_learned']:11.4e}" if ridge else "") for p in points)]
+    if ridge:
+        summary["corrections"] = list(corrections)
     return _finish(args, ds, summary, lines)
 
 

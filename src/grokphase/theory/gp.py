@@ -141,6 +141,55 @@ def solve_gp(params: TeacherStudentParams) -> GPSolution:
     return GPSolution(*(a.reshape(shape) for a in out))
 
 
+def nngp_trace(d, sa2, sw2, nodes: int = 200) -> np.ndarray:
+    """The NNGP kernel's trace sa2 E_x[phi(w.x)^2] averaged over the prior, sa2 E[(2/pi)
+    arcsin(2|w|^2/(1 + 2|w|^2))] with |w|^2 = (sw2/d) X, X ~ chi^2_d: Gauss-Legendre over the chi^2
+    quantile range [1e-14, 1 - 1e-14] weighted by its density (the integrand is smooth and bounded, so
+    the rule is exact to ~1e-12).  Broadcasts over (d, sa2, sw2)."""
+    from scipy import stats
+    d, sa2, sw2 = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (d, sa2, sw2)))
+    out = np.empty(d.shape)
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    for idx in np.ndindex(d.shape):
+        lo, hi = stats.chi2.ppf([1e-14, 1.0 - 1e-14], d[idx])
+        X = lo + 0.5 * (hi - lo) * (x + 1.0)
+        dens = stats.chi2.pdf(X, d[idx]) * 0.5 * (hi - lo) * w
+        W2 = sw2[idx] / d[idx] * X
+        out[idx] = sa2[idx] * np.sum(dens * (2.0 / np.pi) * np.arcsin(2.0 * W2 / (1.0 + 2.0 * W2))) / np.sum(dens)
+    return out
+
+
+class GPRidge(NamedTuple):
+    """The GP learning curve with the renormalised ridge (:mod:`grokphase.theory.teacher_student.ridge`):
+    a component of eigenvalue lambda is learned to lambda/(lambda + kappa), kappa the root of
+    n = s2/kappa + sum_k lambda_k/(lambda_k + kappa) over the NNGP spectrum (the two target modes, the
+    d - 1 perpendicular linear modes of eigenvalue lambda1, every other mode through the trace).
+
+    kappa: the renormalised ridge (EK: s2/n); linear_learned, cubic_learned: lambda1/(lambda1 + kappa),
+    lambda3/(lambda3 + kappa) (the pure-H1 and pure-Hhat3 responses, as :func:`solve_gp`'s EK values)."""
+
+    kappa: np.ndarray
+    linear_learned: np.ndarray
+    cubic_learned: np.ndarray
+
+
+def solve_gp_ridge(params: TeacherStudentParams, eigen=None) -> GPRidge:
+    """The renormalised-ridge GP learned fractions at every point of ``params`` (any broadcast shape).
+    ``eigen``: (lambda1, lambda3, lambda13) to use instead of the exact Rayleigh quotients (e.g. the
+    concentrated approximation's u -> 0 kernel); the trace is always the exact NNGP trace."""
+    from grokphase.theory.teacher_student.ridge import RidgeSpectrum, renormalised_ridge
+    p = params.broadcast()
+    if eigen is None:
+        eigen = tuple(np.asarray(a) for a in rayleigh_quotients(p.d, p.sa2, p.sw2))
+    l1, l3, l13 = np.broadcast_arrays(*(np.broadcast_to(np.asarray(a, np.float64), p.shape) for a in eigen))
+    K2 = np.stack([np.stack([l1, l13], -1), np.stack([l13, l3], -1)], -2)
+    target = np.linalg.eigvalsh(K2)
+    trace = nngp_trace(p.d, p.sa2, p.sw2)
+    rest = np.maximum(trace - l1 - l3 - (np.asarray(p.d) - 1.0) * l1, 0.0)
+    kappa = renormalised_ridge(RidgeSpectrum(target, l1, trace, rest), p.n, p.s2, p.d)
+    return GPRidge(kappa, l1 / (l1 + kappa), l3 / (l3 + kappa))
+
+
 def subspace_discrepancy(params: TeacherStudentParams):
     """EK discrepancy (b, c) with the exact 2x2 kernel restricted to span(Hhat1, Hhat3):
     [b, sqrt6 c] = (s2/n)(K2 + s2/n)^{-1} [1, sqrt6 eps], K2 = [[l1, l13], [l13, l3]].

@@ -327,13 +327,17 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
 
 
 def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], n: Iterable[float], *,
-                            approximation: str = ts.DEFAULT_APPROXIMATION) -> xr.Dataset:
+                            approximation: str = ts.DEFAULT_APPROXIMATION,
+                            corrections: Sequence[str] = ()) -> xr.Dataset:
     """GP (EK) learned fractions on the (s2, n) grid, the Rayleigh quotients and the half-learning n.
 
     ``approximation="exact"``: the exact NNGP Rayleigh quotients (:func:`gp.rayleigh_quotients`);
     "concentrated": the u -> 0 kernel of the paper's one-variable theory (|w_perp|^2 = sw2,
-    :func:`ts.prior_kernel`), O(1/d) off."""
+    :func:`ts.prior_kernel`), O(1/d) off.  ``corrections=("ridge",)`` adds the renormalised-ridge
+    learning curve (:func:`gp.solve_gp_ridge`): ``ridge_linear_learned``, ``ridge_cubic_learned``,
+    ``ridge_kappa`` over (s2, n)."""
     ts.check_approximation(approximation)
+    corrections = check_corrections(corrections)
     s2 = np.atleast_1d(np.asarray(s2, dtype=float))
     n = np.atleast_1d(np.asarray(n, dtype=float))
     base = base.broadcast()
@@ -349,9 +353,18 @@ def build_gp_learning_curve(base: ts.TeacherStudentParams, s2: Iterable[float], 
         "n_half_linear": xr.Variable(("s2",), s2 / l1),
         "n_half_cubic": xr.Variable(("s2",), s2 / l3),
     }
+    if "ridge" in corrections:
+        grid = base.replace(s2=s2[:, None], n=n[None, :])
+        r = gp.solve_gp_ridge(grid, eigen=(l1, l3, l13))
+        data["ridge_linear_learned"] = xr.Variable(("s2", "n"), r.linear_learned,
+                                                   {"long_name": "lambda1/(lambda1 + kappa), renormalised ridge"})
+        data["ridge_cubic_learned"] = xr.Variable(("s2", "n"), r.cubic_learned,
+                                                  {"long_name": "lambda3/(lambda3 + kappa), renormalised ridge"})
+        data["ridge_kappa"] = xr.Variable(("s2", "n"), r.kappa, {"long_name": "renormalised ridge kappa (EK: s2/n)"})
     ds = xr.Dataset(data, coords={"s2": s2, "n": n})
     return annotate(ds, kind="theory.teacher_student.gp", parameters={
-        **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist(), "approximation": approximation},
+        **_base_parameters(base), "s2": s2.tolist(), "n": n.tolist(), "approximation": approximation,
+        **({"corrections": list(corrections)} if corrections else {})},
         extra={"lambda1": l1, "lambda3": l3, "lambda13": l13, "approximation": approximation,
                "learning_curve": "equivalent kernel: lambda/(lambda + s2/n)"})
 
