@@ -248,3 +248,51 @@ def test_gp_learning_curve_with_the_ridge_against_exact_gp_regression(tmp_path, 
     np.testing.assert_allclose([pt["ridge_kappa"] for pt in pts], r.kappa, rtol=1e-12)
     assert all(pt["ridge_linear_learned"] < pt["linear_learned"] for pt in pts)
     assert "ridge_kappa" in load_dataset(tmp_path / "gp.nc")
+
+
+def test_single_index_family_ridge():
+    """Any activation and Hermite target (THEORY.md §6): erf on He1 - 0.3 He3 through the family's solver
+    is the paper's model's ridge (kappa to 1e-9, learned fractions to 1e-8); for relu at u -> 0 the
+    spectrum is the arc-cosine NNGP's in closed form (lambda_perp = sa2 s/4 with s = sw2/d, from
+    E[relu'] = 1/2; the constant mode sa2 sw2/(2 pi); the trace sa2 sw2/2); relu on He2 + 0.3 He4
+    (constant mode counted, 7 iterations) and tanh converge and learn less than the EK theory."""
+    from grokphase.theory.single_index import SingleIndexParams, solve_finite_d as si_solve
+    from grokphase.theory.single_index.ridge import kernel_spectrum as si_spectrum
+    from grokphase.theory.single_index.ridge import solve_finite_d_ridge as si_ridge
+    p = ts.TeacherStudentParams(N=88.0, n=NT, d=D, s2=np.array([0.14, 0.3]), sa2=SA2, sw2=SW2, eps=EPS)
+    paper = ts.solve_finite_d_ridge(p)
+    fam = si_ridge(SingleIndexParams.from_teacher_student(p), "1:1,3:-0.3", "erf")
+    np.testing.assert_allclose(fam.kappa, paper.kappa, rtol=1e-9)
+    np.testing.assert_allclose(fam.solution.learned[:, 1], paper.solution.cubic_learned, rtol=1e-8)
+
+    g = SingleIndexParams(N=1e12, n=NT, d=D, s2=0.2, sa2=SA2, sw2=SW2)
+    spec, const = si_spectrum(si_solve(g, "1:1", "relu"), g, "1:1", "relu")
+    assert float(spec.perp) == pytest.approx(SA2 * SW2 / D / 4, rel=1e-10)
+    assert float(const) == pytest.approx(SA2 * SW2 / (2 * math.pi), rel=1e-10)
+    assert float(spec.trace) == pytest.approx(SA2 * SW2 / 2, rel=1e-10)
+
+    for act, target, s2 in (("relu", "2:1,4:0.3", [0.1, 0.25]), ("tanh", "1:1,3:-0.3", [0.14, 0.3])):
+        q = SingleIndexParams(N=88.0, n=NT, d=D, s2=np.array(s2), sa2=SA2, sw2=SW2)
+        r = si_ridge(q, target, act)
+        ek = si_solve(q, target, act)
+        assert np.all(r.s2_eff > q.s2)
+        lead = np.asarray(ek.learned)[:, 0]
+        assert np.all(np.asarray(r.solution.learned)[:, 0] < lead)
+        assert np.all(r.constant > 0) == (act == "relu")
+
+
+def test_cli_family_corrections_ridge(capsys):
+    """`theory teacher-student --activation tanh --corrections ridge --json`: per point ridge_learned per
+    target degree, the family solver's."""
+    from grokphase.theory.single_index import SingleIndexParams
+    from grokphase.theory.single_index.ridge import solve_finite_d_ridge as si_ridge
+    rc = main(["theory", "teacher-student", "--activation", "tanh", "--d", "53", "--n", "375", "--N", "88",
+               "--sa2", str(SA2), "--s2", "0.3", "--corrections", "ridge", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    pt = out["points"][0]
+    r = si_ridge(SingleIndexParams(N=88.0, n=375.0, d=53.0, s2=0.3, sa2=SA2, sw2=SW2), "1:1,3:-0.3", "tanh")
+    assert out["corrections"] == ["ridge"]
+    assert pt["ridge_learned"]["1"] == pytest.approx(float(np.asarray(r.solution.learned)[0]), rel=1e-9)
+    assert pt["ridge_learned"]["3"] == pytest.approx(float(np.asarray(r.solution.learned)[1]), rel=1e-9)
+    assert pt["ridge_learned"]["1"] < pt["learned"]["1"]

@@ -146,6 +146,11 @@ def run_family_teacher_student(args, family) -> int:
     the scaling limit per sigma^2, with --transition Claim IV's s2_c (or the reason there is none)."""
     s2 = _family_s2(args)
     base = _family_base(args)
+    from grokphase.theory.results import check_corrections
+    corrections = check_corrections(getattr(args, "corrections", None))
+    if corrections and args.limit:
+        raise ParameterError("--corrections: the finite-n corrections vanish in the scaling limit (n -> infinity); "
+                             "drop --limit to get them on the finite-d theory")
     if args.kmax is not None and not 0 <= args.kmax <= MAX_DEGREE:
         raise ParameterError(f"--kmax {args.kmax}: must be in 0..{MAX_DEGREE}")
     if args.limit or args.transition:
@@ -162,7 +167,7 @@ def run_family_teacher_student(args, family) -> int:
     ds = build_single_index_sweep(base, s2, family.target, family.activation,
                                   None if family.k_max is not None else family.degrees, k_max=family.k_max,
                                   beta=args.beta, approximation=args.approximation, finite_d=not args.limit,
-                                  limit=bool(args.limit), transition=bool(args.transition))
+                                  limit=bool(args.limit), transition=bool(args.transition), corrections=corrections)
     elapsed = time.perf_counter() - t0
     degrees = family.degrees
     in_target = [k for k in degrees if k in family.target.degrees]
@@ -195,6 +200,11 @@ def run_family_teacher_student(args, family) -> int:
                   "learned": _per_degree(row, "learned", in_target),
                   "discrepancy": _per_degree(row, "discrepancy", degrees)}
             text = "  ".join(f"He{k} {x:.5f}" for k, x in pt["learned"].items())
+            if "ridge_learned" in ds:
+                pt["ridge_learned"] = _per_degree(row, "ridge_learned", in_target)
+                pt["ridge_kappa"], pt["ridge_s2_eff"] = float(row["ridge_kappa"]), float(row["ridge_s2_eff"])
+                pt["ridge_phase"] = _phase_label(row["ridge_phase"])
+                text += "  (ridge: " + "  ".join(f"He{k} {x:.5f}" for k, x in pt["ridge_learned"].items()) + ")"
             if "basis_shift" in ds:
                 pt["basis_shift"] = _per_degree(row, "basis_shift", in_target)
                 text += "  (shift vs target basis: " + ", ".join(f"He{k} {x:+.2e}" for k, x in pt["basis_shift"].items()) + ")"
@@ -202,6 +212,8 @@ def run_family_teacher_student(args, family) -> int:
             lines.append(f"{float(v):9.4f} {pt['phase']:>7} {pt['free_energy']:12.6f} {pt['droplet_fraction']:8.5f}  {text}")
     summary: dict[str, Any] = {"approximation": args.approximation, "activation": family.activation.name,
                                "target": family.target.spec, "degrees": list(degrees), "points": points}
+    if corrections:
+        summary["corrections"] = list(corrections)
     if args.transition:
         for k in ("s2_c", "u_c", "q_star_c", "t_star_c"):
             summary[k] = float(ds.attrs[k]) if np.isfinite(ds.attrs[k]) else None

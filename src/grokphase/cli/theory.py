@@ -256,7 +256,7 @@ def cmd_theory_teacher_student(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_teacher_student
-        _refuse(args, family, ("betas", "alpha", "density_s2", "corrections"))
+        _refuse(args, family, ("betas", "alpha", "density_s2"))
         return run_family_teacher_student(args, family)
     corrections = check_corrections(args.corrections)
     if corrections and args.limit:

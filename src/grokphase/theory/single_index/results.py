@@ -71,14 +71,21 @@ def resolve_degrees(target, activation, degrees=None, k_max: int | None = None) 
 def build_single_index_sweep(base: SingleIndexParams, s2, target, activation="erf", degrees=None, *,
                              k_max: int | None = None, beta: float = 1.0, nngp: bool = False,
                              approximation: str = "exact", finite_d: bool = True, limit: bool = False,
-                             transition: bool = False) -> xr.Dataset:
+                             transition: bool = False, corrections=()) -> xr.Dataset:
     """Solve the finite-d theory (``approximation`` "exact" or "concentrated") at every sigma^2 of
     ``s2`` (beta = 1 units) and return the annotated Dataset (dims ``s2`` and ``degree``).  ``base``
     gives N, n, d, sa2, sw2 (its s2 is ignored); see the module docstring for ``k_max``, ``beta`` and
     ``nngp``.  With ``limit``: the scaling limit per sigma^2 (``limit_*`` variables; ``finite_d=False``
     leaves the finite-d solve out); with ``transition``: Claim IV's s2_c, u_c, q*_c, t*_c in the
     attributes (NaN with ``s2_c_reason`` where the argument does not carry over or no crossing
-    lies in s2/100 .. 100 s2).  A point the solver cannot resolve raises SolverError naming it."""
+    lies in s2/100 .. 100 s2).  A point the solver cannot resolve raises SolverError naming it.
+    ``corrections=("ridge",)``: also the renormalised-ridge (finite-n) theory
+    (:func:`~grokphase.theory.single_index.ridge.solve_finite_d_ridge`): ``ridge_learned`` over (s2,
+    degree), ``ridge_kappa``, ``ridge_s2_eff``, ``ridge_phase`` over s2."""
+    from grokphase.theory.results import check_corrections
+    corrections = check_corrections(corrections)
+    if corrections and not finite_d:
+        raise ParameterError("corrections apply to the finite-d theory (they vanish in the scaling limit)")
     target = get_target(target)
     act = get_activation(activation)
     check_approximation(approximation)
@@ -131,6 +138,14 @@ def build_single_index_sweep(base: SingleIndexParams, s2, target, activation="er
             "long_name": "NNGP eigenvalue sa2 E_prior[g_k^2] (exact Rayleigh quotient)"})
         data["gp_learned"] = xr.Variable(dims, lam[None, :] / (lam[None, :] + np.asarray(params.s2)[:, None] / n), {
             "long_name": "GP (EK) learned fraction lambda_k/(lambda_k + s2/n)"})
+    if "ridge" in corrections:
+        from grokphase.theory.single_index.ridge import solve_finite_d_ridge
+        rr = solve_finite_d_ridge(params, target, act, basis, approximation=approximation)
+        data["ridge_learned"] = xr.Variable(dims, np.asarray(rr.solution.learned), {
+            "long_name": "learned fraction, renormalised-ridge (finite-n) theory (NaN: not a target degree)"})
+        data["ridge_kappa"] = xr.Variable(("s2",), rr.kappa, {"long_name": "renormalised ridge kappa (EK: s2/n)"})
+        data["ridge_s2_eff"] = xr.Variable(("s2",), rr.s2_eff, {"long_name": "effective noise n kappa (scaled model)"})
+        data["ridge_phase"] = xr.Variable(("s2",), np.asarray(rr.solution.phase), {"long_name": "0 GFL, 1 GMFL-I, 2 GMFL-II"})
     extra = {}
     if limit or transition:
         data.update(_limit_vars(base, s2, target, act, basis, approximation, limit))
@@ -138,7 +153,8 @@ def build_single_index_sweep(base: SingleIndexParams, s2, target, activation="er
     ds = xr.Dataset(data, coords={"s2": s2, "degree": np.array(basis, dtype=np.int64)})
     parameters = {k: float(np.asarray(getattr(base, k))) for k in PARAM_NAMES if k != "s2"}
     parameters.update({"s2": s2.tolist(), "beta": float(beta), "activation": act.name, "target": target.spec,
-                       "degrees": list(basis), "k_max": k_max, "nngp": bool(nngp), "approximation": approximation})
+                       "degrees": list(basis), "k_max": k_max, "nngp": bool(nngp), "approximation": approximation,
+                       **({"corrections": list(corrections)} if corrections else {})})
     return annotate(ds, kind=KIND, parameters=parameters,
                     extra={"activation": act.name, "target": target.spec, "degrees": ",".join(map(str, basis)),
                            "approximation": approximation, **extra})
