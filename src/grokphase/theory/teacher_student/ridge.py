@@ -61,6 +61,8 @@ from grokphase.theory.teacher_student.quadrature import _grid, point_grid_sizes,
 RIDGE_TOL = 1e-10
 #: largest relative difference between the spectrum's Qt and the solver's (a quadrature check)
 SPECTRUM_CHECK = 1e-6
+#: points per compiled block of the spectrum's quadrature (memory: each holds its q x t grid)
+SPECTRUM_BLOCK = 16
 
 
 class RidgeSpectrum(NamedTuple):
@@ -131,9 +133,18 @@ def kernel_spectrum(solution: FiniteDSolution, params: TeacherStudentParams,
     c = np.asarray(solution.c, dtype=np.float64).reshape(-1)
     K = 2 * int(point_grid_sizes(flat).max()) - 1
     J = int(np.max(t_grid_size(flat, 1))) if exact else 1
-    fb = TeacherStudentParams(**{k: np.broadcast_to(np.asarray(getattr(flat, k), dtype=np.float64), b.shape)
-                                 for k in PARAM_NAMES})
-    perp, trace, Q = (np.asarray(a) for a in jax.device_get(_moments(fb, b, c, K=K, J=J, level=1, exact=exact)))
+    fields = {k: np.broadcast_to(np.asarray(getattr(flat, k), dtype=np.float64), b.shape) for k in PARAM_NAMES}
+    # blocks of SPECTRUM_BLOCK points (the last one padded by repeating its final point, so that one
+    # executable serves every block): a whole 64 x 64 diagram at once would hold every point's grid
+    M = b.size
+    size = min(SPECTRUM_BLOCK, M)
+    parts = []
+    for start in range(0, M, size):
+        idx = np.minimum(np.arange(start, start + size), M - 1)
+        fb = TeacherStudentParams(**{k: v[idx] for k, v in fields.items()})
+        out = jax.device_get(_moments(fb, b[idx], c[idx], K=K, J=J, level=1, exact=exact))
+        parts.append([np.asarray(a)[: min(size, M - start)] for a in out])
+    perp, trace, Q = (np.concatenate([pt[i] for pt in parts]) for i in range(3))
     Q_solver = np.asarray(solution.Q, dtype=np.float64).reshape(-1, 2, 2)
     scale = np.maximum(np.max(np.abs(Q_solver), axis=(1, 2)), 1e-300)
     off = np.max(np.abs(Q - Q_solver), axis=(1, 2)) / scale
