@@ -173,6 +173,9 @@ def test_cli_corrections_ridge(tmp_path, capsys):
     assert float(ds["ridge_linear_learned"].values.item()) == pt["ridge_linear_learned"]
     assert parameters_of(ds)["corrections"] == ["ridge"]
     assert pt["ridge_linear_learned"] < pt["linear_learned"]
+    assert main(["plot", str(path), "--out", str(tmp_path / "ts.png")]) == 0        # draws the ridge curves
+    assert (tmp_path / "ts.png").stat().st_size > 10_000
+    capsys.readouterr()
 
     plain = tmp_path / "plain.nc"
     assert main(["theory", "teacher-student", "--beta", "1/8", "--s2", "0.3", "--out", str(plain)]) == 0
@@ -248,6 +251,8 @@ def test_gp_learning_curve_with_the_ridge_against_exact_gp_regression(tmp_path, 
     np.testing.assert_allclose([pt["ridge_kappa"] for pt in pts], r.kappa, rtol=1e-12)
     assert all(pt["ridge_linear_learned"] < pt["linear_learned"] for pt in pts)
     assert "ridge_kappa" in load_dataset(tmp_path / "gp.nc")
+    assert main(["plot", str(tmp_path / "gp.nc"), "--out", str(tmp_path / "gp.png")]) == 0
+    assert (tmp_path / "gp.png").stat().st_size > 10_000
 
 
 def test_single_index_family_ridge():

@@ -57,6 +57,10 @@ def plot_teacher_student_sweep(ds: xr.Dataset, path, also_pdf: bool = False) -> 
         if "cubic_learned" in ds:
             ax_c.plot(s2, ds["cubic_learned"].sel(beta=beta), color=colors[i], lw=1.4, label=_beta_label(beta))
             ax_l.plot(s2, ds["linear_learned"].sel(beta=beta), color=colors[i], lw=1.4)
+        if "ridge_cubic_learned" in ds:        # the renormalised-ridge (finite-n) theory: dash-dotted
+            ax_c.plot(s2, ds["ridge_cubic_learned"].sel(beta=beta), color=colors[i], lw=1.0, ls="-.",
+                      label="renormalised ridge (finite n)" if i == 0 else None)
+            ax_l.plot(s2, ds["ridge_linear_learned"].sel(beta=beta), color=colors[i], lw=1.0, ls="-.")
     if "limit_cubic_learned" in ds:
         ax_c.plot(s2, ds["limit_cubic_learned"], color="k", lw=1.8, label="scaling limit")
         ax_l.plot(s2, ds["limit_linear_learned"], color="k", lw=1.8)
@@ -190,6 +194,11 @@ def plot_gp_learning_curve(ds: xr.Dataset, path, also_pdf: bool = False) -> list
         c = _colors(ds.sizes["s2"])[i]
         ax.plot(n, ds["linear_learned"].sel(s2=s2), color=c, ls="-", label=f"linear, {S2} = {s2:g}")
         ax.plot(n, ds["cubic_learned"].sel(s2=s2), color=c, ls="--", label=f"cubic, {S2} = {s2:g}")
+        if "ridge_linear_learned" in ds:      # the renormalised-ridge learning curve (finite n)
+            ax.plot(n, ds["ridge_linear_learned"].sel(s2=s2), color=c, ls="-.", lw=1.0,
+                    label=f"linear, renormalised ridge, {S2} = {s2:g}")
+            ax.plot(n, ds["ridge_cubic_learned"].sel(s2=s2), color=c, ls=(0, (1, 1)), lw=1.0,
+                    label=f"cubic, renormalised ridge, {S2} = {s2:g}")
         ax.axvline(float(ds["n_half_cubic"].sel(s2=s2)), color=c, ls=":", lw=0.8)
     ax.plot([], [], color="0.4", ls=":", lw=0.8, label="n at which half the cubic part is learned")
     ax.set_xscale("log")
