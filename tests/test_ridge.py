@@ -301,3 +301,28 @@ def test_cli_family_corrections_ridge(capsys):
     assert pt["ridge_learned"]["1"] == pytest.approx(float(np.asarray(r.solution.learned)[0]), rel=1e-9)
     assert pt["ridge_learned"]["3"] == pytest.approx(float(np.asarray(r.solution.learned)[1]), rel=1e-9)
     assert pt["ridge_learned"]["1"] < pt["learned"]["1"]
+
+
+def test_phase_diagram_with_the_ridge(tmp_path, capsys):
+    """`theory phase-diagram teacher-student --corrections ridge`: the ridge_* grid is solve_finite_d_ridge at
+    the grid's scaled parameters, the JSON counts its phases, the figure draws; --limit is refused."""
+    from grokphase.axes import parse_axis
+    from grokphase.theory.results import apply_axes
+    path = tmp_path / "pd.nc"
+    rc = main(["theory", "phase-diagram", "teacher-student", "--beta", "1/8", "--x", "s2:0.1:0.3:3", "--y", "N:600:1200:2",
+               "--corrections", "ridge", "--json", "--out", str(path), "--plot", str(tmp_path / "pd.png")])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    ds = load_dataset(path)
+    x, y = parse_axis("s2:0.1:0.3:3", ts.PARAM_NAMES, "--x"), parse_axis("N:600:1200:2", ts.PARAM_NAMES, "--y")
+    X, Y = np.meshgrid(x.values, y.values)
+    grid = apply_axes(ts.TeacherStudentParams().broadcast(), {"s2": X, "N": Y}, sa2_times_N=8.0).scaled(beta=1 / 8)
+    r = ts.solve_finite_d_ridge(grid)
+    np.testing.assert_allclose(ds["ridge_cubic_learned"].values, r.solution.cubic_learned, rtol=1e-9)
+    np.testing.assert_allclose(ds["ridge_kappa"].values, r.kappa, rtol=1e-9)
+    assert sum(summary["ridge_phase_counts"].values()) == 6
+    assert np.all(ds["ridge_cubic_learned"].values < ds["cubic_learned"].values)
+    assert (tmp_path / "pd.png").stat().st_size > 10_000
+    assert main(["theory", "phase-diagram", "teacher-student", "--limit", "--corrections", "ridge",
+                 "--x", "s2:0.1:0.3:3", "--y", "N:600:1200:2"]) != 0
+    assert "scaling limit" in capsys.readouterr().err

@@ -113,6 +113,9 @@ def add_parsers(groups) -> None:
     p.add_argument("--x", default="s2:0.05:0.4:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--y", default="N:100:3000:64", metavar="NAME:START:STOP:NUM[:log]")
     p.add_argument("--limit", action="store_true", help="scaling-limit solver instead of finite d")
+    p.add_argument("--corrections", metavar="NAME", default=None,
+                   help="'ridge': also the renormalised-ridge (finite-n) theory on the grid (ridge_* variables, its "
+                        "GFL | GMFL-I crossover in the figure): the phase diagram at the actual n")
     _add_approximation(p)
     _add_ts_params(p)
     _add_scaling(p)
@@ -502,7 +505,12 @@ def cmd_phase_diagram_ts(args) -> int:
     family = _family(args)
     if family is not None:
         from grokphase.cli.single_index import run_family_phase_diagram
+        _refuse(args, family, ("corrections",))
         return run_family_phase_diagram(args, family)
+    corrections = check_corrections(args.corrections)
+    if corrections and args.limit:
+        raise ParameterError("--corrections: the finite-n corrections vanish in the scaling limit (n -> infinity); "
+                             "drop --limit to get them on the finite-d theory")
     allowed = ts.PARAM_NAMES + ts.DERIVED_AXES
     x = parse_axis(args.x, allowed, "--x")
     y = parse_axis(args.y, allowed, "--y")
@@ -512,7 +520,8 @@ def cmd_phase_diagram_ts(args) -> int:
     with _progress(args, f"phase diagram {y.name} x {x.name}") as bar:
         ds = build_teacher_student_phase_diagram(base, x, y, limit=args.limit, beta=args.beta, alpha=args.alpha,
                                                  sa2_times_N=8.0 if args.sa2 is None else None,
-                                                 approximation=args.approximation, progress=bar)
+                                                 approximation=args.approximation, progress=bar,
+                                                 corrections=corrections)
     elapsed = time.perf_counter() - t0
     counts = {label: int((ds["phase"].values == code).sum()) for code, label in ts.PHASE_LABELS.items()}
     boundary = [{y.name: float(yv), x.name: (None if not math.isfinite(xv) else float(xv))}
@@ -522,9 +531,17 @@ def cmd_phase_diagram_ts(args) -> int:
                "phase_counts": counts,
                "cubic_learned_range": [float(ds["cubic_learned"].min()), float(ds["cubic_learned"].max())],
                "boundary": boundary, "seconds": elapsed}
+    if corrections:
+        summary["corrections"] = list(corrections)
+        summary["ridge_phase_counts"] = {label: int((ds["ridge_phase"].values == code).sum())
+                                         for code, label in ts.PHASE_LABELS.items()}
+        summary["ridge_cubic_learned_range"] = [float(ds["ridge_cubic_learned"].min()),
+                                                float(ds["ridge_cubic_learned"].max())]
     lines = [f"phase diagram {y.name} x {x.name} ({y.values.size} x {x.values.size}, {summary['solver']}, "
              f"{args.approximation}) in {elapsed:.2f} s",
              "phase counts: " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+             *(["renormalised ridge (finite n), phase counts: "
+                + ", ".join(f"{k}: {v}" for k, v in summary["ridge_phase_counts"].items())] if corrections else []),
              f"limit transition ({args.approximation}; {x.name} at each {y.name}):",
              *(f"  {y.name} = {b[y.name]:.6g}: {x.name}_c = {b[x.name]}" for b in boundary[:: max(1, len(boundary) // 8)])]
     return _finish(args, ds, summary, lines)

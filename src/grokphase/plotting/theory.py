@@ -167,6 +167,11 @@ def plot_phase_diagram(ds: xr.Dataset, path, also_pdf: bool = False, field: str 
             if ph.min() < level < ph.max():
                 ax.contour(x, y, smooth_level(ph, level), levels=[0.5], colors="w", linewidths=1.2, linestyles=ls)
                 ax.plot([], [], color="w", ls=ls, label=f"{what} crossover: {name}")
+    if finite and "ridge_phase" in ds:        # the renormalised-ridge (finite-n) crossover
+        ph = ds["ridge_phase"].values.astype(float)
+        if ph.min() < 0.5 < ph.max():
+            ax.contour(x, y, smooth_level(ph, 0.5), levels=[0.5], colors="yellow", linewidths=1.2, linestyles="-.")
+            ax.plot([], [], color="yellow", ls="-.", label="renormalised ridge (finite n): GFL | GMFL-I")
     regions = ds["phase"].values if "phase" in ds else ds["limit_phase"].values if "limit_phase" in ds else None
     if regions is not None:
         label_regions(ax, x, y, regions)

@@ -94,12 +94,12 @@ def check_corrections(corrections) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _ridge_vars(params: ts.TeacherStudentParams, approximation: str, progress) -> dict[str, xr.Variable]:
-    """The renormalised-ridge theory at the (beta, s2) grid ``params`` as ``ridge_*`` variables."""
+def _ridge_vars(params: ts.TeacherStudentParams, approximation: str, progress,
+                dims: tuple[str, str] = ("beta", "s2")) -> dict[str, xr.Variable]:
+    """The renormalised-ridge theory at the grid ``params`` (dimensions ``dims``) as ``ridge_*`` variables."""
     from grokphase.theory.teacher_student.finite_d import _more
     _more(progress, int(np.prod(np.broadcast_shapes(*(np.shape(getattr(params, k)) for k in ts.PARAM_NAMES)))))
     r = ts.solve_finite_d_ridge(params, approximation=approximation, progress=progress)
-    dims = ("beta", "s2")
     out = {}
     for k, doc in RIDGE_VARS.items():
         v = _var(dims, getattr(r.solution, k), k)
@@ -267,7 +267,7 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
                                         beta: float = 1.0, alpha: float | None = None,
                                         sa2_times_N: float | None = None,
                                         approximation: str = ts.DEFAULT_APPROXIMATION,
-                                        progress=None) -> xr.Dataset:
+                                        progress=None, corrections: Sequence[str] = ()) -> xr.Dataset:
     """Phase label and learned fractions on the (y, x) grid, finite-d (default) or scaling limit.
 
     Axis values describe the beta = 1 configuration, which is then scaled by (alpha, beta) (Table 1).
@@ -279,8 +279,13 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
 
     With the finite-d solver, grid points where the scaling limit has no solution get NaN limit
     fields instead of an error.  ``progress``: a tqdm-like bar (``reset(total=...)``, ``update(n)``)
-    counting the finite-d grid points solved."""
+    counting the finite-d grid points solved.  ``corrections=("ridge",)`` (finite d only): the
+    renormalised-ridge theory on the same grid as ``ridge_*`` variables (phase, learned fractions,
+    droplet fraction, kappa, shift n kappa/s2 - 1): the phase diagram at the actual n."""
     ts.check_approximation(approximation)
+    corrections = check_corrections(corrections)
+    if corrections and limit:
+        raise ParameterError("corrections apply to the finite-d theory (they vanish in the scaling limit); drop --limit")
     if x.name == y.name:
         raise ParameterError(f"--x and --y must be different parameters (both are {x.name})")
     alpha = beta if alpha is None else alpha
@@ -296,6 +301,9 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
                                                                     progress=progress), FINITE_D_VARS)
     for k in names:
         data[k] = _var(dims, getattr(sol, k), k)
+    if "ridge" in corrections:
+        ridge = _ridge_vars(grid, approximation, progress, dims=dims)
+        data.update({k: v for k, v in ridge.items() if k != "ridge_iterations"})
     data["limit_phase"] = _var(dims, lim.phase, "phase")
     for inv in ("u", "r"):  # the invariants at every grid point ('<name>_grid' if it is an axis)
         key = inv if inv not in (x.name, y.name) else f"{inv}_grid"
@@ -322,6 +330,7 @@ def build_teacher_student_phase_diagram(base: ts.TeacherStudentParams, x: Axis, 
         **_base_parameters(base), "x": x.name, "x_values": x.values.tolist(), "y": y.name,
         "y_values": y.values.tolist(), "limit": bool(limit), "beta": beta, "alpha": alpha,
         "sa2_times_N": sa2_times_N, "approximation": approximation,
+        **({"corrections": list(corrections)} if corrections else {}),
     }, extra={"x_axis": x.name, "y_axis": y.name, "x_log": int(x.log), "y_log": int(y.log),
               "solver": "limit" if limit else "finite-d", "approximation": approximation})
 
